@@ -1,0 +1,255 @@
+//! Clarion's configuration: `config/default.toml` (built into the binary), then the file named
+//! by `CLARION_CONFIG`, then `CLARION__SECTION__KEY` environment variables.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, documented line by line in the repository's `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// The most items one batch request may ever carry.
+pub const MAX_BATCH_LIMIT: usize = 10_000;
+
+/// A configuration that could not be read; the message names the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub ingest: IngestSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub public_url: String,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub max_batch: usize,
+    pub create_unknown_contacts: bool,
+    pub max_future_hours: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Settings {
+    /// Reads the defaults, `CLARION_CONFIG` and the environment, and checks the result.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("CLARION_CONFIG").ok();
+        Self::load_from(file.as_deref(), config::Environment::with_prefix("CLARION"))
+    }
+
+    /// The defaults alone, with no file or environment; what tests start from.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn load_from(
+        file: Option<&str>,
+        environment: config::Environment,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::with_name(path).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                environment
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                reason: "must start with sqlite: or postgres:// (the value is not shown: it may hold a password)".into(),
+            });
+        }
+        if !self.redis.url.expose_secret().starts_with("redis://")
+            && !self.redis.url.expose_secret().starts_with("rediss://")
+        {
+            return Err(ConfigError::Invalid {
+                key: "redis.url",
+                reason: "must start with redis:// or rediss://".into(),
+            });
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "database.max_connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=MAX_BATCH_LIMIT).contains(&self.ingest.max_batch) {
+            return Err(ConfigError::Invalid {
+                key: "ingest.max_batch",
+                reason: format!("must be between 1 and {MAX_BATCH_LIMIT}"),
+            });
+        }
+        if !(self.server.public_url.starts_with("http://")
+            || self.server.public_url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "server.public_url",
+                reason: "must be an http:// or https:// URL".into(),
+            });
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::Invalid {
+                key: "redis.key_prefix",
+                reason: "must be non-empty, without braces or spaces".into(),
+            });
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError::Invalid {
+                key: "log.level",
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(())
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.expose_secret().starts_with("postgres")
+    }
+}
+
+/// A URL with any password replaced, for log lines and messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        config::Environment::with_prefix("CLARION").source(Some(map))
+    }
+
+    #[test]
+    fn defaults_load_and_environment_overrides_them() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CLARION__SERVER__PORT", "9999"),
+                ("CLARION__INGEST__CREATE_UNKNOWN_CONTACTS", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.server.port, 9999);
+        assert!(!settings.ingest.create_unknown_contacts);
+        assert_eq!(settings.database.max_connections, 10);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let error = Settings::load_from(None, env(&[("CLARION__SERVER__PORT", "eighty")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("server.port"), "{error}");
+        let error = Settings::load_from(None, env(&[("CLARION__INGEST__MAX_BATCH", "20000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("ingest.max_batch"), "{error}");
+        let error = Settings::load_from(None, env(&[("CLARION__SERVER__PROT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("prot"), "{error}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let settings = Settings::load_from(
+            None,
+            env(&[("CLARION__DATABASE__URL", "postgres://u:hunter2@db/x")]),
+        )
+        .unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert_eq!(
+            redact_url("postgres://u:hunter2@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

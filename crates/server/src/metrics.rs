@@ -1,0 +1,54 @@
+//! Prometheus metrics served at `/metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The server's metrics, registered in a registry of its own so that tests can run several
+/// servers in one process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by method, route pattern and status.
+    pub http_requests: IntCounterVec,
+    /// Request latency by method and route pattern.
+    pub http_seconds: HistogramVec,
+    /// Ingested items by kind (contact, event) and outcome (stored, duplicate, rejected).
+    pub ingested: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("clarion".to_string()), None)?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0],
+            ),
+            &["method", "route"],
+        )?;
+        let ingested = IntCounterVec::new(
+            Opts::new("ingested_total", "Contacts and events taken in, by outcome"),
+            &["item", "outcome"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_seconds.clone()))?;
+        registry.register(Box::new(ingested.clone()))?;
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_seconds,
+            ingested,
+        })
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

@@ -1,0 +1,93 @@
+//! The OpenAPI document, generated from the handlers and types, and a reference page that
+//! works offline (Redoc, vendored under `assets/redoc`).
+
+use actix_web::{HttpResponse, http::header, web};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use super::{contacts, events, health};
+use crate::{error::ApiError, store};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Clarion API",
+        description = "Contacts, events and campaigns of a Clarion workspace. Every /api/v1 request needs `Authorization: Bearer <api key>`; keys have the role admin, marketer or viewer. Errors are JSON objects `{code, message, details}`.",
+    ),
+    paths(
+        contacts::upsert_batch, contacts::list, contacts::get, contacts::patch, contacts::delete,
+        contacts::events, events::insert_batch, health::health, health::ready, health::metrics,
+    ),
+    components(schemas(
+        ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
+        store::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
+        clarion_model::ContactPatch, clarion_model::EventInput, clarion_model::Event,
+        clarion_model::Subscriptions, clarion_model::SubscriptionsPatch,
+    )),
+    modifiers(&BearerKeys),
+    tags(
+        (name = "contacts", description = "Customers and their attributes"),
+        (name = "events", description = "What customers do"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key from `clarion keys create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/openapi.json", web::get().to(openapi_json))
+        .route("/api/docs", web::get().to(reference_page))
+        .route("/api/docs/redoc.standalone.js", web::get().to(redoc_js));
+}
+
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+const REFERENCE_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Clarion API reference</title>
+  <style>body { margin: 0; }</style>
+</head>
+<body>
+  <redoc spec-url="/api/openapi.json" hide-download-button="false"></redoc>
+  <script src="/api/docs/redoc.standalone.js"></script>
+</body>
+</html>
+"#;
+
+async fn reference_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(REFERENCE_PAGE)
+}
+
+static REDOC_JS: &[u8] = include_bytes!("../../assets/redoc/redoc.standalone.js");
+
+async fn redoc_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(REDOC_JS)
+}

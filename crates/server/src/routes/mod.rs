@@ -1,0 +1,141 @@
+//! HTTP routes. [`configure`] registers them all; `main` and the tests use the same function.
+
+pub mod contacts;
+pub mod docs;
+pub mod events;
+pub mod health;
+
+use actix_web::web;
+use clarion_model::ErrorCode;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+use utoipa::IntoParams;
+
+use crate::{error::ApiError, store::batch::ItemError};
+
+/// Registers every route: health and metrics at the root, the documentation under `/api`, the
+/// REST API under `/api/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+    docs::configure(cfg);
+    cfg.service(
+        web::scope("/api/v1")
+            .configure(contacts::configure)
+            .configure(events::configure),
+    );
+}
+
+/// Query parameters of batch endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BatchQuery {
+    /// Store nothing when any item is refused (default: store the valid items and report the
+    /// rest).
+    #[serde(default)]
+    pub atomic: bool,
+}
+
+/// The items of a batch that parsed, with their positions, and why the others did not.
+pub(crate) type ParsedBatch<T> = (Vec<(usize, T)>, Vec<ItemError>);
+
+/// Parses each item of a batch on its own, so one bad item costs only itself. Refuses the
+/// whole batch when it holds more items than allowed.
+pub(crate) fn parse_batch<T: DeserializeOwned>(
+    raw: &[Box<RawValue>],
+    max_batch: usize,
+    noun: &str,
+) -> Result<ParsedBatch<T>, ApiError> {
+    if raw.len() > max_batch {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "a batch may hold at most {max_batch} {noun}; this one holds {}: split it",
+                raw.len()
+            ),
+        ));
+    }
+    let mut items = Vec::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    for (index, item) in raw.iter().enumerate() {
+        let mut deserializer = serde_json::Deserializer::from_str(item.get());
+        match serde_path_to_error::deserialize(&mut deserializer) {
+            Ok(value) => items.push((index, value)),
+            Err(error) => errors.push(ItemError::from_serde(index, error)),
+        }
+    }
+    Ok((items, errors))
+}
+
+/// With `atomic`, any refused item refuses the whole batch.
+pub(crate) fn refuse_if_atomic(errors: &[ItemError], atomic: bool) -> Result<(), ApiError> {
+    if atomic && !errors.is_empty() {
+        Err(refused_batch(errors.to_vec()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The items refused while parsing and those the store refused, in item order; with
+/// `atomic`, a 422 when there are any (the store has then written nothing).
+pub(crate) fn combine_refusals(
+    mut parsed: Vec<ItemError>,
+    mut stored: Vec<ItemError>,
+    atomic: bool,
+) -> Result<Vec<ItemError>, ApiError> {
+    parsed.append(&mut stored);
+    refuse_if_atomic(&parsed, atomic)?;
+    parsed.sort_by_key(|e| e.index);
+    Ok(parsed)
+}
+
+/// The answer to an atomic batch with refused items: 422 naming each one.
+fn refused_batch(mut errors: Vec<ItemError>) -> ApiError {
+    errors.sort_by_key(|e| e.index);
+    ApiError::new(
+        ErrorCode::ValidationFailed,
+        format!(
+            "{} item(s) of the batch were refused, so nothing was stored (atomic=true)",
+            errors.len()
+        ),
+    )
+    .with_details(serde_json::json!({ "errors": errors }))
+}
+
+/// Opaque page cursors: the key of the last item, base64url-encoded.
+pub(crate) mod cursor {
+    use base64::Engine as _;
+
+    use crate::error::ApiError;
+    use clarion_model::ErrorCode;
+
+    pub fn encode(id: i64) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_string())
+    }
+
+    pub fn decode(cursor: &str) -> Result<i64, ApiError> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    "cursor is not one this API gave out",
+                )
+            })
+    }
+}
+
+/// Checks a page size: 1 to 1,000, 100 when left out.
+pub(crate) fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be between 1 and 1000, not {n}"),
+        )),
+    }
+}

@@ -1,0 +1,162 @@
+//! Building and running the HTTP server.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use actix_web::{
+    App, HttpResponse, HttpServer, ResponseError,
+    dev::{Server, Service as _},
+    web,
+};
+use clarion_model::ErrorCode;
+use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
+
+use crate::{config::Settings, db, error, metrics::Metrics, routes};
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub redis: redis::aio::ConnectionManager,
+}
+
+impl AppState {
+    /// Connects to the database (migrating it if configured) and sets up a Redis connection
+    /// that is established on first use, so the server starts even while Redis is down and
+    /// `/ready` says so.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect(&settings.database).await?;
+        if settings.database.migrate_on_start {
+            db::migrate(&db).await?;
+        }
+        let redis = connect_redis(settings.redis.url.expose_secret())?;
+        Ok(AppState {
+            db,
+            settings,
+            metrics: Metrics::new()?,
+            redis,
+        })
+    }
+
+    /// PING, for readiness checks.
+    pub async fn redis_ping(&self) -> redis::RedisResult<()> {
+        let mut connection = self.redis.clone();
+        redis::cmd("PING").query_async::<()>(&mut connection).await
+    }
+}
+
+/// A lazily connecting Redis connection manager with bounded timeouts.
+pub fn connect_redis(url: &str) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects, binds `server.host:server.port` (port 0 picks a free one) and prepares the
+    /// server; [`Application::run_until_stopped`] runs it.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let state = AppState::connect(settings).await?;
+        Self::from_state(state)
+    }
+
+    /// Prepares a server over an existing state (the CLI and tests share their pool with it).
+    pub fn from_state(state: AppState) -> anyhow::Result<Self> {
+        let address = format!(
+            "{}:{}",
+            state.settings.server.host, state.settings.server.port
+        );
+        let listener = TcpListener::bind(&address)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+        let port = listener.local_addr()?.port();
+        let workers = match state.settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let max_body = state.settings.server.max_body_bytes;
+        let state = web::Data::new(state);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().to_string();
+                    let route = req
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_string());
+                    let state = req.app_data::<web::Data<AppState>>().cloned();
+                    let call = srv.call(req);
+                    async move {
+                        let response = call.await?;
+                        let status = response.status().as_u16();
+                        let seconds = started.elapsed().as_secs_f64();
+                        if let Some(state) = state {
+                            state
+                                .metrics
+                                .http_requests
+                                .with_label_values(&[
+                                    method.as_str(),
+                                    route.as_str(),
+                                    &status.to_string(),
+                                ])
+                                .inc();
+                            state
+                                .metrics
+                                .http_seconds
+                                .with_label_values(&[method.as_str(), route.as_str()])
+                                .observe(seconds);
+                        }
+                        tracing::debug!(%method, %route, status, ms = seconds * 1000.0, "request");
+                        Ok(response)
+                    }
+                })
+                .configure(routes::configure)
+                .default_service(web::to(not_found))
+        })
+        .workers(workers)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that can stop the server.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    error::ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; the API reference is at /api/docs",
+    )
+    .error_response()
+}

@@ -1,0 +1,8 @@
+//! The API as a client sees it: a real server on a port, a fresh database per test (SQLite
+//! and PostgreSQL), real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod contacts;
+mod events;
+mod operations;
