@@ -1,0 +1,876 @@
+//! HTML post-processing with a streaming rewriter (lol_html): tracking links, the open pixel,
+//! link safety checks, and the plain-text body derived from HTML.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::{Arc, LazyLock};
+
+use lol_html::html_content::{ContentType, Element, EndTag};
+use lol_html::{DocumentContentHandlers, ElementContentHandlers, Selector, Settings, rewrite_str};
+
+use crate::error::{TemplateError, TemplateIssue};
+use crate::tracking::MessageTracking;
+
+/// Attribute that turns click tracking off for one link; it is removed from the output.
+pub const NO_TRACK_ATTRIBUTE: &str = "data-notrack";
+
+type ParsedSelector = LazyLock<Result<Selector, String>>;
+
+fn selector(css: &str) -> Result<Selector, String> {
+    css.parse()
+        .map_err(|e| format!("internal selector {css:?} is invalid: {e}"))
+}
+
+/// The parsed selector, borrowed for a rewriter; parsing once keeps renders cheap.
+fn sel(parsed: &'static ParsedSelector) -> Result<Cow<'static, Selector>, TemplateError> {
+    match &**parsed {
+        Ok(s) => Ok(Cow::Borrowed(s)),
+        Err(e) => Err(TemplateError::Rewrite(e.clone())),
+    }
+}
+
+static HREF: ParsedSelector = LazyLock::new(|| selector("[href]"));
+static INSTRUMENTED: ParsedSelector =
+    LazyLock::new(|| selector("[href], [action], [formaction], [data-notrack]"));
+static BODY: ParsedSelector = LazyLock::new(|| selector("body"));
+static LINK_OR_SRC: ParsedSelector = LazyLock::new(|| selector("[href], [src], [action]"));
+static DROPPED: ParsedSelector =
+    LazyLock::new(|| selector("head, style, script, title, template, noscript"));
+static BLOCK: ParsedSelector = LazyLock::new(|| {
+    selector(
+        "p, div, h1, h2, h3, h4, h5, h6, tr, table, ul, ol, blockquote, section, article, \
+         header, footer, hr, pre, address, center",
+    )
+});
+static LIST_ITEM: ParsedSelector = LazyLock::new(|| selector("li"));
+static BREAK: ParsedSelector = LazyLock::new(|| selector("br"));
+static CELL: ParsedSelector = LazyLock::new(|| selector("td, th"));
+static IMAGE: ParsedSelector = LazyLock::new(|| selector("img[alt]"));
+static ANY: ParsedSelector = LazyLock::new(|| selector("*"));
+
+type ElementHandlers<'h> = Vec<(Cow<'static, Selector>, ElementContentHandlers<'h>)>;
+
+fn with_handlers<'h>(
+    elements: ElementHandlers<'h>,
+    documents: Vec<DocumentContentHandlers<'h>>,
+) -> Settings<'h, 'static> {
+    // Email HTML is often sloppy; a non-strict rewriter never refuses it for ambiguity.
+    let settings = Settings::new().with_strict(false);
+    let settings = elements
+        .into_iter()
+        .fold(settings, Settings::append_element_content_handler);
+    documents
+        .into_iter()
+        .fold(settings, Settings::append_document_content_handler)
+}
+
+/// Whether `url` is an absolute `http:` or `https:` URL (case-insensitive scheme).
+#[must_use]
+pub fn is_http_url(url: &str) -> bool {
+    let b = url.as_bytes();
+    let starts = |p: &[u8]| b.len() > p.len() && b[..p.len()].eq_ignore_ascii_case(p);
+    starts(b"https://") || starts(b"http://")
+}
+
+/// Whether a link target would run code or smuggle content: `javascript:`, `vbscript:` or
+/// `data:`, checked the way browsers read it (ASCII whitespace and control characters
+/// ignored, any case).
+#[must_use]
+pub fn is_forbidden_link(url: &str) -> bool {
+    let mut scheme = [0u8; 10];
+    let mut len = 0;
+    for c in url.chars() {
+        if c.is_ascii_whitespace() || c.is_ascii_control() {
+            continue;
+        }
+        if c == ':' {
+            return matches!(&scheme[..len], b"javascript" | b"vbscript" | b"data");
+        }
+        if len == scheme.len() || !c.is_ascii_alphanumeric() {
+            return false;
+        }
+        // ASCII alphanumeric, so the cast keeps the character.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            scheme[len] = c.to_ascii_lowercase() as u8;
+        }
+        len += 1;
+    }
+    false
+}
+
+/// Rewrites rendered HTML for one message: `http(s)` links of `<a>` and `<area>` become
+/// signed click URLs (unless marked `data-notrack`, which is removed), the open pixel is added
+/// before `</body>` (or at the end when there is no body end tag), and any link with a
+/// forbidden scheme fails the message.
+pub(crate) fn rewrite_for_tracking(
+    html: &str,
+    tracking: &MessageTracking<'_>,
+) -> Result<String, TemplateError> {
+    let forbidden: RefCell<Option<String>> = RefCell::new(None);
+    let pixel_placed = Rc::new(Cell::new(false));
+    let pixel = if tracking.track_opens {
+        Some(pixel_html(&tracking.tracker.open_url(tracking.delivery_id)))
+    } else {
+        None
+    };
+    let own_base = tracking.tracker.base_url();
+
+    let mut element_handlers = vec![(
+        sel(&HREF)?,
+        ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+            let Some(raw) = el.get_attribute("href") else {
+                return Ok(());
+            };
+            let target = decode_entities(raw.trim());
+            if is_forbidden_link(&target) {
+                *forbidden.borrow_mut() = Some(target.into_owned());
+                return Err("forbidden link".into());
+            }
+            let opted_out = el.has_attribute(NO_TRACK_ATTRIBUTE);
+            if opted_out {
+                el.remove_attribute(NO_TRACK_ATTRIBUTE);
+            }
+            let trackable = tracking.track_links
+                && !opted_out
+                && is_http_url(&target)
+                && !target.starts_with(own_base)
+                && matches!(el.tag_name().as_str(), "a" | "area");
+            if trackable {
+                let url = tracking.tracker.click_url(tracking.delivery_id, &target);
+                el.set_attribute("href", &url)?;
+            }
+            Ok(())
+        }),
+    )];
+    if let Some(pixel) = &pixel {
+        let placed = Rc::clone(&pixel_placed);
+        let pixel = pixel.clone();
+        element_handlers.push((
+            sel(&BODY)?,
+            ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
+                if placed.get() {
+                    return Ok(());
+                }
+                if let Some(handlers) = el.end_tag_handlers() {
+                    let placed = Rc::clone(&placed);
+                    let pixel = pixel.clone();
+                    handlers.push(Box::new(move |end: &mut EndTag<'_>| {
+                        end.before(&pixel, ContentType::Html);
+                        placed.set(true);
+                        Ok(())
+                    }));
+                }
+                Ok(())
+            }),
+        ));
+    }
+    let mut document_handlers = Vec::new();
+    if let Some(pixel) = &pixel {
+        let placed = Rc::clone(&pixel_placed);
+        document_handlers.push(DocumentContentHandlers::default().end(
+            move |end: &mut lol_html::html_content::DocumentEnd<'_>| {
+                if !placed.get() {
+                    end.append(pixel, ContentType::Html);
+                }
+                Ok(())
+            },
+        ));
+    }
+
+    let settings = with_handlers(element_handlers, document_handlers);
+    rewrite_str(html, settings).map_err(|e| match forbidden.borrow_mut().take() {
+        Some(url) => TemplateError::ForbiddenLink {
+            field: "html".to_owned(),
+            url,
+        },
+        None => TemplateError::Rewrite(e.to_string()),
+    })
+}
+
+pub(crate) fn pixel_html(url: &str) -> String {
+    format!(
+        "<img src=\"{url}\" width=\"1\" height=\"1\" alt=\"\" \
+         style=\"display:block;width:1px;height:1px;border:0\">"
+    )
+}
+
+/// Filter wrapped around `href` values of `<a>` and `<area>`: checks the rendered target and
+/// turns it into a signed click URL.
+pub(crate) const LINK_FILTER: &str = "__clarion_link";
+/// Filter wrapped around other link-like attribute values: checks the rendered target only.
+pub(crate) const CHECK_FILTER: &str = "__clarion_check";
+/// Function printing a literal link of the template (see [`instrument_links`]).
+pub(crate) const STATIC_LINK_FN: &str = "__clarion_static_link";
+/// Context variable holding the per-message [`LinkContext`].
+pub(crate) const LINKS_VAR: &str = "__clarion_links";
+/// Context variable holding the open pixel's markup (empty when opens are not tracked).
+pub(crate) const PIXEL_VAR: &str = "__clarion_pixel";
+/// Start of the engine error detail raised for a forbidden link.
+pub(crate) const FORBIDDEN_DETAIL: &str = "forbidden link: ";
+
+/// Prepares an HTML template for tracking once, when the variant is compiled, so that each
+/// message needs no HTML pass: every `href` of `<a>` and `<area>` is wrapped in
+/// `{% filter __clarion_link %}...{% endfilter %}`, other `href`, `action` and `formaction`
+/// values in the checking filter, `data-notrack` attributes are removed (and their link left
+/// alone), and `{{ __clarion_pixel }}` is placed before `</body>` (or at the end).
+///
+/// The edits add no line breaks, so line numbers of render errors stay those of the source.
+/// `None` when the source holds `{% raw %}` (where the inserted tags would be printed); the
+/// caller then rewrites each rendered body instead, as it also does when the instrumented
+/// template does not compile (template tags splitting an attribute).
+pub(crate) fn instrument_links(source: &str) -> Option<Instrumented> {
+    if has_raw_block(source) {
+        return None;
+    }
+    let edits: RefCell<Vec<(usize, usize, String)>> = RefCell::new(Vec::new());
+    let statics: RefCell<Vec<StaticLink>> = RefCell::new(Vec::new());
+    let body_end: Rc<Cell<Option<usize>>> = Rc::new(Cell::new(None));
+    let elements = vec![
+        (
+            sel(&INSTRUMENTED).ok()?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                let tag = el.tag_name();
+                let opted_out = el.has_attribute(NO_TRACK_ATTRIBUTE);
+                let mut edits = edits.borrow_mut();
+                for attr in el.attributes() {
+                    let name = attr.name();
+                    if name == NO_TRACK_ATTRIBUTE {
+                        let Some(name_at) = attr.name_source_location() else {
+                            continue;
+                        };
+                        let mut end = name_at.bytes().end;
+                        if let Some(value_at) = attr.value_source_location() {
+                            end = value_at.bytes().end;
+                            if source
+                                .get(end..)
+                                .is_some_and(|r| r.starts_with(['"', '\'']))
+                            {
+                                end += 1;
+                            }
+                        }
+                        let start = source
+                            .get(..name_at.bytes().start)
+                            .unwrap_or_default()
+                            .trim_end_matches(|c: char| c.is_ascii_whitespace())
+                            .len();
+                        edits.push((start, end, String::new()));
+                    } else if matches!(name.as_str(), "href" | "action" | "formaction") {
+                        let Some(value_at) = attr.value_source_location() else {
+                            continue;
+                        };
+                        let range = value_at.bytes();
+                        if range.is_empty() {
+                            continue;
+                        }
+                        let track = name == "href" && matches!(tag.as_str(), "a" | "area");
+                        let raw = source.get(range.clone()).unwrap_or_default();
+                        let literal = !["{{", "{%", "{#"].iter().any(|t| raw.contains(t));
+                        // A forbidden literal keeps the checking filter, so even a variant
+                        // compiled without save-time checks fails at render.
+                        if track
+                            && !opted_out
+                            && literal
+                            && !is_forbidden_link(&decode_entities(raw))
+                        {
+                            // A literal target is decoded once here; each message only signs.
+                            let mut statics = statics.borrow_mut();
+                            edits.push((
+                                range.start,
+                                range.end,
+                                format!("{{{{ {STATIC_LINK_FN}({}) }}}}", statics.len()),
+                            ));
+                            statics.push(StaticLink {
+                                raw: raw.to_owned(),
+                                target: decode_entities(raw.trim()).into_owned(),
+                            });
+                            continue;
+                        }
+                        let filter = if track && !opted_out {
+                            LINK_FILTER
+                        } else {
+                            CHECK_FILTER
+                        };
+                        edits.push((range.start, range.start, format!("{{% filter {filter} %}}")));
+                        edits.push((range.end, range.end, "{% endfilter %}".to_owned()));
+                    }
+                }
+                Ok(())
+            }),
+        ),
+        (
+            sel(&BODY).ok()?,
+            ElementContentHandlers::default().element({
+                let body_end = Rc::clone(&body_end);
+                move |el: &mut Element<'_, '_>| {
+                    if let Some(handlers) = el.end_tag_handlers() {
+                        let body_end = Rc::clone(&body_end);
+                        handlers.push(Box::new(move |end: &mut EndTag<'_>| {
+                            body_end.set(Some(end.source_location().bytes().start));
+                            Ok(())
+                        }));
+                    }
+                    Ok(())
+                }
+            }),
+        ),
+    ];
+    rewrite_str(source, with_handlers(elements, Vec::new())).ok()?;
+    let mut edits = edits.into_inner();
+    let pixel = format!("{{{{ {PIXEL_VAR} }}}}");
+    let at = body_end.get().unwrap_or(source.len());
+    edits.push((at, at, pixel));
+    // Stable sort keeps an end-of-value insertion before a pixel at the same offset.
+    edits.sort_by_key(|(start, end, _)| (*start, *end));
+    let mut out = String::with_capacity(source.len() + edits.len() * 24);
+    let mut copied = 0;
+    for (start, end, insert) in edits {
+        if start < copied
+            || end > source.len()
+            || !source.is_char_boundary(start)
+            || !source.is_char_boundary(end)
+        {
+            return None;
+        }
+        out.push_str(&source[copied..start]);
+        out.push_str(&insert);
+        copied = end;
+    }
+    out.push_str(&source[copied..]);
+    Some(Instrumented {
+        source: out,
+        static_links: statics.into_inner().into(),
+    })
+}
+
+/// Whether the source opens a `{% raw %}` block (in any whitespace-control spelling).
+fn has_raw_block(source: &str) -> bool {
+    source.match_indices("{%").any(|(i, _)| {
+        source[i + 2..]
+            .trim_start_matches(['-', '+', '~'])
+            .trim_start()
+            .starts_with("raw")
+    })
+}
+
+/// An HTML template prepared for tracking by [`instrument_links`].
+pub(crate) struct Instrumented {
+    /// The template source to compile.
+    pub(crate) source: String,
+    /// Literal link targets, indexed by the `__clarion_static_link` calls in the source.
+    pub(crate) static_links: Arc<[StaticLink]>,
+}
+
+/// A link target written literally in the template.
+#[derive(Debug)]
+pub(crate) struct StaticLink {
+    /// As written in the attribute (entity-encoded), printed when the link is not tracked.
+    raw: String,
+    /// The decoded target, which is signed.
+    target: String,
+}
+
+/// The per-message data the link filter needs.
+#[derive(Debug)]
+pub(crate) struct LinkContext {
+    pub(crate) tracker: crate::tracking::Tracker,
+    pub(crate) delivery_id: String,
+    pub(crate) track_links: bool,
+    pub(crate) static_links: Arc<[StaticLink]>,
+}
+
+impl LinkContext {
+    fn click_url(&self, target: &str) -> Option<String> {
+        (self.track_links && is_http_url(target) && !target.starts_with(self.tracker.base_url()))
+            .then(|| self.tracker.click_url(&self.delivery_id, target))
+    }
+}
+
+/// `__clarion_static_link(n)`: the n-th literal link of the template, signed when tracked.
+pub(crate) fn static_link_fn(
+    state: &minijinja::State<'_, '_>,
+    index: usize,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let links = state.lookup(LINKS_VAR);
+    let Some(links) = links
+        .as_ref()
+        .and_then(|l| l.downcast_object_ref::<LinkContext>())
+    else {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "link tracking data is missing from the render context",
+        ));
+    };
+    let Some(link) = links.static_links.get(index) else {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("no literal link number {index}"),
+        ));
+    };
+    Ok(minijinja::Value::from_safe_string(
+        links
+            .click_url(&link.target)
+            .unwrap_or_else(|| link.raw.clone()),
+    ))
+}
+
+impl minijinja::value::Object for LinkContext {}
+
+fn forbidden_error(target: &str) -> minijinja::Error {
+    minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!("{FORBIDDEN_DETAIL}{target}"),
+    )
+}
+
+/// `__clarion_link`: the rendered `href` as a signed click URL when it is an `http(s)` link
+/// elsewhere than the tracking host and links are tracked; unchanged otherwise; an error when
+/// its scheme is forbidden.
+pub(crate) fn link_filter(
+    state: &minijinja::State<'_, '_>,
+    value: minijinja::Value,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let raw = value.as_str().unwrap_or_default();
+    let target = decode_entities(raw.trim());
+    if is_forbidden_link(&target) {
+        return Err(forbidden_error(&target));
+    }
+    if let Some(links) = state.lookup(LINKS_VAR)
+        && let Some(links) = links.downcast_object_ref::<LinkContext>()
+        && let Some(url) = links.click_url(&target)
+    {
+        return Ok(minijinja::Value::from_safe_string(url));
+    }
+    Ok(value)
+}
+
+/// `__clarion_check`: the rendered value unchanged, or an error when its scheme is forbidden.
+pub(crate) fn check_filter(value: minijinja::Value) -> Result<minijinja::Value, minijinja::Error> {
+    let target = decode_entities(value.as_str().unwrap_or_default().trim());
+    if is_forbidden_link(&target) {
+        return Err(forbidden_error(&target));
+    }
+    Ok(value)
+}
+
+/// Checks the links written literally in an HTML template source; returns one issue per
+/// forbidden link, with its position.
+pub(crate) fn forbidden_links_in_source(
+    source: &str,
+    field: &str,
+) -> Result<Vec<TemplateIssue>, TemplateError> {
+    let found: RefCell<Vec<(usize, String)>> = RefCell::new(Vec::new());
+    let element_handlers = vec![(
+        sel(&LINK_OR_SRC)?,
+        ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+            for attr in el.attributes() {
+                let name = attr.name();
+                if !matches!(name.as_str(), "href" | "src" | "action" | "formaction") {
+                    continue;
+                }
+                let value = attr.value();
+                let target = decode_entities(value.trim());
+                // Inline images (`<img src="data:image/png...">`) are common and harmless.
+                let inline_image = name == "src" && target.trim_start().starts_with("data:image/");
+                if is_forbidden_link(&target) && !inline_image {
+                    let offset = attr
+                        .value_source_location()
+                        .map_or_else(|| el.source_location().bytes().start, |l| l.bytes().start);
+                    found.borrow_mut().push((offset, target.into_owned()));
+                }
+            }
+            Ok(())
+        }),
+    )];
+    let settings = with_handlers(element_handlers, Vec::new());
+    // The source may hold template syntax the HTML parser does not understand; problems it
+    // cannot parse are left to the render check.
+    let _ = rewrite_str(source, settings);
+    Ok(found
+        .into_inner()
+        .into_iter()
+        .map(|(offset, url)| {
+            let (line, column) = line_column(source, offset);
+            TemplateIssue {
+                field: field.to_owned(),
+                line: Some(line),
+                column: Some(column),
+                message: format!(
+                    "link {url:?} uses a forbidden scheme (javascript:, vbscript: and data: are refused)"
+                ),
+            }
+        })
+        .collect())
+}
+
+/// 1-based line and column (in characters) of a byte offset in `source`.
+pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = source[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+/// Marks a structural line break while the text body is assembled; removed at the end.
+pub(crate) const BREAK_MARK: char = '\u{1}';
+
+/// Derives a readable plain-text body from HTML: scripts, styles and the head are dropped,
+/// blocks and `<br>` become line breaks, list items get a dash, images their alt text, and
+/// links keep their target in parentheses after the link text.
+pub(crate) fn html_to_text(html: &str) -> Result<String, TemplateError> {
+    let html = if html.contains(BREAK_MARK) {
+        Cow::Owned(html.replace(BREAK_MARK, ""))
+    } else {
+        Cow::Borrowed(html)
+    };
+    Ok(tidy_text(&decode_entities(&mark_text(&html)?)))
+}
+
+/// Derives, once per variant, a plain-text *template* from an HTML template, so that each
+/// message gets its text body from a cheap render plus [`tidy_text`] instead of an HTML
+/// pass. `None` when the HTML template cannot be read this way (template tags split across
+/// markup, `{% raw %}`, entities that would spell template syntax); the caller then derives
+/// the text from each rendered HTML body.
+pub(crate) fn derive_text_template(html_source: &str) -> Option<String> {
+    if html_source.contains(BREAK_MARK) || has_raw_block(html_source) {
+        return None;
+    }
+    let marked = mark_text(html_source).ok()?;
+    let decoded = decode_entities(&marked);
+    let syntax =
+        |s: &str| s.matches("{{").count() + s.matches("{%").count() + s.matches("{#").count();
+    if syntax(&decoded) != syntax(&marked) {
+        return None;
+    }
+    Some(collapse_literal_whitespace(&decoded))
+}
+
+/// Shrinks each run of whitespace in literal text (outside template tags) to one space or
+/// break mark, which [`tidy_text`] would do per message anyway; a much shorter template is
+/// cheaper to render and tidy.
+fn collapse_literal_whitespace(source: &str) -> String {
+    let mut out = String::with_capacity(source.len() / 2);
+    let mut rest = source;
+    loop {
+        let next_tag = ["{{", "{%", "{#"]
+            .iter()
+            .filter_map(|open| rest.find(open).map(|i| (i, *open)))
+            .min_by_key(|(i, _)| *i);
+        let literal_end = next_tag.map_or(rest.len(), |(i, _)| i);
+        let mut pending: Option<char> = None;
+        for c in rest[..literal_end].chars() {
+            if c == BREAK_MARK {
+                out.push(BREAK_MARK);
+                pending = None;
+            } else if c.is_ascii_whitespace() {
+                pending.get_or_insert(' ');
+            } else {
+                if let Some(space) = pending.take() {
+                    out.push(space);
+                }
+                out.push(c);
+            }
+        }
+        if let Some(space) = pending {
+            out.push(space);
+        }
+        let Some((start, open)) = next_tag else {
+            return out;
+        };
+        let close = match open {
+            "{{" => "}}",
+            "{%" => "%}",
+            _ => "#}",
+        };
+        let tag_end = rest[start + 2..]
+            .find(close)
+            .map_or(rest.len(), |i| start + 2 + i + 2);
+        out.push_str(&rest[start..tag_end]);
+        rest = &rest[tag_end..];
+    }
+}
+
+/// Strips markup, leaving text with [`BREAK_MARK`]s where lines break; entities are still
+/// encoded and template syntax in text and link targets is kept.
+fn mark_text(html: &str) -> Result<String, TemplateError> {
+    let mark = BREAK_MARK.to_string();
+    let element_handlers = vec![
+        (
+            sel(&DROPPED)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                el.remove();
+                Ok(())
+            }),
+        ),
+        (
+            sel(&BLOCK)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                el.before(&mark, ContentType::Html);
+                el.after(&mark, ContentType::Html);
+                Ok(())
+            }),
+        ),
+        (
+            sel(&LIST_ITEM)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                el.before(&format!("{BREAK_MARK}- "), ContentType::Html);
+                Ok(())
+            }),
+        ),
+        (
+            sel(&BREAK)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                el.replace(&mark, ContentType::Html);
+                Ok(())
+            }),
+        ),
+        (
+            sel(&CELL)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                el.after(" ", ContentType::Html);
+                Ok(())
+            }),
+        ),
+        (
+            sel(&IMAGE)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                let alt = el.get_attribute("alt").unwrap_or_default();
+                // The alt value is still entity-encoded, exactly like surrounding text.
+                el.replace(&format!(" {alt} "), ContentType::Html);
+                Ok(())
+            }),
+        ),
+        (
+            sel(&HREF)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                if el.tag_name() != "a" {
+                    return Ok(());
+                }
+                let raw = el.get_attribute("href").unwrap_or_default();
+                let raw = raw.trim();
+                let target = decode_entities(raw);
+                let dynamic = raw.contains("{{");
+                if is_http_url(&target) || target.starts_with("mailto:") || dynamic {
+                    let shown = raw.strip_prefix("mailto:").unwrap_or(raw);
+                    // Still entity-encoded like the surrounding text; decoded with it.
+                    el.append(&format!(" ({shown})"), ContentType::Html);
+                }
+                Ok(())
+            }),
+        ),
+        (
+            sel(&ANY)?,
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                el.remove_and_keep_content();
+                Ok(())
+            }),
+        ),
+    ];
+    let document_handlers = vec![
+        DocumentContentHandlers::default()
+            .comments(|c: &mut lol_html::html_content::Comment<'_>| {
+                c.remove();
+                Ok(())
+            })
+            .doctype(|d: &mut lol_html::html_content::Doctype<'_>| {
+                d.remove();
+                Ok(())
+            }),
+    ];
+    let settings = with_handlers(element_handlers, document_handlers);
+    rewrite_str(html, settings).map_err(|e| TemplateError::Rewrite(e.to_string()))
+}
+
+/// Collapses HTML whitespace (no-break spaces included) into single spaces, turns break
+/// marks into line breaks, trims each line and keeps at most one empty line in a row; one
+/// pass over the bytes, copying runs of visible text at once.
+pub(crate) fn tidy_text(s: &str) -> String {
+    const MARK: u8 = 0x01;
+    let bytes = s.as_bytes();
+    // U+00A0 is the only multi-byte character treated as a separator.
+    let is_nbsp = |i: usize| bytes[i] == 0xC2 && bytes.get(i + 1) == Some(&0xA0);
+    let mut out = String::with_capacity(s.len() / 2);
+    let mut breaks = 0usize;
+    let mut space = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == MARK {
+            breaks += 1;
+            space = false;
+            i += 1;
+        } else if b.is_ascii_whitespace() {
+            space = true;
+            i += 1;
+        } else if is_nbsp(i) {
+            space = true;
+            i += 2;
+        } else {
+            let start = i;
+            while i < bytes.len()
+                && bytes[i] != MARK
+                && !bytes[i].is_ascii_whitespace()
+                && !is_nbsp(i)
+            {
+                i += 1;
+            }
+            if !out.is_empty() {
+                if breaks > 0 {
+                    out.push_str(if breaks > 1 { "\n\n" } else { "\n" });
+                } else if space {
+                    out.push(' ');
+                }
+            }
+            // Runs start and end next to ASCII bytes or a whole U+00A0, so both ends are
+            // character boundaries.
+            out.push_str(s.get(start..i).unwrap_or_default());
+            breaks = 0;
+            space = false;
+        }
+    }
+    out
+}
+
+/// Decodes HTML character references: numeric ones (`&#39;`, `&#x2F;`) and the named ones an
+/// email is likely to hold. Unknown names are kept as written.
+pub(crate) fn decode_entities(s: &str) -> Cow<'_, str> {
+    let bytes = s.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'&') else {
+        return Cow::Borrowed(s);
+    };
+    let mut out = String::with_capacity(s.len());
+    out.push_str(&s[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        if bytes[i] == b'&' {
+            // `&` and `;` are ASCII, so both ends of the name are character boundaries.
+            let semi = bytes[i + 1..].iter().take(12).position(|&b| b == b';');
+            if let Some(len) = semi
+                && let Some(c) = decode_reference(&s[i + 1..i + 1 + len])
+            {
+                out.push(c);
+                i += len + 2;
+                continue;
+            }
+            out.push('&');
+            i += 1;
+        } else {
+            let next = bytes[i..]
+                .iter()
+                .position(|&b| b == b'&')
+                .map_or(bytes.len(), |p| i + p);
+            out.push_str(&s[i..next]);
+            i = next;
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn decode_reference(name: &str) -> Option<char> {
+    if let Some(num) = name.strip_prefix('#') {
+        let code = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+            None => num.parse::<u32>().ok()?,
+        };
+        return char::from_u32(code).filter(|c| *c != '\0');
+    }
+    Some(match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => '\u{a0}',
+        "copy" => '©',
+        "reg" => '®',
+        "trade" => '™',
+        "hellip" => '…',
+        "mdash" => '—',
+        "ndash" => '–',
+        "lsquo" => '‘',
+        "rsquo" => '’',
+        "ldquo" => '“',
+        "rdquo" => '”',
+        "laquo" => '«',
+        "raquo" => '»',
+        "euro" => '€',
+        "pound" => '£',
+        "yen" => '¥',
+        "cent" => '¢',
+        "middot" => '·',
+        "bull" => '•',
+        "times" => '×',
+        "deg" => '°',
+        "zwnj" => '\u{200c}',
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_schemes_are_recognised_through_obfuscation() {
+        assert!(is_forbidden_link("javascript:alert(1)"));
+        assert!(is_forbidden_link(" JaVa\tScRiPt:alert(1)"));
+        assert!(is_forbidden_link("vbscript:x"));
+        assert!(is_forbidden_link("data:text/html;base64,xx"));
+        assert!(!is_forbidden_link("https://javascript.example/"));
+        assert!(!is_forbidden_link("/relative/javascript:"));
+        assert!(!is_forbidden_link("mailto:a@b.c"));
+    }
+
+    #[test]
+    fn entities_decode() {
+        assert_eq!(
+            decode_entities("https:&#x2f;&#x2f;a.b/?x=1&amp;y=2&unknown;"),
+            "https://a.b/?x=1&y=2&unknown;"
+        );
+        assert_eq!(decode_entities("a &lt; b"), "a < b");
+        assert_eq!(
+            decode_entities("&ééééééé;&#x1F600;&#0;&"),
+            "&ééééééé;😀&#0;&"
+        );
+    }
+
+    #[test]
+    fn tidy_text_collapses_whitespace_and_limits_blank_lines() {
+        let m = BREAK_MARK;
+        assert_eq!(
+            tidy_text(&format!("  a \u{a0} b{m} {m}{m}{m} c\u{202f}d{m}é  {m}")),
+            "a b\n\nc\u{202f}d\né"
+        );
+    }
+
+    #[test]
+    fn literal_whitespace_shrinks_outside_tags_only() {
+        let m = BREAK_MARK;
+        assert_eq!(
+            collapse_literal_whitespace(&format!(
+                "  a \n {m}  b{{{{ x  ~ '  ' }}}}  {{% if  y %}}\t{{# c  #}}"
+            )),
+            format!(" a{m} b{{{{ x  ~ '  ' }}}} {{% if  y %}} {{# c  #}}")
+        );
+    }
+
+    #[test]
+    fn raw_blocks_are_found_in_every_spelling() {
+        assert!(has_raw_block("a {%raw%}"));
+        assert!(has_raw_block("a {%-  raw %}"));
+        assert!(has_raw_block("a {%+ raw %}"));
+        assert!(!has_raw_block("a {% if raw %}"));
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\ncé\nx", 7), (3, 1));
+        assert_eq!(line_column("ab\ncéd", 6), (2, 3));
+    }
+}

@@ -1,0 +1,295 @@
+use clarion_template::tracking::{CLICK_PATH, LIST_UNSUBSCRIBE_POST, OPEN_PATH, UNSUBSCRIBE_PATH};
+use clarion_template::{Engine, MessageTracking, Tracker, TrackingKeys};
+use serde_json::json;
+
+use crate::{TRACKING_BASE, context, email, render, tracker};
+
+/// Every `href` value in the HTML, in order.
+fn hrefs(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].replace("&#x2f;", "/"))
+        .collect()
+}
+
+fn token(url: &str, path: &str) -> String {
+    url.strip_prefix(&format!("{TRACKING_BASE}{path}"))
+        .unwrap_or_else(|| panic!("{url} is not a {path} URL"))
+        .to_owned()
+}
+
+#[test]
+fn links_become_signed_click_urls_except_opted_out_ones() {
+    let content = email(
+        "<html><body>\
+         <a href=\"https://shop.example/a?x=1&amp;y=2\">A</a>\
+         {% for p in contact.products %}<a href=\"{{ p }}\">P</a>{% endfor %}\
+         <a href=\"https://shop.example/prefs\" data-notrack>Prefs</a>\
+         <a href=\"mailto:care@shop.example\">Mail</a>\
+         <a href=\"#top\">Top</a>\
+         <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>\
+         <link rel=\"stylesheet\" href=\"https://cdn.example/x.css\">\
+         </body></html>",
+    );
+    let ctx = context(
+        json!({"products": ["https://shop.example/p/1?ref=\"mail\"", "http://shop.example/p/2"]}),
+    );
+    let out = render(&content, &ctx);
+    let links = hrefs(&out.html);
+    assert_eq!(links.len(), 8, "{}", out.html);
+
+    let t = tracker();
+    let expected = [
+        "https://shop.example/a?x=1&y=2",
+        "https://shop.example/p/1?ref=\"mail\"",
+        "http://shop.example/p/2",
+    ];
+    for (link, target) in links.iter().zip(expected) {
+        let click = t.verify_click(&token(link, CLICK_PATH)).unwrap();
+        assert_eq!(click.url, target);
+        assert_eq!(click.delivery_id, "dlv-1");
+    }
+    assert_eq!(links[3], "https://shop.example/prefs");
+    assert!(!out.html.contains("data-notrack"));
+    assert_eq!(links[4], "mailto:care@shop.example");
+    assert_eq!(links[5], "#top");
+    let unsubscribe = t
+        .verify_unsubscribe(&token(&links[6], UNSUBSCRIBE_PATH))
+        .unwrap();
+    assert_eq!(
+        (
+            unsubscribe.delivery_id.as_str(),
+            unsubscribe.contact_id.as_str()
+        ),
+        ("dlv-1", "42")
+    );
+    assert_eq!(
+        links[7], "https://cdn.example/x.css",
+        "stylesheets are not links to track"
+    );
+}
+
+#[test]
+fn tampered_or_foreign_tokens_are_rejected() {
+    let t = tracker();
+    let url = t.click_url("dlv-1", "https://shop.example/a");
+    let good = token(&url, CLICK_PATH);
+    assert!(t.verify_click(&good).is_ok());
+
+    // Another target with the original signature: not an open redirect.
+    let (_, sig) = good.split_once('.').unwrap();
+    let forged_payload = base64_url("dlv-1\nhttps://evil.example/");
+    assert!(t.verify_click(&format!("{forged_payload}.{sig}")).is_err());
+
+    // One flipped character anywhere.
+    for i in 0..good.len() {
+        let mut bytes = good.clone().into_bytes();
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        if tampered != good {
+            assert!(t.verify_click(&tampered).is_err(), "accepted {tampered}");
+        }
+    }
+    assert!(t.verify_click("").is_err());
+    assert!(t.verify_click("no-dot").is_err());
+
+    // Signed with a key that is not configured.
+    let other = Tracker::new(
+        TRACKING_BASE,
+        TrackingKeys::new(&[b"another-key-0123456789"]).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        t.verify_click(&token(
+            &other.click_url("dlv-1", "https://x.example/"),
+            CLICK_PATH
+        ))
+        .is_err()
+    );
+}
+
+#[test]
+fn rotated_keys_still_verify_old_links() {
+    let old = Tracker::new(
+        TRACKING_BASE,
+        TrackingKeys::new(&[b"old-key-0123456789abc"]).unwrap(),
+    )
+    .unwrap();
+    let rotated = Tracker::new(
+        TRACKING_BASE,
+        TrackingKeys::new(&[
+            b"new-key-0123456789abc".as_slice(),
+            b"old-key-0123456789abc",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let old_link = old.click_url("d", "https://shop.example/");
+    assert_eq!(
+        rotated
+            .verify_click(&token(&old_link, CLICK_PATH))
+            .unwrap()
+            .url,
+        "https://shop.example/"
+    );
+    let new_link = rotated.click_url("d", "https://shop.example/");
+    assert!(old.verify_click(&token(&new_link, CLICK_PATH)).is_err());
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[test]
+fn the_open_pixel_goes_before_the_end_of_the_body() {
+    let out = render(
+        &email("<html><body><p>Hi</p></body></html>"),
+        &context(json!({})),
+    );
+    let pixel_at = out
+        .html
+        .find("<img src=\"https://t.example.com/t/o/")
+        .unwrap();
+    assert!(pixel_at < out.html.find("</body>").unwrap());
+    assert!(out.html.find("<p>Hi</p>").unwrap() < pixel_at);
+    let src = out.html[pixel_at + 10..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        tracker().verify_open(&token(&src, OPEN_PATH)).unwrap(),
+        "dlv-1"
+    );
+
+    let fragment = render(&email("<p>Hi</p>"), &context(json!({})));
+    assert!(
+        fragment
+            .html
+            .starts_with("<p>Hi</p><img src=\"https://t.example.com/t/o/"),
+        "{}",
+        fragment.html
+    );
+}
+
+#[test]
+fn tracking_can_be_turned_off_per_message() {
+    let content = email("<body><a href=\"https://shop.example/\">x</a></body>");
+    let compiled = Engine::default().compile_email(&content).unwrap();
+    let t = tracker();
+    let mut tracking = MessageTracking::new(&t, "d", "c");
+    tracking.track_links = false;
+    tracking.track_opens = false;
+    let out = compiled.render(&context(json!({})), &tracking).unwrap();
+    assert_eq!(
+        out.html,
+        "<body><a href=\"https://shop.example/\">x</a></body>"
+    );
+}
+
+#[test]
+fn list_unsubscribe_headers_follow_rfc_8058() {
+    let out = render(&email("<p>x</p>"), &context(json!({})));
+    assert_eq!(out.list_unsubscribe_post, LIST_UNSUBSCRIBE_POST);
+    assert_eq!(LIST_UNSUBSCRIBE_POST, "List-Unsubscribe=One-Click");
+    let url = out
+        .list_unsubscribe
+        .strip_prefix('<')
+        .unwrap()
+        .strip_suffix('>')
+        .unwrap();
+    assert!(url.starts_with("https://"));
+    let target = tracker()
+        .verify_unsubscribe(&token(url, UNSUBSCRIBE_PATH))
+        .unwrap();
+    assert_eq!(target.contact_id, "42");
+
+    let with_mailto = tracker()
+        .with_unsubscribe_mailto("unsub@shop.example")
+        .unwrap();
+    let header = with_mailto.list_unsubscribe("d", "c");
+    let (https, mailto) = header.split_once(", ").unwrap();
+    assert!(https.starts_with("<https://t.example.com/t/u/"));
+    assert!(mailto.starts_with("<mailto:unsub@shop.example?subject=unsubscribe%20"));
+    assert!(mailto.ends_with('>'));
+}
+
+#[test]
+fn a_javascript_link_from_contact_data_fails_only_that_message() {
+    let content = email("<a href=\"{{ contact.site }}\">site</a>");
+    let compiled = Engine::default().compile_email(&content).unwrap();
+    let t = tracker();
+    let tracking = MessageTracking::new(&t, "d", "c");
+    let err = compiled
+        .render(&context(json!({"site": " JavaScript:alert(1)"})), &tracking)
+        .unwrap_err();
+    assert!(
+        matches!(err, clarion_template::TemplateError::ForbiddenLink { .. }),
+        "{err:?}"
+    );
+    assert!(
+        compiled
+            .render(&context(json!({"site": "https://ok.example/"})), &tracking)
+            .is_ok()
+    );
+}
+
+#[test]
+fn templates_that_cannot_be_instrumented_are_still_tracked_after_rendering() {
+    // A quote inside the expression ends the attribute for an HTML parser reading the
+    // template, and `{% raw %}` would print inserted tags: both take the per-message
+    // rewriting path, with the same result.
+    for html in [
+        "<body><a href=\"{{ contact.site|default(\"https://shop.example/\") }}\" data-notrack>x</a>\
+         <a href=\"{{ contact.site|default(\"https://shop.example/\") }}\">y</a></body>",
+        "<body>{% raw %}{{ literal }}{% endraw %}<a href=\"https://shop.example/\" data-notrack>x</a>\
+         <a href=\"https://shop.example/\">y</a></body>",
+    ] {
+        let out = render(&email(html), &context(json!({})));
+        let links = hrefs(&out.html);
+        assert_eq!(links[0], "https://shop.example/", "{}", out.html);
+        let click = tracker()
+            .verify_click(&token(&links[1], CLICK_PATH))
+            .unwrap();
+        assert_eq!(click.url, "https://shop.example/");
+        assert!(!out.html.contains("data-notrack"));
+        assert!(out.html.contains("/t/o/"), "pixel missing: {}", out.html);
+    }
+}
+
+#[test]
+fn the_derived_text_keeps_readable_link_targets() {
+    let content = email(
+        "<body><p>Hi {{ contact.name }}</p>{% for p in contact.products %}<p><a href=\"{{ p }}\">Product</a></p>{% endfor %}\
+         <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p></body>",
+    );
+    let out = render(
+        &content,
+        &context(json!({"name": "Ann & Bob", "products": ["https://shop.example/p/1?a=1&b=2"]})),
+    );
+    let lines: Vec<&str> = out.text.lines().collect();
+    assert_eq!(lines[0], "Hi Ann & Bob");
+    assert_eq!(lines[2], "Product (https://shop.example/p/1?a=1&b=2)");
+    assert!(
+        lines[4].starts_with("Unsubscribe (https://t.example.com/t/u/"),
+        "{}",
+        out.text
+    );
+}
+
+#[test]
+fn a_forbidden_literal_link_fails_even_without_save_time_checks() {
+    let cache = clarion_template::TemplateCache::new(Engine::default(), 4);
+    let compiled = cache
+        .email("k", &email("<a href=\"javascript:alert(1)\">x</a>"))
+        .unwrap();
+    let t = tracker();
+    let err = compiled
+        .render(&context(json!({})), &MessageTracking::new(&t, "d", "c"))
+        .unwrap_err();
+    assert!(
+        matches!(err, clarion_template::TemplateError::ForbiddenLink { .. }),
+        "{err:?}"
+    );
+}
