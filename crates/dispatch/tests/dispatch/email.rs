@@ -1,0 +1,512 @@
+//! Email through a real SMTP server (aiosmtpd) and through the file transport.
+
+use std::path::PathBuf;
+
+use clarion_dispatch::{
+    Channel, DispatchError, DkimAlgorithm, DkimSettings, EmailConfig, EmailMessage, EmailSender,
+    ListUnsubscribe, SmtpConfig, TlsMode,
+};
+use mail_parser::{MessageParser, MimeHeaders};
+use secrecy::SecretString;
+
+use crate::helpers::{SmtpOptions, SmtpServer, free_port};
+
+fn message(to: &str) -> EmailMessage {
+    EmailMessage {
+        delivery_id: uuid::Uuid::new_v4().to_string(),
+        campaign_id: Some("spring-sale".to_owned()),
+        from: "Clarion News <news@shop.example>".to_owned(),
+        to: to.to_owned(),
+        reply_to: Some("help@shop.example".to_owned()),
+        subject: "Grüße zum Frühling – 20 % Rabatt 🌷".to_owned(),
+        text: Some("Hallo Jürgen,\nunser Frühlingsangebot wartet.\n".to_owned()),
+        html: Some("<p>Hallo <b>Jürgen</b>,</p><p>unser Frühlingsangebot wartet.</p>".to_owned()),
+        list_unsubscribe: Some(ListUnsubscribe {
+            url: "https://clarion.example/u/abc123".to_owned(),
+            mailto: Some("unsubscribe@shop.example?subject=abc123".to_owned()),
+            one_click: true,
+        }),
+        headers: vec![("Precedence".to_owned(), "bulk".to_owned())],
+    }
+}
+
+/// The unfolded value of header `name` in the message's header section.
+fn raw_header(raw: &str, name: &str) -> Option<String> {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let headers = raw.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
+    headers
+        .split("\r\n")
+        .find(|line| line.to_ascii_lowercase().starts_with(&prefix))
+        .map(|line| line[prefix.len()..].trim().to_owned())
+}
+
+#[tokio::test]
+async fn smtp_delivers_multipart_alternative_with_list_unsubscribe() {
+    let server = SmtpServer::start().await;
+    let sender = EmailSender::new(&server.config()).await.unwrap();
+    let email = message("Jürgen Example <juergen@customer.example>");
+
+    let receipt = sender.send(&email).await.unwrap();
+    assert!(receipt.detail.starts_with("250"), "{receipt:?}");
+
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.mail_from, "news@shop.example");
+    assert_eq!(got.rcpt_tos, ["juergen@customer.example"]);
+
+    let raw = String::from_utf8(got.raw.clone()).unwrap();
+    let headers = raw.split("\r\n\r\n").next().unwrap();
+    assert!(headers.is_ascii(), "headers must be 7-bit: {headers}");
+    assert_eq!(
+        raw_header(&raw, "Message-ID").unwrap(),
+        format!("<{}@shop.example>", email.delivery_id)
+    );
+    assert_eq!(
+        raw_header(&raw, "List-Unsubscribe").unwrap(),
+        "<https://clarion.example/u/abc123>, <mailto:unsubscribe@shop.example?subject=abc123>"
+    );
+    assert_eq!(
+        raw_header(&raw, "List-Unsubscribe-Post").unwrap(),
+        "List-Unsubscribe=One-Click"
+    );
+    assert_eq!(
+        raw_header(&raw, "X-Clarion-Delivery").unwrap(),
+        email.delivery_id
+    );
+    assert_eq!(
+        raw_header(&raw, "X-Clarion-Campaign").unwrap(),
+        "spring-sale"
+    );
+    assert_eq!(raw_header(&raw, "Precedence").unwrap(), "bulk");
+
+    let parsed = MessageParser::default().parse(&got.raw).unwrap();
+    assert_eq!(parsed.subject().unwrap(), email.subject);
+    let from = parsed.from().unwrap().first().unwrap();
+    assert_eq!(from.name().unwrap(), "Clarion News");
+    assert_eq!(from.address().unwrap(), "news@shop.example");
+    let to = parsed.to().unwrap().first().unwrap();
+    assert_eq!(to.name().unwrap(), "Jürgen Example");
+    assert_eq!(
+        parsed
+            .reply_to()
+            .unwrap()
+            .first()
+            .unwrap()
+            .address()
+            .unwrap(),
+        "help@shop.example"
+    );
+    assert!(parsed.date().is_some());
+    let content_type = parsed.content_type().unwrap();
+    assert_eq!(content_type.ctype(), "multipart");
+    assert_eq!(content_type.subtype(), Some("alternative"));
+    assert_eq!(parsed.text_body.len(), 1);
+    assert_eq!(parsed.html_body.len(), 1);
+    // MIME text travels with CRLF line ends.
+    assert_eq!(
+        parsed
+            .body_text(0)
+            .unwrap()
+            .replace("\r\n", "\n")
+            .trim_end(),
+        email.text.unwrap().trim_end()
+    );
+    assert_eq!(parsed.body_html(0).unwrap().trim_end(), email.html.unwrap());
+}
+
+#[tokio::test]
+async fn send_many_delivers_every_message_over_a_small_pool() {
+    let server = SmtpServer::start().await;
+    let mut config = server.config();
+    config.smtp.as_mut().unwrap().pool_size = 3;
+    let sender = EmailSender::new(&config).await.unwrap();
+    let messages: Vec<EmailMessage> = (0..40)
+        .map(|i| message(&format!("customer{i}@customer.example")))
+        .collect();
+
+    let outcomes = sender.send_many(&messages, 16).await;
+
+    assert_eq!(outcomes.len(), 40);
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let received = server.received();
+    assert_eq!(received.len(), 40);
+    let mut recipients: Vec<String> = received
+        .iter()
+        .flat_map(|got| got.rcpt_tos.clone())
+        .collect();
+    recipients.sort();
+    let mut expected: Vec<String> = (0..40)
+        .map(|i| format!("customer{i}@customer.example"))
+        .collect();
+    expected.sort();
+    assert_eq!(recipients, expected);
+}
+
+#[tokio::test]
+async fn smtp_4xx_is_transient_and_5xx_permanent_for_that_recipient_only() {
+    rejections_are_classified(false).await;
+}
+
+#[tokio::test]
+async fn pipelined_4xx_is_transient_and_5xx_permanent_for_that_recipient_only() {
+    rejections_are_classified(true).await;
+}
+
+async fn rejections_are_classified(pipelining: bool) {
+    let server = SmtpServer::start_with(SmtpOptions {
+        pipelining,
+        ..SmtpOptions::default()
+    })
+    .await;
+    let mut config = server.config();
+    // One connection: after each refusal the next message must go through on the same one.
+    config.smtp.as_mut().unwrap().pool_size = 1;
+    let sender = EmailSender::new(&config).await.unwrap();
+    let batch = [
+        message("deferred@customer.example"),
+        message("first@customer.example"),
+        message("rejected@customer.example"),
+        message("second@customer.example"),
+    ];
+
+    let outcomes = sender.send_many(&batch, 4).await;
+
+    match &outcomes[0] {
+        Err(DispatchError::Transient { reason, .. }) => assert!(reason.contains("450"), "{reason}"),
+        other => panic!("450 must be transient, got {other:?}"),
+    }
+    match &outcomes[2] {
+        Err(DispatchError::Permanent { reason }) => assert!(reason.contains("550"), "{reason}"),
+        other => panic!("550 must be permanent, got {other:?}"),
+    }
+    assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
+    assert!(outcomes[3].is_ok(), "{:?}", outcomes[3]);
+    let mut recipients: Vec<String> = server
+        .received()
+        .into_iter()
+        .flat_map(|got| got.rcpt_tos)
+        .collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        ["first@customer.example", "second@customer.example"]
+    );
+}
+
+#[tokio::test]
+async fn a_connection_dropped_by_the_relay_is_replaced_without_losing_the_message() {
+    let mut server = SmtpServer::start_with(SmtpOptions {
+        pipelining: true,
+        ..SmtpOptions::default()
+    })
+    .await;
+    let mut config = server.config();
+    config.smtp.as_mut().unwrap().pool_size = 1;
+    let sender = EmailSender::new(&config).await.unwrap();
+    sender
+        .send(&message("before@customer.example"))
+        .await
+        .unwrap();
+
+    // The pooled connection dies with the server process.
+    server.restart().await;
+    let after = sender.send(&message("after@customer.example")).await;
+
+    assert!(after.is_ok(), "{after:?}");
+    let mut recipients: Vec<String> = server
+        .received()
+        .into_iter()
+        .flat_map(|got| got.rcpt_tos)
+        .collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        ["after@customer.example", "before@customer.example"]
+    );
+}
+
+/// A self-signed certificate for `localhost`, as PEM files in `dir`.
+fn certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let certificate = dir.join("relay.crt");
+    let key = dir.join("relay.key");
+    std::fs::write(&certificate, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    (certificate, key)
+}
+
+#[tokio::test]
+async fn starttls_delivers_to_a_relay_with_a_trusted_certificate_only() {
+    let certificates = tempfile::tempdir().unwrap();
+    let (certificate, key) = certificate(certificates.path());
+    let server = SmtpServer::start_with(SmtpOptions {
+        starttls: Some((certificate.clone(), key)),
+        ..SmtpOptions::default()
+    })
+    .await;
+    let relay = |root_certificates| EmailConfig {
+        smtp: Some(SmtpConfig {
+            tls: TlsMode::Starttls,
+            root_certificates,
+            ..SmtpConfig::plain("localhost", server.port)
+        }),
+        ..EmailConfig::default()
+    };
+    let trusting = EmailSender::new(&relay(Some(certificate))).await.unwrap();
+    let untrusting = EmailSender::new(&relay(None)).await.unwrap();
+
+    let refused = untrusting.send(&message("nobody@customer.example")).await;
+    let sent = trusting.send(&message("someone@customer.example")).await;
+
+    match refused {
+        Err(DispatchError::Transient { reason, .. }) => {
+            assert!(reason.contains("STARTTLS"), "{reason}");
+        }
+        other => panic!("an untrusted certificate must fail transiently, got {other:?}"),
+    }
+    assert!(sent.is_ok(), "{sent:?}");
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rcpt_tos, ["someone@customer.example"]);
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers_to_a_relay_with_a_trusted_certificate() {
+    let certificates = tempfile::tempdir().unwrap();
+    let (certificate, key) = certificate(certificates.path());
+    let server = SmtpServer::start_with(SmtpOptions {
+        implicit_tls: Some((certificate.clone(), key)),
+        ..SmtpOptions::default()
+    })
+    .await;
+    let relay = |root_certificates| EmailConfig {
+        smtp: Some(SmtpConfig {
+            tls: TlsMode::Tls,
+            root_certificates,
+            ..SmtpConfig::plain("localhost", server.port)
+        }),
+        ..EmailConfig::default()
+    };
+    let trusting = EmailSender::new(&relay(Some(certificate))).await.unwrap();
+    let untrusting = EmailSender::new(&relay(None)).await.unwrap();
+
+    let refused = untrusting.send(&message("nobody@customer.example")).await;
+    let sent = trusting
+        .send_many(
+            &[message("a@customer.example"), message("b@customer.example")],
+            2,
+        )
+        .await;
+
+    match refused {
+        Err(DispatchError::Transient { reason, .. }) => {
+            assert!(reason.contains("TLS handshake"), "{reason}");
+        }
+        other => panic!("an untrusted certificate must fail transiently, got {other:?}"),
+    }
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    assert_eq!(server.received().len(), 2);
+}
+
+#[tokio::test]
+async fn authenticates_after_starttls_and_a_refused_login_is_transient() {
+    let certificates = tempfile::tempdir().unwrap();
+    let (certificate, key) = certificate(certificates.path());
+    let server = SmtpServer::start_with(SmtpOptions {
+        starttls: Some((certificate.clone(), key)),
+        auth: Some(("clarion".to_owned(), "s3cret pass".to_owned())),
+        ..SmtpOptions::default()
+    })
+    .await;
+    let relay = |password: &str| EmailConfig {
+        smtp: Some(SmtpConfig {
+            tls: TlsMode::Starttls,
+            root_certificates: Some(certificate.clone()),
+            username: Some("clarion".to_owned()),
+            password: Some(SecretString::from(password.to_owned())),
+            ..SmtpConfig::plain("localhost", server.port)
+        }),
+        ..EmailConfig::default()
+    };
+    let right = EmailSender::new(&relay("s3cret pass")).await.unwrap();
+    let wrong = EmailSender::new(&relay("guess")).await.unwrap();
+
+    let refused = wrong.send(&message("nobody@customer.example")).await;
+    let sent = right.send(&message("someone@customer.example")).await;
+
+    // Wrong credentials are the operator's to fix, not the message's: retry, don't dead-letter.
+    match refused {
+        Err(DispatchError::Transient { reason, .. }) => {
+            assert!(reason.contains("authentication"), "{reason}");
+            assert!(!reason.contains("guess"), "{reason}");
+        }
+        other => panic!("a refused login must fail transiently, got {other:?}"),
+    }
+    assert!(sent.is_ok(), "{sent:?}");
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rcpt_tos, ["someone@customer.example"]);
+}
+
+#[tokio::test]
+async fn smtp_server_down_is_transient() {
+    let config = EmailConfig {
+        smtp: Some(SmtpConfig::plain("127.0.0.1", free_port())),
+        ..EmailConfig::default()
+    };
+    let sender = EmailSender::new(&config).await.unwrap();
+
+    let error = sender
+        .send(&message("someone@customer.example"))
+        .await
+        .unwrap_err();
+
+    assert!(error.is_transient(), "{error:?}");
+}
+
+#[tokio::test]
+async fn malformed_messages_fail_permanently_before_any_connection() {
+    let config = EmailConfig {
+        // Nothing listens here: a connection attempt would fail transiently instead.
+        smtp: Some(SmtpConfig::plain("127.0.0.1", free_port())),
+        ..EmailConfig::default()
+    };
+    let sender = EmailSender::new(&config).await.unwrap();
+
+    let bad_address = message("not an address");
+    let mut bad_header = message("someone@customer.example");
+    bad_header.headers = vec![(
+        "X-Evil".to_owned(),
+        "a\r\nBcc: victim@example.com".to_owned(),
+    )];
+    let mut bad_id = message("someone@customer.example");
+    bad_id.delivery_id = "a b>".to_owned();
+    let mut no_body = message("someone@customer.example");
+    no_body.text = None;
+    no_body.html = None;
+
+    let mut replaced_from = message("someone@customer.example");
+    replaced_from.headers = vec![("FROM".to_owned(), "ceo@bank.example".to_owned())];
+
+    for email in [bad_address, bad_header, bad_id, no_body, replaced_from] {
+        let error = sender.send(&email).await.unwrap_err();
+        assert!(
+            matches!(error, DispatchError::Permanent { .. }),
+            "{email:?} gave {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_relay_messages_are_written_as_eml_files() {
+    let outbox = tempfile::tempdir().unwrap();
+    let dir = outbox.path().join("data/outbox");
+    let config = EmailConfig {
+        outbox_dir: dir.clone(),
+        ..EmailConfig::default()
+    };
+    let sender = EmailSender::new(&config).await.unwrap();
+    let email = message("someone@customer.example");
+
+    let receipt = sender.send(&email).await.unwrap();
+
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    assert!(
+        receipt.detail.contains(files[0].to_str().unwrap()),
+        "{receipt:?}"
+    );
+    let raw = std::fs::read(&files[0]).unwrap();
+    let parsed = MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(parsed.subject().unwrap(), email.subject);
+    assert_eq!(
+        parsed.message_id().unwrap(),
+        format!("{}@shop.example", email.delivery_id)
+    );
+    assert_eq!(parsed.body_html(0).unwrap().trim_end(), email.html.unwrap());
+}
+
+#[tokio::test]
+async fn dkim_signature_covers_the_unsubscribe_headers() {
+    let server = SmtpServer::start().await;
+    let mut config = server.config();
+    config.dkim = Some(DkimSettings {
+        selector: "mail2026".to_owned(),
+        domain: "shop.example".to_owned(),
+        algorithm: DkimAlgorithm::Ed25519,
+        // Any 32 bytes are an Ed25519 seed.
+        private_key: SecretString::from("nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="),
+    });
+    let sender = EmailSender::new(&config).await.unwrap();
+
+    sender
+        .send(&message("someone@customer.example"))
+        .await
+        .unwrap();
+
+    let raw = String::from_utf8(server.received().remove(0).raw).unwrap();
+    let headers = raw.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
+    let signature = headers
+        .split("\r\n")
+        .find(|line| line.to_ascii_lowercase().starts_with("dkim-signature:"))
+        .expect("a DKIM-Signature header");
+    for tag in [
+        "a=ed25519-sha256",
+        "d=shop.example",
+        "s=mail2026",
+        "c=relaxed/relaxed",
+    ] {
+        assert!(signature.contains(tag), "{tag} missing in {signature}");
+    }
+    let signed = signature
+        .split("h=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    for name in [
+        "from",
+        "subject",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ] {
+        assert!(
+            signed.split(':').any(|header| header.trim() == name),
+            "{name} not signed: {signed}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_dkim_key_is_a_configuration_error() {
+    let config = EmailConfig {
+        outbox_dir: tempfile::tempdir().unwrap().path().to_owned(),
+        dkim: Some(DkimSettings {
+            selector: "s".to_owned(),
+            domain: "shop.example".to_owned(),
+            algorithm: DkimAlgorithm::Rsa,
+            private_key: SecretString::from("not a pem"),
+        }),
+        ..EmailConfig::default()
+    };
+
+    let error = EmailSender::new(&config).await.unwrap_err();
+
+    assert!(
+        matches!(
+            error,
+            DispatchError::InvalidConfig {
+                setting: "email.dkim.private_key",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
