@@ -1,0 +1,61 @@
+//! Segment rules for Clarion.
+//!
+//! A segment is a rule over contacts: attribute conditions, event conditions (performed,
+//! count, sum/avg/min/max, first/last occurrence, in windows), computed traits, interests and
+//! other segments, combined with `all`, `any` and `not`. A rule is read from JSON
+//! ([`Rule::from_json`]) or from the compact text form ([`parse_text`]), checked against the
+//! workspace's [`Schema`] ([`validate`]), compiled to one parameterized SQL query for SQLite
+//! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
+
+pub mod compile;
+pub mod preview;
+pub mod rule;
+pub mod validate;
+
+pub use compile::compile;
+pub use preview::{PreviewOptions, count, members};
+pub use validate::{Schema, ValidRule, validate, validate_segment};
+
+pub use rule::{
+    Aggregate, AttrCondition, Comparison, EventCondition, Literal, Measure, Op, Operand,
+    PropertyFilter, Rule, Span, SpanUnit, TextError, Window, parse_text,
+};
+
+/// A problem with one node of a rule, named by its JSON path, e.g. `all[2].count.op`. The
+/// root's path is empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", if path.is_empty() { "rule" } else { path.as_str() })]
+pub struct RuleError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Everything that can go wrong with a segment.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// The JSON form could not be read.
+    #[error("the rule could not be read: {0}")]
+    Json(RuleError),
+    /// The text form could not be read.
+    #[error("the rule could not be read: {0}")]
+    Text(#[from] TextError),
+    /// The rule does not fit the workspace's schema.
+    #[error("the rule is invalid: {}", list(.0))]
+    Invalid(Vec<RuleError>),
+    /// The rule uses a value Clarion does not compute yet.
+    #[error("{path}: {what} is not computed yet, so rules cannot use it")]
+    NotYetComputed { path: String, what: String },
+    /// The query ran longer than the preview allows.
+    #[error("the segment query took longer than {0:?} and was stopped")]
+    Timeout(std::time::Duration),
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+fn list(errors: &[RuleError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
