@@ -1,0 +1,240 @@
+//! `clarion bench`: throughput on fresh databases, with deterministic generated data, so that
+//! figures can be compared between commits and machines.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+use clarion_model::{DEFAULT_WORKSPACE, Role};
+use clarion_server::{AppState, Application, Settings, store};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Event ingestion through POST /api/v1/events/batch, against a server started in this
+    /// process on a fresh database.
+    Ingest {
+        /// Which databases to measure.
+        #[arg(long, value_enum, default_values_t = [BenchBackend::Sqlite, BenchBackend::Postgres])]
+        backend: Vec<BenchBackend>,
+        /// Events to send.
+        #[arg(long, default_value_t = 400_000)]
+        events: usize,
+        /// Distinct contacts the events belong to (created by the first events).
+        #[arg(long, default_value_t = 20_000)]
+        contacts: usize,
+        /// Events per request.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// The PostgreSQL server to create the benchmark database on (it is dropped after).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchBackend {
+    Sqlite,
+    Postgres,
+}
+
+pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Ingest {
+            backend,
+            events,
+            contacts,
+            batch,
+            concurrency,
+            postgres_url,
+        } => {
+            let bodies = generate_batches(events, contacts, batch);
+            println!(
+                "bench ingest: {events} events of {contacts} contacts, {batch} per request, {concurrency} in flight, {} cores",
+                std::thread::available_parallelism().map_or(1, usize::from)
+            );
+            for backend in backend {
+                let line = ingest(
+                    &settings,
+                    backend,
+                    &bodies,
+                    events,
+                    concurrency,
+                    &postgres_url,
+                )
+                .await?;
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Request bodies of a fixed, seeded event stream: purchases, page views and email clicks
+/// with properties, over `contacts` customers; a tenth of the events carry an idempotency key.
+fn generate_batches(events: usize, contacts: usize, batch: usize) -> Vec<bytes_body::Body> {
+    let mut rng = StdRng::seed_from_u64(0x0c1a_7107);
+    let start = 1_700_000_000_000i64;
+    let kinds = ["purchase", "page_view", "email_click", "add_to_cart"];
+    let categories = ["books", "garden", "kitchen", "toys", "cats"];
+    let mut bodies = Vec::new();
+    let mut produced = 0;
+    while produced < events {
+        let n = batch.min(events - produced);
+        let mut items = Vec::with_capacity(n);
+        for i in 0..n {
+            let seq = produced + i;
+            let kind = kinds[rng.random_range(0..kinds.len())];
+            let occurred = start + rng.random_range(0..31_536_000_000i64);
+            let mut event = serde_json::json!({
+                "external_id": format!("bench-{}", rng.random_range(0..contacts.max(1))),
+                "kind": kind,
+                "occurred_at": clarion_model::Timestamp::from_millis(occurred).to_rfc3339(),
+                "properties": {"category": categories[rng.random_range(0..categories.len())], "sku": rng.random_range(0..5000)},
+            });
+            if kind == "purchase" {
+                event["amount"] = serde_json::json!((rng.random_range(100..50_000) as f64) / 100.0);
+                event["currency"] = serde_json::json!("EUR");
+            }
+            if seq % 10 == 0 {
+                event["idempotency_key"] = serde_json::json!(format!("bench-{seq}"));
+            }
+            items.push(event);
+        }
+        produced += n;
+        bodies.push(bytes_body::Body::from_json(
+            &serde_json::json!({ "events": items }),
+        ));
+    }
+    bodies
+}
+
+mod bytes_body {
+    /// A request body serialised once, so the benchmark measures the server, not the client.
+    #[derive(Clone)]
+    pub struct Body(pub std::sync::Arc<Vec<u8>>);
+
+    impl Body {
+        pub fn from_json(value: &serde_json::Value) -> Self {
+            Body(std::sync::Arc::new(
+                serde_json::to_vec(value).unwrap_or_default(),
+            ))
+        }
+    }
+}
+
+async fn ingest(
+    base: &Settings,
+    backend: BenchBackend,
+    bodies: &[bytes_body::Body],
+    events: usize,
+    concurrency: usize,
+    postgres_url: &str,
+) -> anyhow::Result<String> {
+    let folder = tempfile::tempdir()?;
+    let database_name = format!("clarion_bench_{}", uuid::Uuid::new_v4().simple());
+    let url = match backend {
+        BenchBackend::Sqlite => format!(
+            "sqlite://{}?mode=rwc",
+            folder.path().join("bench.db").display()
+        ),
+        BenchBackend::Postgres => {
+            let admin = Database::connect(postgres_url)
+                .await
+                .with_context(|| format!("PostgreSQL does not answer at {postgres_url}"))?;
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {database_name}"))
+                .await?;
+            admin.close().await?;
+            clarion_server::db::postgres_url_for_database(postgres_url, &database_name)
+        }
+    };
+    let mut settings = base.clone();
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.database.url = SecretString::from(url);
+    settings.database.migrate_on_start = true;
+    settings.database.max_connections = 8;
+    let state = AppState::connect(settings).await?;
+    let db = state.db.clone();
+    let (key, _) = store::keys::create(&db, DEFAULT_WORKSPACE, "bench", Role::Marketer).await?;
+    let application = Application::from_state(state)?;
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/events/batch",
+        application.port()
+    );
+    let handle = application.handle();
+    let server = tokio::spawn(application.run_until_stopped());
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        bodies.to_vec(),
+    )));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, url, key, queue) = (client.clone(), url.clone(), key.clone(), queue.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(body) = next else { break };
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body.0.as_ref().clone())
+                    .send()
+                    .await?;
+                let status = response.status();
+                let text = response.text().await?;
+                anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let elapsed = started.elapsed();
+    let stored = store::events::count(&db, DEFAULT_WORKSPACE).await?;
+    handle.stop(true).await;
+    let _ = server.await;
+    db.close().await?;
+    if backend == BenchBackend::Postgres {
+        let admin = Database::connect(postgres_url).await?;
+        admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {database_name} WITH (FORCE)"
+            ))
+            .await?;
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    anyhow::ensure!(
+        stored as usize == events,
+        "{events} events sent but {stored} stored"
+    );
+    Ok(format!(
+        "ingest {:<8} {:>9.0} events/s  ({events} events in {:.2} s; per request p50 {:.0} ms, p99 {:.0} ms)",
+        format!("{backend:?}").to_lowercase(),
+        events as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        percentile(0.5),
+        percentile(0.99),
+    ))
+}
