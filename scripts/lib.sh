@@ -1,0 +1,57 @@
+# Shared by scripts/run and scripts/test: find or start the services Clarion needs, installing
+# Debian packages when they are missing and we may (root with apt-get), and otherwise saying
+# exactly what to install.
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+
+apt_install() {
+    say "installing $* (Debian packages)..."
+    if [ -z "${CLARION_APT_UPDATED:-}" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+        export CLARION_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 || die "apt-get install $* failed"
+}
+
+require_cargo() {
+    command -v cargo >/dev/null 2>&1 && return
+    die "cargo is not on PATH: install the Rust toolchain (https://rustup.rs, or 'apt-get install cargo' for Debian's), then run this again"
+}
+
+# redis_answers HOST PORT: true when a Redis server answers PING there.
+redis_answers() {
+    local reply=""
+    { exec 9<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
+    printf 'PING\r\n' >&9
+    read -r -t 2 reply <&9 || true
+    exec 9<&- 9>&-
+    [[ "$reply" == +PONG* ]]
+}
+
+port_open() { { exec 8<>"/dev/tcp/$1/$2"; } 2>/dev/null && exec 8<&- 8>&-; }
+
+# ensure_redis DATA_DIR: a Redis on 127.0.0.1:6379, started (with append-only persistence,
+# files under DATA_DIR) when none answers, installed first when missing.
+ensure_redis() {
+    local dir="$1"
+    redis_answers 127.0.0.1 6379 && return
+    if ! command -v redis-server >/dev/null 2>&1; then
+        if can_apt; then
+            apt_install redis-server
+        else
+            die "no Redis answers on 127.0.0.1:6379 and redis-server is not installed: run 'sudo apt-get install redis-server' (or start a Redis there), then run this again"
+        fi
+    fi
+    mkdir -p "$dir"
+    say "starting redis-server on 127.0.0.1:6379 (data in $dir)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --dir "$(cd "$dir" && pwd)" \
+        --appendonly yes --logfile "$(cd "$dir" && pwd)/redis.log" >&2 || die "redis-server did not start"
+    for _ in $(seq 50); do
+        redis_answers 127.0.0.1 6379 && return
+        sleep 0.1
+    done
+    die "redis-server started but does not answer on 127.0.0.1:6379; see $dir/redis.log"
+}
