@@ -1,0 +1,301 @@
+//! Stored segments, their memberships with entry and exit times, and the traits computed per
+//! contact (RFM, CLV, interest profiles) that rules may use.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261122_000002_segments"
+    }
+}
+
+#[derive(Iden)]
+enum Segments {
+    Table,
+    Id,
+    WorkspaceId,
+    Slug,
+    Name,
+    Description,
+    Category,
+    Kind,
+    Rule,
+    MemberCount,
+    ComputedAt,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(Iden)]
+enum SegmentMemberships {
+    Table,
+    Id,
+    SegmentId,
+    ContactId,
+    EnteredAt,
+    ExitedAt,
+}
+
+#[derive(Iden)]
+enum ContactTraits {
+    Table,
+    ContactId,
+    WorkspaceId,
+    Orders,
+    Revenue,
+    FirstPurchaseAt,
+    LastPurchaseAt,
+    RecencyDays,
+    RfmRecency,
+    RfmFrequency,
+    RfmMonetary,
+    RfmSegment,
+    Clv,
+    ComputedAt,
+}
+
+#[derive(Iden)]
+enum ContactInterests {
+    Table,
+    ContactId,
+    WorkspaceId,
+    Category,
+    Score,
+}
+
+#[derive(Iden)]
+enum Workspaces {
+    Table,
+    Id,
+}
+
+#[derive(Iden)]
+enum Contacts {
+    Table,
+    Id,
+}
+
+fn workspace_fk(table: impl IntoIden) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .from(table, Alias::new("workspace_id"))
+        .to(Workspaces::Table, Workspaces::Id)
+        .on_delete(ForeignKeyAction::Cascade)
+        .to_owned()
+}
+
+fn contact_fk(table: impl IntoIden) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .from(table, Alias::new("contact_id"))
+        .to(Contacts::Table, Contacts::Id)
+        .on_delete(ForeignKeyAction::Cascade)
+        .to_owned()
+}
+
+fn big(name: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(name).big_integer().not_null().to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // `rule` holds the rule's JSON form (NULL for a static segment, whose members are
+        // uploaded); `member_count` and `computed_at` are those of the last materialization.
+        manager
+            .create_table(
+                Table::create()
+                    .table(Segments::Table)
+                    .col(
+                        ColumnDef::new(Segments::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(big(Segments::WorkspaceId))
+                    .col(ColumnDef::new(Segments::Slug).string().not_null())
+                    .col(ColumnDef::new(Segments::Name).string().not_null())
+                    .col(ColumnDef::new(Segments::Description).text().not_null())
+                    .col(ColumnDef::new(Segments::Category).string().not_null())
+                    .col(ColumnDef::new(Segments::Kind).string().not_null())
+                    .col(ColumnDef::new(Segments::Rule).text().null())
+                    .col(
+                        ColumnDef::new(Segments::MemberCount)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ColumnDef::new(Segments::ComputedAt).big_integer().null())
+                    .col(big(Segments::CreatedAt))
+                    .col(big(Segments::UpdatedAt))
+                    .foreign_key(&mut workspace_fk(Segments::Table))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ux_segments_slug")
+                    .table(Segments::Table)
+                    .col(Segments::WorkspaceId)
+                    .col(Segments::Slug)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+
+        // One row per stay in a segment: `exited_at` is NULL while the contact is a member.
+        // Size over time, entries and exits per day, and churn per segment all read it.
+        manager
+            .create_table(
+                Table::create()
+                    .table(SegmentMemberships::Table)
+                    .col(
+                        ColumnDef::new(SegmentMemberships::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(big(SegmentMemberships::SegmentId))
+                    .col(big(SegmentMemberships::ContactId))
+                    .col(big(SegmentMemberships::EnteredAt))
+                    .col(
+                        ColumnDef::new(SegmentMemberships::ExitedAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(SegmentMemberships::Table, SegmentMemberships::SegmentId)
+                            .to(Segments::Table, Segments::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(&mut contact_fk(SegmentMemberships::Table))
+                    .to_owned(),
+            )
+            .await?;
+        let db = manager.get_connection();
+        // A contact is a current member at most once; both databases support partial indexes
+        // with this syntax, which sea-query does not build.
+        db.execute_unprepared(
+            "CREATE UNIQUE INDEX ux_segment_memberships_current \
+             ON segment_memberships (segment_id, contact_id) WHERE exited_at IS NULL",
+        )
+        .await?;
+        db.execute_unprepared(
+            "CREATE INDEX ix_segment_memberships_contact \
+             ON segment_memberships (contact_id) WHERE exited_at IS NULL",
+        )
+        .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_segment_memberships_history")
+                    .table(SegmentMemberships::Table)
+                    .col(SegmentMemberships::SegmentId)
+                    .col(SegmentMemberships::EnteredAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        // Computed per contact from its purchase events by the trait recomputation; a contact
+        // without purchases has no row.
+        manager
+            .create_table(
+                Table::create()
+                    .table(ContactTraits::Table)
+                    .col(
+                        ColumnDef::new(ContactTraits::ContactId)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(big(ContactTraits::WorkspaceId))
+                    .col(big(ContactTraits::Orders))
+                    .col(ColumnDef::new(ContactTraits::Revenue).double().not_null())
+                    .col(big(ContactTraits::FirstPurchaseAt))
+                    .col(big(ContactTraits::LastPurchaseAt))
+                    .col(ColumnDef::new(ContactTraits::RecencyDays).double().not_null())
+                    .col(
+                        ColumnDef::new(ContactTraits::RfmRecency)
+                            .small_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ContactTraits::RfmFrequency)
+                            .small_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ContactTraits::RfmMonetary)
+                            .small_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(ContactTraits::RfmSegment).string().not_null())
+                    .col(ColumnDef::new(ContactTraits::Clv).double().not_null())
+                    .col(big(ContactTraits::ComputedAt))
+                    .foreign_key(&mut workspace_fk(ContactTraits::Table))
+                    .foreign_key(&mut contact_fk(ContactTraits::Table))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_contact_traits_rfm_segment")
+                    .table(ContactTraits::Table)
+                    .col(ContactTraits::WorkspaceId)
+                    .col(ContactTraits::RfmSegment)
+                    .to_owned(),
+            )
+            .await?;
+
+        // Decayed, weighted interest per product category, normalised per contact to 0..1.
+        manager
+            .create_table(
+                Table::create()
+                    .table(ContactInterests::Table)
+                    .col(big(ContactInterests::ContactId))
+                    .col(big(ContactInterests::WorkspaceId))
+                    .col(ColumnDef::new(ContactInterests::Category).string().not_null())
+                    .col(ColumnDef::new(ContactInterests::Score).double().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(ContactInterests::ContactId)
+                            .col(ContactInterests::Category),
+                    )
+                    .foreign_key(&mut workspace_fk(ContactInterests::Table))
+                    .foreign_key(&mut contact_fk(ContactInterests::Table))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_contact_interests_category")
+                    .table(ContactInterests::Table)
+                    .col(ContactInterests::WorkspaceId)
+                    .col(ContactInterests::Category)
+                    .col(ContactInterests::Score)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            ContactInterests::Table.into_iden(),
+            ContactTraits::Table.into_iden(),
+            SegmentMemberships::Table.into_iden(),
+            Segments::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
