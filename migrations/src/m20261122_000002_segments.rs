@@ -217,7 +217,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(ContactTraits::Revenue).double().not_null())
                     .col(big(ContactTraits::FirstPurchaseAt))
                     .col(big(ContactTraits::LastPurchaseAt))
-                    .col(ColumnDef::new(ContactTraits::RecencyDays).double().not_null())
+                    .col(
+                        ColumnDef::new(ContactTraits::RecencyDays)
+                            .double()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(ContactTraits::RfmRecency)
                             .small_integer()
@@ -233,7 +237,11 @@ impl MigrationTrait for Migration {
                             .small_integer()
                             .not_null(),
                     )
-                    .col(ColumnDef::new(ContactTraits::RfmSegment).string().not_null())
+                    .col(
+                        ColumnDef::new(ContactTraits::RfmSegment)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ContactTraits::Clv).double().not_null())
                     .col(big(ContactTraits::ComputedAt))
                     .foreign_key(&mut workspace_fk(ContactTraits::Table))
@@ -259,7 +267,11 @@ impl MigrationTrait for Migration {
                     .table(ContactInterests::Table)
                     .col(big(ContactInterests::ContactId))
                     .col(big(ContactInterests::WorkspaceId))
-                    .col(ColumnDef::new(ContactInterests::Category).string().not_null())
+                    .col(
+                        ColumnDef::new(ContactInterests::Category)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ContactInterests::Score).double().not_null())
                     .primary_key(
                         Index::create()

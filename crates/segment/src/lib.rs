@@ -8,8 +8,11 @@
 //! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
 
 pub mod compile;
+pub mod membership;
 pub mod preview;
+pub mod report;
 pub mod rule;
+pub mod store;
 pub mod validate;
 
 pub use compile::compile;
@@ -48,6 +51,12 @@ pub enum SegmentError {
     /// The query ran longer than the preview allows.
     #[error("the segment query took longer than {0:?} and was stopped")]
     Timeout(std::time::Duration),
+    /// The request conflicts with what is stored (a taken slug, a segment still in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored value could not be read back; the database was changed behind Clarion.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
 }

@@ -4,6 +4,7 @@ pub mod contacts;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod segments;
 
 use actix_web::web;
 use clarion_model::ErrorCode;
@@ -21,7 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .configure(contacts::configure)
-            .configure(events::configure),
+            .configure(events::configure)
+            .configure(segments::configure),
     );
 }
 
@@ -65,6 +67,24 @@ pub(crate) fn parse_batch<T: DeserializeOwned>(
         }
     }
     Ok((items, errors))
+}
+
+/// Reads a JSON body into `T`; a value of the wrong shape is a 422 naming its field (e.g.
+/// `category: unknown variant "lifestyle", expected one of ...`).
+pub(crate) fn parse_body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let item = ItemError::from_serde(0, error);
+        let field = item.field.unwrap_or_default();
+        let message = if field.is_empty() {
+            item.message.clone()
+        } else {
+            format!("{field}: {}", item.message)
+        };
+        ApiError::new(ErrorCode::ValidationFailed, message).with_details(
+            serde_json::json!({ "errors": [{"field": field, "message": item.message}] }),
+        )
+    })
 }
 
 /// With `atomic`, any refused item refuses the whole batch.
