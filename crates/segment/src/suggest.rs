@@ -543,8 +543,8 @@ impl Condition {
         }
     }
 
-    fn to_rule(&self, categories: &[String]) -> Rule {
-        match *self {
+    fn to_rule(self, categories: &[String]) -> Rule {
+        match self {
             Condition::Score {
                 which,
                 at_least,

@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{contacts, events, health};
+use super::{contacts, crosstab, events, health, suggest};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -19,17 +19,21 @@ use crate::{error::ApiError, store};
     paths(
         contacts::upsert_batch, contacts::list, contacts::get, contacts::patch, contacts::delete,
         contacts::events, events::insert_batch, health::health, health::ready, health::metrics,
+        crosstab::compute, suggest::compute,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
         store::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
         clarion_model::ContactPatch, clarion_model::EventInput, clarion_model::Event,
         clarion_model::Subscriptions, clarion_model::SubscriptionsPatch,
+        crosstab::CrosstabBody, crosstab::CrosstabDoc, crosstab::CellDoc,
+        suggest::SuggestBody, suggest::SuggestionsDoc, suggest::SuggestionDoc,
     )),
     modifiers(&BearerKeys),
     tags(
         (name = "contacts", description = "Customers and their attributes"),
         (name = "events", description = "What customers do"),
+        (name = "segments", description = "Groups of contacts: cross-tabs and suggestions"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -5,4 +5,5 @@
 mod auth;
 mod contacts;
 mod events;
+mod insights;
 mod operations;
