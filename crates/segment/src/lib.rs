@@ -58,6 +58,9 @@ pub enum SegmentError {
         "no contact of this workspace has computed traits yet: compute traits (RFM and interest profiles) first, then ask for suggestions"
     )]
     TraitsMissing,
+    /// The clustering itself failed (its worker thread stopped).
+    #[error("clustering failed: {0}")]
+    Clustering(String),
     /// The query ran longer than the preview allows.
     #[error("the segment query took longer than {0:?} and was stopped")]
     Timeout(std::time::Duration),

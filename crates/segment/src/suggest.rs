@@ -56,12 +56,14 @@ pub struct SuggestOptions {
 pub const MAX_CLUSTERS: usize = 12;
 pub const MAX_SAMPLE: usize = 200_000;
 pub const MAX_CATEGORIES: usize = 30;
+/// k-means runs from different starting centres; the one with the tightest groups is kept.
+const RUNS: usize = 3;
 
 impl Default for SuggestOptions {
     fn default() -> Self {
         SuggestOptions {
             clusters: 4,
-            sample: 20_000,
+            sample: 10_000,
             seed: 42,
             categories: 12,
             page_size: 5_000,
@@ -392,21 +394,26 @@ pub async fn suggest(
         }]));
     }
     let records = matrix(&sample, width)?;
-    let model = KMeans::params_with_rng(
-        options.clusters,
-        Xoshiro256Plus::seed_from_u64(options.seed),
-    )
-    .n_runs(4)
-    .max_n_iterations(200)
-    .tolerance(1e-6)
-    .fit(&DatasetBase::from(records.clone()))
-    .map_err(|e| {
+    let (clusters, seed) = (options.clusters, options.seed);
+    // Fitting is seconds of CPU work on a large sample: it runs on a blocking thread, not on
+    // the async runtime serving requests.
+    let fitted = tokio::task::spawn_blocking(move || {
+        let model = KMeans::params_with_rng(clusters, Xoshiro256Plus::seed_from_u64(seed))
+            .n_runs(RUNS)
+            .max_n_iterations(200)
+            .tolerance(1e-4)
+            .fit(&DatasetBase::from(records.clone()))?;
+        let labels: Vec<usize> = model.predict(&records).to_vec();
+        Ok::<_, linfa_clustering::KMeansError>((model, labels))
+    })
+    .await
+    .map_err(|e| SegmentError::Clustering(e.to_string()))?;
+    let (model, sample_labels) = fitted.map_err(|e| {
         SegmentError::InvalidRequest(vec![RuleError {
             path: "clusters".to_string(),
-            message: format!("the groups could not be fitted: {e}"),
+            message: format!("the groups could not be fitted (try fewer): {e}"),
         }])
     })?;
-    let sample_labels: Vec<usize> = model.predict(&records).to_vec();
 
     // Assign everyone, page by page, for exact sizes and profiles.
     let mut sums = vec![Sums::new(categories.len()); options.clusters];

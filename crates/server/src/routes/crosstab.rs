@@ -116,6 +116,7 @@ pub(crate) fn segment_error(error: SegmentError) -> ApiError {
             format!("the query took longer than {limit:?} and was stopped; narrow it down"),
         ),
         SegmentError::Db(db) => db.into(),
+        other @ SegmentError::Clustering(_) => ApiError::internal(&other),
     }
 }
 

@@ -25,7 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct SuggestBody {
     /// How many groups to look for, 2 to 12 (default 4).
     pub clusters: Option<usize>,
-    /// At most this many contacts are used to fit the groups, 1 to 200,000 (default 20,000);
+    /// At most this many contacts are used to fit the groups, 1 to 200,000 (default 10,000);
     /// everyone is then assigned to a group for the sizes.
     pub sample: Option<usize>,
     /// Seeds the sample and the clustering: the same data and seed give the same answer
