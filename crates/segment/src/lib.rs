@@ -8,15 +8,19 @@
 //! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
 
 pub mod compile;
+pub mod crosstab;
 pub mod membership;
 pub mod preview;
 pub mod report;
 pub mod rule;
 pub mod store;
+pub mod suggest;
 pub mod validate;
 
 pub use compile::compile;
+pub use crosstab::{Crosstab, CrosstabRequest, Dimension, crosstab};
 pub use preview::{PreviewOptions, count, members};
+pub use suggest::{SuggestOptions, Suggestion, suggest};
 pub use validate::{Schema, ValidRule, validate, validate_segment};
 
 pub use rule::{
@@ -48,6 +52,18 @@ pub enum SegmentError {
     /// The rule uses a value Clarion does not compute yet.
     #[error("{path}: {what} is not computed yet, so rules cannot use it")]
     NotYetComputed { path: String, what: String },
+    /// A request around rules (a cross-tab, a suggestion) has a bad field, named by its
+    /// path, e.g. `rows.attr` or `filter.all[0].op`.
+    #[error("the request is invalid: {}", list(.0))]
+    InvalidRequest(Vec<RuleError>),
+    /// Suggestions need the traits (RFM, interests) computed first.
+    #[error(
+        "no contact of this workspace has computed traits yet: compute traits (RFM and interest profiles) first, then ask for suggestions"
+    )]
+    TraitsMissing,
+    /// The clustering itself failed (its worker thread stopped).
+    #[error("clustering failed: {0}")]
+    Clustering(String),
     /// The query ran longer than the preview allows.
     #[error("the segment query took longer than {0:?} and was stopped")]
     Timeout(std::time::Duration),

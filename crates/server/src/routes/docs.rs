@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{contacts, events, health, segments};
+use super::{contacts, crosstab, events, health, segments, suggest};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use crate::{error::ApiError, store};
         segments::list, segments::create, segments::get, segments::update, segments::delete,
         segments::preview, segments::health, segments::members, segments::upload_members,
         segments::history, segments::contact_segments,
+        crosstab::compute, suggest::compute,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
@@ -36,6 +37,8 @@ use crate::{error::ApiError, store};
         clarion_segment::report::MemberRow, clarion_segment::report::Day,
         clarion_segment::report::Stay, clarion_segment::store::Category,
         clarion_segment::store::SegmentKind,
+        crosstab::CrosstabBody, crosstab::CrosstabDoc, crosstab::CellDoc,
+        suggest::SuggestBody, suggest::SuggestionsDoc, suggest::SuggestionDoc,
     )),
     modifiers(&BearerKeys),
     tags(

@@ -1,10 +1,12 @@
 //! HTTP routes. [`configure`] registers them all; `main` and the tests use the same function.
 
 pub mod contacts;
+pub mod crosstab;
 pub mod docs;
 pub mod events;
 pub mod health;
 pub mod segments;
+pub mod suggest;
 
 use actix_web::web;
 use clarion_model::ErrorCode;
@@ -23,6 +25,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .configure(contacts::configure)
             .configure(events::configure)
+            .configure(crosstab::configure)
+            .configure(suggest::configure)
             .configure(segments::configure),
     );
 }

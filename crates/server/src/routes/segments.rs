@@ -170,6 +170,19 @@ fn segment_error(error: SegmentError) -> ApiError {
     match error {
         SegmentError::Json(e) => rule_error(vec![e]),
         SegmentError::Invalid(errors) => rule_error(errors),
+        SegmentError::InvalidRequest(errors) => {
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            ApiError::new(ErrorCode::ValidationFailed, message).with_details(json!({
+                "errors": errors.iter().map(|e| json!({"field": e.path, "message": e.message})).collect::<Vec<_>>()
+            }))
+        }
+        e @ SegmentError::TraitsMissing => {
+            ApiError::new(ErrorCode::ValidationFailed, e.to_string())
+        }
         SegmentError::Text(e) => {
             ApiError::new(ErrorCode::InvalidRule, format!("the rule is invalid: {e}"))
         }
@@ -185,7 +198,7 @@ fn segment_error(error: SegmentError) -> ApiError {
         ),
         SegmentError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
         SegmentError::Db(db) => db.into(),
-        e @ SegmentError::Corrupt(_) => ApiError::internal(&e),
+        e @ (SegmentError::Corrupt(_) | SegmentError::Clustering(_)) => ApiError::internal(&e),
     }
 }
 

@@ -5,5 +5,6 @@
 mod auth;
 mod contacts;
 mod events;
+mod insights;
 mod operations;
 mod segments;
