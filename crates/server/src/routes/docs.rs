@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{contacts, events, health};
+use super::{campaigns, contacts, events, health, templates};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -19,17 +19,34 @@ use crate::{error::ApiError, store};
     paths(
         contacts::upsert_batch, contacts::list, contacts::get, contacts::patch, contacts::delete,
         contacts::events, events::insert_batch, health::health, health::ready, health::metrics,
+        campaigns::create, campaigns::list, campaigns::get, campaigns::update, campaigns::delete,
+        campaigns::duplicate, campaigns::save_variant, campaigns::history, campaigns::preview,
+        campaigns::audience, templates::validate,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
         store::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
         clarion_model::ContactPatch, clarion_model::EventInput, clarion_model::Event,
         clarion_model::Subscriptions, clarion_model::SubscriptionsPatch,
+        campaigns::CampaignPage, campaigns::DuplicateRequest, campaigns::VariantHistory,
+        templates::TemplateCheck, templates::TemplateReport,
+        clarion_campaign::CampaignInput, clarion_campaign::Campaign, clarion_campaign::CampaignSummary,
+        clarion_campaign::Goal, clarion_campaign::TargetInput, clarion_campaign::VariantInput,
+        clarion_campaign::EmailVariant, clarion_campaign::WebhookVariant, clarion_campaign::Target,
+        clarion_campaign::Variant, clarion_campaign::SegmentRef, clarion_campaign::Status,
+        clarion_campaign::Revision, clarion_campaign::Issue, clarion_campaign::PreviewRequest,
+        clarion_campaign::PreviewReport, clarion_campaign::ContactPreview, clarion_campaign::Assignment,
+        clarion_campaign::preview::RenderFailure, clarion_campaign::Warning, clarion_campaign::WarningKind,
+        clarion_campaign::AudienceReport, clarion_campaign::VariantAudience,
+        clarion_campaign::audience::Counts, clarion_campaign::audience::SegmentSize,
+        clarion_campaign::CampaignId, clarion_campaign::VariantId, clarion_model::Channel,
     )),
     modifiers(&BearerKeys),
     tags(
         (name = "contacts", description = "Customers and their attributes"),
         (name = "events", description = "What customers do"),
+        (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
+        (name = "templates", description = "Checking message templates while writing them"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

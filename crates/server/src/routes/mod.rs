@@ -1,9 +1,11 @@
 //! HTTP routes. [`configure`] registers them all; `main` and the tests use the same function.
 
+pub mod campaigns;
 pub mod contacts;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod templates;
 
 use actix_web::web;
 use clarion_model::ErrorCode;
@@ -21,7 +23,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .configure(contacts::configure)
-            .configure(events::configure),
+            .configure(events::configure)
+            .configure(campaigns::configure)
+            .configure(templates::configure),
     );
 }
 
