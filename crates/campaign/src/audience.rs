@@ -1,14 +1,14 @@
 //! Who a campaign reaches: per variant, how many contacts get it, how many of them are held
 //! out, and how many of the rest are reachable on each channel.
 //!
-//! The database decides group membership and reachability: for each target, one query reads
-//! the current members of its segment who are in no earlier target's segment, with two flags
-//! (email: an address and `email_status = 'subscribed'`; webhook: `webhook_status =
-//! 'subscribed'`). When a group needs no split (one variant, no holdout) the query sums the
-//! flags itself; otherwise it is read a page of contact ids at a time and each contact is
-//! assigned with the same hash as at launch, so memory stays flat however large the segment.
+//! The database answers membership and reachability: each target's segment is read a page of
+//! current members at a time (with two flags: email means an address and `email_status =
+//! 'subscribed'`, webhook means `webhook_status = 'subscribed'`), together with which of
+//! those contacts are in an earlier target's segment (they get that target's message). Each
+//! remaining contact is assigned with the same hash as at launch, so memory stays flat however
+//! large the segment, and the counts agree with what launch will do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use clarion_model::{Channel, ContactId, WorkspaceId};
 use clarion_template::Tracker;
@@ -22,12 +22,12 @@ use utoipa::ToSchema;
 use crate::{
     CampaignError,
     assign::{Group, assign_in_group, segment_ids},
-    campaign::{Campaign, SegmentRef, Slot, VariantId},
+    campaign::{Campaign, SegmentRef, VariantId},
     contacts,
     preview::{Renderer, Warning, WarningKind, empty_segment, sample_members},
 };
 
-/// Contact ids read per query when a group is split in Rust.
+/// Segment members read per query.
 const PAGE: u64 = 5_000;
 /// Members taken from each segment to look for identical variants.
 const SAMPLE_PER_SEGMENT: u64 = 2;
@@ -123,33 +123,26 @@ pub async fn audience(
             Group::Target(i) => &all_targets[..i],
             Group::Fallback => &all_targets,
         };
-        let query = group_query(workspace, segment.id, earlier);
-        let variant_count = match group {
-            Group::Target(i) => campaign.targets[i].variants.len(),
-            Group::Fallback => 1,
-        };
-        if variant_count == 1 && campaign.holdout_percent <= 0.0 {
-            let (contacts, email, webhook) = sum_group(db, query).await?;
-            if let Some(first) = campaign
-                .variants()
-                .position(|(slot, _)| same_group(campaign, slot, group))
-            {
-                add(&mut variants[first].counts, contacts, false, email, webhook);
-            }
-            continue;
-        }
-        let mut after = 0_i64;
+        let mut after = i64::MIN;
         loop {
-            let mut page = query.clone();
-            page.and_where(Expr::col(("m", "contact_id")).gt(after))
-                .order_by(("m", "contact_id"), Order::Asc)
-                .limit(PAGE);
-            let rows = db.query_all(&page).await?;
+            let rows = db
+                .query_all(&members_page(workspace, segment.id, after))
+                .await?;
+            let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                break;
+            };
+            let (low, high): (i64, i64) = (
+                first.try_get("", "contact_id")?,
+                last.try_get("", "contact_id")?,
+            );
+            let taken = taken_earlier(db, earlier, low, high).await?;
             for row in &rows {
                 let id: i64 = row.try_get("", "contact_id")?;
+                if taken.contains(&id) {
+                    continue;
+                }
                 let email: i64 = row.try_get("", "email_ok")?;
                 let webhook: i64 = row.try_get("", "webhook_ok")?;
-                after = id;
                 let Some(assignment) = assign_in_group(campaign, group, ContactId(id)) else {
                     continue;
                 };
@@ -160,7 +153,6 @@ pub async fn audience(
                 {
                     add(
                         counts,
-                        1,
                         assignment.holdout,
                         u64::from(email > 0),
                         u64::from(webhook > 0),
@@ -170,6 +162,7 @@ pub async fn audience(
             if (rows.len() as u64) < PAGE {
                 break;
             }
+            after = high;
         }
     }
     let mut total = empty_counts();
@@ -238,21 +231,13 @@ pub async fn audience(
     })
 }
 
-fn same_group(campaign: &Campaign, slot: Slot<'_>, group: Group) -> bool {
-    match (slot, group) {
-        (Slot::Target { position, .. }, Group::Target(i)) => position == i,
-        (Slot::Fallback { .. }, Group::Fallback) => campaign.fallback.is_some(),
-        _ => false,
-    }
-}
-
-fn add(counts: &mut Counts, contacts: u64, holdout: bool, email: u64, webhook: u64) {
-    counts.contacts += contacts;
+fn add(counts: &mut Counts, holdout: bool, email: u64, webhook: u64) {
+    counts.contacts += 1;
     if holdout {
-        counts.holdout += contacts;
+        counts.holdout += 1;
         return;
     }
-    counts.recipients += contacts;
+    counts.recipients += 1;
     if let Some(n) = counts.reachable.get_mut(Channel::Email.as_str()) {
         *n += email;
     }
@@ -274,10 +259,10 @@ fn segments_with_variants(campaign: &Campaign) -> Vec<(&SegmentRef, Vec<VariantI
     out
 }
 
-/// The members of `segment` in none of `earlier`, with their reachability flags.
-fn group_query(workspace: WorkspaceId, segment: i64, earlier: &[i64]) -> SelectStatement {
-    let mut select = Query::select();
-    select
+/// A page of the current members of `segment` after the contact `after`, in contact id
+/// order, with their reachability flags. The `(segment_id, contact_id)` index answers it.
+fn members_page(workspace: WorkspaceId, segment: i64, after: i64) -> SelectStatement {
+    Query::select()
         .column(("m", "contact_id"))
         .expr_as(
             Expr::cust(
@@ -300,46 +285,42 @@ fn group_query(workspace: WorkspaceId, segment: i64, earlier: &[i64]) -> SelectS
         )
         .and_where(Expr::col(("m", "segment_id")).eq(segment))
         .and_where(Expr::col(("m", "exited_at")).is_null())
-        .and_where(Expr::col(("c", "workspace_id")).eq(workspace.0));
-    if !earlier.is_empty() {
-        let prior = Query::select()
-            .expr(Expr::val(1))
-            .from_as("segment_memberships", "p")
-            .and_where(Expr::col(("p", "contact_id")).equals(("m", "contact_id")))
-            .and_where(Expr::col(("p", "exited_at")).is_null())
-            .and_where(Expr::col(("p", "segment_id")).is_in(earlier.iter().copied()))
-            .to_owned();
-        select.and_where(Expr::not_exists(prior));
-    }
-    select
+        .and_where(Expr::col(("m", "contact_id")).gt(after))
+        .and_where(Expr::col(("c", "workspace_id")).eq(workspace.0))
+        .order_by(("m", "contact_id"), Order::Asc)
+        .limit(PAGE)
+        .to_owned()
 }
 
-/// Contacts, email-reachable and webhook-reachable counts of a group, summed in SQL.
-async fn sum_group(
+/// The contacts between `low` and `high` (inclusive) who are current members of one of the
+/// `earlier` segments, and so get an earlier target's message.
+///
+/// A range read per page rather than a `NOT EXISTS` in the page query: with statistics that
+/// lag behind a fresh materialization, PostgreSQL planned that anti-join as a scan of the
+/// earlier segment per member (42 s for 10,000 members); the range read uses the
+/// `(segment_id, contact_id)` index whatever the statistics say.
+async fn taken_earlier(
     db: &impl ConnectionTrait,
-    group: SelectStatement,
-) -> Result<(u64, u64, u64), DbErr> {
-    // SUM of a BIGINT is NUMERIC on PostgreSQL; cast back so both databases give an i64.
+    earlier: &[i64],
+    low: i64,
+    high: i64,
+) -> Result<HashSet<i64>, DbErr> {
+    if earlier.is_empty() {
+        return Ok(HashSet::new());
+    }
     let select = Query::select()
-        .expr_as(Expr::cust("COUNT(*)"), "n")
-        .expr_as(
-            Expr::cust("CAST(COALESCE(SUM(g.email_ok), 0) AS BIGINT)"),
-            "email",
-        )
-        .expr_as(
-            Expr::cust("CAST(COALESCE(SUM(g.webhook_ok), 0) AS BIGINT)"),
-            "webhook",
-        )
-        .from_subquery(group, "g")
+        .column("contact_id")
+        .from("segment_memberships")
+        .and_where(Expr::col("segment_id").is_in(earlier.iter().copied()))
+        .and_where(Expr::col("exited_at").is_null())
+        .and_where(Expr::col("contact_id").gte(low))
+        .and_where(Expr::col("contact_id").lte(high))
         .to_owned();
-    let Some(row) = db.query_one(&select).await? else {
-        return Ok((0, 0, 0));
-    };
-    let count = |column: &str| -> Result<u64, DbErr> {
-        let n: i64 = row.try_get("", column)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    };
-    Ok((count("n")?, count("email")?, count("webhook")?))
+    db.query_all(&select)
+        .await?
+        .iter()
+        .map(|row| row.try_get("", "contact_id"))
+        .collect()
 }
 
 /// Current members of each segment the campaign uses, by segment id.
