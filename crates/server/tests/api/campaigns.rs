@@ -782,6 +782,7 @@ async fn audience_counts_holdout_and_reachable_contacts_per_channel(backend: Bac
     segment(&app, "first", &["r1", "r2", "r3"]).await;
     segment(&app, "second", &["r3", "r4", "r5", "r6"]).await;
     segment(&app, "empty", &[]).await;
+    segment(&app, "inside-first", &["r1", "r2"]).await;
     let webhook = json!({"payload": "{\"who\": {{ contact.external_id }}}"});
     let with_webhook = |name: &str, subject: &str| {
         let mut v = variant(name, 1, subject);
@@ -792,6 +793,7 @@ async fn audience_counts_holdout_and_reachable_contacts_per_channel(backend: Bac
         { "segment": "first", "variants": [with_webhook("First", "One")] },
         { "segment": "second", "variants": [with_webhook("Second", "Two")] },
         { "segment": "empty", "variants": [with_webhook("Nobody", "Three")] },
+        { "segment": "inside-first", "variants": [with_webhook("Shadowed", "Four")] },
     ]));
     body["channels"] = json!(["email", "webhook"]);
     let created = create(&app, &body).await;
@@ -817,7 +819,22 @@ async fn audience_counts_holdout_and_reachable_contacts_per_channel(backend: Bac
     );
     assert_eq!(
         audience["segments"],
-        json!([{"segment": "first", "members": 3}, {"segment": "second", "members": 4}, {"segment": "empty", "members": 0}])
+        json!([{"segment": "first", "members": 3}, {"segment": "second", "members": 4},
+               {"segment": "empty", "members": 0}, {"segment": "inside-first", "members": 2}])
+    );
+    let kinds: Vec<(&str, &str)> = audience["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["kind"].as_str().unwrap(), w["segment"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("empty_segment", "empty"),
+            ("no_recipients", "inside-first")
+        ],
+        "{audience:#}"
     );
 
     // With a holdout, held-out contacts are counted apart and reach no channel.
