@@ -443,6 +443,39 @@ pub async fn delete(db: &impl ConnectionTrait, segment: &Segment) -> Result<(), 
             users.join(", ")
         )));
     }
+    #[derive(FromQueryResult)]
+    struct CampaignName {
+        name: String,
+    }
+    let used_by = Query::select()
+        .distinct()
+        .column(("cp", "name"))
+        .from_as("campaigns", "cp")
+        .left_join(
+            "campaign_targets",
+            Expr::col(("campaign_targets", "campaign_id")).equals(("cp", "id")),
+        )
+        .cond_where(
+            Expr::col(("cp", "audience_segment_id"))
+                .eq(segment.id.0)
+                .or(Expr::col(("campaign_targets", "segment_id")).eq(segment.id.0)),
+        )
+        .order_by(("cp", "name"), Order::Asc)
+        .to_owned();
+    let campaigns: Vec<String> =
+        CampaignName::find_by_statement(db.get_database_backend().build(&used_by))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|c| format!("{:?}", c.name))
+            .collect();
+    if !campaigns.is_empty() {
+        return Err(SegmentError::Conflict(format!(
+            "segment {:?} is used by the campaigns {}; remove it from them first",
+            segment.slug,
+            campaigns.join(", ")
+        )));
+    }
     // SQLite enforces foreign keys only when asked; delete the memberships explicitly.
     db.execute(
         &Query::delete()

@@ -28,6 +28,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub segments: SegmentSettings,
     pub log: LogSettings,
+    pub tracking: TrackingSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +76,18 @@ impl SegmentSettings {
     pub fn preview_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.preview_timeout_ms)
     }
+}
+
+/// Signed tracking links (clicks, opens, unsubscribes) in messages and previews.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSettings {
+    /// Base URL of the tracking endpoints; empty means `server.public_url`.
+    pub base_url: String,
+    /// HMAC keys, newest (signing) first; empty means a random key per process.
+    pub signing_keys: Vec<SecretString>,
+    /// Address offered as a `mailto:` unsubscribe in `List-Unsubscribe`; empty for none.
+    pub unsubscribe_mailto: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -127,7 +140,9 @@ impl Settings {
                 environment
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("tracking.signing_keys"),
             )
             .build()?
             .try_deserialize()?;
@@ -190,6 +205,31 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "redis.key_prefix",
                 reason: "must be non-empty, without braces or spaces".into(),
+            });
+        }
+        let tracking_url = &self.tracking.base_url;
+        if !(tracking_url.is_empty()
+            || tracking_url.starts_with("http://")
+            || tracking_url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "tracking.base_url",
+                reason: "must be empty or an http:// or https:// URL".into(),
+            });
+        }
+        if let Some(position) = self
+            .tracking
+            .signing_keys
+            .iter()
+            .position(|key| key.expose_secret().len() < clarion_template::tracking::MIN_KEY_LEN)
+        {
+            return Err(ConfigError::Invalid {
+                key: "tracking.signing_keys",
+                reason: format!(
+                    "key #{} is shorter than {} bytes (the value is not shown)",
+                    position + 1,
+                    clarion_template::tracking::MIN_KEY_LEN
+                ),
             });
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
@@ -260,6 +300,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("prot"), "{error}");
+    }
+
+    #[test]
+    fn tracking_keys_come_from_the_environment_and_short_ones_are_refused() {
+        let settings = Settings::load_from(
+            None,
+            env(&[(
+                "CLARION__TRACKING__SIGNING_KEYS",
+                "0123456789abcdef0123,fedcba9876543210fedc",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(settings.tracking.signing_keys.len(), 2);
+        assert_eq!(
+            settings.tracking.signing_keys[1].expose_secret(),
+            "fedcba9876543210fedc"
+        );
+        let error = Settings::load_from(
+            None,
+            env(&[(
+                "CLARION__TRACKING__SIGNING_KEYS",
+                "0123456789abcdef,tooshort",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("tracking.signing_keys"), "{error}");
+        assert!(error.contains("#2"), "{error}");
+        assert!(!error.contains("tooshort"), "{error}");
+        let error = Settings::load_from(None, env(&[("CLARION__TRACKING__BASE_URL", "t.example")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("tracking.base_url"), "{error}");
     }
 
     #[test]

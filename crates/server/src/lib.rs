@@ -14,6 +14,7 @@ pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tracking;
 
 pub use config::Settings;
 pub use startup::{AppState, Application};

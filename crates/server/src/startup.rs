@@ -20,6 +20,8 @@ pub struct AppState {
     pub settings: Settings,
     pub metrics: Metrics,
     pub redis: redis::aio::ConnectionManager,
+    /// Signs the tracking links of messages and previews (`[tracking]` configuration).
+    pub tracker: clarion_template::Tracker,
 }
 
 impl AppState {
@@ -32,11 +34,13 @@ impl AppState {
             db::migrate(&db).await?;
         }
         let redis = connect_redis(settings.redis.url.expose_secret())?;
+        let tracker = crate::tracking::tracker(&settings)?;
         Ok(AppState {
             db,
             settings,
             metrics: Metrics::new()?,
             redis,
+            tracker,
         })
     }
 

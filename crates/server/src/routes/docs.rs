@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{contacts, crosstab, events, health, segments, suggest};
+use super::{campaigns, contacts, crosstab, events, health, segments, suggest, templates};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -23,6 +23,9 @@ use crate::{error::ApiError, store};
         segments::preview, segments::health, segments::members, segments::upload_members,
         segments::history, segments::contact_segments,
         crosstab::compute, suggest::compute,
+        campaigns::create, campaigns::list, campaigns::get, campaigns::update, campaigns::delete,
+        campaigns::duplicate, campaigns::save_variant, campaigns::history, campaigns::preview,
+        campaigns::audience, templates::validate,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
@@ -39,12 +42,26 @@ use crate::{error::ApiError, store};
         clarion_segment::store::SegmentKind,
         crosstab::CrosstabBody, crosstab::CrosstabDoc, crosstab::CellDoc,
         suggest::SuggestBody, suggest::SuggestionsDoc, suggest::SuggestionDoc,
+        campaigns::CampaignPage, campaigns::DuplicateRequest, campaigns::VariantHistory,
+        templates::TemplateCheck, templates::TemplateReport,
+        clarion_campaign::CampaignInput, clarion_campaign::Campaign, clarion_campaign::CampaignSummary,
+        clarion_campaign::Goal, clarion_campaign::TargetInput, clarion_campaign::VariantInput,
+        clarion_campaign::EmailVariant, clarion_campaign::WebhookVariant, clarion_campaign::Target,
+        clarion_campaign::Variant, clarion_campaign::SegmentRef, clarion_campaign::Status,
+        clarion_campaign::Revision, clarion_campaign::Issue, clarion_campaign::PreviewRequest,
+        clarion_campaign::PreviewReport, clarion_campaign::ContactPreview, clarion_campaign::Assignment,
+        clarion_campaign::preview::RenderFailure, clarion_campaign::Warning, clarion_campaign::WarningKind,
+        clarion_campaign::AudienceReport, clarion_campaign::VariantAudience,
+        clarion_campaign::audience::Counts, clarion_campaign::audience::SegmentSize,
+        clarion_campaign::CampaignId, clarion_campaign::VariantId, clarion_model::Channel,
     )),
     modifiers(&BearerKeys),
     tags(
         (name = "contacts", description = "Customers and their attributes"),
         (name = "events", description = "What customers do"),
         (name = "segments", description = "Groups of contacts defined by rules or uploaded lists, kept current"),
+        (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
+        (name = "templates", description = "Checking message templates while writing them"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

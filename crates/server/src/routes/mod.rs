@@ -1,5 +1,6 @@
 //! HTTP routes. [`configure`] registers them all; `main` and the tests use the same function.
 
+pub mod campaigns;
 pub mod contacts;
 pub mod crosstab;
 pub mod docs;
@@ -7,6 +8,7 @@ pub mod events;
 pub mod health;
 pub mod segments;
 pub mod suggest;
+pub mod templates;
 
 use actix_web::web;
 use clarion_model::ErrorCode;
@@ -27,7 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(events::configure)
             .configure(crosstab::configure)
             .configure(suggest::configure)
-            .configure(segments::configure),
+            .configure(segments::configure)
+            .configure(campaigns::configure)
+            .configure(templates::configure),
     );
 }
 

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod campaigns;
 mod contacts;
 mod events;
 mod insights;

@@ -1,0 +1,157 @@
+//! Which variant a contact gets in a campaign.
+//!
+//! 1. The first target (in the campaign's order) whose segment the contact is a current member
+//!    of wins; a contact in none of them but in the audience segment gets the fallback.
+//! 2. Within the target, the A/B/n weights pick a variant, and the holdout share decides
+//!    whether the contact is held out; both by [`clarion_template::assign::assign`] over the
+//!    campaign id and the contact id, so preview, launch and reports agree.
+
+use std::collections::{HashMap, HashSet};
+
+use clarion_model::ContactId;
+use sea_orm::{
+    ConnectionTrait, DbErr,
+    sea_query::{Expr, ExprTrait, Query},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::campaign::{Campaign, VariantId};
+
+/// A group of a campaign's audience: the members of one target, or the fallback's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// The target at this position.
+    Target(usize),
+    /// Members of the audience segment in no target.
+    Fallback,
+}
+
+/// What one contact gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Assignment {
+    /// The variant; for a held-out contact, the one it would have got.
+    pub variant_id: VariantId,
+    /// The variant's name.
+    pub variant: String,
+    /// The slug of the segment the contact was reached through.
+    pub segment: String,
+    /// Whether the variant is the fallback.
+    pub fallback: bool,
+    /// Held out as control: no message is sent.
+    pub holdout: bool,
+}
+
+/// The group a contact belongs to, given the segments it is a current member of.
+#[must_use]
+pub fn group_of(campaign: &Campaign, member_of: &HashSet<i64>) -> Option<Group> {
+    if let Some(position) = campaign
+        .targets
+        .iter()
+        .position(|t| member_of.contains(&t.segment.id))
+    {
+        return Some(Group::Target(position));
+    }
+    match (&campaign.fallback, &campaign.audience_segment) {
+        (Some(_), Some(audience)) if member_of.contains(&audience.id) => Some(Group::Fallback),
+        _ => None,
+    }
+}
+
+/// The variant weights of a group, in order.
+#[must_use]
+pub fn weights(campaign: &Campaign, group: Group) -> Vec<u32> {
+    match group {
+        Group::Target(position) => campaign
+            .targets
+            .get(position)
+            .map(|t| t.variants.iter().map(|v| v.weight).collect())
+            .unwrap_or_default(),
+        Group::Fallback => vec![1],
+    }
+}
+
+/// What a contact of `group` gets.
+#[must_use]
+pub fn assign_in_group(
+    campaign: &Campaign,
+    group: Group,
+    contact: ContactId,
+) -> Option<Assignment> {
+    let decision = clarion_template::assign::assign(
+        campaign.id.0,
+        contact.0,
+        campaign.holdout_percent,
+        &weights(campaign, group),
+    );
+    let index = decision.variant?;
+    let (variant, segment, fallback) = match group {
+        Group::Target(position) => {
+            let target = campaign.targets.get(position)?;
+            (target.variants.get(index)?, &target.segment, false)
+        }
+        Group::Fallback => (
+            campaign.fallback.as_ref()?,
+            campaign.audience_segment.as_ref()?,
+            true,
+        ),
+    };
+    Some(Assignment {
+        variant_id: variant.id,
+        variant: variant.name.clone(),
+        segment: segment.slug.clone(),
+        fallback,
+        holdout: decision.holdout,
+    })
+}
+
+/// The ids of every segment the campaign reads: targets in order, then the audience.
+#[must_use]
+pub fn segment_ids(campaign: &Campaign) -> Vec<i64> {
+    campaign
+        .targets
+        .iter()
+        .map(|t| t.segment.id)
+        .chain(campaign.audience_segment.as_ref().map(|s| s.id))
+        .collect()
+}
+
+/// What each of `contacts` gets (`None` for a contact outside the campaign's audience), read
+/// from their current memberships in one query.
+///
+/// # Errors
+/// Database failures.
+pub async fn assign_contacts(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    contacts: &[ContactId],
+) -> Result<HashMap<ContactId, Option<Assignment>>, DbErr> {
+    let segments = segment_ids(campaign);
+    let mut member_of: HashMap<ContactId, HashSet<i64>> = HashMap::new();
+    if !contacts.is_empty() && !segments.is_empty() {
+        let select = Query::select()
+            .columns(["contact_id", "segment_id"])
+            .from("segment_memberships")
+            .and_where(Expr::col("exited_at").is_null())
+            .and_where(Expr::col("contact_id").is_in(contacts.iter().map(|c| c.0)))
+            .and_where(Expr::col("segment_id").is_in(segments))
+            .to_owned();
+        for row in db.query_all(&select).await? {
+            let contact = ContactId(row.try_get("", "contact_id")?);
+            member_of
+                .entry(contact)
+                .or_default()
+                .insert(row.try_get("", "segment_id")?);
+        }
+    }
+    let none = HashSet::new();
+    Ok(contacts
+        .iter()
+        .map(|&contact| {
+            let groups = member_of.get(&contact).unwrap_or(&none);
+            let assignment = group_of(campaign, groups)
+                .and_then(|group| assign_in_group(campaign, group, contact));
+            (contact, assignment)
+        })
+        .collect())
+}
