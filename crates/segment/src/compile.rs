@@ -56,6 +56,25 @@ pub fn compile(
         .to_owned())
 }
 
+/// Custom SQL with `?` for each argument, renumbered for PostgreSQL's `$n`.
+pub(crate) fn custom_sql(backend: DbBackend, template: &str, args: Vec<Expr>) -> Expr {
+    if backend == DbBackend::Postgres {
+        let mut numbered = String::with_capacity(template.len() + 8);
+        let mut n = 0;
+        for c in template.chars() {
+            if c == '?' {
+                n += 1;
+                numbered.push_str(&format!("${n}"));
+            } else {
+                numbered.push(c);
+            }
+        }
+        Expr::cust_with_exprs(numbered, args)
+    } else {
+        Expr::cust_with_exprs(template.to_string(), args)
+    }
+}
+
 struct Compiler<'a> {
     backend: DbBackend,
     now: Timestamp,
@@ -99,21 +118,7 @@ fn day_string(millis: i64) -> String {
 impl Compiler<'_> {
     /// Custom SQL with `?` for each argument, renumbered for PostgreSQL's `$n`.
     fn sql(&self, template: &str, args: Vec<Expr>) -> Expr {
-        if self.backend == DbBackend::Postgres {
-            let mut numbered = String::with_capacity(template.len() + 8);
-            let mut n = 0;
-            for c in template.chars() {
-                if c == '?' {
-                    n += 1;
-                    numbered.push_str(&format!("${n}"));
-                } else {
-                    numbered.push(c);
-                }
-            }
-            Expr::cust_with_exprs(numbered, args)
-        } else {
-            Expr::cust_with_exprs(template.to_string(), args)
-        }
+        custom_sql(self.backend, template, args)
     }
 
     fn bool_value(&self, b: bool) -> Expr {

@@ -363,24 +363,7 @@ struct Resolved {
     needs_traits: bool,
 }
 
-/// Custom SQL with `?` for each argument, renumbered for PostgreSQL's `$n`.
-fn sql(backend: DbBackend, template: &str, args: Vec<Expr>) -> Expr {
-    if backend == DbBackend::Postgres {
-        let mut numbered = String::with_capacity(template.len() + 8);
-        let mut n = 0;
-        for c in template.chars() {
-            if c == '?' {
-                n += 1;
-                numbered.push_str(&format!("${n}"));
-            } else {
-                numbered.push(c);
-            }
-        }
-        Expr::cust_with_exprs(numbered, args)
-    } else {
-        Expr::cust_with_exprs(template.to_string(), args)
-    }
-}
+use crate::compile::custom_sql as sql;
 
 struct Context<'a> {
     db: &'a DatabaseConnection,
