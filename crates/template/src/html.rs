@@ -440,7 +440,7 @@ pub(crate) struct LinkContext {
     pub(crate) dynamic_links: Arc<[DynamicLink]>,
     /// Click URLs signed so far in this message, by target: a target linked twice (a
     /// product's image and its name) is signed once.
-    pub(crate) signed: Mutex<Vec<(String, String)>>,
+    pub(crate) signed: Mutex<Vec<(String, minijinja::Value)>>,
 }
 
 impl LinkContext {
@@ -462,7 +462,9 @@ impl LinkContext {
         }
     }
 
-    fn click_url(&self, target: &str) -> Option<String> {
+    /// The signed click URL of `target` as a printable value, or `None` when the link is not
+    /// tracked. The value is kept, so a repeated target costs a compare and a reference.
+    fn click_url(&self, target: &str) -> Option<minijinja::Value> {
         if !(self.track_links
             && is_http_url(target)
             && !target.starts_with(self.tracker.base_url()))
@@ -473,7 +475,8 @@ impl LinkContext {
         if let Some((_, url)) = signed.iter().find(|(t, _)| t == target) {
             return Some(url.clone());
         }
-        let url = self.tracker.click_url(&self.delivery_id, target);
+        let url =
+            minijinja::Value::from_safe_string(self.tracker.click_url(&self.delivery_id, target));
         signed.push((target.to_owned(), url.clone()));
         Some(url)
     }
@@ -500,11 +503,9 @@ pub(crate) fn static_link_fn(
             format!("no literal link number {index}"),
         ));
     };
-    Ok(minijinja::Value::from_safe_string(
-        links
-            .click_url(&link.target)
-            .unwrap_or_else(|| link.raw.clone()),
-    ))
+    Ok(links
+        .click_url(&link.target)
+        .unwrap_or_else(|| minijinja::Value::from_safe_string(link.raw.clone())))
 }
 
 impl minijinja::value::Object for LinkContext {}
@@ -532,7 +533,7 @@ pub(crate) fn link_filter(
         && let Some(links) = links.downcast_object_ref::<LinkContext>()
         && let Some(url) = links.click_url(&target)
     {
-        return Ok(minijinja::Value::from_safe_string(url));
+        return Ok(url);
     }
     Ok(value)
 }
@@ -580,7 +581,7 @@ pub(crate) fn href_fn(
     if let Some(links) = links
         && let Some(url) = links.click_url(&target)
     {
-        return Ok(minijinja::Value::from_safe_string(url));
+        return Ok(url);
     }
     Ok(minijinja::Value::from_safe_string(raw))
 }
