@@ -303,10 +303,7 @@ pub(crate) fn instrument_links(source: &str) -> Option<Instrumented> {
                                 range.end,
                                 format!("{{{{ {HREF_FN}({}, {expr}) }}}}", dynamics.len()),
                             ));
-                            dynamics.push(DynamicLink {
-                                prefix: prefix.to_owned(),
-                                suffix: suffix.to_owned(),
-                            });
+                            dynamics.push(DynamicLink::new(prefix, suffix));
                             continue;
                         }
                         let filter = if track && !opted_out {
@@ -419,6 +416,50 @@ pub(crate) struct DynamicLink {
     prefix: String,
     /// Template text after the expression.
     suffix: String,
+    /// The decoded prefix and suffix, when decoding the parts separately gives the same target
+    /// as decoding the whole printed value: no character reference of the prefix can run into
+    /// the expression's output, and no whitespace at the ends would be trimmed.
+    decoded: Option<(String, String)>,
+}
+
+impl DynamicLink {
+    fn new(prefix: &str, suffix: &str) -> Self {
+        let prefix_closed = prefix
+            .rfind('&')
+            .is_none_or(|amp| prefix[amp..].contains(';'));
+        let separable = prefix_closed
+            && !prefix.starts_with(char::is_whitespace)
+            && !suffix.ends_with(char::is_whitespace);
+        Self {
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+            decoded: separable.then(|| {
+                (
+                    decode_entities(prefix).into_owned(),
+                    decode_entities(suffix).into_owned(),
+                )
+            }),
+        }
+    }
+
+    /// The decoded link target for a plain (not safe) string value, without printing and
+    /// decoding the escaped value; `None` when only the full path gives the exact result.
+    fn target_for(&self, value: &str) -> Option<String> {
+        let (prefix, suffix) = self.decoded.as_ref()?;
+        // An empty side lets trimming reach into the value (or past it when it is blank).
+        let value = match (self.prefix.is_empty(), self.suffix.is_empty()) {
+            (false, false) => value,
+            _ if value.trim().is_empty() => return None,
+            (true, true) => value.trim(),
+            (true, false) => value.trim_start(),
+            (false, true) => value.trim_end(),
+        };
+        let mut target = String::with_capacity(prefix.len() + value.len() + suffix.len());
+        target.push_str(prefix);
+        target.push_str(value);
+        target.push_str(suffix);
+        Some(target)
+    }
 }
 
 /// A link target written literally in the template.
@@ -558,6 +599,19 @@ pub(crate) fn href_fn(
     };
     if value.is_undefined() {
         return Err(minijinja::Error::from(minijinja::ErrorKind::UndefinedError));
+    }
+    // A tracked link of a plain string needs only the decoded target, which is the string
+    // itself between the decoded literal parts.
+    if let Some(links) = links
+        && !value.is_safe()
+        && let Some(target) = value.as_str().and_then(|v| link.target_for(v))
+    {
+        if is_forbidden_link(&target) {
+            return Err(forbidden_error(&target));
+        }
+        if let Some(url) = links.click_url(&target) {
+            return Ok(url);
+        }
     }
     let mut raw = String::with_capacity(link.prefix.len() + link.suffix.len() + 96);
     raw.push_str(&link.prefix);
@@ -966,6 +1020,38 @@ mod tests {
         assert!(!is_forbidden_link("https://javascript.example/"));
         assert!(!is_forbidden_link("/relative/javascript:"));
         assert!(!is_forbidden_link("mailto:a@b.c"));
+    }
+
+    #[test]
+    fn a_link_target_decoded_in_parts_equals_the_decoded_printed_link() {
+        let prefixes = [
+            "",
+            " https://a.example/",
+            "https://a.example/?x=1&amp;y=",
+            "https://a.example/?x=&am",
+            "&nbsp;https://a.example/",
+            "https://a.example/&#x2f;",
+        ];
+        let values = ["p;", " x ", "", "  ", "a&b/\"'<>", "\u{a0}x", "amp;"];
+        let suffixes = ["", "&amp;z=1", " ", "&nbsp;", "x;", "/"];
+        let mut fast = 0;
+        for prefix in prefixes {
+            for suffix in suffixes {
+                let link = DynamicLink::new(prefix, suffix);
+                for value in values {
+                    let printed = format!("{prefix}{}{suffix}", minijinja::HtmlEscape(value));
+                    let expected = decode_entities(printed.trim());
+                    if let Some(target) = link.target_for(value) {
+                        fast += 1;
+                        assert_eq!(target, expected, "{prefix:?} {value:?} {suffix:?}");
+                    }
+                }
+            }
+        }
+        assert!(
+            fast > 50,
+            "the direct path should cover most links ({fast})"
+        );
     }
 
     #[test]
