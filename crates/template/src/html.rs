@@ -442,6 +442,25 @@ impl DynamicLink {
         }
     }
 
+    /// The attribute text as the template prints it with `value` under HTML autoescaping.
+    fn print(&self, value: &minijinja::Value) -> String {
+        let mut raw = String::with_capacity(self.prefix.len() + self.suffix.len() + 96);
+        raw.push_str(&self.prefix);
+        if value.is_safe()
+            || value.is_number()
+            || value.is_none()
+            || value.kind() == minijinja::value::ValueKind::Bool
+        {
+            let _ = write!(raw, "{value}");
+        } else if let Some(s) = value.as_str() {
+            let _ = write!(raw, "{}", minijinja::HtmlEscape(s));
+        } else {
+            let _ = write!(raw, "{}", minijinja::HtmlEscape(&value.to_string()));
+        }
+        raw.push_str(&self.suffix);
+        raw
+    }
+
     /// The decoded link target for a plain (not safe) string value, without printing and
     /// decoding the escaped value; `None` when only the full path gives the exact result.
     fn target_for(&self, value: &str) -> Option<String> {
@@ -600,35 +619,18 @@ pub(crate) fn href_fn(
     if value.is_undefined() {
         return Err(minijinja::Error::from(minijinja::ErrorKind::UndefinedError));
     }
-    // A tracked link of a plain string needs only the decoded target, which is the string
-    // itself between the decoded literal parts.
-    if let Some(links) = links
-        && !value.is_safe()
-        && let Some(target) = value.as_str().and_then(|v| link.target_for(v))
-    {
-        if is_forbidden_link(&target) {
-            return Err(forbidden_error(&target));
+    // For a plain string the decoded target is the string itself between the decoded
+    // literal parts; the escaped attribute text is only built when the link stays as is.
+    let direct = (!value.is_safe())
+        .then(|| value.as_str().and_then(|v| link.target_for(v)))
+        .flatten();
+    let (target, raw) = match direct {
+        Some(target) => (target, None),
+        None => {
+            let raw = link.print(value);
+            (decode_entities(raw.trim()).into_owned(), Some(raw))
         }
-        if let Some(url) = links.click_url(&target) {
-            return Ok(url);
-        }
-    }
-    let mut raw = String::with_capacity(link.prefix.len() + link.suffix.len() + 96);
-    raw.push_str(&link.prefix);
-    // Printed as the template would print it under HTML autoescaping.
-    if value.is_safe()
-        || value.is_number()
-        || value.is_none()
-        || value.kind() == minijinja::value::ValueKind::Bool
-    {
-        let _ = write!(raw, "{value}");
-    } else if let Some(s) = value.as_str() {
-        let _ = write!(raw, "{}", minijinja::HtmlEscape(s));
-    } else {
-        let _ = write!(raw, "{}", minijinja::HtmlEscape(&value.to_string()));
-    }
-    raw.push_str(&link.suffix);
-    let target = decode_entities(raw.trim());
+    };
     if is_forbidden_link(&target) {
         return Err(forbidden_error(&target));
     }
@@ -637,7 +639,9 @@ pub(crate) fn href_fn(
     {
         return Ok(url);
     }
-    Ok(minijinja::Value::from_safe_string(raw))
+    Ok(minijinja::Value::from_safe_string(
+        raw.unwrap_or_else(|| link.print(value)),
+    ))
 }
 
 /// `__clarion_check`: the rendered value unchanged, or an error when its scheme is forbidden.
