@@ -16,11 +16,14 @@
 //! `number`, `date`, `datetime` of this crate.
 
 use chrono_tz::Tz;
+use std::sync::{Arc, LazyLock};
+
 use minijinja::Value;
-use minijinja::value::Serde;
+use minijinja::value::{Enumerator, Serde};
 use serde::Serialize;
 
 use crate::error::TemplateError;
+use crate::html::{HREF_FN, LINKS_VAR, PIXEL_VAR, STATIC_LINK_FN, href_fn, static_link_fn};
 use crate::locale::LocaleFormat;
 
 pub(crate) const LOCALE_VAR: &str = "locale";
@@ -165,30 +168,116 @@ impl RenderContext {
         links: Value,
         pixel: Value,
     ) -> Value {
-        minijinja::context! {
-            contact => self.contact.clone(),
-            segment => self.segment.clone(),
-            campaign => self.campaign.clone(),
-            extra => self.extra.clone(),
-            locale => self.recipient.locale.as_str(),
-            time_zone => self.recipient.time_zone.name(),
-            unsubscribe_url => unsubscribe_url,
-            __clarion_links => links,
-            __clarion_pixel => pixel,
-            __clarion_recipient => self.format.clone(),
-        }
+        Value::from_object(MessageRoot {
+            base: self.root_fields(unsubscribe_url),
+            tracking: Some((links, pixel)),
+        })
     }
 
     pub(crate) fn to_value(&self, unsubscribe_url: &str) -> Value {
-        minijinja::context! {
-            contact => self.contact.clone(),
-            segment => self.segment.clone(),
-            campaign => self.campaign.clone(),
-            extra => self.extra.clone(),
-            locale => self.recipient.locale.as_str(),
-            time_zone => self.recipient.time_zone.name(),
-            unsubscribe_url => unsubscribe_url,
-            __clarion_recipient => self.format.clone(),
+        Value::from_object(MessageRoot {
+            base: self.root_fields(unsubscribe_url),
+            tracking: None,
+        })
+    }
+
+    fn root_fields(&self, unsubscribe_url: &str) -> RootFields {
+        RootFields {
+            contact: self.contact.clone(),
+            segment: self.segment.clone(),
+            campaign: self.campaign.clone(),
+            extra: self.extra.clone(),
+            locale: Value::from(self.recipient.locale.as_str()),
+            time_zone: Value::from(self.recipient.time_zone.name()),
+            unsubscribe_url: Value::from(unsubscribe_url),
+            format: self.format.clone(),
         }
+    }
+}
+
+/// The names every message context holds, in the order they are listed.
+const ROOT_NAMES: &[&str] = &[
+    "contact",
+    "segment",
+    "campaign",
+    "extra",
+    LOCALE_VAR,
+    TIME_ZONE_VAR,
+    UNSUBSCRIBE_VAR,
+    RECIPIENT_VAR,
+];
+
+/// [`ROOT_NAMES`] plus the link-tracking values of instrumented HTML.
+const TRACKED_ROOT_NAMES: &[&str] = &[
+    "contact",
+    "segment",
+    "campaign",
+    "extra",
+    LOCALE_VAR,
+    TIME_ZONE_VAR,
+    UNSUBSCRIBE_VAR,
+    RECIPIENT_VAR,
+    LINKS_VAR,
+    PIXEL_VAR,
+];
+
+static HREF_FN_VALUE: LazyLock<Value> = LazyLock::new(|| Value::from_function(href_fn));
+static STATIC_LINK_FN_VALUE: LazyLock<Value> =
+    LazyLock::new(|| Value::from_function(static_link_fn));
+
+#[derive(Debug)]
+struct RootFields {
+    contact: Value,
+    segment: Value,
+    campaign: Value,
+    extra: Value,
+    locale: Value,
+    time_zone: Value,
+    unsubscribe_url: Value,
+    format: Value,
+}
+
+/// The top-level names of one message's render. Every variable and filter lookup starts
+/// here, so names are matched directly instead of scanning a generic map.
+#[derive(Debug)]
+struct MessageRoot {
+    base: RootFields,
+    // (links, pixel), for instrumented HTML.
+    tracking: Option<(Value, Value)>,
+}
+
+impl minijinja::value::Object for MessageRoot {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let b = &self.base;
+        let value = match key {
+            "contact" => &b.contact,
+            "segment" => &b.segment,
+            "campaign" => &b.campaign,
+            "extra" => &b.extra,
+            LOCALE_VAR => &b.locale,
+            TIME_ZONE_VAR => &b.time_zone,
+            UNSUBSCRIBE_VAR => &b.unsubscribe_url,
+            RECIPIENT_VAR => &b.format,
+            LINKS_VAR => &self.tracking.as_ref()?.0,
+            PIXEL_VAR => &self.tracking.as_ref()?.1,
+            // The link functions are also globals of the engine; found here, a call skips
+            // the search through the globals.
+            HREF_FN if self.tracking.is_some() => &HREF_FN_VALUE,
+            STATIC_LINK_FN if self.tracking.is_some() => &STATIC_LINK_FN_VALUE,
+            _ => return None,
+        };
+        Some(value.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(if self.tracking.is_some() {
+            TRACKED_ROOT_NAMES
+        } else {
+            ROOT_NAMES
+        })
     }
 }

@@ -17,9 +17,9 @@ use crate::content::{EmailContent, RenderedEmail, RenderedWebhook, WebhookConten
 use crate::context::RenderContext;
 use crate::error::{TemplateError, TemplateIssue};
 use crate::html::{
-    CHECK_FILTER, FORBIDDEN_DETAIL, LINK_FILTER, LinkContext, STATIC_LINK_FN, StaticLink,
-    check_filter, derive_text_template, html_to_text, instrument_links, line_column, link_filter,
-    pixel_html, rewrite_for_tracking, static_link_fn, tidy_text,
+    CHECK_FILTER, DynamicLink, FORBIDDEN_DETAIL, HREF_FN, LINK_FILTER, LinkContext, STATIC_LINK_FN,
+    StaticLink, check_filter, derive_text_template, href_fn, html_to_text, instrument_links,
+    line_column, link_filter, pixel_html, rewrite_for_tracking, static_link_fn, tidy_text,
 };
 use crate::locale::{date_filter, datetime_filter, money_filter, number_filter};
 use crate::tracking::{LIST_UNSUBSCRIBE_POST, MessageTracking};
@@ -93,6 +93,7 @@ impl Engine {
         env.add_filter(LINK_FILTER, link_filter);
         env.add_filter(CHECK_FILTER, check_filter);
         env.add_function(STATIC_LINK_FN, static_link_fn);
+        env.add_function(HREF_FN, href_fn);
         // `debug()` would print the whole context, which a marketer has no use for in a message.
         env.remove_global("debug");
         Self { limits, base: env }
@@ -188,9 +189,11 @@ impl Engine {
         }
 
         let mut static_links: Arc<[StaticLink]> = Arc::new([]);
+        let mut dynamic_links: Arc<[DynamicLink]> = Arc::new([]);
         let instrumented = instrument
             && instrument_links(&content.html).is_some_and(|prepared| {
                 static_links = prepared.static_links;
+                dynamic_links = prepared.dynamic_links;
                 env.add_template_owned(HTML, prepared.source).is_ok()
             });
         if !instrumented && let Err(e) = env.add_template_owned(HTML, content.html.clone()) {
@@ -220,6 +223,7 @@ impl Engine {
             text: text_mode,
             has_reply_to: reply_to.is_some(),
             static_links,
+            dynamic_links,
             static_fields: [
                 (SUBJECT, Some(content.subject.as_str())),
                 (PREHEADER, Some(content.preheader.as_str())),
@@ -396,7 +400,7 @@ pub(crate) fn map_render_error(
             let expression = e
                 .range()
                 .and_then(|r| source.get(r))
-                .map(str::trim)
+                .map(|s| written_expression(s.trim()))
                 .filter(|s| !s.is_empty());
             let message = match expression {
                 Some(expr) => format!("`{expr}` is undefined for this contact"),
@@ -419,6 +423,17 @@ pub(crate) fn map_render_error(
                 .map_or_else(|| e.kind().to_string(), ToOwned::to_owned),
         },
     }
+}
+
+/// The expression as the marketer wrote it: a link instrumented at compile time reads
+/// `__clarion_href(n, expression)` in the compiled source.
+fn written_expression(expression: &str) -> &str {
+    expression
+        .strip_prefix(HREF_FN)
+        .and_then(|rest| rest.strip_prefix('('))
+        .and_then(|rest| rest.split_once(", "))
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map_or(expression, str::trim)
 }
 
 /// Joins the lines of a rendered subject or preheader into one line and drops other control
@@ -478,6 +493,7 @@ pub struct CompiledEmail {
     text: TextMode,
     has_reply_to: bool,
     static_links: Arc<[StaticLink]>,
+    dynamic_links: Arc<[DynamicLink]>,
     // Fields without template syntax, which need no render.
     static_fields: Vec<(&'static str, String)>,
 }
@@ -498,12 +514,13 @@ impl CompiledEmail {
         let unsubscribe_url = tracking
             .tracker
             .unsubscribe_url(tracking.delivery_id, tracking.contact_id);
-        let links = Value::from_object(LinkContext {
-            tracker: tracking.tracker.clone(),
-            delivery_id: tracking.delivery_id.to_owned(),
-            track_links: tracking.track_links,
-            static_links: Arc::clone(&self.static_links),
-        });
+        let links = Value::from_object(LinkContext::new(
+            tracking.tracker.clone(),
+            tracking.delivery_id,
+            tracking.track_links,
+            Arc::clone(&self.static_links),
+            Arc::clone(&self.dynamic_links),
+        ));
         let pixel = if self.links == LinkMode::InTemplate && tracking.track_opens {
             Value::from_safe_string(pixel_html(&tracking.tracker.open_url(tracking.delivery_id)))
         } else {

@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
 use std::rc::Rc;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use lol_html::html_content::{ContentType, Element, EndTag};
 use lol_html::{DocumentContentHandlers, ElementContentHandlers, Selector, Settings, rewrite_str};
@@ -203,6 +204,8 @@ pub(crate) const LINK_FILTER: &str = "__clarion_link";
 pub(crate) const CHECK_FILTER: &str = "__clarion_check";
 /// Function printing a literal link of the template (see [`instrument_links`]).
 pub(crate) const STATIC_LINK_FN: &str = "__clarion_static_link";
+/// Function printing a link target made of literal text around one expression.
+pub(crate) const HREF_FN: &str = "__clarion_href";
 /// Context variable holding the per-message [`LinkContext`].
 pub(crate) const LINKS_VAR: &str = "__clarion_links";
 /// Context variable holding the open pixel's markup (empty when opens are not tracked).
@@ -226,6 +229,7 @@ pub(crate) fn instrument_links(source: &str) -> Option<Instrumented> {
     }
     let edits: RefCell<Vec<(usize, usize, String)>> = RefCell::new(Vec::new());
     let statics: RefCell<Vec<StaticLink>> = RefCell::new(Vec::new());
+    let dynamics: RefCell<Vec<DynamicLink>> = RefCell::new(Vec::new());
     let body_end: Rc<Cell<Option<usize>>> = Rc::new(Cell::new(None));
     let elements = vec![
         (
@@ -287,6 +291,21 @@ pub(crate) fn instrument_links(source: &str) -> Option<Instrumented> {
                             });
                             continue;
                         }
+                        if track
+                            && !opted_out
+                            && let Some((prefix, expr, suffix)) = single_expression(raw)
+                        {
+                            // The literal parts are kept per variant; the message only prints
+                            // the expression, without capturing the attribute's output.
+                            let mut dynamics = dynamics.borrow_mut();
+                            edits.push((
+                                range.start,
+                                range.end,
+                                format!("{{{{ {HREF_FN}({}, {expr}) }}}}", dynamics.len()),
+                            ));
+                            dynamics.push(DynamicLink::new(prefix, suffix));
+                            continue;
+                        }
                         let filter = if track && !opted_out {
                             LINK_FILTER
                         } else {
@@ -341,7 +360,32 @@ pub(crate) fn instrument_links(source: &str) -> Option<Instrumented> {
     Some(Instrumented {
         source: out,
         static_links: statics.into_inner().into(),
+        dynamic_links: dynamics.into_inner().into(),
     })
+}
+
+/// Splits an attribute value made of literal text around exactly one `{{ expression }}`
+/// (no other template syntax, no whitespace control) into prefix, expression and suffix.
+fn single_expression(raw: &str) -> Option<(&str, &str, &str)> {
+    if raw.contains("{%") || raw.contains("{#") {
+        return None;
+    }
+    let open = raw.find("{{")?;
+    let close = open + 2 + raw[open + 2..].find("}}")?;
+    let (prefix, suffix) = (&raw[..open], &raw[close + 2..]);
+    let expr = raw[open + 2..close].trim();
+    let marked = |c: char| matches!(c, '-' | '+');
+    if expr.is_empty()
+        || expr.starts_with(marked)
+        || expr.ends_with(marked)
+        || expr.contains(['{', '}'])
+        || prefix.contains("}}")
+        || suffix.contains("{{")
+        || suffix.contains("}}")
+    {
+        return None;
+    }
+    Some((prefix, expr, suffix))
 }
 
 /// Whether the source opens a `{% raw %}` block (in any whitespace-control spelling).
@@ -360,6 +404,81 @@ pub(crate) struct Instrumented {
     pub(crate) source: String,
     /// Literal link targets, indexed by the `__clarion_static_link` calls in the source.
     pub(crate) static_links: Arc<[StaticLink]>,
+    /// Literal parts of single-expression links, indexed by the `__clarion_href` calls.
+    pub(crate) dynamic_links: Arc<[DynamicLink]>,
+}
+
+/// The literal text around the one expression of a link target such as
+/// `https://shop.example/p?c={{ contact.id }}`.
+#[derive(Debug)]
+pub(crate) struct DynamicLink {
+    /// Template text before the expression (as written, entity-encoded).
+    prefix: String,
+    /// Template text after the expression.
+    suffix: String,
+    /// The decoded prefix and suffix, when decoding the parts separately gives the same target
+    /// as decoding the whole printed value: no character reference of the prefix can run into
+    /// the expression's output, and no whitespace at the ends would be trimmed.
+    decoded: Option<(String, String)>,
+}
+
+impl DynamicLink {
+    fn new(prefix: &str, suffix: &str) -> Self {
+        let prefix_closed = prefix
+            .rfind('&')
+            .is_none_or(|amp| prefix[amp..].contains(';'));
+        let separable = prefix_closed
+            && !prefix.starts_with(char::is_whitespace)
+            && !suffix.ends_with(char::is_whitespace);
+        Self {
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+            decoded: separable.then(|| {
+                (
+                    decode_entities(prefix).into_owned(),
+                    decode_entities(suffix).into_owned(),
+                )
+            }),
+        }
+    }
+
+    /// The attribute text as the template prints it with `value` under HTML autoescaping.
+    fn print(&self, value: &minijinja::Value) -> String {
+        let mut raw = String::with_capacity(self.prefix.len() + self.suffix.len() + 96);
+        raw.push_str(&self.prefix);
+        if value.is_safe()
+            || value.is_number()
+            || value.is_none()
+            || value.kind() == minijinja::value::ValueKind::Bool
+        {
+            let _ = write!(raw, "{value}");
+        } else if let Some(s) = value.as_str() {
+            let _ = write!(raw, "{}", minijinja::HtmlEscape(s));
+        } else {
+            let _ = write!(raw, "{}", minijinja::HtmlEscape(&value.to_string()));
+        }
+        raw.push_str(&self.suffix);
+        raw
+    }
+
+    /// The decoded link target for a plain (not safe) string value, without printing and
+    /// decoding the escaped value; `None` when only the full path gives the exact result.
+    fn target_for(&self, value: &str) -> Option<String> {
+        let (prefix, suffix) = self.decoded.as_ref()?;
+        // An empty side lets trimming reach into the value (or past it when it is blank).
+        let value = match (self.prefix.is_empty(), self.suffix.is_empty()) {
+            (false, false) => value,
+            _ if value.trim().is_empty() => return None,
+            (true, true) => value.trim(),
+            (true, false) => value.trim_start(),
+            (false, true) => value.trim_end(),
+        };
+        let mut target = String::with_capacity(prefix.len() + value.len() + suffix.len());
+        target.push_str(prefix);
+        target.push_str(value);
+        target.push_str(suffix);
+        Some(target)
+    }
 }
 
 /// A link target written literally in the template.
@@ -378,12 +497,48 @@ pub(crate) struct LinkContext {
     pub(crate) delivery_id: String,
     pub(crate) track_links: bool,
     pub(crate) static_links: Arc<[StaticLink]>,
+    pub(crate) dynamic_links: Arc<[DynamicLink]>,
+    /// Click URLs signed so far in this message, by target: a target linked twice (a
+    /// product's image and its name) is signed once.
+    pub(crate) signed: Mutex<Vec<(String, minijinja::Value)>>,
 }
 
 impl LinkContext {
-    fn click_url(&self, target: &str) -> Option<String> {
-        (self.track_links && is_http_url(target) && !target.starts_with(self.tracker.base_url()))
-            .then(|| self.tracker.click_url(&self.delivery_id, target))
+    /// The per-message link data for `delivery_id`.
+    pub(crate) fn new(
+        tracker: crate::tracking::Tracker,
+        delivery_id: &str,
+        track_links: bool,
+        static_links: Arc<[StaticLink]>,
+        dynamic_links: Arc<[DynamicLink]>,
+    ) -> Self {
+        Self {
+            tracker,
+            delivery_id: delivery_id.to_owned(),
+            track_links,
+            static_links,
+            dynamic_links,
+            signed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The signed click URL of `target` as a printable value, or `None` when the link is not
+    /// tracked. The value is kept, so a repeated target costs a compare and a reference.
+    fn click_url(&self, target: &str) -> Option<minijinja::Value> {
+        if !(self.track_links
+            && is_http_url(target)
+            && !target.starts_with(self.tracker.base_url()))
+        {
+            return None;
+        }
+        let mut signed = self.signed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, url)) = signed.iter().find(|(t, _)| t == target) {
+            return Some(url.clone());
+        }
+        let url =
+            minijinja::Value::from_safe_string(self.tracker.click_url(&self.delivery_id, target));
+        signed.push((target.to_owned(), url.clone()));
+        Some(url)
     }
 }
 
@@ -408,11 +563,9 @@ pub(crate) fn static_link_fn(
             format!("no literal link number {index}"),
         ));
     };
-    Ok(minijinja::Value::from_safe_string(
-        links
-            .click_url(&link.target)
-            .unwrap_or_else(|| link.raw.clone()),
-    ))
+    Ok(links
+        .click_url(&link.target)
+        .unwrap_or_else(|| minijinja::Value::from_safe_string(link.raw.clone())))
 }
 
 impl minijinja::value::Object for LinkContext {}
@@ -440,9 +593,55 @@ pub(crate) fn link_filter(
         && let Some(links) = links.downcast_object_ref::<LinkContext>()
         && let Some(url) = links.click_url(&target)
     {
-        return Ok(minijinja::Value::from_safe_string(url));
+        return Ok(url);
     }
     Ok(value)
+}
+
+/// `__clarion_href(n, value)`: the n-th single-expression link of the template with `value`
+/// printed (and HTML-escaped) between its literal parts, then treated like
+/// [`link_filter`] treats a rendered `href`.
+pub(crate) fn href_fn(
+    state: &minijinja::State<'_, '_>,
+    index: usize,
+    value: &minijinja::Value,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let links = state.lookup(LINKS_VAR);
+    let links = links
+        .as_ref()
+        .and_then(|l| l.downcast_object_ref::<LinkContext>());
+    let Some(link) = links.and_then(|l| l.dynamic_links.get(index)) else {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "link tracking data is missing from the render context",
+        ));
+    };
+    if value.is_undefined() {
+        return Err(minijinja::Error::from(minijinja::ErrorKind::UndefinedError));
+    }
+    // For a plain string the decoded target is the string itself between the decoded
+    // literal parts; the escaped attribute text is only built when the link stays as is.
+    let direct = (!value.is_safe())
+        .then(|| value.as_str().and_then(|v| link.target_for(v)))
+        .flatten();
+    let (target, raw) = match direct {
+        Some(target) => (target, None),
+        None => {
+            let raw = link.print(value);
+            (decode_entities(raw.trim()).into_owned(), Some(raw))
+        }
+    };
+    if is_forbidden_link(&target) {
+        return Err(forbidden_error(&target));
+    }
+    if let Some(links) = links
+        && let Some(url) = links.click_url(&target)
+    {
+        return Ok(url);
+    }
+    Ok(minijinja::Value::from_safe_string(
+        raw.unwrap_or_else(|| link.print(value)),
+    ))
 }
 
 /// `__clarion_check`: the rendered value unchanged, or an error when its scheme is forbidden.
@@ -825,6 +1024,38 @@ mod tests {
         assert!(!is_forbidden_link("https://javascript.example/"));
         assert!(!is_forbidden_link("/relative/javascript:"));
         assert!(!is_forbidden_link("mailto:a@b.c"));
+    }
+
+    #[test]
+    fn a_link_target_decoded_in_parts_equals_the_decoded_printed_link() {
+        let prefixes = [
+            "",
+            " https://a.example/",
+            "https://a.example/?x=1&amp;y=",
+            "https://a.example/?x=&am",
+            "&nbsp;https://a.example/",
+            "https://a.example/&#x2f;",
+        ];
+        let values = ["p;", " x ", "", "  ", "a&b/\"'<>", "\u{a0}x", "amp;"];
+        let suffixes = ["", "&amp;z=1", " ", "&nbsp;", "x;", "/"];
+        let mut fast = 0;
+        for prefix in prefixes {
+            for suffix in suffixes {
+                let link = DynamicLink::new(prefix, suffix);
+                for value in values {
+                    let printed = format!("{prefix}{}{suffix}", minijinja::HtmlEscape(value));
+                    let expected = decode_entities(printed.trim());
+                    if let Some(target) = link.target_for(value) {
+                        fast += 1;
+                        assert_eq!(target, expected, "{prefix:?} {value:?} {suffix:?}");
+                    }
+                }
+            }
+        }
+        assert!(
+            fast > 50,
+            "the direct path should cover most links ({fast})"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! shown as written. An optional strftime format overrides the locale's pattern (month and day
 //! names are English).
 
+use std::fmt::Write as _;
+
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use chrono_tz::Tz;
@@ -147,8 +149,9 @@ impl LocaleFormat {
     /// written number is zero.
     fn write_unsigned(&self, out: &mut String, value: f64, decimals: usize) -> bool {
         const POW10: [u64; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
-        let (int, frac) = match POW10.get(decimals) {
-            // Integer arithmetic is exact here and far cheaper than float formatting.
+        match POW10.get(decimals) {
+            // Integer arithmetic is exact here and far cheaper than float formatting; the
+            // digits go through a stack buffer, as amounts are formatted many times a message.
             Some(&scale) if value < 1e12 => {
                 #[allow(
                     clippy::cast_possible_truncation,
@@ -156,33 +159,49 @@ impl LocaleFormat {
                     clippy::cast_precision_loss
                 )]
                 let scaled = (value * scale as f64).round() as u64;
-                let frac = if decimals == 0 {
-                    String::new()
-                } else {
-                    format!("{:0width$}", scaled % scale, width = decimals)
-                };
-                ((scaled / scale).to_string(), frac)
+                let mut buf = [0u8; 20];
+                let mut start = buf.len();
+                let mut int = scaled / scale;
+                loop {
+                    start -= 1;
+                    // A decimal digit, so the cast keeps the value.
+                    #[allow(clippy::cast_possible_truncation)]
+                    {
+                        buf[start] = b'0' + (int % 10) as u8;
+                    }
+                    int /= 10;
+                    if int == 0 {
+                        break;
+                    }
+                }
+                self.push_grouped(out, buf.get(start..).unwrap_or_default());
+                if decimals > 0 {
+                    out.push_str(self.decimal);
+                    let _ = write!(out, "{:0width$}", scaled % scale, width = decimals);
+                }
+                scaled == 0
             }
             _ => {
                 let fixed = format!("{value:.decimals$}");
-                match fixed.split_once('.') {
-                    Some((i, f)) => (i.to_owned(), f.to_owned()),
-                    None => (fixed, String::new()),
+                let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
+                self.push_grouped(out, int.as_bytes());
+                if !frac.is_empty() {
+                    out.push_str(self.decimal);
+                    out.push_str(frac);
                 }
+                int.bytes().chain(frac.bytes()).all(|b| b == b'0')
             }
-        };
-        let digits = int.len();
-        for (i, c) in int.chars().enumerate() {
-            if i > 0 && (digits - i).is_multiple_of(3) {
+        }
+    }
+
+    /// Appends ASCII `digits` with the group separator every three digits from the right.
+    fn push_grouped(&self, out: &mut String, digits: &[u8]) {
+        for (i, &d) in digits.iter().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push_str(self.group);
             }
-            out.push(c);
+            out.push(char::from(d));
         }
-        if !frac.is_empty() {
-            out.push_str(self.decimal);
-            out.push_str(&frac);
-        }
-        int.bytes().chain(frac.bytes()).all(|b| b == b'0')
     }
 
     /// `amount` in `currency` (ISO 4217 code), e.g. `1.234,50 €` in `de`.

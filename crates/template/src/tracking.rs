@@ -250,11 +250,23 @@ impl Tracker {
     /// The signed click URL that redirects to `target` and records a click on `delivery_id`.
     #[must_use]
     pub fn click_url(&self, delivery_id: &str, target: &str) -> String {
-        let mut payload = Vec::with_capacity(delivery_id.len() + 1 + target.len());
-        payload.extend_from_slice(delivery_id.as_bytes());
-        payload.push(b'\n');
-        payload.extend_from_slice(target.as_bytes());
-        self.url(CLICK_PATH, Kind::Click, &payload)
+        // Usual payloads fit a stack buffer; a render signs many links.
+        let len = delivery_id.len() + 1 + target.len();
+        let mut stack = [0u8; 384];
+        let mut heap = Vec::new();
+        let payload = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap[..]
+        };
+        let (id, rest) = payload.split_at_mut(delivery_id.len());
+        id.copy_from_slice(delivery_id.as_bytes());
+        if let Some((newline, url)) = rest.split_first_mut() {
+            *newline = b'\n';
+            url.copy_from_slice(target.as_bytes());
+        }
+        self.url(CLICK_PATH, Kind::Click, payload)
     }
 
     /// The signed open-pixel URL of `delivery_id`.

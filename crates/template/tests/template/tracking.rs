@@ -293,3 +293,76 @@ fn a_forbidden_literal_link_fails_even_without_save_time_checks() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_link_around_one_expression_prints_like_the_template_when_not_tracked() {
+    let content = email(
+        "<body><a href=\"https://shop.example/p?c={{ contact.code }}&amp;n={{ contact.n }}\">a</a>\
+         <a href=\"https://shop.example/q?c={{ contact.code }}&amp;x=1\">b</a>\
+         <a href=\"{{ contact.n }}\">c</a></body>",
+    );
+    let compiled = Engine::default().compile_email(&content).unwrap();
+    let t = tracker();
+    let mut tracking = MessageTracking::new(&t, "d", "c");
+    tracking.track_links = false;
+    tracking.track_opens = false;
+    let ctx = context(json!({"code": "a&b \"<'/", "n": 7}));
+    let out = compiled.render(&ctx, &tracking).unwrap();
+    assert_eq!(
+        out.html,
+        "<body><a href=\"https://shop.example/p?c=a&amp;b &quot;&lt;&#x27;&#x2f;&amp;n=7\">a</a>\
+         <a href=\"https://shop.example/q?c=a&amp;b &quot;&lt;&#x27;&#x2f;&amp;x=1\">b</a>\
+         <a href=\"7\">c</a></body>"
+    );
+
+    // Tracked, the signed target is the decoded URL the reader would have followed.
+    let tracked = compiled
+        .render(&ctx, &MessageTracking::new(&t, "d", "c"))
+        .unwrap();
+    let links = hrefs(&tracked.html);
+    let click = t.verify_click(&token(&links[1], CLICK_PATH)).unwrap();
+    assert_eq!(click.url, "https://shop.example/q?c=a&b \"<'/&x=1");
+    assert_eq!(links[2], "7");
+}
+
+#[test]
+fn a_missing_value_in_a_link_names_the_expression_as_written() {
+    let content = email("<p>\n<a href=\"https://shop.example/p/{{ contact.sku }}\">x</a></p>");
+    let compiled = Engine::default().compile_email(&content).unwrap();
+    let t = tracker();
+    let err = compiled
+        .render(&context(json!({})), &MessageTracking::new(&t, "d", "c"))
+        .unwrap_err();
+    match err {
+        clarion_template::TemplateError::Undefined {
+            field,
+            line,
+            message,
+        } => {
+            assert_eq!(field, "html");
+            assert_eq!(line, Some(2));
+            assert!(message.contains("`contact.sku`"), "{message}");
+            assert!(!message.contains("__clarion"), "{message}");
+        }
+        other => panic!("expected Undefined, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_same_target_twice_in_a_message_gets_the_same_click_url() {
+    let out = render(
+        &email(
+            "<body>{% for p in contact.products %}<a href=\"{{ p }}\">i</a><a href=\"{{ p }}\">n</a>{% endfor %}</body>",
+        ),
+        &context(json!({"products": ["https://shop.example/1", "https://shop.example/2"]})),
+    );
+    let links = hrefs(&out.html);
+    assert_eq!(links.len(), 4);
+    assert_eq!(links[0], links[1]);
+    assert_eq!(links[2], links[3]);
+    assert_ne!(links[0], links[2]);
+    let click = tracker()
+        .verify_click(&token(&links[3], CLICK_PATH))
+        .unwrap();
+    assert_eq!(click.url, "https://shop.example/2");
+}
