@@ -1,5 +1,6 @@
 //! Stored segments, their memberships with entry and exit times, and the traits computed per
-//! contact (RFM, CLV, interest profiles) that rules may use.
+//! contact (RFM, CLV, interest profiles) that rules may use, with the time of each
+//! workspace's last trait computation.
 
 use sea_orm_migration::prelude::*;
 
@@ -63,6 +64,16 @@ enum ContactInterests {
     WorkspaceId,
     Category,
     Score,
+}
+
+#[derive(Iden)]
+enum TraitComputations {
+    Table,
+    WorkspaceId,
+    ComputedAt,
+    Contacts,
+    InterestContacts,
+    ElapsedMs,
 }
 
 #[derive(Iden)]
@@ -217,7 +228,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(ContactTraits::Revenue).double().not_null())
                     .col(big(ContactTraits::FirstPurchaseAt))
                     .col(big(ContactTraits::LastPurchaseAt))
-                    .col(ColumnDef::new(ContactTraits::RecencyDays).double().not_null())
+                    .col(
+                        ColumnDef::new(ContactTraits::RecencyDays)
+                            .double()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(ContactTraits::RfmRecency)
                             .small_integer()
@@ -233,7 +248,11 @@ impl MigrationTrait for Migration {
                             .small_integer()
                             .not_null(),
                     )
-                    .col(ColumnDef::new(ContactTraits::RfmSegment).string().not_null())
+                    .col(
+                        ColumnDef::new(ContactTraits::RfmSegment)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ContactTraits::Clv).double().not_null())
                     .col(big(ContactTraits::ComputedAt))
                     .foreign_key(&mut workspace_fk(ContactTraits::Table))
@@ -252,14 +271,19 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
-        // Decayed, weighted interest per product category, normalised per contact to 0..1.
+        // Decayed, weighted interest per product category, normalised per contact: a contact's
+        // scores are shares that add up to 1.
         manager
             .create_table(
                 Table::create()
                     .table(ContactInterests::Table)
                     .col(big(ContactInterests::ContactId))
                     .col(big(ContactInterests::WorkspaceId))
-                    .col(ColumnDef::new(ContactInterests::Category).string().not_null())
+                    .col(
+                        ColumnDef::new(ContactInterests::Category)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ContactInterests::Score).double().not_null())
                     .primary_key(
                         Index::create()
@@ -282,11 +306,33 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+
+        // The last trait computation of each workspace, so that a contact without traits can
+        // be told apart from traits that were never computed.
+        manager
+            .create_table(
+                Table::create()
+                    .table(TraitComputations::Table)
+                    .col(
+                        ColumnDef::new(TraitComputations::WorkspaceId)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(big(TraitComputations::ComputedAt))
+                    .col(big(TraitComputations::Contacts))
+                    .col(big(TraitComputations::InterestContacts))
+                    .col(big(TraitComputations::ElapsedMs))
+                    .foreign_key(&mut workspace_fk(TraitComputations::Table))
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            TraitComputations::Table.into_iden(),
             ContactInterests::Table.into_iden(),
             ContactTraits::Table.into_iden(),
             SegmentMemberships::Table.into_iden(),

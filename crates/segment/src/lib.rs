@@ -6,14 +6,17 @@
 //! ([`Rule::from_json`]) or from the compact text form ([`parse_text`]), checked against the
 //! workspace's [`Schema`] ([`validate`]), compiled to one parameterized SQL query for SQLite
 //! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
+//! The traits and interests rules use are computed by [`traits::recompute`].
 
 pub mod compile;
 pub mod preview;
 pub mod rule;
+pub mod traits;
 pub mod validate;
 
 pub use compile::compile;
 pub use preview::{PreviewOptions, count, members};
+pub use traits::{TraitSettings, TraitSummary, recompute};
 pub use validate::{Schema, ValidRule, validate, validate_segment};
 
 pub use rule::{
@@ -42,9 +45,9 @@ pub enum SegmentError {
     /// The rule does not fit the workspace's schema.
     #[error("the rule is invalid: {}", list(.0))]
     Invalid(Vec<RuleError>),
-    /// The rule uses a value Clarion does not compute yet.
-    #[error("{path}: {what} is not computed yet, so rules cannot use it")]
-    NotYetComputed { path: String, what: String },
+    /// A trait setting is out of range; `key` names it, e.g. `interests.half_life_days`.
+    #[error("trait settings: {key}: {message}")]
+    Settings { key: String, message: String },
     /// The query ran longer than the preview allows.
     #[error("the segment query took longer than {0:?} and was stopped")]
     Timeout(std::time::Duration),

@@ -6,4 +6,5 @@ mod fixture;
 mod language;
 mod membership;
 mod sql;
+mod traits;
 mod validation;
