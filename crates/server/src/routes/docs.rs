@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{contacts, events, health};
+use super::{contacts, events, health, traits};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -19,12 +19,14 @@ use crate::{error::ApiError, store};
     paths(
         contacts::upsert_batch, contacts::list, contacts::get, contacts::patch, contacts::delete,
         contacts::events, events::insert_batch, health::health, health::ready, health::metrics,
+        traits::get,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
         store::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
         clarion_model::ContactPatch, clarion_model::EventInput, clarion_model::Event,
         clarion_model::Subscriptions, clarion_model::SubscriptionsPatch,
+        traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
     )),
     modifiers(&BearerKeys),
     tags(

@@ -4,6 +4,7 @@ pub mod contacts;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod traits;
 
 use actix_web::web;
 use clarion_model::ErrorCode;
@@ -21,7 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .configure(contacts::configure)
-            .configure(events::configure),
+            .configure(events::configure)
+            .configure(traits::configure),
     );
 }
 

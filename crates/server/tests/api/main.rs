@@ -6,3 +6,4 @@ mod auth;
 mod contacts;
 mod events;
 mod operations;
+mod traits;
