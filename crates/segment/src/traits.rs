@@ -59,9 +59,10 @@
 //! with `age_days` the event's age at `now` and `half_life_days` default 30. A contact's
 //! scores are its raw values divided by their sum, so they are shares that add up to 1: a
 //! score of 0.4 for `cats` means 40 % of the contact's recent, weighted interest went to
-//! cats. Events more than 60 half-lives older than the contact's latest weighted event are
-//! left out (they would weigh less than 10⁻¹⁸ of it). A contact without such events has no
-//! interests, and rules read every interest of it as 0.
+//! cats. Events more than 60 half-lives old are left out (they would weigh less than 10⁻¹⁸
+//! of a new one; with the default half-life that is about five years), so an interest fades
+//! out completely rather than living on as the share of a long-silent contact. A contact
+//! without counted events has no interests, and rules read every interest of it as 0.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -78,8 +79,7 @@ use crate::validate::is_property_name;
 
 const DAY_MILLIS: i64 = 86_400_000;
 
-/// Events older than this many half-lives before a contact's latest weighted event are left
-/// out of its interests.
+/// Events older than this many half-lives are left out of interests.
 const MAX_HALF_LIVES: i64 = 60;
 
 /// The named RFM segments, indexed by `[R - 1][FM - 1]` (see the module documentation).
@@ -580,9 +580,8 @@ fn purchase_statement(
 }
 
 /// One `INSERT ... SELECT` computing every contact's interest shares, or `None` when no
-/// event kind has a weight. Decay is measured from the contact's latest weighted event
-/// rather than from `now`: the shares are the same (the factor between the two cancels out)
-/// and the latest event always weighs its full weight, so nothing underflows.
+/// event kind has a weight: one pass over the recent weighted events grouped by contact and
+/// category, then each group's share of its contact's total.
 fn interest_statement(
     backend: DbBackend,
     workspace: WorkspaceId,
@@ -618,17 +617,21 @@ fn interest_statement(
         }
         sql.bind(kind.to_string());
     }
+    let half_life_millis = settings.half_life_days * DAY_MILLIS as f64;
+    // A bound the (workspace, kind, occurred_at) index can use; `x <= 60` below is exact.
+    let oldest = now.millis() - (MAX_HALF_LIVES as f64 * half_life_millis).ceil() as i64;
     sql.push(") AND e.occurred_at <= ")
         .bind(now.millis())
+        .push(" AND e.occurred_at >= ")
+        .bind(oldest)
         .push(" AND ")
         .property_is_string(category)
         .push(" AND ")
         .property(category)
-        .push(
-            " <> ''), aged AS (SELECT contact_id, category, weight, \
-               (MAX(occurred_at) OVER (PARTITION BY contact_id) - occurred_at) / ",
-        )
-        .bind(settings.half_life_days * DAY_MILLIS as f64)
+        .push(" <> ''), aged AS (SELECT contact_id, category, weight, (")
+        .bind(now.millis())
+        .push(" - occurred_at) / ")
+        .bind(half_life_millis)
         .push(" AS x FROM weighted), ");
     match backend {
         DbBackend::Postgres => {

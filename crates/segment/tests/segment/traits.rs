@@ -149,6 +149,9 @@ fn expected_interests(
             continue;
         }
         let age_days = (now - line.at) as f64 / DAY as f64;
+        if age_days / settings.half_life_days > 60.0 {
+            continue;
+        }
         *raw.entry(line.contact.clone())
             .or_default()
             .entry(category.clone())
@@ -676,6 +679,15 @@ fn interest_lines(fx: &Fixture) -> (Vec<Line>, Vec<Line>) {
     extra.push(odd("p04", "view", json!("")));
     extra.push(odd("p06", "view", json!(5)));
     extra.push(odd("p10", "email_click", json!("books")));
+    // More than 60 half-lives old: faded out, so p29 has no interests at all.
+    extra.push(Line {
+        at: now - 1801 * DAY,
+        ..odd("p29", "view", json!("garden"))
+    });
+    extra.push(Line {
+        at: now - 1799 * DAY,
+        ..odd("p28", "view", json!("garden"))
+    });
     // After `now`: ignored.
     extra.push(Line {
         at: now + 3_600_000,
@@ -701,6 +713,8 @@ async fn interests_and_rules_match_an_independent_computation(backend: Backend) 
         interests.values().map(BTreeMap::len).sum::<usize>()
     );
     assert!(interests.len() > 10 && interests.len() < 30);
+    assert!(!interests.contains_key("p29"));
+    assert!(interests["p28"].contains_key("garden"));
     assert!(interests.values().any(|shares| shares.len() >= 3));
     assert_interests_match(backend, &stored_interests(&fx.db).await, &interests);
 
