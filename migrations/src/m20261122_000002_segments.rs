@@ -212,7 +212,11 @@ impl MigrationTrait for Migration {
             .await?;
 
         // Computed per contact from its purchase events by the trait recomputation; a contact
-        // without purchases has no row.
+        // without purchases has no row. This table and contact_interests are derived data that
+        // every recomputation rewrites for the whole workspace, so they have no foreign keys: a
+        // check per written row cost 13 s of 33 s for 835,000 rows on PostgreSQL. Contact ids are
+        // never reused (bigserial, AUTOINCREMENT), so the rows of a deleted contact match no
+        // contact, and the next recomputation removes them.
         manager
             .create_table(
                 Table::create()
@@ -255,8 +259,6 @@ impl MigrationTrait for Migration {
                     )
                     .col(ColumnDef::new(ContactTraits::Clv).double().not_null())
                     .col(big(ContactTraits::ComputedAt))
-                    .foreign_key(&mut workspace_fk(ContactTraits::Table))
-                    .foreign_key(&mut contact_fk(ContactTraits::Table))
                     .to_owned(),
             )
             .await?;
@@ -290,8 +292,6 @@ impl MigrationTrait for Migration {
                             .col(ContactInterests::ContactId)
                             .col(ContactInterests::Category),
                     )
-                    .foreign_key(&mut workspace_fk(ContactInterests::Table))
-                    .foreign_key(&mut contact_fk(ContactInterests::Table))
                     .to_owned(),
             )
             .await?;

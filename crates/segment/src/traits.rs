@@ -423,6 +423,12 @@ pub async fn recompute(
     settings.check()?;
     let backend = db.get_database_backend();
     let txn = db.begin().await?;
+    if backend == DbBackend::Postgres {
+        // The ranks sort every buyer three times and the aggregates group every purchase;
+        // with the default 4 MB they spill to disk. This holds for this transaction only.
+        txn.execute_unprepared("SET LOCAL work_mem = '256MB'")
+            .await?;
+    }
 
     let started = Instant::now();
     let mut delete = Sql::new(backend);
