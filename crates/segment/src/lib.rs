@@ -45,6 +45,10 @@ pub enum SegmentError {
     /// The rule does not fit the workspace's schema.
     #[error("the rule is invalid: {}", list(.0))]
     Invalid(Vec<RuleError>),
+    /// The rule uses a value Clarion does not compute. Traits and interests are computed now
+    /// (see [`traits`]), so compilation no longer answers this; code elsewhere still maps it.
+    #[error("{path}: {what} is not computed yet, so rules cannot use it")]
+    NotYetComputed { path: String, what: String },
     /// A trait setting is out of range; `key` names it, e.g. `interests.half_life_days`.
     #[error("trait settings: {key}: {message}")]
     Settings { key: String, message: String },
