@@ -93,6 +93,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             "No API key exists yet: create one with `clarion keys create --role admin` (shown once)."
         );
     }
+    let sweeper = clarion_server::realtime::spawn_sweeper(
+        state.db.clone(),
+        state.settings.segments.clone(),
+        state.redis.clone(),
+        state.settings.redis.key_prefix.clone(),
+    );
     let application = Application::from_state(state)?;
     let handle = application.handle();
     tracing::info!(port = application.port(), %public_url, "Clarion is serving; API reference at /api/docs");
@@ -106,6 +112,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         handle.stop(true).await;
     });
     application.run_until_stopped().await?;
+    sweeper.abort();
     Ok(())
 }
 

@@ -65,6 +65,14 @@ pub enum ErrorCode {
     BatchTooLarge,
     /// The body's content type is not one this endpoint reads.
     UnsupportedMediaType,
+    /// A segment rule is malformed or does not fit the workspace; `details` gives the path
+    /// (or line and column) of each bad node.
+    InvalidRule,
+    /// The request conflicts with what is stored, e.g. a slug already taken or a segment that
+    /// others still refer to.
+    Conflict,
+    /// A query ran longer than its configured limit and was stopped.
+    QueryTimeout,
     /// A dependency (database, Redis) does not answer.
     Unavailable,
     /// Something failed inside Clarion; the log has the cause.
@@ -73,7 +81,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the error-code table in the API documentation.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidJson,
         ErrorCode::ValidationFailed,
         ErrorCode::InvalidQuery,
@@ -83,6 +91,9 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::BatchTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidRule,
+        ErrorCode::Conflict,
+        ErrorCode::QueryTimeout,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -99,6 +110,9 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::BatchTooLarge => "batch_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidRule => "invalid_rule",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::QueryTimeout => "query_timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -113,7 +127,8 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::ValidationFailed => 422,
+            ErrorCode::ValidationFailed | ErrorCode::InvalidRule | ErrorCode::QueryTimeout => 422,
+            ErrorCode::Conflict => 409,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }

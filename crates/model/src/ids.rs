@@ -30,6 +30,10 @@ int_id!(
     /// Clarion's own key of a stored event.
     EventId
 );
+int_id!(
+    /// Clarion's own key of a stored segment; people name segments by their slug.
+    SegmentId
+);
 
 /// The id a customer has in the systems that send Clarion its data: unique per workspace,
 /// 1 to 255 characters, no control characters, no surrounding white space.

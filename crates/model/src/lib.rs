@@ -26,7 +26,7 @@ pub use contact::{
 };
 pub use error::{ErrorCode, ModelError};
 pub use event::{Currency, Event, EventInput, EventKind, IdempotencyKey};
-pub use ids::{ContactId, EventId, ExternalId, WorkspaceId};
+pub use ids::{ContactId, EventId, ExternalId, SegmentId, WorkspaceId};
 pub use patch::Patch;
 pub use role::Role;
 pub use text::ShortText;

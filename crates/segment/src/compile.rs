@@ -219,6 +219,18 @@ impl Compiler<'_> {
                 leaf(self.computed_trait(column, ty, c.op, &c.value), false)
             }
             Rule::Interest(c) => leaf(self.interest(&c.name, c.op, &c.value), false),
+            Rule::Segment(slug) if self.valid.static_segment(slug).is_some() => {
+                let id = self.valid.static_segment(slug).map_or(0, |id| id.0);
+                // A static segment's members are its stored membership.
+                let members = Query::select()
+                    .expr(Expr::val(1))
+                    .from_as("segment_memberships", "sm")
+                    .and_where(Expr::col(("sm", "segment_id")).eq(id))
+                    .and_where(Expr::col(("sm", "contact_id")).equals(("c", "id")))
+                    .and_where(Expr::col(("sm", "exited_at")).is_null())
+                    .to_owned();
+                leaf(Expr::exists(members), false)
+            }
             Rule::Segment(slug) => {
                 return Err(SegmentError::Invalid(vec![RuleError {
                     path: join(path, "segment"),

@@ -9,13 +9,20 @@
 //! The traits and interests rules use are computed by [`traits::recompute`].
 
 pub mod compile;
+pub mod crosstab;
+pub mod membership;
 pub mod preview;
+pub mod report;
 pub mod rule;
+pub mod store;
+pub mod suggest;
 pub mod traits;
 pub mod validate;
 
 pub use compile::compile;
+pub use crosstab::{Crosstab, CrosstabRequest, Dimension, crosstab};
 pub use preview::{PreviewOptions, count, members};
+pub use suggest::{SuggestOptions, Suggestion, suggest};
 pub use traits::{TraitSettings, TraitSummary, recompute};
 pub use validate::{Schema, ValidRule, validate, validate_segment};
 
@@ -52,9 +59,27 @@ pub enum SegmentError {
     /// A trait setting is out of range; `key` names it, e.g. `interests.half_life_days`.
     #[error("trait settings: {key}: {message}")]
     Settings { key: String, message: String },
+    /// A request around rules (a cross-tab, a suggestion) has a bad field, named by its
+    /// path, e.g. `rows.attr` or `filter.all[0].op`.
+    #[error("the request is invalid: {}", list(.0))]
+    InvalidRequest(Vec<RuleError>),
+    /// Suggestions need the traits (RFM, interests) computed first.
+    #[error(
+        "no contact of this workspace has computed traits yet: compute traits (RFM and interest profiles) first, then ask for suggestions"
+    )]
+    TraitsMissing,
+    /// The clustering itself failed (its worker thread stopped).
+    #[error("clustering failed: {0}")]
+    Clustering(String),
     /// The query ran longer than the preview allows.
     #[error("the segment query took longer than {0:?} and was stopped")]
     Timeout(std::time::Duration),
+    /// The request conflicts with what is stored (a taken slug, a segment still in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored value could not be read back; the database was changed behind Clarion.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
 }

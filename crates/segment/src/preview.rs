@@ -66,7 +66,7 @@ pub async fn members(
         .collect()
 }
 
-async fn run(
+pub(crate) async fn run(
     db: &DatabaseConnection,
     query: &SelectStatement,
     options: PreviewOptions,

@@ -306,6 +306,23 @@ impl fmt::Display for Span {
     }
 }
 
+impl Rule {
+    /// Whether `test` holds for this node or any node below it.
+    pub fn any_node(&self, test: &dyn Fn(&Rule) -> bool) -> bool {
+        test(self)
+            || match self {
+                Rule::All(rules) | Rule::Any(rules) => rules.iter().any(|r| r.any_node(test)),
+                Rule::Not(rule) => rule.any_node(test),
+                _ => false,
+            }
+    }
+
+    /// Whether the rule names the segment `slug` (directly, not through other segments).
+    pub fn refers_to(&self, slug: &str) -> bool {
+        self.any_node(&|rule| matches!(rule, Rule::Segment(s) if s == slug))
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // JSON
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use clarion_model::{AttributeName, AttributeType, EventKind, Timestamp, WorkspaceId};
+use clarion_model::{AttributeName, AttributeType, EventKind, SegmentId, Timestamp, WorkspaceId};
 use sea_orm::{
     ConnectionTrait, FromQueryResult,
     sea_query::{Expr, ExprTrait, Query},
@@ -77,6 +77,7 @@ pub const TRAITS: &[(&str, AttributeType)] = &[
 pub struct Schema {
     attributes: BTreeMap<String, AttributeType>,
     segments: BTreeMap<String, Rule>,
+    static_segments: BTreeMap<String, SegmentId>,
 }
 
 #[derive(FromQueryResult)]
@@ -100,6 +101,13 @@ impl Schema {
     /// Adds a segment other rules may refer to by slug.
     pub fn with_segment(mut self, slug: impl Into<String>, rule: Rule) -> Self {
         self.segments.insert(slug.into(), rule);
+        self
+    }
+
+    /// Adds a static segment (an uploaded list) other rules may refer to by slug; rules test
+    /// its stored membership.
+    pub fn with_static_segment(mut self, slug: impl Into<String>, id: SegmentId) -> Self {
+        self.static_segments.insert(slug.into(), id);
         self
     }
 
@@ -142,6 +150,7 @@ impl Schema {
 pub struct ValidRule {
     rule: Rule,
     fields: BTreeMap<String, Field>,
+    static_segments: BTreeMap<String, SegmentId>,
 }
 
 impl ValidRule {
@@ -153,6 +162,17 @@ impl ValidRule {
     /// Where an attribute the rule uses lives.
     pub fn field(&self, name: &str) -> Option<Field> {
         self.fields.get(name).copied()
+    }
+
+    /// The id of a static segment the rule refers to.
+    pub fn static_segment(&self, slug: &str) -> Option<SegmentId> {
+        self.static_segments.get(slug).copied()
+    }
+
+    /// Whether the rule (after inlining) looks at events, so new events can change its
+    /// members.
+    pub fn uses_events(&self) -> bool {
+        self.rule.any_node(&|rule| matches!(rule, Rule::Event(_)))
     }
 }
 
@@ -181,12 +201,14 @@ fn validate_inner(
         stack,
         errors: Vec::new(),
         fields: BTreeMap::new(),
+        static_segments: BTreeMap::new(),
     };
     let rule = checker.rule(rule, "");
     if checker.errors.is_empty() {
         Ok(ValidRule {
             rule,
             fields: checker.fields,
+            static_segments: checker.static_segments,
         })
     } else {
         Err(checker.errors)
@@ -199,6 +221,7 @@ struct Checker<'a> {
     stack: Vec<String>,
     errors: Vec<RuleError>,
     fields: BTreeMap<String, Field>,
+    static_segments: BTreeMap<String, SegmentId>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -437,6 +460,10 @@ impl Checker<'_> {
             );
             return None;
         }
+        if let Some(id) = self.schema.static_segments.get(slug) {
+            self.static_segments.insert(slug.to_string(), *id);
+            return Some(Rule::Segment(slug.to_string()));
+        }
         let Some(referenced) = self.schema.segments.get(slug) else {
             self.fail(key_path, format!("no segment with slug {slug:?}"));
             return None;
@@ -446,6 +473,7 @@ impl Checker<'_> {
         match validate_inner(referenced, self.schema, stack) {
             Ok(valid) => {
                 self.fields.extend(valid.fields);
+                self.static_segments.extend(valid.static_segments);
                 Some(valid.rule)
             }
             Err(errors) => {

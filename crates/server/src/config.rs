@@ -26,6 +26,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub ingest: IngestSettings,
+    pub segments: SegmentSettings,
     pub traits: TraitsSettings,
     pub log: LogSettings,
 }
@@ -81,6 +82,20 @@ impl TraitsSettings {
             purchases: self.purchases.clone(),
             interests: self.interests.clone(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSettings {
+    pub preview_timeout_ms: u64,
+    pub sweep_interval_secs: u64,
+    pub realtime: bool,
+}
+
+impl SegmentSettings {
+    pub fn preview_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.preview_timeout_ms)
     }
 }
 
@@ -165,6 +180,18 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "database.max_connections",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.segments.preview_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "segments.preview_timeout_ms",
+                reason: "must be at least 1 (milliseconds)".into(),
+            });
+        }
+        if self.segments.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "segments.sweep_interval_secs",
+                reason: "must be at least 1 (seconds)".into(),
             });
         }
         if !(1..=MAX_BATCH_LIMIT).contains(&self.ingest.max_batch) {

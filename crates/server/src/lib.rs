@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod realtime;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -2,9 +2,11 @@
 //! SQL on SQLite and PostgreSQL against an independent computation over the same fixture.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod crosstab;
 mod fixture;
 mod language;
 mod membership;
 mod sql;
+mod suggest;
 mod traits;
 mod validation;

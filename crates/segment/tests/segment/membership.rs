@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use clarion_model::{ContactId, DEFAULT_WORKSPACE, WorkspaceId};
-use clarion_segment::{PreviewOptions, Rule, Schema, SegmentError, count, members, validate};
+use clarion_segment::{
+    PreviewOptions, Rule, Schema, SegmentError, count, members, membership, report, store,
+    validate, validate_segment,
+};
 use clarion_testkit::{Backend, on_both_backends};
 use sea_orm::{ConnectionTrait, DatabaseConnection, sea_query::Query};
 use serde_json::{Value, json};
@@ -663,7 +666,82 @@ async fn a_preview_that_outlasts_its_timeout_is_stopped(backend: Backend) {
     assert_eq!(found, ["p00"]);
 }
 
+/// Every case saved as a segment and materialized has exactly the expected current members;
+/// materializing again, or refreshing every contact, changes nothing.
+async fn materialized_segments_hold_the_same_members(backend: Backend) {
+    let fx = Fixture::load(backend).await;
+    let names = ids_to_external(&fx.db).await;
+    let new = |slug: String, rule: Rule| store::NewSegment {
+        name: slug.clone(),
+        slug,
+        description: String::new(),
+        category: store::Category::Behavioural,
+        rule: Some(rule),
+    };
+    let germans = Rule::from_json(&json!({"attr": "country", "op": "=", "value": "DE"})).unwrap();
+    let stored = store::create(
+        &fx.db,
+        DEFAULT_WORKSPACE,
+        new("germans".into(), germans.clone()),
+        now(),
+    )
+    .await
+    .unwrap();
+    let schema = store::schema(&fx.db, DEFAULT_WORKSPACE).await.unwrap();
+    let valid = validate_segment("germans", &germans, &schema).unwrap();
+    membership::materialize(&fx.db, &stored, &valid, now())
+        .await
+        .unwrap();
+    let all_contacts: Vec<ContactId> = names.keys().map(|id| ContactId(*id)).collect();
+    for (i, (rule, expected)) in cases(&fx).into_iter().enumerate() {
+        let rule = Rule::from_json(&rule).unwrap();
+        let slug = format!("case-{i}");
+        let schema = store::schema(&fx.db, DEFAULT_WORKSPACE).await.unwrap();
+        let valid = validate_segment(&slug, &rule, &schema).unwrap();
+        let segment = store::create(
+            &fx.db,
+            DEFAULT_WORKSPACE,
+            new(slug.clone(), rule.clone()),
+            now(),
+        )
+        .await
+        .unwrap();
+        let changes = membership::materialize(&fx.db, &segment, &valid, now())
+            .await
+            .unwrap();
+        assert_eq!(
+            changes.entered as usize,
+            expected.len(),
+            "{backend:?} {rule}"
+        );
+        let stored: BTreeSet<String> = fx
+            .db
+            .query_all(&report::members_of(segment.id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| names[&row.try_get::<i64>("", "contact_id").unwrap()].clone())
+            .collect();
+        assert_eq!(stored, expected, "{backend:?} {rule}");
+        let again = membership::materialize(&fx.db, &segment, &valid, now())
+            .await
+            .unwrap();
+        assert_eq!(again, membership::Changes::default(), "{backend:?} {rule}");
+        let segment = store::get(&fx.db, DEFAULT_WORKSPACE, segment.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(segment.member_count as usize, expected.len());
+    }
+    let refreshed =
+        membership::refresh_contacts(&fx.db, DEFAULT_WORKSPACE, &all_contacts, now(), false)
+            .await
+            .unwrap();
+    assert_eq!(refreshed, membership::Changes::default(), "{backend:?}");
+}
+
 on_both_backends!(
+    materialized_segments_hold_the_same_members,
     every_condition_matches_an_independent_computation,
     a_preview_that_outlasts_its_timeout_is_stopped,
     counts_and_pages_agree_with_members,

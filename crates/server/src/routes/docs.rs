@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{contacts, events, health, traits};
+use super::{contacts, crosstab, events, health, segments, suggest, traits};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -19,6 +19,10 @@ use crate::{error::ApiError, store};
     paths(
         contacts::upsert_batch, contacts::list, contacts::get, contacts::patch, contacts::delete,
         contacts::events, events::insert_batch, health::health, health::ready, health::metrics,
+        segments::list, segments::create, segments::get, segments::update, segments::delete,
+        segments::preview, segments::health, segments::members, segments::upload_members,
+        segments::history, segments::contact_segments,
+        crosstab::compute, suggest::compute,
         traits::get,
     ),
     components(schemas(
@@ -26,12 +30,23 @@ use crate::{error::ApiError, store};
         store::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
         clarion_model::ContactPatch, clarion_model::EventInput, clarion_model::Event,
         clarion_model::Subscriptions, clarion_model::SubscriptionsPatch,
+        segments::SegmentView, segments::SegmentInput, segments::SegmentPatch,
+        segments::PreviewInput, segments::PreviewView, segments::HealthView, segments::MembersPage,
+        segments::MemberView, segments::UploadReport, segments::UnknownLine,
+        clarion_segment::report::Overview, clarion_segment::report::SegmentValue,
+        clarion_segment::report::Reachable, clarion_segment::report::Overlap,
+        clarion_segment::report::MemberRow, clarion_segment::report::Day,
+        clarion_segment::report::Stay, clarion_segment::store::Category,
+        clarion_segment::store::SegmentKind,
+        crosstab::CrosstabBody, crosstab::CrosstabDoc, crosstab::CellDoc,
+        suggest::SuggestBody, suggest::SuggestionsDoc, suggest::SuggestionDoc,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
     )),
     modifiers(&BearerKeys),
     tags(
         (name = "contacts", description = "Customers and their attributes"),
         (name = "events", description = "What customers do"),
+        (name = "segments", description = "Groups of contacts defined by rules or uploaded lists, kept current"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -62,6 +62,7 @@ pub async fn insert_batch(
         store::events::insert_batch(&state.db, caller.workspace, items, options).await?;
     report.errors = combine_refusals(errors, std::mem::take(&mut report.errors), query.atomic)?;
     report.rejected = report.errors.len();
+    crate::realtime::refresh(&state, caller.workspace, &report.contacts, true).await;
     let counter = &state.metrics.ingested;
     counter
         .with_label_values(&["event", "stored"])

@@ -1,9 +1,12 @@
 //! HTTP routes. [`configure`] registers them all; `main` and the tests use the same function.
 
 pub mod contacts;
+pub mod crosstab;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod segments;
+pub mod suggest;
 pub mod traits;
 
 use actix_web::web;
@@ -23,6 +26,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .configure(contacts::configure)
             .configure(events::configure)
+            .configure(crosstab::configure)
+            .configure(suggest::configure)
+            .configure(segments::configure)
             .configure(traits::configure),
     );
 }
@@ -67,6 +73,24 @@ pub(crate) fn parse_batch<T: DeserializeOwned>(
         }
     }
     Ok((items, errors))
+}
+
+/// Reads a JSON body into `T`; a value of the wrong shape is a 422 naming its field (e.g.
+/// `category: unknown variant "lifestyle", expected one of ...`).
+pub(crate) fn parse_body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let item = ItemError::from_serde(0, error);
+        let field = item.field.unwrap_or_default();
+        let message = if field.is_empty() {
+            item.message.clone()
+        } else {
+            format!("{field}: {}", item.message)
+        };
+        ApiError::new(ErrorCode::ValidationFailed, message).with_details(
+            serde_json::json!({ "errors": [{"field": field, "message": item.message}] }),
+        )
+    })
 }
 
 /// With `atomic`, any refused item refuses the whole batch.

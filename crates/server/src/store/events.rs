@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use clarion_model::{
-    Currency, Event, EventId, EventInput, EventKind, ExternalId, IdempotencyKey, Timestamp,
-    WorkspaceId, entity::event,
+    ContactId, Currency, Event, EventId, EventInput, EventKind, ExternalId, IdempotencyKey,
+    Timestamp, WorkspaceId, entity::event,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
@@ -46,6 +46,9 @@ pub struct EventReport {
     pub rejected: usize,
     /// Why each refused event was refused.
     pub errors: Vec<ItemError>,
+    /// The contacts the stored events belong to, so their segments can be brought up to date.
+    #[serde(skip)]
+    pub contacts: Vec<ContactId>,
 }
 
 /// Stores a batch of events. Bad items are reported and skipped (or, with `atomic`, stop the
@@ -104,6 +107,7 @@ pub async fn insert_batch(
         }
     };
     report.accepted = written.accepted;
+    report.contacts = written.contacts;
     report.duplicates.extend(written.duplicates);
     report.errors.extend(written.errors);
     report.rejected = report.errors.len();
@@ -116,6 +120,7 @@ pub async fn insert_batch(
 #[derive(Default)]
 struct Written {
     accepted: usize,
+    contacts: Vec<ContactId>,
     duplicates: Vec<Duplicate>,
     errors: Vec<ItemError>,
 }
@@ -182,6 +187,8 @@ async fn write_events(
         insert_multi_row(&txn, workspace, &rows, now, &mut written).await?;
     }
     txn.commit().await?;
+    written.contacts = rows.iter().map(|(_, id, _)| ContactId(*id)).collect();
+    written.contacts.dedup();
     Ok(written)
 }
 

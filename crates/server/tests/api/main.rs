@@ -5,5 +5,7 @@
 mod auth;
 mod contacts;
 mod events;
+mod insights;
 mod operations;
+mod segments;
 mod traits;
