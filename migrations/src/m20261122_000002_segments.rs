@@ -1,5 +1,6 @@
 //! Stored segments, their memberships with entry and exit times, and the traits computed per
-//! contact (RFM, CLV, interest profiles) that rules may use.
+//! contact (RFM, CLV, interest profiles) that rules may use, with the time of each
+//! workspace's last trait computation.
 
 use sea_orm_migration::prelude::*;
 
@@ -63,6 +64,16 @@ enum ContactInterests {
     WorkspaceId,
     Category,
     Score,
+}
+
+#[derive(Iden)]
+enum TraitComputations {
+    Table,
+    WorkspaceId,
+    ComputedAt,
+    Contacts,
+    InterestContacts,
+    ElapsedMs,
 }
 
 #[derive(Iden)]
@@ -201,7 +212,11 @@ impl MigrationTrait for Migration {
             .await?;
 
         // Computed per contact from its purchase events by the trait recomputation; a contact
-        // without purchases has no row.
+        // without purchases has no row. This table and contact_interests are derived data that
+        // every recomputation rewrites for the whole workspace, so they have no foreign keys: a
+        // check per written row cost 13 s of 33 s for 835,000 rows on PostgreSQL. Contact ids are
+        // never reused (bigserial, AUTOINCREMENT), so the rows of a deleted contact match no
+        // contact, and the next recomputation removes them.
         manager
             .create_table(
                 Table::create()
@@ -244,8 +259,6 @@ impl MigrationTrait for Migration {
                     )
                     .col(ColumnDef::new(ContactTraits::Clv).double().not_null())
                     .col(big(ContactTraits::ComputedAt))
-                    .foreign_key(&mut workspace_fk(ContactTraits::Table))
-                    .foreign_key(&mut contact_fk(ContactTraits::Table))
                     .to_owned(),
             )
             .await?;
@@ -260,7 +273,8 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
-        // Decayed, weighted interest per product category, normalised per contact to 0..1.
+        // Decayed, weighted interest per product category, normalised per contact: a contact's
+        // scores are shares that add up to 1.
         manager
             .create_table(
                 Table::create()
@@ -278,8 +292,6 @@ impl MigrationTrait for Migration {
                             .col(ContactInterests::ContactId)
                             .col(ContactInterests::Category),
                     )
-                    .foreign_key(&mut workspace_fk(ContactInterests::Table))
-                    .foreign_key(&mut contact_fk(ContactInterests::Table))
                     .to_owned(),
             )
             .await?;
@@ -294,11 +306,33 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+
+        // The last trait computation of each workspace, so that a contact without traits can
+        // be told apart from traits that were never computed.
+        manager
+            .create_table(
+                Table::create()
+                    .table(TraitComputations::Table)
+                    .col(
+                        ColumnDef::new(TraitComputations::WorkspaceId)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(big(TraitComputations::ComputedAt))
+                    .col(big(TraitComputations::Contacts))
+                    .col(big(TraitComputations::InterestContacts))
+                    .col(big(TraitComputations::ElapsedMs))
+                    .foreign_key(&mut workspace_fk(TraitComputations::Table))
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            TraitComputations::Table.into_iden(),
             ContactInterests::Table.into_iden(),
             ContactTraits::Table.into_iden(),
             SegmentMemberships::Table.into_iden(),

@@ -114,6 +114,7 @@ fn every_subcommand_has_help() {
         vec!["import", "events", "--help"],
         vec!["keys", "create", "--help"],
         vec!["bench", "ingest", "--help"],
+        vec!["traits", "recompute", "--help"],
     ] {
         let mut command = std::process::Command::new(clarion_e2e::clarion_binary());
         let (output, stdout, _) = run(command.args(&args));

@@ -1,5 +1,6 @@
-//! The `clarion` binary as a user runs it: import, keys, migrate, serve.
+//! The `clarion` binary as a user runs it: import, keys, migrate, serve, traits.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
 mod import;
+mod traits;

@@ -1,9 +1,10 @@
-//! `clarion`: runs the server, migrates the database, imports CSV, manages API keys and
-//! measures throughput.
+//! `clarion`: runs the server, migrates the database, imports CSV, manages API keys,
+//! computes traits and measures throughput.
 
 mod bench;
 mod import;
 mod keys;
+mod traits;
 
 use clap::{Parser, Subcommand};
 use clarion_model::DEFAULT_WORKSPACE;
@@ -28,6 +29,9 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Compute traits: RFM scores and segments, historic CLV, interest profiles.
+    #[command(subcommand)]
+    Traits(traits::TraitsCommand),
     /// Measure throughput on fresh databases (figures for the README and release notes).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -73,6 +77,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Import(command) => import::run(command, settings).await,
         Command::Keys(command) => keys::run(command, settings).await,
+        Command::Traits(command) => traits::run(command, settings).await,
         Command::Bench(command) => bench::run(command, settings).await,
     }
 }
@@ -91,6 +96,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let sweeper = clarion_server::realtime::spawn_sweeper(
         state.db.clone(),
         state.settings.segments.clone(),
+        state.settings.traits.clone(),
         state.redis.clone(),
         state.settings.redis.key_prefix.clone(),
     );

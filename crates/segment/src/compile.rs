@@ -18,6 +18,10 @@
 //! - `within: "90d"` holds events with `now - 90d <= occurred_at <= now`; `between` holds
 //!   events from the start of its first date to the end of its second.
 //! - `sum` over no events is 0; `count` over none is 0.
+//! - Traits read the contact's row of `contact_traits` (see [`crate::traits`]); a contact
+//!   without one (no purchases) has missing traits, like a missing attribute. Interests read
+//!   `contact_interests`, where a category without a row scores 0; `exists` asks for a
+//!   score above 0 and `not_exists` for none.
 //! - String operators are case-sensitive, and strings order by code point (PostgreSQL
 //!   comparisons use `COLLATE "C"`), so both databases agree.
 
@@ -31,7 +35,7 @@ use sea_orm::{
 use crate::{
     RuleError, SegmentError,
     rule::{Aggregate, EventCondition, Literal, Measure, Op, Operand, Rule, Window},
-    validate::{Field, ValidRule, date_interval, property_type},
+    validate::{Field, TRAITS, ValidRule, date_interval, property_type},
 };
 
 /// The query listing the ids of the contacts of `workspace` that satisfy `rule` at `now`
@@ -104,6 +108,30 @@ fn items(operand: &Operand) -> &[Literal] {
         Operand::None => &[],
         Operand::One(literal) => std::slice::from_ref(literal),
         Operand::List(items) => items,
+    }
+}
+
+/// Whether a score of 0 passes a numeric comparison, as the database would decide it.
+fn zero_passes(op: Op, value: &Operand) -> bool {
+    let numbers: Vec<f64> = items(value)
+        .iter()
+        .map(|literal| match literal {
+            Literal::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+            _ => f64::NAN,
+        })
+        .collect();
+    let first = numbers.first().copied().unwrap_or(f64::NAN);
+    match op {
+        Op::Eq => 0.0 == first,
+        Op::Ne => 0.0 != first,
+        Op::Lt => 0.0 < first,
+        Op::Le => 0.0 <= first,
+        Op::Gt => 0.0 > first,
+        Op::Ge => 0.0 >= first,
+        Op::Between => matches!(numbers.as_slice(), [low, high] if *low <= 0.0 && 0.0 <= *high),
+        Op::In => numbers.contains(&0.0),
+        Op::NotIn => !numbers.contains(&0.0),
+        _ => false,
     }
 }
 
@@ -183,17 +211,19 @@ impl Compiler<'_> {
                 leaf(self.event(e), nullable)
             }
             Rule::Trait(c) => {
-                return Err(SegmentError::NotYetComputed {
-                    path: join(path, "trait"),
-                    what: format!("the trait {:?}", c.name),
-                });
+                let (column, ty) = TRAITS
+                    .iter()
+                    .find(|(name, _)| *name == c.name)
+                    .copied()
+                    .ok_or_else(|| {
+                        SegmentError::Invalid(vec![RuleError {
+                            path: join(path, "trait"),
+                            message: format!("unknown trait {:?}", c.name),
+                        }])
+                    })?;
+                leaf(self.computed_trait(column, ty, c.op, &c.value), false)
             }
-            Rule::Interest(c) => {
-                return Err(SegmentError::NotYetComputed {
-                    path: join(path, "interest"),
-                    what: format!("the interest score {:?}", c.name),
-                });
-            }
+            Rule::Interest(c) => leaf(self.interest(&c.name, c.op, &c.value), false),
             Rule::Segment(slug) if self.valid.static_segment(slug).is_some() => {
                 let id = self.valid.static_segment(slug).map_or(0, |id| id.0);
                 // A static segment's members are its stored membership.
@@ -213,6 +243,56 @@ impl Compiler<'_> {
                 }]));
             }
         })
+    }
+
+    /// A trait, from the contact's row of `contact_traits`; a contact without one has no
+    /// traits, which satisfies no comparison, only `not_exists`.
+    fn computed_trait(
+        &self,
+        column: &'static str,
+        ty: AttributeType,
+        op: Op,
+        value: &Operand,
+    ) -> Expr {
+        let mut row = Query::select();
+        row.expr(Expr::val(1))
+            .from_as("contact_traits", "t")
+            .and_where(Expr::col(("t", "contact_id")).equals(("c", "id")));
+        match op {
+            Op::Exists => Expr::exists(row),
+            Op::NotExists => Expr::exists(row).not(),
+            _ => {
+                row.and_where(self.compare(Expr::col(("t", column)), ty, false, op, value));
+                Expr::exists(row)
+            }
+        }
+    }
+
+    /// An interest score, from `contact_interests`, where a category without a row scores 0.
+    /// A comparison 0 fails becomes "has a row whose score passes", one 0 passes becomes "has
+    /// no row whose score fails", so that both are (anti-)joins on the primary key.
+    fn interest(&self, category: &str, op: Op, value: &Operand) -> Expr {
+        let mut row = Query::select();
+        row.expr(Expr::val(1))
+            .from_as("contact_interests", "i")
+            .and_where(Expr::col(("i", "contact_id")).equals(("c", "id")))
+            .and_where(Expr::col(("i", "category")).eq(category.to_string()));
+        let score = || Expr::col(("i", "score"));
+        match op {
+            Op::Exists => Expr::exists(row),
+            Op::NotExists => Expr::exists(row).not(),
+            _ if zero_passes(op, value) => {
+                row.and_where(
+                    self.compare(score(), AttributeType::Number, false, op, value)
+                        .not(),
+                );
+                Expr::exists(row).not()
+            }
+            _ => {
+                row.and_where(self.compare(score(), AttributeType::Number, false, op, value));
+                Expr::exists(row)
+            }
+        }
     }
 
     fn attribute(&self, name: &str, field: Field, op: Op, value: &Operand) -> Expr {

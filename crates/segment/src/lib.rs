@@ -6,6 +6,7 @@
 //! ([`Rule::from_json`]) or from the compact text form ([`parse_text`]), checked against the
 //! workspace's [`Schema`] ([`validate`]), compiled to one parameterized SQL query for SQLite
 //! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
+//! The traits and interests rules use are computed by [`traits::recompute`].
 
 pub mod compile;
 pub mod crosstab;
@@ -15,12 +16,14 @@ pub mod report;
 pub mod rule;
 pub mod store;
 pub mod suggest;
+pub mod traits;
 pub mod validate;
 
 pub use compile::compile;
 pub use crosstab::{Crosstab, CrosstabRequest, Dimension, crosstab};
 pub use preview::{PreviewOptions, count, members};
 pub use suggest::{SuggestOptions, Suggestion, suggest};
+pub use traits::{TraitSettings, TraitSummary, recompute};
 pub use validate::{Schema, ValidRule, validate, validate_segment};
 
 pub use rule::{
@@ -49,9 +52,13 @@ pub enum SegmentError {
     /// The rule does not fit the workspace's schema.
     #[error("the rule is invalid: {}", list(.0))]
     Invalid(Vec<RuleError>),
-    /// The rule uses a value Clarion does not compute yet.
+    /// The rule uses a value Clarion does not compute. Traits and interests are computed now
+    /// (see [`traits`]), so compilation no longer answers this; code elsewhere still maps it.
     #[error("{path}: {what} is not computed yet, so rules cannot use it")]
     NotYetComputed { path: String, what: String },
+    /// A trait setting is out of range; `key` names it, e.g. `interests.half_life_days`.
+    #[error("trait settings: {key}: {message}")]
+    Settings { key: String, message: String },
     /// A request around rules (a cross-tab, a suggestion) has a bad field, named by its
     /// path, e.g. `rows.attr` or `filter.all[0].op`.
     #[error("the request is invalid: {}", list(.0))]

@@ -15,6 +15,7 @@ use crate::{
     rule::{
         Comparison, EventCondition, Literal, Measure, Op, Operand, PropertyFilter, Rule, Window,
     },
+    traits::RFM_SEGMENTS,
 };
 
 /// Where a contact field lives.
@@ -56,12 +57,18 @@ pub const BUILT_IN: &[(&str, AttributeType)] = &[
     ("updated_at", AttributeType::Date),
 ];
 
-/// The traits rules can name, with their types. Their values are not computed yet.
+/// The traits rules can name, with their types; each is the column of the same name in
+/// `contact_traits`, computed by [`crate::traits::recompute`] (see there for what each means).
 pub const TRAITS: &[(&str, AttributeType)] = &[
-    ("rfm_segment", AttributeType::String),
+    ("orders", AttributeType::Number),
+    ("revenue", AttributeType::Number),
+    ("first_purchase_at", AttributeType::Date),
+    ("last_purchase_at", AttributeType::Date),
+    ("recency_days", AttributeType::Number),
     ("rfm_recency", AttributeType::Number),
     ("rfm_frequency", AttributeType::Number),
     ("rfm_monetary", AttributeType::Number),
+    ("rfm_segment", AttributeType::String),
     ("clv", AttributeType::Number),
 ];
 
@@ -386,7 +393,16 @@ impl Checker<'_> {
 
     fn named_trait(&mut self, c: &Comparison<String>, path: &str) {
         match TRAITS.iter().find(|(name, _)| *name == c.name) {
-            Some((_, ty)) => self.operand(path, *ty, c.op, &c.value),
+            Some((_, ty)) => {
+                let before = self.errors.len();
+                self.operand(path, *ty, c.op, &c.value);
+                if c.name == "rfm_segment"
+                    && self.errors.len() == before
+                    && matches!(c.op, Op::Eq | Op::Ne | Op::In | Op::NotIn)
+                {
+                    self.rfm_segment_names(path, &c.value);
+                }
+            }
             None => self.fail(
                 join(path, "trait"),
                 format!(
@@ -399,6 +415,34 @@ impl Checker<'_> {
                         .join(", ")
                 ),
             ),
+        }
+    }
+
+    /// An exact comparison with an RFM segment that does not exist is a typo, not a rule that
+    /// matches no one.
+    fn rfm_segment_names(&mut self, path: &str, value: &Operand) {
+        let (items, many): (&[Literal], bool) = match value {
+            Operand::None => return,
+            Operand::One(literal) => (std::slice::from_ref(literal), false),
+            Operand::List(items) => (items, true),
+        };
+        for (i, item) in items.iter().enumerate() {
+            if let Literal::String(name) = item
+                && !RFM_SEGMENTS.contains(&name.as_str())
+            {
+                let value_path = join(path, "value");
+                self.fail(
+                    if many {
+                        format!("{value_path}[{i}]")
+                    } else {
+                        value_path
+                    },
+                    format!(
+                        "unknown RFM segment {name:?}; the segments are {}",
+                        RFM_SEGMENTS.join(", ")
+                    ),
+                );
+            }
         }
     }
 

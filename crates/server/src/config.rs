@@ -27,6 +27,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub ingest: IngestSettings,
     pub segments: SegmentSettings,
+    pub traits: TraitsSettings,
     pub log: LogSettings,
     pub tracking: TrackingSettings,
 }
@@ -62,6 +63,27 @@ pub struct IngestSettings {
     pub max_batch: usize,
     pub create_unknown_contacts: bool,
     pub max_future_hours: u32,
+}
+
+/// `[traits]`: how RFM, CLV and interest profiles are computed, and how often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraitsSettings {
+    /// Minutes between two recomputations of every workspace's traits; 0 turns periodic
+    /// recomputation off (`clarion traits recompute` still works).
+    pub recompute_interval_minutes: u64,
+    pub purchases: clarion_segment::traits::PurchaseSettings,
+    pub interests: clarion_segment::traits::InterestSettings,
+}
+
+impl TraitsSettings {
+    /// What `clarion_segment::recompute` takes.
+    pub fn computation(&self) -> clarion_segment::TraitSettings {
+        clarion_segment::TraitSettings {
+            purchases: self.purchases.clone(),
+            interests: self.interests.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +254,14 @@ impl Settings {
                 ),
             });
         }
+        if let Err(clarion_segment::SegmentError::Settings { key, message }) =
+            self.traits.computation().check()
+        {
+            return Err(ConfigError::Invalid {
+                key: "traits",
+                reason: format!("traits.{key}: {message}"),
+            });
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log.level",
@@ -333,6 +363,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("tracking.base_url"), "{error}");
+    }
+
+    #[test]
+    fn trait_settings_load_and_are_checked() {
+        let settings = Settings::load_from(
+            None,
+            env(&[("CLARION__TRAITS__INTERESTS__WEIGHTS__WISHLIST", "4")]),
+        )
+        .unwrap();
+        let computation = settings.traits.computation();
+        assert_eq!(computation.interests.weights["wishlist"], 4.0);
+        assert_eq!(computation.interests.weights["view"], 1.0);
+        assert_eq!(computation.interests.half_life_days, 30.0);
+        assert_eq!(computation.purchases.order_property, "invoice");
+        assert_eq!(settings.traits.recompute_interval_minutes, 60);
+        let error = Settings::load_from(
+            None,
+            env(&[("CLARION__TRAITS__INTERESTS__HALF_LIFE_DAYS", "-1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("traits.interests.half_life_days"), "{error}");
     }
 
     #[test]

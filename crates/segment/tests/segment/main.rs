@@ -8,4 +8,5 @@ mod language;
 mod membership;
 mod sql;
 mod suggest;
+mod traits;
 mod validation;

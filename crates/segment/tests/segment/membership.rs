@@ -622,30 +622,6 @@ async fn counts_and_pages_agree_with_members(backend: Backend) {
     assert_eq!(other, 0);
 }
 
-async fn traits_and_interests_are_refused_until_computed(backend: Backend) {
-    let fx = Fixture::load(backend).await;
-    let schema = schema(&fx.db).await;
-    for rule in [
-        json!({"all": [{"attr": "age", "op": ">", "value": 3}, {"trait": "rfm_segment", "op": "in", "value": ["champions"]}]}),
-        json!({"interest": "cats", "op": ">=", "value": 0.4}),
-    ] {
-        let valid = validate(&Rule::from_json(&rule).unwrap(), &schema).unwrap();
-        let error = count(
-            &fx.db,
-            DEFAULT_WORKSPACE,
-            &valid,
-            now(),
-            PreviewOptions::default(),
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(error, SegmentError::NotYetComputed { .. }),
-            "{error}"
-        );
-    }
-}
-
 /// A preview that runs longer than its timeout answers `Timeout`, and the database stays
 /// usable.
 async fn a_preview_that_outlasts_its_timeout_is_stopped(backend: Backend) {
@@ -769,5 +745,4 @@ on_both_backends!(
     every_condition_matches_an_independent_computation,
     a_preview_that_outlasts_its_timeout_is_stopped,
     counts_and_pages_agree_with_members,
-    traits_and_interests_are_refused_until_computed,
 );

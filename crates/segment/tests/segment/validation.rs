@@ -80,6 +80,16 @@ fn unknown_fields_and_traits_are_refused() {
         "unknown trait \"karma\"",
     );
     assert_error(
+        json!({"trait": "rfm_segment", "op": "in", "value": ["champions", "vips"]}),
+        "value[1]",
+        "unknown RFM segment \"vips\"; the segments are champions, loyal,",
+    );
+    assert_error(
+        json!({"trait": "last_purchase_at", "op": ">", "value": 3}),
+        "value",
+        "expected a date",
+    );
+    assert_error(
         json!({"event": "Purchase!"}),
         "event",
         "must start with a lower-case letter",

@@ -117,9 +117,9 @@ pub(crate) fn segment_error(error: SegmentError) -> ApiError {
         ),
         SegmentError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
         SegmentError::Db(db) => db.into(),
-        other @ (SegmentError::Clustering(_) | SegmentError::Corrupt(_)) => {
-            ApiError::internal(&other)
-        }
+        other @ (SegmentError::Clustering(_)
+        | SegmentError::Corrupt(_)
+        | SegmentError::Settings { .. }) => ApiError::internal(&other),
     }
 }
 

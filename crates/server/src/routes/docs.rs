@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{campaigns, contacts, crosstab, events, health, segments, suggest, templates};
+use super::{campaigns, contacts, crosstab, events, health, segments, suggest, templates, traits};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use crate::{error::ApiError, store};
         campaigns::create, campaigns::list, campaigns::get, campaigns::update, campaigns::delete,
         campaigns::duplicate, campaigns::save_variant, campaigns::history, campaigns::preview,
         campaigns::audience, templates::validate,
+        traits::get,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
@@ -54,6 +55,7 @@ use crate::{error::ApiError, store};
         clarion_campaign::AudienceReport, clarion_campaign::VariantAudience,
         clarion_campaign::audience::Counts, clarion_campaign::audience::SegmentSize,
         clarion_campaign::CampaignId, clarion_campaign::VariantId, clarion_model::Channel,
+        traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
     )),
     modifiers(&BearerKeys),
     tags(

@@ -9,6 +9,7 @@ pub mod health;
 pub mod segments;
 pub mod suggest;
 pub mod templates;
+pub mod traits;
 
 use actix_web::web;
 use clarion_model::ErrorCode;
@@ -31,7 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(suggest::configure)
             .configure(segments::configure)
             .configure(campaigns::configure)
-            .configure(templates::configure),
+            .configure(templates::configure)
+            .configure(traits::configure),
     );
 }
 

@@ -198,7 +198,9 @@ fn segment_error(error: SegmentError) -> ApiError {
         ),
         SegmentError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
         SegmentError::Db(db) => db.into(),
-        e @ (SegmentError::Corrupt(_) | SegmentError::Clustering(_)) => ApiError::internal(&e),
+        e @ (SegmentError::Corrupt(_)
+        | SegmentError::Clustering(_)
+        | SegmentError::Settings { .. }) => ApiError::internal(&e),
     }
 }
 

@@ -9,3 +9,4 @@ mod events;
 mod insights;
 mod operations;
 mod segments;
+mod traits;

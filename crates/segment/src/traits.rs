@@ -1,0 +1,708 @@
+//! Computed traits: what a contact's purchases say about it (orders, revenue, RFM scores, a
+//! named RFM segment, historic CLV) and which product categories its behaviour points to
+//! (interest profiles). [`recompute`] rewrites them for a whole workspace with a few
+//! set-based statements; rules read them through `trait` and `interest` nodes.
+//!
+//! # Purchases, RFM and CLV
+//!
+//! Only events that happened at or before the moment of computation (`now`) count. A contact
+//! has purchase traits when it has at least one purchase event (kind `purchases.kind`,
+//! default `purchase`); contacts without one have no traits, and rules treat their traits as
+//! missing.
+//!
+//! - **orders**: the number of distinct values of the purchase events' order property
+//!   (`purchases.order_property`, default `invoice`, so the lines of one invoice are one
+//!   order); a purchase event without that property is an order of its own.
+//! - **revenue**: net revenue, the sum of the purchase events' `amount` minus the size of the
+//!   refund events' `amount` (kind `purchases.refund_kind`, default `refund`), whatever sign
+//!   the refund was written with (the Online Retail data writes cancellations as negative
+//!   quantities). A missing amount counts as 0. Rounded to hundredths; amounts are summed as
+//!   they are, whatever their currency.
+//! - **first_purchase_at**, **last_purchase_at**: the first and the last purchase event.
+//! - **recency_days**: days from the last purchase to `now`, with fractions.
+//! - **clv**: historic customer lifetime value, the net revenue to date (the same number as
+//!   `revenue`; it is kept apart so that a predictive CLV can replace it without changing
+//!   what `revenue` means).
+//!
+//! **RFM scores** are quintiles from 1 to 5 among the workspace's contacts with purchase
+//! traits, 5 being best: recency by the last purchase (later is better), frequency by
+//! `orders` (more is better), monetary by `revenue` (more is better). With `n` such contacts
+//! and `rank` = 1 + the number of contacts with a strictly worse value, the score is
+//! `1 + floor(5 × (rank − 1) / n)`. Contacts with equal values therefore get equal scores,
+//! the score of the first position their group takes (many one-order customers all get
+//! frequency 1 rather than being spread over several scores by an arbitrary order), and
+//! with fewer than five contacts the top scores stay empty.
+//!
+//! The **named RFM segment** reads the recency score `R` against `FM`, the mean of the
+//! frequency and monetary scores rounded half up (`(F + M + 1) / 2` in integers):
+//!
+//! | R \ FM | 1              | 2                   | 3                   | 4           | 5           |
+//! |--------|----------------|---------------------|---------------------|-------------|-------------|
+//! | 5      | new            | potential_loyalists | potential_loyalists | champions   | champions   |
+//! | 4      | promising      | potential_loyalists | potential_loyalists | loyal       | champions   |
+//! | 3      | about_to_sleep | need_attention      | need_attention      | loyal       | loyal       |
+//! | 2      | hibernating    | about_to_sleep      | at_risk             | at_risk     | cannot_lose |
+//! | 1      | lost           | hibernating         | at_risk             | cannot_lose | cannot_lose |
+//!
+//! Read it as: recent buyers of high value are champions, recent buyers of little value are
+//! new or promising, valuable buyers who stopped are at risk or cannot be lost, and buyers
+//! who bought little long ago are hibernating or lost.
+//!
+//! # Interests
+//!
+//! Events whose kind has a weight (`interests.weights`, default view 1, cart 3, purchase 5,
+//! search 2) and whose category property (`interests.category_property`, default
+//! `category`) holds a non-empty string feed the contact's interest in that category:
+//!
+//! `raw(contact, category) = Σ weight(kind) × 0.5 ^ (age_days / half_life_days)`
+//!
+//! with `age_days` the event's age at `now` and `half_life_days` default 30. A contact's
+//! scores are its raw values divided by their sum, so they are shares that add up to 1: a
+//! score of 0.4 for `cats` means 40 % of the contact's recent, weighted interest went to
+//! cats. Events more than 60 half-lives old are left out (they would weigh less than 10⁻¹⁸
+//! of a new one; with the default half-life that is about five years), so an interest fades
+//! out completely rather than living on as the share of a long-silent contact. A contact
+//! without counted events has no interests, and rules read every interest of it as 0.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clarion_model::{ContactId, EventKind, Timestamp, WorkspaceId};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
+    Value,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::SegmentError;
+use crate::validate::is_property_name;
+
+const DAY_MILLIS: i64 = 86_400_000;
+
+/// Events older than this many half-lives are left out of interests.
+const MAX_HALF_LIVES: i64 = 60;
+
+/// The named RFM segments, indexed by `[R - 1][FM - 1]` (see the module documentation).
+pub const RFM_GRID: [[&str; 5]; 5] = [
+    [
+        "lost",
+        "hibernating",
+        "at_risk",
+        "cannot_lose",
+        "cannot_lose",
+    ],
+    [
+        "hibernating",
+        "about_to_sleep",
+        "at_risk",
+        "at_risk",
+        "cannot_lose",
+    ],
+    [
+        "about_to_sleep",
+        "need_attention",
+        "need_attention",
+        "loyal",
+        "loyal",
+    ],
+    [
+        "promising",
+        "potential_loyalists",
+        "potential_loyalists",
+        "loyal",
+        "champions",
+    ],
+    [
+        "new",
+        "potential_loyalists",
+        "potential_loyalists",
+        "champions",
+        "champions",
+    ],
+];
+
+/// Every named RFM segment, best first; the values the `rfm_segment` trait takes.
+pub const RFM_SEGMENTS: [&str; 11] = [
+    "champions",
+    "loyal",
+    "potential_loyalists",
+    "new",
+    "promising",
+    "need_attention",
+    "about_to_sleep",
+    "at_risk",
+    "cannot_lose",
+    "hibernating",
+    "lost",
+];
+
+/// What counts as a purchase, a refund and an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PurchaseSettings {
+    /// The event kind of a purchase (or of one line of a purchase).
+    pub kind: String,
+    /// The event kind of a refund; it lowers revenue by the size of its amount.
+    pub refund_kind: String,
+    /// The event property naming the order a purchase event belongs to, so that the lines of
+    /// one order count as one; events without it count as an order each.
+    pub order_property: String,
+}
+
+impl Default for PurchaseSettings {
+    fn default() -> Self {
+        PurchaseSettings {
+            kind: "purchase".to_string(),
+            refund_kind: "refund".to_string(),
+            order_property: "invoice".to_string(),
+        }
+    }
+}
+
+/// How behavioural events become interest scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterestSettings {
+    /// The weight of one event of each kind; kinds not listed (or weighing 0) are ignored.
+    pub weights: BTreeMap<String, f64>,
+    /// After this many days an event counts half as much.
+    pub half_life_days: f64,
+    /// The event property holding the product category.
+    pub category_property: String,
+}
+
+impl Default for InterestSettings {
+    fn default() -> Self {
+        let weights = [
+            ("view", 1.0),
+            ("cart", 3.0),
+            ("purchase", 5.0),
+            ("search", 2.0),
+        ]
+        .into_iter()
+        .map(|(kind, weight)| (kind.to_string(), weight))
+        .collect();
+        InterestSettings {
+            weights,
+            half_life_days: 30.0,
+            category_property: "category".to_string(),
+        }
+    }
+}
+
+/// Everything [`recompute`] needs to know about a workspace's events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TraitSettings {
+    pub purchases: PurchaseSettings,
+    pub interests: InterestSettings,
+}
+
+/// Weights must be 0 (ignored) or within this range, so that decayed weights never
+/// underflow.
+const WEIGHT_RANGE: std::ops::RangeInclusive<f64> = 1e-6..=1e6;
+
+impl TraitSettings {
+    /// Checks event kinds, property names, weights and the half-life. The error names the
+    /// setting, e.g. `interests.half_life_days`.
+    pub fn check(&self) -> Result<(), SegmentError> {
+        let bad = |key: &str, message: String| {
+            Err(SegmentError::Settings {
+                key: key.to_string(),
+                message,
+            })
+        };
+        let kinds = [
+            ("purchases.kind".to_string(), &self.purchases.kind),
+            (
+                "purchases.refund_kind".to_string(),
+                &self.purchases.refund_kind,
+            ),
+        ]
+        .into_iter()
+        .chain(
+            self.interests
+                .weights
+                .keys()
+                .map(|kind| (format!("interests.weights.{kind}"), kind)),
+        );
+        for (key, kind) in kinds {
+            if let Err(error) = EventKind::parse(kind.as_str()) {
+                return bad(&key, error.to_string());
+            }
+        }
+        if self.purchases.kind == self.purchases.refund_kind {
+            return bad(
+                "purchases.refund_kind",
+                format!(
+                    "must differ from purchases.kind (both are {:?})",
+                    self.purchases.kind
+                ),
+            );
+        }
+        for (key, name) in [
+            ("purchases.order_property", &self.purchases.order_property),
+            (
+                "interests.category_property",
+                &self.interests.category_property,
+            ),
+        ] {
+            if !is_property_name(name) {
+                return bad(
+                    key,
+                    format!("{name:?} is not a property name: 1 to 64 of letters, digits and _"),
+                );
+            }
+        }
+        let half_life = self.interests.half_life_days;
+        if !(half_life.is_finite() && half_life > 0.0 && half_life <= 36_500.0) {
+            return bad(
+                "interests.half_life_days",
+                format!("must be more than 0 and at most 36500 days, not {half_life}"),
+            );
+        }
+        for (kind, weight) in &self.interests.weights {
+            if !(*weight == 0.0 || WEIGHT_RANGE.contains(weight)) {
+                return bad(
+                    &format!("interests.weights.{kind}"),
+                    format!(
+                        "must be 0 (ignore the kind) or between {} and {}, not {weight}",
+                        WEIGHT_RANGE.start(),
+                        WEIGHT_RANGE.end()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one [`recompute`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraitSummary {
+    /// The moment the traits describe.
+    pub computed_at: Timestamp,
+    /// Contacts with purchase traits (at least one purchase).
+    pub contacts: u64,
+    /// How many of them each named RFM segment holds; segments without members are left out.
+    pub segments: BTreeMap<String, u64>,
+    /// Contacts with at least one interest.
+    pub interest_contacts: u64,
+    /// (contact, category) scores written.
+    pub interest_scores: u64,
+    /// Time spent on orders, revenue, RFM and CLV.
+    pub purchases_elapsed: Duration,
+    /// Time spent on interests.
+    pub interests_elapsed: Duration,
+}
+
+/// A contact's purchase traits, as of the computation.
+#[derive(Debug, Clone, PartialEq, Serialize, FromQueryResult)]
+pub struct PurchaseTraits {
+    pub orders: i64,
+    pub revenue: f64,
+    pub first_purchase_at: i64,
+    pub last_purchase_at: i64,
+    pub recency_days: f64,
+    pub rfm_recency: i16,
+    pub rfm_frequency: i16,
+    pub rfm_monetary: i16,
+    pub rfm_segment: String,
+    pub clv: f64,
+}
+
+/// One category of a contact's interest profile.
+#[derive(Debug, Clone, PartialEq, Serialize, FromQueryResult)]
+pub struct Interest {
+    pub category: String,
+    /// The category's share of the contact's interest, 0 to 1.
+    pub score: f64,
+}
+
+/// What Clarion computed about one contact.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactTraits {
+    /// When the workspace's traits were last computed; `None` when they never were.
+    pub computed_at: Option<Timestamp>,
+    /// `None` when the contact had no purchase at that time.
+    pub purchases: Option<PurchaseTraits>,
+    /// Highest score first; empty when the contact had no categorised events.
+    pub interests: Vec<Interest>,
+}
+
+/// SQL text with bound values, numbered `$n` on PostgreSQL and `?` on SQLite.
+struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    fn new(backend: DbBackend) -> Self {
+        Sql {
+            backend,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.values.push(value.into());
+        if self.backend == DbBackend::Postgres {
+            self.text.push_str(&format!("${}", self.values.len()));
+        } else {
+            self.text.push('?');
+        }
+        self
+    }
+
+    /// A top-level property of the event row `e` (SQL NULL when absent or JSON null).
+    fn property(&mut self, name: &str) -> &mut Self {
+        match self.backend {
+            DbBackend::Postgres => self
+                .push("(e.properties ->> ")
+                .bind(name.to_string())
+                .push(")"),
+            _ => self
+                .push("json_extract(e.properties, ")
+                .bind(format!("$.\"{name}\""))
+                .push(")"),
+        }
+    }
+
+    /// Whether that property holds a JSON string.
+    fn property_is_string(&mut self, name: &str) -> &mut Self {
+        match self.backend {
+            DbBackend::Postgres => self
+                .push("jsonb_typeof(e.properties -> ")
+                .bind(name.to_string())
+                .push(") = 'string'"),
+            _ => self
+                .push("json_type(e.properties, ")
+                .bind(format!("$.\"{name}\""))
+                .push(") = 'text'"),
+        }
+    }
+
+    fn build(self) -> Statement {
+        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
+/// `0.5 ^ x` for `0 <= x <= 60`, from columns `x` (PostgreSQL) or `n` = floor(x) and
+/// `z` = (x - n) × ln 2 (SQLite, whose bundled build has no `pow`): 2^-n by a shift and
+/// e^-z by its Taylor series to the 17th term, exact to double precision for z < ln 2.
+fn decay(backend: DbBackend) -> String {
+    match backend {
+        DbBackend::Postgres => "power(CAST(0.5 AS DOUBLE PRECISION), x)".to_string(),
+        _ => {
+            let mut series = "1.0".to_string();
+            for k in (1..=17).rev() {
+                series = format!("(1.0 - z / {k}.0 * {series})");
+            }
+            format!("({series} / (1 << n))")
+        }
+    }
+}
+
+/// Rewrites the purchase traits, RFM scores and segments, CLV and interests of every contact
+/// of `workspace` as of `now`, in one transaction: readers see the old values or the new
+/// ones, never a mix. The work is done by the database in a few set-based statements.
+#[tracing::instrument(skip_all, fields(workspace = workspace.0))]
+pub async fn recompute(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &TraitSettings,
+) -> Result<TraitSummary, SegmentError> {
+    settings.check()?;
+    let backend = db.get_database_backend();
+    let txn = db.begin().await?;
+    if backend == DbBackend::Postgres {
+        // The ranks sort every buyer three times and the aggregates group every purchase;
+        // with the default 4 MB they spill to disk. This holds for this transaction only.
+        txn.execute_unprepared("SET LOCAL work_mem = '256MB'")
+            .await?;
+    }
+
+    let started = Instant::now();
+    let mut delete = Sql::new(backend);
+    delete
+        .push("DELETE FROM contact_traits WHERE workspace_id = ")
+        .bind(workspace.0);
+    txn.execute_raw(delete.build()).await?;
+    let contacts = txn
+        .execute_raw(purchase_statement(
+            backend,
+            workspace,
+            now,
+            &settings.purchases,
+        ))
+        .await?
+        .rows_affected();
+    let mut count = Sql::new(backend);
+    count
+        .push("SELECT rfm_segment, COUNT(*) AS members FROM contact_traits WHERE workspace_id = ")
+        .bind(workspace.0)
+        .push(" GROUP BY rfm_segment");
+    let mut segments = BTreeMap::new();
+    for row in txn.query_all_raw(count.build()).await? {
+        let name: String = row.try_get("", "rfm_segment")?;
+        let members: i64 = row.try_get("", "members")?;
+        segments.insert(name, u64::try_from(members).unwrap_or(0));
+    }
+    let purchases_elapsed = started.elapsed();
+
+    let started = Instant::now();
+    let mut delete = Sql::new(backend);
+    delete
+        .push("DELETE FROM contact_interests WHERE workspace_id = ")
+        .bind(workspace.0);
+    txn.execute_raw(delete.build()).await?;
+    let (interest_scores, interest_contacts) = match interest_statement(
+        backend,
+        workspace,
+        now,
+        &settings.interests,
+    ) {
+        None => (0, 0),
+        Some(statement) => {
+            let scores = txn.execute_raw(statement).await?.rows_affected();
+            let mut count = Sql::new(backend);
+            count
+                    .push("SELECT COUNT(DISTINCT contact_id) AS contacts FROM contact_interests WHERE workspace_id = ")
+                    .bind(workspace.0);
+            let contacts: i64 = match txn.query_one_raw(count.build()).await? {
+                Some(row) => row.try_get("", "contacts")?,
+                None => 0,
+            };
+            (scores, u64::try_from(contacts).unwrap_or(0))
+        }
+    };
+    let interests_elapsed = started.elapsed();
+
+    let mut delete = Sql::new(backend);
+    delete
+        .push("DELETE FROM trait_computations WHERE workspace_id = ")
+        .bind(workspace.0);
+    txn.execute_raw(delete.build()).await?;
+    let mut insert = Sql::new(backend);
+    insert
+        .push("INSERT INTO trait_computations (workspace_id, computed_at, contacts, interest_contacts, elapsed_ms) VALUES (")
+        .bind(workspace.0)
+        .push(", ")
+        .bind(now.millis())
+        .push(", ")
+        .bind(i64::try_from(contacts).unwrap_or(i64::MAX))
+        .push(", ")
+        .bind(i64::try_from(interest_contacts).unwrap_or(i64::MAX))
+        .push(", ")
+        .bind(i64::try_from((purchases_elapsed + interests_elapsed).as_millis()).unwrap_or(i64::MAX))
+        .push(")");
+    txn.execute_raw(insert.build()).await?;
+    txn.commit().await?;
+
+    tracing::info!(
+        contacts,
+        interest_contacts,
+        purchases_ms = purchases_elapsed.as_millis() as u64,
+        interests_ms = interests_elapsed.as_millis() as u64,
+        "traits recomputed"
+    );
+    Ok(TraitSummary {
+        computed_at: now,
+        contacts,
+        segments,
+        interest_contacts,
+        interest_scores,
+        purchases_elapsed,
+        interests_elapsed,
+    })
+}
+
+/// One `INSERT ... SELECT` computing every contact's purchase traits: aggregates per contact,
+/// then ranks for the scores, then the segment from the grid.
+fn purchase_statement(
+    backend: DbBackend,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &PurchaseSettings,
+) -> Statement {
+    let purchase = || settings.kind.clone();
+    let mut sql = Sql::new(backend);
+    sql.push("WITH per_contact AS (SELECT e.contact_id AS contact_id, COUNT(DISTINCT CASE WHEN e.kind = ")
+        .bind(purchase())
+        .push(" THEN ")
+        .property(&settings.order_property)
+        .push(" END) + SUM(CASE WHEN e.kind = ")
+        .bind(purchase())
+        .push(" AND ")
+        .property(&settings.order_property)
+        .push(" IS NULL THEN 1 ELSE 0 END) AS orders, ROUND(SUM(CASE WHEN e.kind = ")
+        .bind(purchase())
+        .push(" THEN COALESCE(e.amount, 0) ELSE -ABS(COALESCE(e.amount, 0)) END) * 100) AS cents, MIN(CASE WHEN e.kind = ")
+        .bind(purchase())
+        .push(" THEN e.occurred_at END) AS first_at, MAX(CASE WHEN e.kind = ")
+        .bind(purchase())
+        .push(" THEN e.occurred_at END) AS last_at FROM events AS e WHERE e.workspace_id = ")
+        .bind(workspace.0)
+        .push(" AND e.kind IN (")
+        .bind(purchase())
+        .push(", ")
+        .bind(settings.refund_kind.clone())
+        .push(") AND e.occurred_at <= ")
+        .bind(now.millis())
+        .push(" GROUP BY e.contact_id), ");
+    // Ties share the score of the first position their group takes; see the module docs.
+    sql.push(
+        "scored AS (SELECT contact_id, orders, cents, first_at, last_at, \
+         1 + 5 * (RANK() OVER (ORDER BY last_at) - 1) / COUNT(*) OVER () AS r, \
+         1 + 5 * (RANK() OVER (ORDER BY orders) - 1) / COUNT(*) OVER () AS f, \
+         1 + 5 * (RANK() OVER (ORDER BY cents) - 1) / COUNT(*) OVER () AS m \
+         FROM per_contact WHERE last_at IS NOT NULL) \
+         INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, \
+         last_purchase_at, recency_days, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
+         SELECT contact_id, ",
+    )
+    .bind(workspace.0)
+    .push(", orders, cents / 100.0, first_at, last_at, (")
+    .bind(now.millis())
+    .push(" - last_at) / 86400000.0, r, f, m, CASE r * 10 + (f + m + 1) / 2");
+    for (r, row) in RFM_GRID.iter().enumerate() {
+        for (fm, name) in row.iter().enumerate() {
+            sql.push(&format!(" WHEN {} THEN ", (r + 1) * 10 + fm + 1))
+                .bind(name.to_string());
+        }
+    }
+    sql.push(" END, cents / 100.0, ")
+        .bind(now.millis())
+        .push(" FROM scored");
+    sql.build()
+}
+
+/// One `INSERT ... SELECT` computing every contact's interest shares, or `None` when no
+/// event kind has a weight: one pass over the recent weighted events grouped by contact and
+/// category, then each group's share of its contact's total.
+fn interest_statement(
+    backend: DbBackend,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &InterestSettings,
+) -> Option<Statement> {
+    let weights: Vec<(&String, f64)> = settings
+        .weights
+        .iter()
+        .filter(|(_, weight)| **weight > 0.0)
+        .map(|(kind, weight)| (kind, *weight))
+        .collect();
+    if weights.is_empty() {
+        return None;
+    }
+    let category = &settings.category_property;
+    let mut sql = Sql::new(backend);
+    sql.push("WITH weighted AS (SELECT e.contact_id AS contact_id, ")
+        .property(category)
+        .push(" AS category, e.occurred_at AS occurred_at, CASE e.kind");
+    for (kind, weight) in &weights {
+        sql.push(" WHEN ")
+            .bind(kind.to_string())
+            .push(" THEN ")
+            .bind(*weight);
+    }
+    sql.push(" END AS weight FROM events AS e WHERE e.workspace_id = ")
+        .bind(workspace.0)
+        .push(" AND e.kind IN (");
+    for (i, (kind, _)) in weights.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(kind.to_string());
+    }
+    let half_life_millis = settings.half_life_days * DAY_MILLIS as f64;
+    // A bound the (workspace, kind, occurred_at) index can use; `x <= 60` below is exact.
+    let oldest = now.millis() - (MAX_HALF_LIVES as f64 * half_life_millis).ceil() as i64;
+    sql.push(") AND e.occurred_at <= ")
+        .bind(now.millis())
+        .push(" AND e.occurred_at >= ")
+        .bind(oldest)
+        .push(" AND ")
+        .property_is_string(category)
+        .push(" AND ")
+        .property(category)
+        .push(" <> ''), aged AS (SELECT contact_id, category, weight, (")
+        .bind(now.millis())
+        .push(" - occurred_at) / ")
+        .bind(half_life_millis)
+        .push(" AS x FROM weighted), ");
+    match backend {
+        DbBackend::Postgres => {
+            sql.push("split AS (SELECT contact_id, category, weight, x FROM aged WHERE x <= ")
+        }
+        _ => sql.push(
+            "split AS (SELECT contact_id, category, weight, CAST(x AS INTEGER) AS n, \
+             (x - CAST(x AS INTEGER)) * 0.6931471805599453 AS z FROM aged WHERE x <= ",
+        ),
+    };
+    sql.push(&MAX_HALF_LIVES.to_string())
+        .push("), raw AS (SELECT contact_id, category, SUM(weight * ")
+        .push(&decay(backend))
+        .push(
+            ") AS raw FROM split GROUP BY contact_id, category) \
+               INSERT INTO contact_interests (contact_id, workspace_id, category, score) \
+               SELECT contact_id, ",
+        )
+        .bind(workspace.0)
+        .push(", category, raw / SUM(raw) OVER (PARTITION BY contact_id) FROM raw");
+    Some(sql.build())
+}
+
+#[derive(FromQueryResult)]
+struct ComputationRow {
+    computed_at: i64,
+}
+
+/// The traits and interests of one contact (of `workspace`), as last computed.
+pub async fn for_contact(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    contact: ContactId,
+) -> Result<ContactTraits, SegmentError> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT computed_at FROM trait_computations WHERE workspace_id = ")
+        .bind(workspace.0);
+    let computed_at = ComputationRow::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|row| Timestamp::from_millis(row.computed_at));
+
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT orders, revenue, first_purchase_at, last_purchase_at, recency_days, rfm_recency, \
+         rfm_frequency, rfm_monetary, rfm_segment, clv FROM contact_traits WHERE contact_id = ",
+    )
+    .bind(contact.0)
+    .push(" AND workspace_id = ")
+    .bind(workspace.0);
+    let purchases = PurchaseTraits::find_by_statement(sql.build())
+        .one(db)
+        .await?;
+
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT category, score FROM contact_interests WHERE contact_id = ")
+        .bind(contact.0)
+        .push(" AND workspace_id = ")
+        .bind(workspace.0)
+        .push(" ORDER BY score DESC, category");
+    let interests = Interest::find_by_statement(sql.build()).all(db).await?;
+    Ok(ContactTraits {
+        computed_at,
+        purchases,
+        interests,
+    })
+}
