@@ -35,6 +35,26 @@ pub enum BenchCommand {
         #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
         postgres_url: String,
     },
+    /// Segment computation on PostgreSQL over a generated population: RFM/CLV recomputation,
+    /// a materialized segment beside hand-written SQL, a size preview, and the latency from
+    /// an event to current memberships.
+    Segments {
+        /// Population sizes to measure, each on its own kept database.
+        #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 1_000_000])]
+        contacts: Vec<u64>,
+        /// Events per contact.
+        #[arg(long, default_value_t = 10)]
+        events_per_contact: u64,
+        /// Single events whose membership latency is measured.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// The PostgreSQL server to create the benchmark databases on.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// Generate the data anew even when a database of that size exists.
+        #[arg(long)]
+        fresh: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -71,6 +91,25 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
                 println!("{line}");
             }
             Ok(())
+        }
+        BenchCommand::Segments {
+            contacts,
+            events_per_contact,
+            events,
+            postgres_url,
+            fresh,
+        } => {
+            crate::bench_segments::run(
+                crate::bench_segments::SegmentBench {
+                    contacts,
+                    events_per_contact,
+                    latency_events: events,
+                    postgres_url,
+                    fresh,
+                },
+                &settings,
+            )
+            .await
         }
     }
 }

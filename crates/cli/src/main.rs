@@ -2,6 +2,7 @@
 //! computes traits and measures throughput.
 
 mod bench;
+mod bench_segments;
 mod import;
 mod keys;
 mod traits;

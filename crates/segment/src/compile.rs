@@ -594,7 +594,8 @@ impl Compiler<'_> {
                 Expr::exists(select)
             }
             Measure::Count { op, value } => {
-                select.expr(Func::count(Expr::col(("e", "id"))));
+                // COUNT(*) lets PostgreSQL count from the (contact_id, kind, occurred_at) index alone.
+                select.expr(Expr::cust("COUNT(*)"));
                 self.compare(Expr::from(select), AttributeType::Number, false, *op, value)
             }
             Measure::Aggregate {

@@ -10,7 +10,7 @@ use clarion_model::{
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{Expr, OnConflict, Query, SimpleExpr},
+    sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -187,11 +187,46 @@ pub async fn delete(
     workspace: WorkspaceId,
     external_id: &ExternalId,
 ) -> Result<bool, StoreError> {
+    let txn = super::begin_write(db).await?;
+    let found = select_ids(&txn, workspace, &[external_id.as_str()]).await?;
+    let Some(&id) = found.get(external_id.as_str()) else {
+        txn.rollback().await?;
+        return Ok(false);
+    };
+    // What was derived from the contact goes with it (its events by foreign key): the
+    // segments it is in lose a member, its stays and computed traits are removed.
+    txn.execute(
+        &Query::update()
+            .table("segments")
+            .value("member_count", Expr::col("member_count").sub(1))
+            .and_where(
+                Expr::col("id").in_subquery(
+                    Query::select()
+                        .column("segment_id")
+                        .from("segment_memberships")
+                        .and_where(Expr::col("contact_id").eq(id))
+                        .and_where(Expr::col("exited_at").is_null())
+                        .to_owned(),
+                ),
+            )
+            .to_owned(),
+    )
+    .await?;
+    for table in ["segment_memberships", "contact_traits", "contact_interests"] {
+        txn.execute(
+            &Query::delete()
+                .from_table(table)
+                .and_where(Expr::col("contact_id").eq(id))
+                .to_owned(),
+        )
+        .await?;
+    }
     let result = contact::Entity::delete_many()
         .filter(contact::Column::WorkspaceId.eq(workspace.0))
-        .filter(contact::Column::ExternalId.eq(external_id.as_str()))
-        .exec(db)
+        .filter(contact::Column::Id.eq(id))
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     Ok(result.rows_affected > 0)
 }
 

@@ -254,6 +254,13 @@ async fn events_and_contact_changes_update_memberships_at_once(backend: Backend)
         .collect();
     assert_eq!(repeat.len(), 1);
     assert!(repeat[0]["exited_at"].is_string());
+
+    // A deleted contact leaves its segments at once.
+    let (status, _) = send(&app, Method::DELETE, "/api/v1/contacts/p2", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(members(&app, "repeat-buyers").await, ["new-1"]);
+    let (_, segment) = app.get("/api/v1/segments/repeat-buyers").await;
+    assert_eq!(segment["member_count"], 1);
 }
 
 async fn preview_reports_size_value_reach_overlap_and_sample(backend: Backend) {

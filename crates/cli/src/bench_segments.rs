@@ -1,0 +1,363 @@
+//! `clarion bench segments`: segment computation on a generated population.
+//!
+//! The generator is plain SQL over a number series, so the same `--contacts` always gives the
+//! same contacts and events (no randomness), and 10,000,000 events are written in minutes
+//! without leaving the database. Each size is measured on its own database, which is kept
+//! (named after the size) so later runs skip the generation; `--fresh` makes it anew.
+//!
+//! Figures, each measured in the same run as its baseline:
+//! - RFM and CLV for every contact recomputed;
+//! - a segment combining an attribute filter, an event count in a 90-day window and an RFM
+//!   trait, computed and materialized, beside the same query written by hand;
+//! - a size preview of an unsaved rule;
+//! - the latency from storing one event to its contact's memberships being current, p50 and
+//!   p99 over `--events` single events.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clarion_model::{DEFAULT_WORKSPACE, EventInput, Timestamp};
+use clarion_segment::{
+    PreviewOptions, membership, parse_text,
+    store::{self, Category, NewSegment},
+    traits::{self, TraitSettings},
+    validate, validate_segment,
+};
+use clarion_server::{Settings, db, store::events};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use secrecy::SecretString;
+
+/// What to measure.
+pub struct SegmentBench {
+    pub contacts: Vec<u64>,
+    pub events_per_contact: u64,
+    pub latency_events: usize,
+    pub postgres_url: String,
+    pub fresh: bool,
+}
+
+/// The instant the generated data is relative to: 2026-06-30T00:00:00Z.
+const NOW: i64 = 1_782_777_600_000;
+const DAY: i64 = 86_400_000;
+
+/// The benchmark's segment rule and the same selection written by hand.
+const RULE: &str = "country in (\"DE\", \"FR\", \"NL\") and purchase.count(90d) >= 2 and trait rfm_segment in (\"champions\", \"loyal\", \"potential_loyalists\", \"new\", \"promising\")";
+
+fn hand_written(now: i64) -> String {
+    format!(
+        "INSERT INTO bench_hand (contact_id, entered_at) \
+         SELECT c.id, {now} FROM contacts c JOIN contact_traits t ON t.contact_id = c.id \
+         WHERE c.workspace_id = 1 AND c.country IN ('DE', 'FR', 'NL') \
+           AND t.rfm_segment IN ('champions', 'loyal', 'potential_loyalists', 'new', 'promising') \
+           AND (SELECT COUNT(*) FROM events e WHERE e.contact_id = c.id AND e.kind = 'purchase' \
+                AND e.occurred_at >= {since} AND e.occurred_at <= {now}) >= 2",
+        since = now - 90 * DAY
+    )
+}
+
+pub async fn run(bench: SegmentBench, settings: &Settings) -> anyhow::Result<()> {
+    println!(
+        "bench segments: PostgreSQL, {} events per contact, {} cores",
+        bench.events_per_contact,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    for &contacts in &bench.contacts {
+        let name = format!(
+            "clarion_bench_segments_{contacts}_{}",
+            bench.events_per_contact
+        );
+        let db = prepare(&bench, settings, &name, contacts).await?;
+        measure(&db, &bench, contacts).await?;
+        db.close().await.ok();
+    }
+    Ok(())
+}
+
+async fn prepare(
+    bench: &SegmentBench,
+    settings: &Settings,
+    name: &str,
+    contacts: u64,
+) -> anyhow::Result<DatabaseConnection> {
+    let admin = Database::connect(bench.postgres_url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to {}", bench.postgres_url))?;
+    let exists = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT 1 AS one FROM pg_database WHERE datname = '{name}'"),
+        ))
+        .await?
+        .is_some();
+    // A database from an interrupted generation is made anew.
+    let complete = exists
+        && {
+            let url = clarion_server::db::postgres_url_for_database(&bench.postgres_url, name);
+            match Database::connect(url.as_str()).await {
+                Ok(db) => {
+                    let n = db
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT (SELECT COUNT(*) FROM contacts) AS c, (SELECT COUNT(*) FROM events) AS e"
+                            .to_string(),
+                    ))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|row| Some((row.try_get::<i64>("", "c").ok()?, row.try_get::<i64>("", "e").ok()?)));
+                    db.close().await.ok();
+                    matches!(n, Some((c, e)) if c as u64 == contacts && e > 0)
+                }
+                Err(_) => false,
+            }
+        };
+    if exists && (bench.fresh || !complete) {
+        admin
+            .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await?;
+    }
+    let generate = !exists || bench.fresh || !complete;
+    if generate {
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+    }
+    admin.close().await.ok();
+    let url = clarion_server::db::postgres_url_for_database(&bench.postgres_url, name);
+    let mut database = settings.database.clone();
+    database.url = SecretString::from(url);
+    database.max_connections = 4;
+    let db = db::connect(&database).await?;
+    db::migrate(&db).await?;
+    if generate {
+        let started = Instant::now();
+        generate_data(&db, contacts, bench.events_per_contact).await?;
+        println!(
+            "  generated {contacts} contacts and {} events in {:.1} s (database {name}, kept for later runs)",
+            contacts * bench.events_per_contact,
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("  reusing database {name} (pass --fresh to generate it anew)");
+    }
+    // The generated contacts' custom attributes, as ingestion would have recorded them.
+    db.execute_unprepared(
+        "INSERT INTO attribute_definitions (workspace_id, name, attr_type, created_at) \
+         VALUES (1, 'age', 'number', 0), (1, 'plan', 'string', 0) ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    Ok(db)
+}
+
+/// Contacts with countries, ages and plans, and for each `per_contact` events over the last
+/// year: views, carts, searches, email clicks and purchases with amounts, categories and
+/// invoice numbers. One contact in five never buys. Everything follows from the contact's
+/// number by fixed arithmetic.
+async fn generate_data(
+    db: &DatabaseConnection,
+    contacts: u64,
+    per_contact: u64,
+) -> anyhow::Result<()> {
+    db.execute_unprepared(&format!(
+        "INSERT INTO contacts (workspace_id, external_id, email, email_domain, country, city, time_zone, \
+            attributes, email_status, webhook_status, created_at, updated_at) \
+         SELECT 1, 'c' || n, 'c' || n || '@example.com', 'example.com', \
+            (ARRAY['DE','FR','GB','US','ES','IT','NL','AT','CH','SE'])[1 + (n * 7) % 10], \
+            (ARRAY['Berlin','Paris','London','Austin','Madrid','Rome','Utrecht','Graz'])[1 + (n * 3) % 8], \
+            'Europe/Berlin', \
+            jsonb_build_object('age', 18 + (n * 31) % 60, 'plan', (ARRAY['free','pro','team'])[1 + n % 3]), \
+            CASE WHEN n % 17 = 0 THEN 'unsubscribed' ELSE 'subscribed' END, 'subscribed', \
+            {now} - (n % 1000) * {DAY}, {now} - (n % 1000) * {DAY} \
+         FROM generate_series(1::bigint, {contacts}) AS n",
+        now = NOW
+    ))
+    .await?;
+    db.execute_unprepared(&format!(
+        "INSERT INTO events (workspace_id, contact_id, kind, occurred_at, amount, currency, properties, received_at) \
+         SELECT 1, c.id, k.kind, {now} - ((c.id * 7919 + j * 104729) % (365 * 86400)) * 1000, \
+            CASE WHEN k.kind = 'purchase' THEN 5 + ((c.id * 37 + j * 11) % 200) END, \
+            CASE WHEN k.kind = 'purchase' THEN 'GBP' END, \
+            jsonb_build_object('category', (ARRAY['kitchen','garden','toys','books','fashion','sports','pets','beauty'])[1 + (c.id * 5 + j * (1 + c.id % 3)) % 8], \
+                               'invoice', 'inv-' || c.id || '-' || (j / 2)), \
+            {now} \
+         FROM contacts c CROSS JOIN generate_series(1::bigint, {per_contact}) AS j \
+         CROSS JOIN LATERAL (SELECT CASE \
+            WHEN c.id % 5 = 0 AND (c.id * 3 + j) % 10 IN (4, 7) THEN 'view' \
+            ELSE (ARRAY['view','view','cart','search','purchase','view','email_click','purchase','view','cart'])[1 + (c.id * 3 + j) % 10] END AS kind) AS k \
+         WHERE c.workspace_id = 1",
+        now = NOW
+    ))
+    .await?;
+    db.execute_unprepared("ANALYZE").await?;
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+async fn measure(
+    db: &DatabaseConnection,
+    bench: &SegmentBench,
+    contacts: u64,
+) -> anyhow::Result<()> {
+    let workspace = DEFAULT_WORKSPACE;
+    let now = Timestamp::from_millis(NOW);
+
+    let started = Instant::now();
+    let summary = traits::recompute(db, workspace, now, &TraitSettings::default()).await?;
+    let rfm = started.elapsed();
+    println!(
+        "  [{contacts}] RFM + CLV + interests recomputed for every contact: {:.0} ms ({summary:?})",
+        ms(rfm)
+    );
+    db.execute_unprepared("ANALYZE contact_traits").await?;
+
+    // The segment, materialized by Clarion, beside the same selection written by hand.
+    db.execute_unprepared("DELETE FROM segment_memberships")
+        .await?;
+    db.execute_unprepared("DELETE FROM segments").await?;
+    db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS bench_hand (contact_id BIGINT NOT NULL, entered_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let rule = parse_text(RULE)?;
+    let schema = store::schema(db, workspace).await?;
+    let valid = validate_segment("bench", &rule, &schema)
+        .map_err(|e| anyhow::anyhow!("{}", clarion_segment::SegmentError::Invalid(e)))?;
+    let segment = store::create(
+        db,
+        workspace,
+        NewSegment {
+            slug: "bench".into(),
+            name: "Bench".into(),
+            description: String::new(),
+            category: Category::Behavioural,
+            rule: Some(rule.clone()),
+        },
+        now,
+    )
+    .await?;
+    let mut clarion = Vec::new();
+    let mut hand = Vec::new();
+    let mut size = 0;
+    for _ in 0..3 {
+        db.execute_unprepared("TRUNCATE bench_hand").await?;
+        let started = Instant::now();
+        db.execute_unprepared(&hand_written(NOW)).await?;
+        hand.push(started.elapsed());
+
+        db.execute_unprepared("DELETE FROM segment_memberships")
+            .await?;
+        let started = Instant::now();
+        let changes = membership::materialize(db, &segment, &valid, now).await?;
+        clarion.push(started.elapsed());
+        size = changes.entered;
+    }
+    let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
+    let hand_rows = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT COUNT(*) AS n FROM bench_hand".to_string(),
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    println!(
+        "  [{contacts}] segment (attribute + purchase count in 90 days + RFM trait), {size} members: computed and materialized in {:.0} ms; hand-written SQL {:.0} ms ({hand_rows} rows); ratio {:.2}x (best of 3)",
+        ms(best(&clarion)),
+        ms(best(&hand)),
+        best(&clarion).as_secs_f64() / best(&hand).as_secs_f64().max(1e-9)
+    );
+    anyhow::ensure!(
+        hand_rows == size as i64,
+        "the hand-written query found {hand_rows} contacts, Clarion {size}"
+    );
+
+    // A size preview of an unsaved rule.
+    let preview_rule = parse_text("age between (30, 45) and cart(30d) and not purchase(30d)")?;
+    let schema = store::schema(db, workspace).await?;
+    let valid_preview = validate(&preview_rule, &schema)
+        .map_err(|e| anyhow::anyhow!("{}", clarion_segment::SegmentError::Invalid(e)))?;
+    let mut previews = Vec::new();
+    let mut previewed = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        previewed = clarion_segment::count(
+            db,
+            workspace,
+            &valid_preview,
+            now,
+            PreviewOptions::default(),
+        )
+        .await?;
+        previews.push(started.elapsed());
+    }
+    println!(
+        "  [{contacts}] size preview of an unsaved rule (age between 30 and 45, carted in 30 days, no purchase in 30 days): {previewed} contacts in {:.0} ms (best of 3)",
+        ms(best(&previews))
+    );
+
+    // Two more event segments, so that each event re-evaluates three.
+    for (slug, text) in [
+        ("browsers", "view.count(7d) >= 2"),
+        ("lapsed", "purchase() and not purchase(180d)"),
+    ] {
+        let rule = parse_text(text)?;
+        let valid = validate_segment(slug, &rule, &store::schema(db, workspace).await?)
+            .map_err(|e| anyhow::anyhow!("{}", clarion_segment::SegmentError::Invalid(e)))?;
+        let segment = store::create(
+            db,
+            workspace,
+            NewSegment {
+                slug: slug.into(),
+                name: slug.into(),
+                description: String::new(),
+                category: Category::Behavioural,
+                rule: Some(rule),
+            },
+            now,
+        )
+        .await?;
+        membership::materialize(db, &segment, &valid, now).await?;
+    }
+    let mut latencies = Vec::with_capacity(bench.latency_events);
+    let options = events::IngestOptions {
+        create_unknown_contacts: false,
+        max_future_millis: i64::MAX / 4,
+        atomic: false,
+    };
+    for i in 0..bench.latency_events {
+        let contact = 1 + (i as u64 * 7_919) % contacts;
+        let input: EventInput = serde_json::from_value(serde_json::json!({
+            "external_id": format!("c{contact}"),
+            "kind": "purchase",
+            "occurred_at": Timestamp::from_millis(NOW - (i as i64 % 80) * DAY).to_rfc3339(),
+            "amount": 25.0,
+        }))?;
+        let started = Instant::now();
+        let report = events::insert_batch(db, workspace, vec![(0, input)], options).await?;
+        anyhow::ensure!(
+            report.accepted == 1,
+            "the benchmark event was not stored: {report:?}"
+        );
+        membership::refresh_contacts(db, workspace, &report.contacts, now, true).await?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "  [{contacts}] event stored -> memberships of its contact current (3 event segments): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events",
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(pick(1.0)),
+        latencies.len()
+    );
+    Ok(())
+}
