@@ -102,14 +102,30 @@ pub async fn sweep_all(db: &DatabaseConnection) -> anyhow::Result<()> {
         for (slug, reason) in &report.failed {
             tracing::warn!(workspace = workspace.0, segment = %slug, %reason, "segment rule no longer valid; members kept as they were");
         }
-        tracing::info!(
-            workspace = workspace.0,
-            segments = report.segments,
-            entered = report.changes.entered,
-            exited = report.changes.exited,
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            "segments swept"
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (segments, entered, exited) = (
+            report.segments,
+            report.changes.entered,
+            report.changes.exited,
         );
+        // A sweep that changed nothing is routine: it logs at debug, once a minute.
+        if entered + exited > 0 {
+            tracing::info!(
+                workspace = workspace.0,
+                segments,
+                entered,
+                exited,
+                ms,
+                "segments swept"
+            );
+        } else {
+            tracing::debug!(
+                workspace = workspace.0,
+                segments,
+                ms,
+                "segments swept, nothing changed"
+            );
+        }
     }
     Ok(())
 }
