@@ -100,9 +100,10 @@ pub async fn sweep(
     workspace: WorkspaceId,
     now: Timestamp,
 ) -> Result<SweepReport, SegmentError> {
-    let schema = store::schema(db, workspace).await?;
+    let segments = store::list(db, workspace).await?;
+    let schema = store::schema_with(db, workspace, &segments).await?;
     let mut report = SweepReport::default();
-    for segment in store::list(db, workspace).await? {
+    for segment in segments {
         let Some(rule) = &segment.rule else { continue };
         match validate_segment(&segment.slug, rule, &schema) {
             Ok(valid) => {
@@ -124,9 +125,9 @@ pub async fn dynamic_rules(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
 ) -> Result<Vec<(Segment, ValidRule)>, SegmentError> {
-    let schema = store::schema(db, workspace).await?;
-    Ok(store::list(db, workspace)
-        .await?
+    let segments = store::list(db, workspace).await?;
+    let schema = store::schema_with(db, workspace, &segments).await?;
+    Ok(segments
         .into_iter()
         .filter_map(|segment| {
             let valid = validate_segment(&segment.slug, segment.rule.as_ref()?, &schema).ok()?;

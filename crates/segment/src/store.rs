@@ -300,11 +300,21 @@ pub async fn schema(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
 ) -> Result<Schema, SegmentError> {
+    let segments = list(db, workspace).await?;
+    schema_with(db, workspace, &segments).await
+}
+
+/// [`schema`] from segments the caller has listed already.
+pub async fn schema_with(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    segments: &[Segment],
+) -> Result<Schema, SegmentError> {
     let mut schema = Schema::load(db, workspace).await?;
-    for segment in list(db, workspace).await? {
-        schema = match segment.rule {
-            Some(rule) => schema.with_segment(segment.slug, rule),
-            None => schema.with_static_segment(segment.slug, segment.id),
+    for segment in segments {
+        schema = match &segment.rule {
+            Some(rule) => schema.with_segment(segment.slug.clone(), rule.clone()),
+            None => schema.with_static_segment(segment.slug.clone(), segment.id),
         };
     }
     Ok(schema)
