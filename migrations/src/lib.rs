@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_foundation;
 mod m20261122_000002_segments;
 mod m20261122_000003_campaigns;
+mod m20261129_000004_sending;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_foundation::Migration),
             Box::new(m20261122_000002_segments::Migration),
             Box::new(m20261122_000003_campaigns::Migration),
+            Box::new(m20261129_000004_sending::Migration),
         ]
     }
 }
