@@ -16,7 +16,7 @@ use sea_orm::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::campaign::{Campaign, VariantId};
+use crate::campaign::{Campaign, SegmentRef, VariantId};
 
 /// A group of a campaign's audience: the members of one target, or the fallback's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,42 @@ pub fn assign_in_group(
         fallback,
         holdout: decision.holdout,
     })
+}
+
+/// One group of the audience as launch and the audience count read it: the members of
+/// `segment`, less those in one of the `earlier` segments (they belong to an earlier group).
+#[derive(Debug, Clone)]
+pub struct GroupPlan<'a> {
+    pub group: Group,
+    pub segment: &'a SegmentRef,
+    pub earlier: Vec<i64>,
+}
+
+/// The campaign's groups in priority order: each target, then the fallback's audience less
+/// every target.
+#[must_use]
+pub fn groups(campaign: &Campaign) -> Vec<GroupPlan<'_>> {
+    let all_targets: Vec<i64> = campaign.targets.iter().map(|t| t.segment.id).collect();
+    let mut plans: Vec<GroupPlan<'_>> = campaign
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| GroupPlan {
+            group: Group::Target(i),
+            segment: &t.segment,
+            earlier: all_targets[..i].to_vec(),
+        })
+        .collect();
+    if campaign.fallback.is_some()
+        && let Some(audience) = &campaign.audience_segment
+    {
+        plans.push(GroupPlan {
+            group: Group::Fallback,
+            segment: audience,
+            earlier: all_targets,
+        });
+    }
+    plans
 }
 
 /// The ids of every segment the campaign reads: targets in order, then the audience.

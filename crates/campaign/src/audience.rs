@@ -21,14 +21,14 @@ use utoipa::ToSchema;
 
 use crate::{
     CampaignError,
-    assign::{Group, assign_in_group, segment_ids},
+    assign::{GroupPlan, assign_in_group, groups, segment_ids},
     campaign::{Campaign, SegmentRef, VariantId},
     contacts,
     preview::{Renderer, Warning, WarningKind, empty_segment, sample_members},
 };
 
 /// Segment members read per query.
-const PAGE: u64 = 5_000;
+pub(crate) const PAGE: u64 = 5_000;
 /// Members taken from each segment to look for identical variants.
 const SAMPLE_PER_SEGMENT: u64 = 2;
 /// Most contacts rendered for the identical-variants check.
@@ -106,27 +106,16 @@ pub async fn audience(
         })
         .collect();
 
-    let mut groups: Vec<(Group, &SegmentRef)> = campaign
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (Group::Target(i), &t.segment))
-        .collect();
-    if campaign.fallback.is_some()
-        && let Some(audience) = &campaign.audience_segment
+    for GroupPlan {
+        group,
+        segment,
+        earlier,
+    } in groups(campaign)
     {
-        groups.push((Group::Fallback, audience));
-    }
-    let all_targets: Vec<i64> = campaign.targets.iter().map(|t| t.segment.id).collect();
-    for (group, segment) in groups {
-        let earlier: &[i64] = match group {
-            Group::Target(i) => &all_targets[..i],
-            Group::Fallback => &all_targets,
-        };
         let mut after = i64::MIN;
         loop {
             let rows = db
-                .query_all(&members_page(workspace, segment.id, after))
+                .query_all(&members_page(workspace, segment.id, after, PAGE))
                 .await?;
             let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
                 break;
@@ -135,7 +124,7 @@ pub async fn audience(
                 first.try_get("", "contact_id")?,
                 last.try_get("", "contact_id")?,
             );
-            let taken = taken_earlier(db, earlier, low, high).await?;
+            let taken = taken_earlier(db, &earlier, low, high).await?;
             for row in &rows {
                 let id: i64 = row.try_get("", "contact_id")?;
                 if taken.contains(&id) {
@@ -259,11 +248,23 @@ fn segments_with_variants(campaign: &Campaign) -> Vec<(&SegmentRef, Vec<VariantI
     out
 }
 
-/// A page of the current members of `segment` after the contact `after`, in contact id
-/// order, with their reachability flags. The `(segment_id, contact_id)` index answers it.
-fn members_page(workspace: WorkspaceId, segment: i64, after: i64) -> SelectStatement {
+/// A page of up to `limit` current members of `segment` after the contact `after`, in contact
+/// id order, with their reachability flags (`email_ok`, `webhook_ok`) and what they are made
+/// of (`has_email`, `email_status`, `webhook_status`). The `(segment_id, contact_id)` index
+/// answers it.
+pub(crate) fn members_page(
+    workspace: WorkspaceId,
+    segment: i64,
+    after: i64,
+    limit: u64,
+) -> SelectStatement {
     Query::select()
         .column(("m", "contact_id"))
+        .columns([("c", "email_status"), ("c", "webhook_status")])
+        .expr_as(
+            Expr::cust("CAST(CASE WHEN c.email IS NOT NULL THEN 1 ELSE 0 END AS BIGINT)"),
+            "has_email",
+        )
         .expr_as(
             Expr::cust(
                 "CAST(CASE WHEN c.email IS NOT NULL AND c.email_status = 'subscribed' THEN 1 ELSE 0 END AS BIGINT)",
@@ -288,7 +289,7 @@ fn members_page(workspace: WorkspaceId, segment: i64, after: i64) -> SelectState
         .and_where(Expr::col(("m", "contact_id")).gt(after))
         .and_where(Expr::col(("c", "workspace_id")).eq(workspace.0))
         .order_by(("m", "contact_id"), Order::Asc)
-        .limit(PAGE)
+        .limit(limit)
         .to_owned()
 }
 
@@ -299,7 +300,7 @@ fn members_page(workspace: WorkspaceId, segment: i64, after: i64) -> SelectState
 /// lag behind a fresh materialization, PostgreSQL planned that anti-join as a scan of the
 /// earlier segment per member (42 s for 10,000 members); the range read uses the
 /// `(segment_id, contact_id)` index whatever the statistics say.
-async fn taken_earlier(
+pub(crate) async fn taken_earlier(
     db: &impl ConnectionTrait,
     earlier: &[i64],
     low: i64,

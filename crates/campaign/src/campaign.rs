@@ -34,12 +34,22 @@ impl std::fmt::Display for VariantId {
     }
 }
 
-/// Where a campaign is in its life. Only drafts exist until campaigns can be launched.
+/// Where a campaign is in its life: written as a draft, then launched once (sending), paused
+/// and resumed, and ended as sent (every delivery settled) or cancelled. Only drafts may be
+/// edited; to change a launched campaign, duplicate it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Being written; may be edited freely.
     Draft,
+    /// Launched: its deliveries are being sent.
+    Sending,
+    /// Launched, then paused by a user or by the error-rate guard; queued deliveries wait.
+    Paused,
+    /// Every delivery of the launch is settled.
+    Sent,
+    /// Stopped for good; deliveries still queued were cancelled.
+    Cancelled,
 }
 
 impl Status {
@@ -48,12 +58,20 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Draft => "draft",
+            Status::Sending => "sending",
+            Status::Paused => "paused",
+            Status::Sent => "sent",
+            Status::Cancelled => "cancelled",
         }
     }
 
     pub(crate) fn parse(value: &str) -> Option<Self> {
         match value {
             "draft" => Some(Status::Draft),
+            "sending" => Some(Status::Sending),
+            "paused" => Some(Status::Paused),
+            "sent" => Some(Status::Sent),
+            "cancelled" => Some(Status::Cancelled),
             _ => None,
         }
     }

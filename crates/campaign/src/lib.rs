@@ -17,6 +17,13 @@
 //!   variants.
 //! * [`audience`]: contacts, holdout and reachable counts per variant, counted in SQL over the
 //!   current segment memberships a page at a time.
+//! * [`launch`]: the audience written as delivery rows (the outbox) and enqueued on Redis.
+//! * [`worker`]: delivery workers: claim, render, send, record, settle.
+//! * [`control`]: pause, resume, cancel, retry, and the supervisor that completes runs and
+//!   re-enqueues lost jobs.
+//! * [`deliveries`]: progress of a run and the deliveries of a campaign or contact.
+//! * [`sending`] and [`throttle`]: settings, job and status types, queues, the shared
+//!   per-channel rate limit.
 //!
 //! Segments and their memberships are read from the `segments` and `segment_memberships`
 //! tables; a current member has `exited_at IS NULL`.
@@ -25,9 +32,15 @@ pub mod assign;
 pub mod audience;
 pub mod campaign;
 pub mod contacts;
+pub mod control;
+pub mod deliveries;
+pub mod launch;
 pub mod preview;
+pub mod sending;
 pub mod store;
+pub mod throttle;
 pub mod validate;
+pub mod worker;
 
 pub use assign::Assignment;
 pub use audience::{AudienceReport, VariantAudience};
@@ -35,8 +48,11 @@ pub use campaign::{
     Campaign, CampaignId, CampaignInput, CampaignSummary, EmailVariant, Goal, Revision, SegmentRef,
     Status, Target, TargetInput, Variant, VariantId, VariantInput, WebhookVariant,
 };
+pub use launch::LaunchReport;
 pub use preview::{ContactPreview, PreviewReport, PreviewRequest, Warning, WarningKind};
+pub use sending::{DeliveryJob, DeliveryStatus, Queues, RunStatus, SendingSettings};
 pub use validate::Issue;
+pub use worker::{Worker, WorkerParts};
 
 /// Everything that can go wrong with a campaign.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +65,16 @@ pub enum CampaignError {
     NotFound(String),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
+    /// The request does not fit the campaign's state, e.g. editing a launched campaign or
+    /// launching one twice; the message says what to do instead.
+    #[error("{0}")]
+    Conflict(String),
+    /// The job queue (Redis) did not answer; nothing that needs it was done.
+    #[error("the job queue is unavailable: {0}")]
+    Queue(#[from] clarion_queue::Error),
+    /// Redis did not answer (the shared throttle).
+    #[error("redis is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
     /// A stored row no longer reads as Clarion wrote it.
     #[error("stored campaign data is unreadable: {0}")]
     Corrupt(String),

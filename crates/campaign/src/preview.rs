@@ -172,9 +172,30 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    /// Renders `variant` (sitting at `slot`) for `contact` on each channel of the campaign.
+    /// Renders `variant` (sitting at `slot`) for `contact` on each channel of the campaign,
+    /// with links signed for no delivery (a preview).
     #[must_use]
     pub fn render(&self, slot: Slot<'_>, variant: &Variant, contact: &ContactData) -> Rendered {
+        self.render_on(
+            slot,
+            variant,
+            contact,
+            PREVIEW_DELIVERY,
+            &self.campaign.channels,
+        )
+    }
+
+    /// Renders `variant` for `contact` on `channels`, with tracking and unsubscribe links
+    /// signed for `delivery_id`: what a delivery worker sends.
+    #[must_use]
+    pub fn render_on(
+        &self,
+        slot: Slot<'_>,
+        variant: &Variant,
+        contact: &ContactData,
+        delivery_id: &str,
+        channels: &[Channel],
+    ) -> Rendered {
         let ctx = RenderContext::new(
             &contact.value,
             &segment_value(slot.segment()),
@@ -182,11 +203,10 @@ impl<'a> Renderer<'a> {
             contact.recipient.clone(),
         );
         let contact_id = contact.id.to_string();
-        let tracking = MessageTracking::new(self.tracker, PREVIEW_DELIVERY, &contact_id);
+        let tracking = MessageTracking::new(self.tracker, delivery_id, &contact_id);
         let key = format!("{}:{}", variant.id, variant.version);
-        let email = self
-            .campaign
-            .sends(Channel::Email)
+        let email = channels
+            .contains(&Channel::Email)
             .then_some(variant.email.as_ref())
             .flatten()
             .map(|email| {
@@ -194,9 +214,8 @@ impl<'a> Renderer<'a> {
                     .email(&key, &email.content())
                     .and_then(|compiled| compiled.render(&ctx, &tracking))
             });
-        let webhook = self
-            .campaign
-            .sends(Channel::Webhook)
+        let webhook = channels
+            .contains(&Channel::Webhook)
             .then_some(variant.webhook.as_ref())
             .flatten()
             .map(|webhook| {

@@ -62,8 +62,9 @@ pub async fn update(
 ) -> Result<Campaign, CampaignError> {
     let mut issues = check_campaign(input);
     let txn = begin_write(db).await?;
-    if !exists(&txn, workspace, id).await? {
-        return Err(CampaignError::NotFound(format!("campaign {id}")));
+    match load(&txn, workspace, id).await? {
+        None => return Err(CampaignError::NotFound(format!("campaign {id}"))),
+        Some(campaign) => editable(&campaign)?,
     }
     let existing = variant_rows(&txn, id).await?;
     for (path, variant) in variants_with_paths(input) {
@@ -124,6 +125,7 @@ pub async fn save_variant(
             "variant {variant_id} of campaign {id}"
         )));
     }
+    editable(&campaign)?;
     let mut issues = check_variant("", input, &campaign.channels);
     if let Some(given) = input.id
         && given != variant_id
@@ -205,15 +207,37 @@ pub async fn duplicate(
     Ok(campaign)
 }
 
-/// Deletes a campaign with its variants and their history. Returns whether there was one.
+/// Only drafts change: what was sent must stay what the deliveries say was sent.
+fn editable(campaign: &Campaign) -> Result<(), CampaignError> {
+    if campaign.status == Status::Draft {
+        Ok(())
+    } else {
+        Err(CampaignError::Conflict(format!(
+            "campaign {} is {} and can no longer be edited; duplicate it to make a changed copy",
+            campaign.id,
+            campaign.status.as_str()
+        )))
+    }
+}
+
+/// Deletes a campaign with its variants, their history, its runs and deliveries. Returns
+/// whether there was one. A campaign that is sending or paused must be cancelled first.
 ///
 /// # Errors
-/// Database failures.
+/// [`CampaignError::Conflict`] for a campaign still sending or paused; database failures.
 pub async fn delete(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     id: CampaignId,
 ) -> Result<bool, CampaignError> {
+    if let Some(campaign) = load(db, workspace, id).await?
+        && matches!(campaign.status, Status::Sending | Status::Paused)
+    {
+        return Err(CampaignError::Conflict(format!(
+            "campaign {id} is {}; cancel it before deleting it",
+            campaign.status.as_str()
+        )));
+    }
     let delete = Query::delete()
         .from_table("campaigns")
         .and_where(Expr::col("id").eq(id.0))
@@ -800,20 +824,6 @@ async fn touch(txn: &DatabaseTransaction, id: CampaignId, now: i64) -> Result<()
         .and_where(Expr::col("id").eq(id.0))
         .to_owned();
     txn.execute(&update).await.map(|_| ())
-}
-
-async fn exists(
-    db: &impl ConnectionTrait,
-    workspace: WorkspaceId,
-    id: CampaignId,
-) -> Result<bool, DbErr> {
-    let select = Query::select()
-        .column("id")
-        .from("campaigns")
-        .and_where(Expr::col("id").eq(id.0))
-        .and_where(Expr::col("workspace_id").eq(workspace.0))
-        .to_owned();
-    Ok(db.query_one(&select).await?.is_some())
 }
 
 /// Reads a whole campaign: its row, its targets with their segments, its variants.

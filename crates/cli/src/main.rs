@@ -3,13 +3,14 @@
 
 mod bench;
 mod bench_segments;
+mod campaign;
 mod import;
 mod keys;
 mod traits;
 
 use clap::{Parser, Subcommand};
 use clarion_model::DEFAULT_WORKSPACE;
-use clarion_server::{AppState, Application, Settings, db, store, telemetry};
+use clarion_server::{AppState, Application, Settings, db, delivery, store, telemetry};
 
 #[derive(Parser)]
 #[command(name = "clarion", version, about = "Clarion: segmented campaign orchestration", long_about = None)]
@@ -20,8 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server (API, documentation, health and metrics).
-    Serve,
+    /// Run Clarion: the HTTP API, delivery workers and the scheduler (all three by default).
+    Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Import contacts or events from a CSV file (optionally gzip-compressed).
@@ -30,6 +31,9 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Launch campaigns and follow, pause, resume, cancel or retry them.
+    #[command(subcommand)]
+    Campaign(campaign::CampaignCommand),
     /// Compute traits: RFM scores and segments, historic CLV, interest profiles.
     #[command(subcommand)]
     Traits(traits::TraitsCommand),
@@ -69,7 +73,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve(settings).await,
+        Command::Serve(args) => serve(settings, &args.roles()).await,
         Command::Migrate => {
             let db = db::connect(&settings.database).await?;
             db::migrate(&db).await?;
@@ -79,13 +83,63 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Import(command) => import::run(command, settings).await,
         Command::Keys(command) => keys::run(command, settings).await,
         Command::Traits(command) => traits::run(command, settings).await,
+        Command::Campaign(command) => campaign::run(command, settings).await,
         Command::Bench(command) => bench::run(command, settings).await,
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// What a `clarion serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    /// The HTTP API, tracking endpoints, documentation, health and metrics; the segment sweep.
+    Api,
+    /// Delivery workers: take jobs from the queues, render, send, record.
+    Worker,
+    /// The supervisor: completes finished campaigns and re-enqueues lost jobs.
+    Scheduler,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Roles of this process; repeat or separate with commas (`--role api,worker`). All three
+    /// when left out: one process runs everything.
+    #[arg(long = "role", value_enum, value_delimiter = ',')]
+    role: Vec<Role>,
+}
+
+impl ServeArgs {
+    fn roles(&self) -> Vec<Role> {
+        if self.role.is_empty() {
+            vec![Role::Api, Role::Worker, Role::Scheduler]
+        } else {
+            self.role.clone()
+        }
+    }
+}
+
+async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
     let public_url = settings.server.public_url.clone();
     let state = AppState::connect(settings).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if roles.contains(&Role::Worker) {
+        let worker = std::sync::Arc::new(delivery::worker(&state).await?);
+        tasks.extend(delivery::spawn_workers(&state, worker, &stopped));
+        tracing::info!("delivery workers started (email, webhook)");
+    }
+    if roles.contains(&Role::Scheduler) {
+        tasks.push(delivery::spawn_supervisor(&state, &stopped));
+    }
+    if !roles.contains(&Role::Api) {
+        println!("Clarion is running as {roles:?}; stop it with Ctrl-C");
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing the batches in hand");
+        let _ = stop.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        return Ok(());
+    }
     if store::keys::list(&state.db, DEFAULT_WORKSPACE)
         .await?
         .is_empty()
@@ -110,10 +164,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
+        tracing::info!("shutting down: finishing requests and batches in flight");
+        let _ = stop.send(true);
         handle.stop(true).await;
     });
     application.run_until_stopped().await?;
+    for task in tasks {
+        let _ = task.await;
+    }
     sweeper.abort();
     Ok(())
 }

@@ -372,9 +372,24 @@ impl<J: Serialize> Queue<J> {
     /// same jobs is safe only if handlers recognise repeats, see the crate docs on
     /// idempotency.
     pub async fn enqueue_batch(&self, jobs: &[J]) -> Result<Vec<EntryId>> {
-        let chunks = futures::stream::iter(jobs.chunks(self.config.enqueue_chunk))
-            .map(|chunk| self.enqueue_chunk(chunk))
-            .buffered(self.config.enqueue_pipelines);
+        let pipes = jobs
+            .chunks(self.config.enqueue_chunk)
+            .map(|chunk| self.enqueue_pipe(chunk))
+            .collect::<Result<Vec<_>>>()?;
+        // Each pipeline's future owns its pipeline and connection handle, so the whole call
+        // stays `Send` for any caller, including tasks given to `tokio::spawn`.
+        let conn = self.conn.clone();
+        let chunks = futures::stream::iter(pipes.into_iter().map(move |pipe| {
+            let mut conn = conn.clone();
+            async move {
+                let ids: Vec<String> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .during("enqueueing a batch")?;
+                Ok::<_, Error>(ids.into_iter().map(EntryId::new).collect::<Vec<_>>())
+            }
+        }))
+        .buffered(self.config.enqueue_pipelines);
         let ids: Vec<Vec<EntryId>> = chunks.try_collect().await?;
         Ok(ids.into_iter().flatten().collect())
     }
@@ -414,7 +429,7 @@ impl<J: Serialize> Queue<J> {
         Ok(jobs.len())
     }
 
-    async fn enqueue_chunk(&self, chunk: &[J]) -> Result<Vec<EntryId>> {
+    fn enqueue_pipe(&self, chunk: &[J]) -> Result<redis::Pipeline> {
         let mut pipe = redis::Pipeline::with_capacity(chunk.len());
         for job in chunk {
             let payload = serde_json::to_vec(job).map_err(Error::Serialize)?;
@@ -424,12 +439,7 @@ impl<J: Serialize> Queue<J> {
                 .arg("p")
                 .arg(payload);
         }
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = pipe
-            .query_async(&mut conn)
-            .await
-            .during("enqueueing a batch")?;
-        Ok(ids.into_iter().map(EntryId::new).collect())
+        Ok(pipe)
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Settings {
     pub traits: TraitsSettings,
     pub log: LogSettings,
     pub tracking: TrackingSettings,
+    pub sending: clarion_campaign::SendingSettings,
+    pub email: clarion_dispatch::EmailConfig,
+    pub webhook: clarion_dispatch::WebhookConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,6 +263,24 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "traits",
                 reason: format!("traits.{key}: {message}"),
+            });
+        }
+        if let Err((key, reason)) = self.sending.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if !self.sending.webhook_url.is_empty() && self.webhook.secret.expose_secret().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "webhook.secret",
+                reason: "must be set (whsec_ + base64 of a key) when sending.webhook_url is".into(),
+            });
+        }
+        if !self.webhook.secret.expose_secret().is_empty()
+            && let Err(error) =
+                clarion_dispatch::WebhookSecret::parse(self.webhook.secret.expose_secret())
+        {
+            return Err(ConfigError::Invalid {
+                key: "webhook.secret",
+                reason: format!("{} (the value is not shown)", error.reason()),
             });
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {

@@ -22,6 +22,8 @@ pub struct AppState {
     pub redis: redis::aio::ConnectionManager,
     /// Signs the tracking links of messages and previews (`[tracking]` configuration).
     pub tracker: clarion_template::Tracker,
+    /// The delivery queues (one per channel) that launches fill and workers drain.
+    pub queues: clarion_campaign::Queues,
 }
 
 impl AppState {
@@ -35,12 +37,19 @@ impl AppState {
         }
         let redis = connect_redis(settings.redis.url.expose_secret())?;
         let tracker = crate::tracking::tracker(&settings)?;
+        let queues = clarion_campaign::Queues::new(
+            redis::Client::open(settings.redis.url.expose_secret())?,
+            redis.clone(),
+            &settings.redis.key_prefix,
+            &settings.sending,
+        );
         Ok(AppState {
             db,
             settings,
             metrics: Metrics::new()?,
             redis,
             tracker,
+            queues,
         })
     }
 

@@ -40,6 +40,14 @@ impl From<CampaignError> for ApiError {
             CampaignError::Invalid(issues) => invalid(issues),
             CampaignError::NotFound(what) => ApiError::not_found(what),
             CampaignError::Db(db) => db.into(),
+            CampaignError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            error @ (CampaignError::Queue(_) | CampaignError::Redis(_)) => {
+                tracing::warn!(%error, "campaign request needs Redis, which failed");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the job queue (Redis) does not answer; nothing was changed, try again",
+                )
+            }
             other @ CampaignError::Corrupt(_) => ApiError::internal(&other),
         }
     }

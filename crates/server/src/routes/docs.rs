@@ -7,7 +7,9 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{campaigns, contacts, crosstab, events, health, segments, suggest, templates, traits};
+use super::{
+    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, traits,
+};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -26,6 +28,8 @@ use crate::{error::ApiError, store};
         campaigns::create, campaigns::list, campaigns::get, campaigns::update, campaigns::delete,
         campaigns::duplicate, campaigns::save_variant, campaigns::history, campaigns::preview,
         campaigns::audience, templates::validate,
+        sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
+        sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
     ),
     components(schemas(
@@ -55,6 +59,11 @@ use crate::{error::ApiError, store};
         clarion_campaign::AudienceReport, clarion_campaign::VariantAudience,
         clarion_campaign::audience::Counts, clarion_campaign::audience::SegmentSize,
         clarion_campaign::CampaignId, clarion_campaign::VariantId, clarion_model::Channel,
+        sending::PauseRequest, sending::RetryRequest, sending::RetryReport, sending::DeliveryPage,
+        sending::DeadLetterView, clarion_campaign::LaunchReport, clarion_campaign::control::Run,
+        clarion_campaign::RunStatus, clarion_campaign::DeliveryStatus,
+        clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
+        clarion_campaign::deliveries::DeliveryView,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
     )),
     modifiers(&BearerKeys),
@@ -64,6 +73,7 @@ use crate::{error::ApiError, store};
         (name = "segments", description = "Groups of contacts defined by rules or uploaded lists, kept current"),
         (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
         (name = "templates", description = "Checking message templates while writing them"),
+        (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod events;
 pub mod health;
 pub mod segments;
+pub mod sending;
 pub mod suggest;
 pub mod templates;
 pub mod traits;
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(suggest::configure)
             .configure(segments::configure)
             .configure(campaigns::configure)
+            .configure(sending::configure)
             .configure(templates::configure)
             .configure(traits::configure),
     );

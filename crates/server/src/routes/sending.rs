@@ -1,0 +1,417 @@
+//! Sending a campaign: launch, progress, pause, resume, cancel, retry, the deliveries of a
+//! campaign or contact, and the dead letters of each channel's queue.
+
+use actix_web::{HttpResponse, web};
+use clarion_campaign::{
+    CampaignId, DeliveryStatus, LaunchReport, control,
+    control::Run,
+    deliveries,
+    deliveries::{DeliveryFilter, DeliveryView, Progress},
+    launch::launch as start,
+};
+use clarion_model::{Channel, ContactId, ErrorCode, ExternalId, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{cursor, page_limit};
+use crate::{auth::Caller, error::ApiError, startup::AppState, store};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/campaigns/{id}/launch", web::post().to(launch))
+        .route("/campaigns/{id}/progress", web::get().to(progress))
+        .route("/campaigns/{id}/pause", web::post().to(pause))
+        .route("/campaigns/{id}/resume", web::post().to(resume))
+        .route("/campaigns/{id}/cancel", web::post().to(cancel))
+        .route("/campaigns/{id}/retry", web::post().to(retry))
+        .route(
+            "/campaigns/{id}/deliveries",
+            web::get().to(campaign_deliveries),
+        )
+        .route(
+            "/contacts/{external_id}/deliveries",
+            web::get().to(contact_deliveries),
+        )
+        .route("/dead-letters/{channel}", web::get().to(dead_letters));
+}
+
+/// Launches a draft campaign now: its audience is written as delivery rows (holdout and
+/// suppressed contacts recorded with the reason) and the rest is enqueued for the workers.
+///
+/// A campaign is launched once; duplicate it to send it again. With Redis down nothing
+/// changes and the answer is 503.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/launch", tag = "sending",
+    params(("id" = i64, Path, description = "The campaign's id")),
+    responses((status = 200, body = LaunchReport), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, description = "Launched already, or a channel is not configured", body = ApiError),
+        (status = 503, description = "The job queue does not answer; nothing changed", body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn launch(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Marketer)?;
+    let report = start(
+        &state.db,
+        &state.queues,
+        &state.settings.sending,
+        caller.workspace,
+        CampaignId(path.into_inner()),
+        Some(caller.key_id),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Where a launched campaign stands: deliveries per status overall, per channel and per
+/// variant; the sending rate over the last 30 seconds and the time left at that rate.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/progress", tag = "sending",
+    params(("id" = i64, Path, description = "The campaign's id")),
+    responses((status = 200, body = Progress), (status = 401, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, description = "Not launched yet", body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn progress(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let id = path.into_inner();
+    let campaign = clarion_campaign::store::get(&state.db, caller.workspace, CampaignId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("campaign {id}")))?;
+    let report = deliveries::progress(&state.db, caller.workspace, &campaign)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!("campaign {id} has not been launched"),
+            )
+        })?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// The optional body of a pause.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// Why, for whoever looks at the campaign next.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Pauses a sending campaign: workers stop taking its deliveries; those in flight finish.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/pause", tag = "sending",
+    params(("id" = i64, Path, description = "The campaign's id")),
+    request_body(content = Option<PauseRequest>, description = "Optional; may be empty"),
+    responses((status = 200, body = Run), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "Not sending", body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn pause(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Marketer)?;
+    let request: PauseRequest = optional_body(&body)?;
+    let reason = request
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "paused by a user".to_owned());
+    let reason: String = reason.chars().take(500).collect();
+    let run = control::pause(
+        &state.db,
+        caller.workspace,
+        CampaignId(path.into_inner()),
+        &reason,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(run))
+}
+
+/// Resumes a paused campaign: its queued deliveries are enqueued again.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/resume", tag = "sending",
+    params(("id" = i64, Path, description = "The campaign's id")),
+    responses((status = 200, body = Run), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "Not paused", body = ApiError), (status = 503, body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn resume(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Marketer)?;
+    let run = control::resume(
+        &state.db,
+        &state.queues,
+        caller.workspace,
+        CampaignId(path.into_inner()),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(run))
+}
+
+/// Cancels a sending or paused campaign: deliveries still queued become `cancelled`.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/cancel", tag = "sending",
+    params(("id" = i64, Path, description = "The campaign's id")),
+    responses((status = 200, body = Run), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "Not sending or paused", body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn cancel(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Marketer)?;
+    let run = control::cancel(&state.db, caller.workspace, CampaignId(path.into_inner())).await?;
+    Ok(HttpResponse::Ok().json(run))
+}
+
+/// The optional body of a retry.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Retry only this channel's failed deliveries.
+    #[serde(default)]
+    pub channel: Option<Channel>,
+}
+
+/// The answer to a retry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryReport {
+    /// Failed deliveries queued again.
+    pub retried: u64,
+    pub run: Run,
+}
+
+/// Sends the failed deliveries of a campaign again, with fresh attempts.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/retry", tag = "sending",
+    params(("id" = i64, Path, description = "The campaign's id")),
+    request_body(content = Option<RetryRequest>, description = "Optional; may be empty"),
+    responses((status = 200, body = RetryReport), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError), (status = 503, body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn retry(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Marketer)?;
+    let request: RetryRequest = optional_body(&body)?;
+    let (run, retried) = control::retry_failed(
+        &state.db,
+        &state.queues,
+        caller.workspace,
+        CampaignId(path.into_inner()),
+        request.channel,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(RetryReport { retried, run }))
+}
+
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 JSON"))?;
+    super::campaigns::parse_body(text)
+}
+
+/// A page of deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliveryView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    status: Option<String>,
+    channel: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u64>,
+}
+
+impl DeliveryQuery {
+    fn filter(&self) -> Result<DeliveryFilter, ApiError> {
+        let status = match &self.status {
+            None => None,
+            Some(value) => Some(DeliveryStatus::parse(value).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("status {value:?} is not one of queued, sending, sent, failed, suppressed, holdout, cancelled"),
+                )
+            })?),
+        };
+        let channel = self.channel.as_deref().map(parse_channel).transpose()?;
+        Ok(DeliveryFilter {
+            status,
+            channel,
+            after: self.cursor.as_deref().map(cursor::decode).transpose()?,
+            limit: page_limit(self.limit)?,
+            ..DeliveryFilter::default()
+        })
+    }
+}
+
+fn parse_channel(value: &str) -> Result<Channel, ApiError> {
+    match value {
+        "email" => Ok(Channel::Email),
+        "webhook" => Ok(Channel::Webhook),
+        other => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("channel {other:?} is not one of email, webhook"),
+        )),
+    }
+}
+
+fn page(deliveries: Vec<DeliveryView>, limit: u64) -> DeliveryPage {
+    let next_cursor = (deliveries.len() as u64 == limit)
+        .then(|| deliveries.last().map(|d| cursor::encode(d.id)))
+        .flatten();
+    DeliveryPage {
+        deliveries,
+        next_cursor,
+    }
+}
+
+/// The deliveries of a campaign, with why any failed or was suppressed; filter by `status`
+/// and `channel`, page with `cursor` and `limit`.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/deliveries", tag = "sending",
+    params(("id" = i64, Path, description = "The campaign's id"),
+        ("status" = Option<String>, Query, description = "queued, sending, sent, failed, suppressed, holdout or cancelled"),
+        ("channel" = Option<String>, Query, description = "email or webhook"),
+        ("cursor" = Option<String>, Query, description = "From next_cursor"),
+        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, body = DeliveryPage), (status = 400, body = ApiError), (status = 404, body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn campaign_deliveries(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    query: web::Query<DeliveryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let id = path.into_inner();
+    if clarion_campaign::store::get(&state.db, caller.workspace, CampaignId(id))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("campaign {id}")));
+    }
+    let filter = DeliveryFilter {
+        campaign: Some(CampaignId(id)),
+        ..query.filter()?
+    };
+    let found = deliveries::list(&state.db, caller.workspace, &filter).await?;
+    Ok(HttpResponse::Ok().json(page(found, filter.limit)))
+}
+
+/// Every delivery to a contact, across campaigns, with why any failed or was suppressed.
+#[utoipa::path(get, path = "/api/v1/contacts/{external_id}/deliveries", tag = "sending",
+    params(("external_id" = String, Path, description = "The contact's external id"),
+        ("status" = Option<String>, Query, description = "queued, sending, sent, failed, suppressed, holdout or cancelled"),
+        ("channel" = Option<String>, Query, description = "email or webhook"),
+        ("cursor" = Option<String>, Query, description = "From next_cursor"),
+        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, body = DeliveryPage), (status = 400, body = ApiError), (status = 404, body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn contact_deliveries(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DeliveryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let id = ExternalId::parse(path.as_str())
+        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("external_id: {e}")))?;
+    let found =
+        store::contacts::resolve_ids(&state.db, caller.workspace, &[id.as_str()], false).await?;
+    let contact = found
+        .get(id.as_str())
+        .ok_or_else(|| ApiError::not_found(format!("contact {:?}", id.as_str())))?;
+    let filter = DeliveryFilter {
+        contact: Some(ContactId(*contact)),
+        ..query.filter()?
+    };
+    let list = deliveries::list(&state.db, caller.workspace, &filter).await?;
+    Ok(HttpResponse::Ok().json(page(list, filter.limit)))
+}
+
+/// One dead letter: a delivery job that failed for good or ran out of attempts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// The entry's id in the dead-letter stream.
+    pub id: String,
+    /// The delivery the job was for, when its payload reads.
+    pub delivery_id: Option<i64>,
+    /// permanent, exhausted, abandoned or malformed.
+    pub kind: String,
+    pub error: String,
+    pub previous_error: Option<String>,
+    pub attempts: u32,
+    /// When it was dead-lettered, in milliseconds since 1970.
+    pub failed_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterQuery {
+    after: Option<String>,
+    limit: Option<u64>,
+}
+
+/// The dead letters of a channel's delivery queue, oldest first (page with `after`, the last
+/// id seen). Each names the delivery, why it failed and how many attempts were made; the
+/// delivery row says the same and can be retried with `POST /campaigns/{id}/retry`.
+#[utoipa::path(get, path = "/api/v1/dead-letters/{channel}", tag = "sending",
+    params(("channel" = String, Path, description = "email or webhook"),
+        ("after" = Option<String>, Query, description = "The id of the last dead letter seen"),
+        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, body = Vec<DeadLetterView>), (status = 400, body = ApiError), (status = 403, body = ApiError),
+        (status = 503, body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn dead_letters(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Marketer)?;
+    let channel = parse_channel(path.as_str())?;
+    let limit = page_limit(query.limit)?;
+    let queue = state
+        .queues
+        .open(channel)
+        .await
+        .map_err(clarion_campaign::CampaignError::from)?;
+    let after = query.after.as_deref().map(clarion_queue::EntryId::new);
+    let letters = queue
+        .dead_letters(after.as_ref(), usize::try_from(limit).unwrap_or(100))
+        .await
+        .map_err(clarion_campaign::CampaignError::from)?;
+    let views: Vec<DeadLetterView> = letters
+        .into_iter()
+        .map(|letter| DeadLetterView {
+            delivery_id: letter
+                .decode::<clarion_campaign::DeliveryJob>()
+                .ok()
+                .map(|job| job.id),
+            id: letter.id.as_str().to_owned(),
+            kind: letter.kind.as_str().to_owned(),
+            error: letter.error,
+            previous_error: letter.previous_error,
+            attempts: letter.attempts,
+            failed_at_ms: letter
+                .failed_at
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| u64::try_from(d.as_millis()).ok()),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
