@@ -7,7 +7,9 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{campaigns, contacts, crosstab, events, health, segments, suggest, templates, traits};
+use super::{
+    campaigns, contacts, crosstab, events, health, segments, suggest, templates, tracking, traits,
+};
 use crate::{error::ApiError, store};
 
 #[derive(OpenApi)]
@@ -27,6 +29,7 @@ use crate::{error::ApiError, store};
         campaigns::duplicate, campaigns::save_variant, campaigns::history, campaigns::preview,
         campaigns::audience, templates::validate,
         traits::get,
+        tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
@@ -65,6 +68,7 @@ use crate::{error::ApiError, store};
         (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )
 )]
 pub struct ApiDoc;
