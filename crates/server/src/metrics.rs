@@ -15,6 +15,9 @@ pub struct Metrics {
     pub http_seconds: HistogramVec,
     /// Ingested items by kind (contact, event) and outcome (stored, duplicate, rejected).
     pub ingested: IntCounterVec,
+    /// Tracking requests by kind (click, open, unsubscribe) and outcome (recorded, repeated,
+    /// preview, unknown_delivery, invalid, failed).
+    pub tracking: IntCounterVec,
 }
 
 impl Metrics {
@@ -34,14 +37,23 @@ impl Metrics {
             Opts::new("ingested_total", "Contacts and events taken in, by outcome"),
             &["item", "outcome"],
         )?;
+        let tracking = IntCounterVec::new(
+            Opts::new(
+                "tracking_requests_total",
+                "Clicks, opens and unsubscribes received on tracking links, by outcome",
+            ),
+            &["kind", "outcome"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_seconds.clone()))?;
         registry.register(Box::new(ingested.clone()))?;
+        registry.register(Box::new(tracking.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             http_seconds,
             ingested,
+            tracking,
         })
     }
 

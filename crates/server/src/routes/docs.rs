@@ -8,7 +8,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, traits,
+    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
+    traits,
 };
 use crate::{error::ApiError, store};
 
@@ -31,6 +32,7 @@ use crate::{error::ApiError, store};
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
+        tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
     components(schemas(
         ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
@@ -75,6 +77,7 @@ use crate::{error::ApiError, store};
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )
 )]
 pub struct ApiDoc;

@@ -10,6 +10,7 @@ pub mod segments;
 pub mod sending;
 pub mod suggest;
 pub mod templates;
+pub mod tracking;
 pub mod traits;
 
 use actix_web::web;
@@ -20,10 +21,11 @@ use utoipa::IntoParams;
 
 use crate::{error::ApiError, store::batch::ItemError};
 
-/// Registers every route: health and metrics at the root, the documentation under `/api`, the
-/// REST API under `/api/v1`.
+/// Registers every route: health, metrics and the tracking links of messages (`/t/...`) at
+/// the root, the documentation under `/api`, the REST API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    tracking::configure(cfg);
     docs::configure(cfg);
     cfg.service(
         web::scope("/api/v1")

@@ -170,6 +170,54 @@ pub async fn patch(
     Ok(contact)
 }
 
+/// The workspace and external id of the contact with internal id `id`, if it exists.
+pub async fn external_id_by_id(
+    db: &impl ConnectionTrait,
+    id: ContactId,
+) -> Result<Option<(WorkspaceId, ExternalId)>, StoreError> {
+    let row: Option<(i64, String)> = contact::Entity::find()
+        .select_only()
+        .columns([contact::Column::WorkspaceId, contact::Column::ExternalId])
+        .filter(contact::Column::Id.eq(id.0))
+        .into_tuple()
+        .one(db)
+        .await?;
+    row.map(|(workspace, external_id)| {
+        ExternalId::parse(external_id)
+            .map(|external_id| (WorkspaceId(workspace), external_id))
+            .map_err(corrupt("external_id"))
+    })
+    .transpose()
+}
+
+/// Marks a contact unsubscribed from email (the unsubscribe link). Returns whether its
+/// status changed: an unsubscribed contact stays as it is, and so does one that complained,
+/// since a complaint says more than an unsubscribe.
+pub async fn unsubscribe_email(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    id: ContactId,
+) -> Result<bool, StoreError> {
+    let result = contact::Entity::update_many()
+        .col_expr(
+            contact::Column::EmailStatus,
+            Expr::value(SubscriptionStatus::Unsubscribed.as_str()),
+        )
+        .col_expr(
+            contact::Column::UpdatedAt,
+            Expr::value(Timestamp::now().millis()),
+        )
+        .filter(contact::Column::WorkspaceId.eq(workspace.0))
+        .filter(contact::Column::Id.eq(id.0))
+        .filter(contact::Column::EmailStatus.is_not_in([
+            SubscriptionStatus::Unsubscribed.as_str(),
+            SubscriptionStatus::Complained.as_str(),
+        ]))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
 /// One contact by external id.
 pub async fn get(
     db: &impl ConnectionTrait,

@@ -4,6 +4,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod contacts;
+pub mod deliveries;
 pub mod events;
 pub mod keys;
 

@@ -9,4 +9,5 @@ mod events;
 mod insights;
 mod operations;
 mod segments;
+mod tracking;
 mod traits;

@@ -1,0 +1,419 @@
+//! The tracking endpoints messages link to, at the root rather than under `/api`: the click
+//! redirect `/t/c/{token}`, the open pixel `/t/o/{token}`, and the unsubscribe page
+//! `/t/u/{token}` with its RFC 8058 one-click POST.
+//!
+//! They are reached from mail clients, so they take no API key; they act only on tokens the
+//! installation's tracker signed, and they answer pages and images, not JSON. Clicks, opens and
+//! unsubscribes are stored as `email_click`, `email_open` and `unsubscribe` events of the
+//! delivery's contact, like any ingested event. Links signed for a campaign preview (delivery
+//! id `preview`) work but record nothing.
+
+use actix_web::{
+    HttpResponse,
+    http::{
+        StatusCode,
+        header::{self, HeaderValue},
+    },
+    web,
+};
+use clarion_campaign::preview::PREVIEW_DELIVERY;
+use clarion_model::{ContactId, EventInput, EventKind, ExternalId, IdempotencyKey, WorkspaceId};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    startup::AppState,
+    store::{self, events::IngestOptions},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/t/c/{token}", web::get().to(click))
+        .route("/t/o/{token}", web::get().to(open))
+        .route("/t/u/{token}", web::get().to(unsubscribe_page))
+        .route("/t/u/{token}", web::post().to(unsubscribe));
+}
+
+/// A transparent 1x1 GIF: the open pixel.
+const PIXEL: [u8; 43] = [
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0xff, 0xff, 0xff,
+    0x00, 0x00, 0x00, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Which delivery a verified token names.
+enum DeliveryRef {
+    /// A campaign preview: nothing is recorded.
+    Preview,
+    /// A row of `deliveries`.
+    Id(i64),
+    /// Signed by us, but no delivery id this server gives out.
+    Unknown,
+}
+
+impl DeliveryRef {
+    fn parse(delivery_id: &str) -> Self {
+        if delivery_id == PREVIEW_DELIVERY {
+            DeliveryRef::Preview
+        } else {
+            delivery_id
+                .parse()
+                .map_or(DeliveryRef::Unknown, DeliveryRef::Id)
+        }
+    }
+}
+
+/// Redirects to the link's target and records an `email_click` event.
+///
+/// Only a token the installation signed redirects, and only to the URL inside it, so this is
+/// never an open redirect; any other token gets a 400 page.
+#[utoipa::path(get, path = "/t/c/{token}", tag = "tracking",
+    params(("token" = String, Path, description = "The signed click token of a message link")),
+    responses(
+        (status = 302, description = "Redirect to the link's target", headers(("Location" = String))),
+        (status = 400, description = "The link is broken or was altered", content_type = "text/html")))]
+#[tracing::instrument(skip_all)]
+pub async fn click(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+    let Ok(target) = state.tracker.verify_click(&token) else {
+        count(&state, "click", "invalid");
+        return broken_link();
+    };
+    let Ok(location) = HeaderValue::from_str(&location(&target.url)) else {
+        count(&state, "click", "invalid");
+        return broken_link();
+    };
+    let outcome = match DeliveryRef::parse(&target.delivery_id) {
+        DeliveryRef::Preview => "preview",
+        DeliveryRef::Unknown => "unknown_delivery",
+        DeliveryRef::Id(id) => {
+            let mut properties = Map::new();
+            properties.insert("url".to_owned(), Value::String(target.url.clone()));
+            record_engagement(&state, id, "email_click", properties).await
+        }
+    };
+    count(&state, "click", outcome);
+    // A failure to record does not cost the reader the page they asked for.
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// Answers the open pixel and records an `email_open` event.
+///
+/// Every token gets the image, so mail clients never show a broken one; only a valid token
+/// records an open.
+#[utoipa::path(get, path = "/t/o/{token}", tag = "tracking",
+    params(("token" = String, Path, description = "The signed open token of a message")),
+    responses((status = 200, description = "A transparent 1x1 GIF", content_type = "image/gif")))]
+#[tracing::instrument(skip_all)]
+pub async fn open(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+    let outcome = match state.tracker.verify_open(&token) {
+        Err(_) => "invalid",
+        Ok(delivery_id) => match DeliveryRef::parse(&delivery_id) {
+            DeliveryRef::Preview => "preview",
+            DeliveryRef::Unknown => "unknown_delivery",
+            DeliveryRef::Id(id) => record_engagement(&state, id, "email_open", Map::new()).await,
+        },
+    };
+    count(&state, "open", outcome);
+    HttpResponse::Ok()
+        .content_type("image/gif")
+        .insert_header((header::CACHE_CONTROL, "no-store, max-age=0"))
+        .body(PIXEL.as_slice())
+}
+
+/// The unsubscribe page: says what the button does. Nothing changes until it is pressed
+/// (link scanners fetch pages, they do not submit forms).
+#[utoipa::path(get, path = "/t/u/{token}", tag = "tracking",
+    params(("token" = String, Path, description = "The signed unsubscribe token of a message")),
+    responses(
+        (status = 200, description = "A page with the unsubscribe button", content_type = "text/html"),
+        (status = 400, description = "The link is broken or was altered", content_type = "text/html")))]
+#[tracing::instrument(skip_all)]
+pub async fn unsubscribe_page(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> HttpResponse {
+    match state.tracker.verify_unsubscribe(&token) {
+        Err(_) => broken_link(),
+        Ok(target) if target.delivery_id == PREVIEW_DELIVERY => preview_unsubscribe(),
+        Ok(_) => page(
+            StatusCode::OK,
+            "Unsubscribe",
+            "Press the button to stop receiving these emails.",
+            Some(
+                "<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+                 <button type=\"submit\">Unsubscribe</button></form>",
+            ),
+        ),
+    }
+}
+
+/// Unsubscribes the contact from email: RFC 8058 one-click (body `List-Unsubscribe=One-Click`)
+/// or the page's button.
+///
+/// Sets the contact's email subscription to `unsubscribed` (a complaint is kept), records an
+/// `unsubscribe` event once per delivery, and brings the contact's segments up to date.
+/// Repeating it changes nothing. The body is not needed: the signed token is the request.
+#[utoipa::path(post, path = "/t/u/{token}", tag = "tracking",
+    params(("token" = String, Path, description = "The signed unsubscribe token of a message")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+        description = "`List-Unsubscribe=One-Click` (RFC 8058), or empty"),
+    responses(
+        (status = 200, description = "Unsubscribed (or already so)", content_type = "text/html"),
+        (status = 400, description = "The link is broken or was altered", content_type = "text/html"),
+        (status = 503, description = "The database does not answer; nothing was changed or the change can be repeated", content_type = "text/html")))]
+#[tracing::instrument(skip_all)]
+pub async fn unsubscribe(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+    let Ok(target) = state.tracker.verify_unsubscribe(&token) else {
+        count(&state, "unsubscribe", "invalid");
+        return broken_link();
+    };
+    let delivery = match DeliveryRef::parse(&target.delivery_id) {
+        DeliveryRef::Preview => {
+            count(&state, "unsubscribe", "preview");
+            return preview_unsubscribe();
+        }
+        DeliveryRef::Id(id) => Some(id),
+        DeliveryRef::Unknown => None,
+    };
+    let contact = target.contact_id.parse().ok().map(ContactId);
+    let key = format!("unsubscribe:{}", target.delivery_id);
+    match unsubscribe_contact(&state, delivery, contact, &key).await {
+        Ok(Unsubscribed::Done { changed }) => {
+            count(
+                &state,
+                "unsubscribe",
+                if changed { "recorded" } else { "repeated" },
+            );
+            unsubscribed_page()
+        }
+        Ok(Unsubscribed::NoContact) => {
+            // Nobody to send to any more: as good as unsubscribed for the reader.
+            count(&state, "unsubscribe", "unknown_delivery");
+            unsubscribed_page()
+        }
+        Ok(Unsubscribed::Mismatch) => {
+            tracing::warn!("unsubscribe token names a different contact than its delivery");
+            count(&state, "unsubscribe", "invalid");
+            broken_link()
+        }
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "unsubscribe failed");
+            count(&state, "unsubscribe", "failed");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "We could not process your request just now. Please try again in a few minutes.",
+                None,
+            )
+        }
+    }
+}
+
+/// What an unsubscribe request did.
+enum Unsubscribed {
+    /// The contact is unsubscribed now; `changed` when this request did it or recorded it.
+    Done { changed: bool },
+    /// The contact no longer exists.
+    NoContact,
+    /// The delivery belongs to another contact than the token says.
+    Mismatch,
+}
+
+async fn unsubscribe_contact(
+    state: &AppState,
+    delivery: Option<i64>,
+    contact: Option<ContactId>,
+    key: &str,
+) -> anyhow::Result<Unsubscribed> {
+    let recipient = match delivery {
+        Some(id) => store::deliveries::recipient(&state.db, id).await?,
+        None => None,
+    };
+    let mut properties = Map::new();
+    let (workspace, contact, external_id) = match recipient {
+        Some(recipient) if Some(recipient.contact) == contact => {
+            properties.insert("campaign_id".to_owned(), json!(recipient.campaign_id));
+            (
+                recipient.workspace,
+                recipient.contact,
+                recipient.external_id,
+            )
+        }
+        Some(_) => return Ok(Unsubscribed::Mismatch),
+        // The delivery is gone (its campaign was deleted, say) but the signed link still
+        // names the contact, who must still be able to leave.
+        None => {
+            let Some(contact) = contact else {
+                return Ok(Unsubscribed::NoContact);
+            };
+            match store::contacts::external_id_by_id(&state.db, contact).await? {
+                Some((workspace, external_id)) => (workspace, contact, external_id),
+                None => return Ok(Unsubscribed::NoContact),
+            }
+        }
+    };
+    if let Some(id) = delivery {
+        properties.insert("delivery_id".to_owned(), json!(id));
+    }
+    let changed = store::contacts::unsubscribe_email(&state.db, workspace, contact).await?;
+    let recorded = record(
+        state,
+        workspace,
+        external_id,
+        "unsubscribe",
+        properties,
+        Some(key),
+    )
+    .await?;
+    if changed || recorded {
+        // The subscription changed, as with a contact PATCH: segments may depend on it.
+        crate::realtime::refresh(state, workspace, &[contact], false).await;
+    }
+    Ok(Unsubscribed::Done {
+        changed: changed || recorded,
+    })
+}
+
+/// Records a click or open on delivery `id`; returns the outcome for the metrics. Failures
+/// are logged, never shown to the reader.
+async fn record_engagement(
+    state: &AppState,
+    id: i64,
+    kind: &str,
+    mut properties: Map<String, Value>,
+) -> &'static str {
+    let recipient = match store::deliveries::recipient(&state.db, id).await {
+        Ok(Some(recipient)) => recipient,
+        Ok(None) => return "unknown_delivery",
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            tracing::error!(error = %format!("{error:#}"), kind, "tracking: the delivery could not be read");
+            return "failed";
+        }
+    };
+    properties.insert("campaign_id".to_owned(), json!(recipient.campaign_id));
+    properties.insert("delivery_id".to_owned(), json!(id));
+    // Opens and clicks repeat (each one counts), so they carry no idempotency key.
+    match record(
+        state,
+        recipient.workspace,
+        recipient.external_id,
+        kind,
+        properties,
+        None,
+    )
+    .await
+    {
+        Ok(true) => {
+            crate::realtime::refresh(state, recipient.workspace, &[recipient.contact], true).await;
+            "recorded"
+        }
+        Ok(false) => "unknown_delivery",
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), kind, "tracking: the event could not be stored");
+            "failed"
+        }
+    }
+}
+
+/// Stores one event through the event store, as ingestion would. Returns whether it was
+/// stored: not when its idempotency key was seen before or its contact was deleted meanwhile.
+async fn record(
+    state: &AppState,
+    workspace: WorkspaceId,
+    external_id: ExternalId,
+    kind: &str,
+    properties: Map<String, Value>,
+    idempotency_key: Option<&str>,
+) -> anyhow::Result<bool> {
+    let event = EventInput {
+        external_id,
+        kind: EventKind::parse(kind)?,
+        occurred_at: None,
+        amount: None,
+        currency: None,
+        properties,
+        idempotency_key: idempotency_key.map(IdempotencyKey::parse).transpose()?,
+    };
+    let options = IngestOptions {
+        create_unknown_contacts: false,
+        max_future_millis: 0,
+        atomic: false,
+    };
+    let report =
+        store::events::insert_batch(&state.db, workspace, vec![(0, event)], options).await?;
+    Ok(report.accepted > 0)
+}
+
+fn count(state: &AppState, kind: &str, outcome: &str) {
+    state
+        .metrics
+        .tracking
+        .with_label_values(&[kind, outcome])
+        .inc();
+}
+
+/// The click target as a `Location` value: characters a header cannot carry (spaces, control
+/// and non-ASCII characters) percent-encoded, as a browser would before following the link.
+fn location(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for byte in url.bytes() {
+        if byte.is_ascii_graphic() {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn broken_link() -> HttpResponse {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Broken link",
+        "This link is broken or expired. If you copied it, check that it is complete.",
+        None,
+    )
+}
+
+fn preview_unsubscribe() -> HttpResponse {
+    page(
+        StatusCode::OK,
+        "Preview link",
+        "This unsubscribe link comes from a campaign preview, so it does not unsubscribe anyone.",
+        None,
+    )
+}
+
+fn unsubscribed_page() -> HttpResponse {
+    page(
+        StatusCode::OK,
+        "You are unsubscribed",
+        "You will no longer receive these emails.",
+        None,
+    )
+}
+
+/// A small self-contained HTML page. Only fixed text goes into it, never request data.
+fn page(status: StatusCode, title: &str, message: &str, form: Option<&str>) -> HttpResponse {
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         button{{font-size:1rem;padding:.5rem 1.25rem;cursor:pointer}}</style></head>\
+         <body><h1>{title}</h1><p>{message}</p>{form}</body></html>\n",
+        form = form.unwrap_or_default(),
+    );
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header(("X-Robots-Tag", "noindex"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        ))
+        .body(body)
+}

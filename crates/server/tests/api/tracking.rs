@@ -1,0 +1,368 @@
+//! The tracking links of messages as a mail client follows them: the click redirect, the open
+//! pixel and the unsubscribe page with its one-click POST, on links signed the way rendered
+//! messages sign them.
+//!
+//! The campaign, its run and the delivery are written with SQL: the tests depend on the
+//! tables' shape, not on a launch API.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clarion_template::{Tracker, TrackingKeys};
+use clarion_testkit::{Backend, TestApp, on_both_backends};
+use reqwest::{StatusCode, header};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+const KEY: &str = "tracking-test-signing-key-0001";
+const TARGET: &str = "https://shop.example/sale?utm_source=clarion&x=1";
+
+/// A server, a tracker signing with its key, and one sent delivery to Anna (Ben has none).
+struct Fixture {
+    app: TestApp,
+    tracker: Tracker,
+    /// Does not follow redirects, so the test sees them.
+    client: reqwest::Client,
+    campaign: i64,
+    delivery: i64,
+    anna: i64,
+    ben: i64,
+}
+
+impl Fixture {
+    async fn new(backend: Backend) -> Fixture {
+        let app = TestApp::spawn_with(backend, |settings| {
+            settings.tracking.signing_keys = vec![secrecy::SecretString::from(KEY)];
+        })
+        .await;
+        let (status, body) = app
+            .post(
+                "/api/v1/contacts/batch",
+                &json!({"contacts": [
+                    {"external_id": "anna", "email": "anna@example.com"},
+                    {"external_id": "ben", "email": "ben@example.com"},
+                ]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let anna = id(&app, "SELECT id FROM contacts WHERE external_id = 'anna'").await;
+        let ben = id(&app, "SELECT id FROM contacts WHERE external_id = 'ben'").await;
+        let now = clarion_model::Timestamp::now().millis();
+        let campaign = id(
+            &app,
+            &format!(
+                "INSERT INTO campaigns (workspace_id, name, status, goal_event, goal_window_hours, \
+                 holdout_percent, channels, created_at, updated_at) \
+                 VALUES (1, 'Spring sale', 'draft', 'purchase', 72, 0.0, 'email', {now}, {now}) RETURNING id"
+            ),
+        )
+        .await;
+        let run = id(
+            &app,
+            &format!(
+                "INSERT INTO campaign_runs (workspace_id, campaign_id, status, audience, queued, \
+                 suppressed, holdout, started_at, updated_at) \
+                 VALUES (1, {campaign}, 'running', 1, 1, 0, 0, {now}, {now}) RETURNING id"
+            ),
+        )
+        .await;
+        let delivery = id(
+            &app,
+            &format!(
+                "INSERT INTO deliveries (workspace_id, run_id, campaign_id, contact_id, channel, \
+                 variant_id, segment_id, status, attempts, created_at, updated_at, sent_at) \
+                 VALUES (1, {run}, {campaign}, {anna}, 'email', 1, 1, 'sent', 1, {now}, {now}, {now}) RETURNING id"
+            ),
+        )
+        .await;
+        // Links point at the test server; the key is what makes them the installation's.
+        let tracker =
+            Tracker::new(&app.address, TrackingKeys::new(&[KEY.as_bytes()]).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Fixture {
+            app,
+            tracker,
+            client,
+            campaign,
+            delivery,
+            anna,
+            ben,
+        }
+    }
+
+    async fn get(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    /// The RFC 8058 one-click POST a mailbox provider sends.
+    async fn one_click(&self, url: &str) -> reqwest::Response {
+        self.client
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A contact's events of one kind, newest first, through the API.
+    async fn events(&self, contact: &str, kind: &str) -> Vec<Value> {
+        let (status, body) = self
+            .app
+            .get(&format!("/api/v1/contacts/{contact}/events?kind={kind}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["events"].as_array().unwrap().clone()
+    }
+
+    async fn all_events(&self, contact: &str) -> Vec<Value> {
+        let (status, body) = self
+            .app
+            .get(&format!("/api/v1/contacts/{contact}/events"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["events"].as_array().unwrap().clone()
+    }
+
+    async fn email_status(&self, contact: &str) -> String {
+        let (status, body) = self.app.get(&format!("/api/v1/contacts/{contact}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["subscriptions"]["email"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn id(app: &TestApp, sql: &str) -> i64 {
+    let backend = app.db.get_database_backend();
+    let row = app
+        .db
+        .query_one_raw(Statement::from_string(backend, sql.to_owned()))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// The token of a tracking URL with its payload replaced and the signature kept.
+fn forge(url: &str, payload: &str) -> String {
+    let (base, token) = url.rsplit_once('/').unwrap();
+    let (_, tag) = token.split_once('.').unwrap();
+    format!("{base}/{}.{tag}", URL_SAFE_NO_PAD.encode(payload))
+}
+
+async fn assert_broken_page(response: reqwest::Response) {
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get(header::LOCATION).is_none());
+    let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("broken or expired"), "{page}");
+}
+
+async fn assert_pixel(response: reqwest::Response) {
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/gif");
+    let cache = response.headers()[header::CACHE_CONTROL].to_str().unwrap();
+    assert!(cache.contains("no-store"), "{cache}");
+    let image = response.bytes().await.unwrap();
+    assert!(image.starts_with(b"GIF89a"));
+    assert_eq!(image.len(), 43);
+}
+
+async fn clicks_redirect_to_the_target_and_are_recorded(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (status, body) = f
+        .app
+        .post(
+            "/api/v1/segments",
+            &json!({"name": "Clickers", "category": "behavioural",
+                    "rule": "email_click.count(30d) >= 1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let url = f.tracker.click_url(&f.delivery.to_string(), TARGET);
+
+    for _ in 0..2 {
+        let response = f.get(&url).await;
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(response.headers()[header::LOCATION], TARGET);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    }
+    // Each click counts: a second one is not a duplicate.
+    let clicks = f.events("anna", "email_click").await;
+    assert_eq!(clicks.len(), 2, "{clicks:#?}");
+    assert_eq!(
+        clicks[0]["properties"],
+        json!({"campaign_id": f.campaign, "delivery_id": f.delivery, "url": TARGET})
+    );
+    // The click brought Anna into the segment at once, as an ingested event would.
+    let (status, page) = f.app.get("/api/v1/segments/clickers/members").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["members"][0]["external_id"], "anna", "{page}");
+
+    // A link whose target was changed, or that was never signed, redirects nowhere.
+    assert_broken_page(
+        f.get(&forge(
+            &url,
+            &format!("{}\nhttps://evil.example/", f.delivery),
+        ))
+        .await,
+    )
+    .await;
+    assert_broken_page(f.get(&f.app.url("/t/c/not-a-token")).await).await;
+    assert_broken_page(f.get(&f.app.url("/t/c/AAAA.AAAA")).await).await;
+    // An open token is not a click token.
+    let open = f.tracker.open_url(&f.delivery.to_string());
+    let open_token = open.rsplit('/').next().unwrap();
+    assert_broken_page(f.get(&f.app.url(&format!("/t/c/{open_token}"))).await).await;
+    assert_eq!(f.events("anna", "email_click").await.len(), 2);
+
+    // A signed link whose delivery is gone still takes the reader where it promised.
+    let response = f.get(&f.tracker.click_url("987654321", TARGET)).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()[header::LOCATION], TARGET);
+    assert_eq!(f.events("anna", "email_click").await.len(), 2);
+
+    let metrics = f.get(&f.app.url("/metrics")).await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"clarion_tracking_requests_total{kind="click",outcome="recorded"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"clarion_tracking_requests_total{kind="click",outcome="invalid"} 4"#),
+        "{metrics}"
+    );
+}
+
+async fn opens_answer_a_pixel_and_are_recorded(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    assert_pixel(f.get(&f.tracker.open_url(&f.delivery.to_string())).await).await;
+    let opens = f.events("anna", "email_open").await;
+    assert_eq!(opens.len(), 1, "{opens:#?}");
+    assert_eq!(
+        opens[0]["properties"],
+        json!({"campaign_id": f.campaign, "delivery_id": f.delivery})
+    );
+
+    // A bad token still gets the image, so no broken picture shows, but records nothing.
+    assert_pixel(f.get(&f.app.url("/t/o/garbage")).await).await;
+    let forged = forge(
+        &f.tracker.open_url(&f.delivery.to_string()),
+        &(f.delivery + 1).to_string(),
+    );
+    assert_pixel(f.get(&forged).await).await;
+    assert_eq!(f.events("anna", "email_open").await.len(), 1);
+    assert!(f.all_events("ben").await.is_empty());
+}
+
+async fn one_click_unsubscribes_once_and_repeats_harmlessly(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (status, body) = f
+        .app
+        .post(
+            "/api/v1/segments",
+            &json!({"name": "Unsubscribed", "category": "behavioural",
+                    "rule": "email_status = \"unsubscribed\""}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let url = f
+        .tracker
+        .unsubscribe_url(&f.delivery.to_string(), &f.anna.to_string());
+
+    // The page only asks; it changes nothing.
+    let response = f.get(&url).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<form method=\"post\""), "{page}");
+    assert_eq!(f.email_status("anna").await, "subscribed");
+
+    let response = f.one_click(&url).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("unsubscribed"));
+    assert_eq!(f.email_status("anna").await, "unsubscribed");
+    let events = f.events("anna", "unsubscribe").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        events[0]["properties"],
+        json!({"campaign_id": f.campaign, "delivery_id": f.delivery})
+    );
+    assert_eq!(
+        events[0]["idempotency_key"],
+        format!("unsubscribe:{}", f.delivery)
+    );
+    // Segments follow at once, as after a contact PATCH.
+    let (status, members) = f.app.get("/api/v1/segments/unsubscribed/members").await;
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(members["members"][0]["external_id"], "anna", "{members}");
+
+    // Again, and as the page's button posts it (or with no body): same answer, no new event.
+    assert_eq!(f.one_click(&url).await.status(), StatusCode::OK);
+    let response = f.client.post(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(f.events("anna", "unsubscribe").await.len(), 1);
+    assert_eq!(f.email_status("anna").await, "unsubscribed");
+
+    // A token whose contact is not the delivery's, or that was altered, changes nothing.
+    let other = f
+        .tracker
+        .unsubscribe_url(&f.delivery.to_string(), &f.ben.to_string());
+    assert_broken_page(f.one_click(&other).await).await;
+    assert_broken_page(
+        f.one_click(&forge(&url, &format!("{}\n{}", f.delivery, f.ben)))
+            .await,
+    )
+    .await;
+    assert_broken_page(f.get(&forge(&url, "x")).await).await;
+    assert_eq!(f.email_status("ben").await, "subscribed");
+    assert!(f.all_events("ben").await.is_empty());
+}
+
+async fn unsubscribing_works_after_the_delivery_is_gone(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.app
+        .db
+        .execute_unprepared("DELETE FROM deliveries")
+        .await
+        .unwrap();
+    let url = f
+        .tracker
+        .unsubscribe_url(&f.delivery.to_string(), &f.ben.to_string());
+    assert_eq!(f.one_click(&url).await.status(), StatusCode::OK);
+    assert_eq!(f.email_status("ben").await, "unsubscribed");
+    let events = f.events("ben", "unsubscribe").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["properties"], json!({"delivery_id": f.delivery}));
+}
+
+async fn preview_links_work_but_record_nothing(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let preview = clarion_campaign::preview::PREVIEW_DELIVERY;
+
+    let response = f.get(&f.tracker.click_url(preview, TARGET)).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()[header::LOCATION], TARGET);
+    assert_pixel(f.get(&f.tracker.open_url(preview)).await).await;
+
+    let url = f.tracker.unsubscribe_url(preview, &f.anna.to_string());
+    let response = f.get(&url).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("preview"), "{page}");
+    assert!(!page.contains("<form"), "{page}");
+    let response = f.one_click(&url).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("preview"));
+
+    assert_eq!(f.email_status("anna").await, "subscribed");
+    assert!(f.all_events("anna").await.is_empty());
+}
+
+on_both_backends!(
+    clicks_redirect_to_the_target_and_are_recorded,
+    opens_answer_a_pixel_and_are_recorded,
+    one_click_unsubscribes_once_and_repeats_harmlessly,
+    unsubscribing_works_after_the_delivery_is_gone,
+    preview_links_work_but_record_nothing,
+);
