@@ -16,13 +16,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use clarion_model::{Channel, ContactId, Timestamp, WorkspaceId};
+use clarion_model::{Channel, Timestamp, WorkspaceId};
+use clarion_queue::Queue;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement,
-    sea_query::{
-        Expr, ExprTrait, InsertStatement, OnConflict, PostgresQueryBuilder, Query,
-        SqliteQueryBuilder,
-    },
+    ConnectionTrait, DatabaseConnection, QueryResult, Statement,
+    sea_query::{Expr, ExprTrait, Query},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -161,12 +159,18 @@ pub async fn launch(
         elapsed_ms: 0,
     };
     let page = settings.launch_page;
+    // Jobs of the page written last, enqueued while the next page is read.
+    let mut pending: Vec<(usize, Vec<DeliveryJob>)> = Vec::new();
     for plan in groups(&campaign) {
         let mut after = i64::MIN;
         loop {
-            let members = db
-                .query_all(&members_page(workspace, plan.segment.id, after, page))
-                .await?;
+            let select = members_page(workspace, plan.segment.id, after, page);
+            let (members, deferred) = tokio::join!(
+                db.query_all(&select),
+                enqueue(&opened, std::mem::take(&mut pending), run_id),
+            );
+            report.enqueue_deferred += deferred;
+            let members = members?;
             let (Some(first), Some(last)) = (members.first(), members.last()) else {
                 break;
             };
@@ -190,6 +194,9 @@ pub async fn launch(
                     } else {
                         reachability(member, channel)?
                     };
+                    if let (DeliveryStatus::Suppressed, Some(reason)) = (status, reason) {
+                        *report.suppressed.entry(reason.to_owned()).or_default() += 1;
+                    }
                     rows.push(Row {
                         contact,
                         channel,
@@ -200,25 +207,16 @@ pub async fn launch(
                     });
                 }
             }
-            for row in &rows {
-                if let (DeliveryStatus::Suppressed, Some(reason)) = (row.status, row.reason) {
-                    *report.suppressed.entry(reason.to_owned()).or_default() += 1;
-                }
-            }
             let queued = write_rows(db, workspace, run_id, id, &rows).await?;
-            for (channel, queue) in &opened {
+            for (index, (channel, _)) in opened.iter().enumerate() {
                 let jobs: Vec<DeliveryJob> = queued
                     .iter()
                     .filter(|(c, _)| c == channel)
                     .map(|&(_, id)| DeliveryJob { id })
                     .collect();
                 report.queued += jobs.len() as u64;
-                if jobs.is_empty() {
-                    continue;
-                }
-                if let Err(error) = queue.enqueue_batch(&jobs).await {
-                    tracing::warn!(%error, run = run_id, jobs = jobs.len(), "enqueue failed during launch; the supervisor will enqueue these deliveries");
-                    report.enqueue_deferred += jobs.len() as u64;
+                if !jobs.is_empty() {
+                    pending.push((index, jobs));
                 }
             }
             if (members.len() as u64) < page {
@@ -227,6 +225,7 @@ pub async fn launch(
             after = high;
         }
     }
+    report.enqueue_deferred += enqueue(&opened, pending, run_id).await;
 
     let suppressed: u64 = report.suppressed.values().sum();
     let counts = Query::update()
@@ -258,12 +257,32 @@ pub async fn launch(
     Ok(report)
 }
 
+/// Enqueues each channel's jobs; returns how many could not be (Redis failed), which stay
+/// queued in the database for the supervisor.
+async fn enqueue(
+    opened: &[(Channel, Queue<DeliveryJob>)],
+    jobs: Vec<(usize, Vec<DeliveryJob>)>,
+    run_id: i64,
+) -> u64 {
+    let mut deferred = 0;
+    for (index, jobs) in jobs {
+        let Some((_, queue)) = opened.get(index) else {
+            continue;
+        };
+        if let Err(error) = queue.enqueue_batch(&jobs).await {
+            tracing::warn!(%error, run = run_id, jobs = jobs.len(), "enqueue failed during launch; the supervisor will enqueue these deliveries");
+            deferred += jobs.len() as u64;
+        }
+    }
+    deferred
+}
+
 /// The variant and holdout of `contact` in `plan`'s group: the same hash as
 /// [`crate::assign::assign_in_group`], without building an [`crate::Assignment`] per member.
 fn choose(campaign: &Campaign, plan: &GroupPlan<'_>, contact: i64) -> Option<(VariantId, bool)> {
     let decision = clarion_template::assign::assign(
         campaign.id.0,
-        ContactId(contact).0,
+        contact,
         campaign.holdout_percent,
         &weights(campaign, plan.group),
     );
@@ -304,8 +323,8 @@ fn reachability(
 /// Writes a page of rows in one statement and returns the queued ones' channel and id.
 ///
 /// Every value is an integer or one of Clarion's own constant strings, so the statement is
-/// sent with its values inlined: a 5,000-row page is one round trip without 60,000 bind
-/// parameters (SQLite allows 32,766 per statement).
+/// written with its values inline: a 5,000-row page is one round trip without 60,000 bind
+/// parameters (SQLite allows 32,766 per statement) or a value tree per row.
 async fn write_rows(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
@@ -313,51 +332,42 @@ async fn write_rows(
     campaign: CampaignId,
     rows: &[Row],
 ) -> Result<Vec<(Channel, i64)>, sea_orm::DbErr> {
+    use std::fmt::Write as _;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let now = Timestamp::now().millis();
-    let mut insert = Query::insert();
-    insert.into_table("deliveries").columns([
-        "workspace_id",
-        "run_id",
-        "campaign_id",
-        "contact_id",
-        "channel",
-        "variant_id",
-        "segment_id",
-        "status",
-        "reason",
-        "attempts",
-        "created_at",
-        "updated_at",
-    ]);
-    for row in rows {
-        insert.values_panic([
-            workspace.0.into(),
-            run_id.into(),
-            campaign.0.into(),
-            row.contact.into(),
-            row.channel.as_str().into(),
-            row.variant.0.into(),
-            row.segment.into(),
-            row.status.as_str().into(),
-            row.reason.map(str::to_owned).into(),
-            0i64.into(),
-            now.into(),
-            now.into(),
-        ]);
+    let mut sql = String::with_capacity(200 + rows.len() * 110);
+    sql.push_str(
+        "INSERT INTO deliveries (workspace_id, run_id, campaign_id, contact_id, channel, \
+         variant_id, segment_id, status, reason, attempts, created_at, updated_at) VALUES ",
+    );
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        let reason = row.reason.map_or_else(
+            || "NULL".to_owned(),
+            |r| format!("'{}'", r.replace('\'', "''")),
+        );
+        let _ = write!(
+            sql,
+            "({},{run_id},{},{},'{}',{},{},'{}',{reason},0,{now},{now})",
+            workspace.0,
+            campaign.0,
+            row.contact,
+            row.channel.as_str(),
+            row.variant.0,
+            row.segment,
+            row.status.as_str(),
+        );
     }
-    insert
-        .on_conflict(
-            OnConflict::columns(["run_id", "contact_id", "channel"])
-                .do_nothing()
-                .to_owned(),
-        )
-        .returning(Query::returning().columns(["id", "channel", "status"]));
+    sql.push_str(
+        " ON CONFLICT (run_id, contact_id, channel) DO NOTHING RETURNING id, channel, status",
+    );
     let backend = db.get_database_backend();
     let written = db
-        .query_all_raw(Statement::from_string(backend, inline(backend, &insert)))
+        .query_all_raw(Statement::from_string(backend, sql))
         .await?;
     let mut queued = Vec::new();
     for row in written {
@@ -373,12 +383,4 @@ async fn write_rows(
         queued.push((channel, row.try_get("", "id")?));
     }
     Ok(queued)
-}
-
-/// The statement as SQL text with its values inlined, for the connection's database.
-pub(crate) fn inline(backend: DbBackend, statement: &InsertStatement) -> String {
-    match backend {
-        DbBackend::Postgres => statement.to_string(PostgresQueryBuilder),
-        _ => statement.to_string(SqliteQueryBuilder),
-    }
 }

@@ -13,6 +13,12 @@ use secrecy::SecretString;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Launch of a campaign to every generated contact on PostgreSQL: delivery rows and
+    /// enqueued jobs, beside a hand-written INSERT … SELECT of the same rows.
+    Launch(SendingArgs),
+    /// A whole campaign sent by one `clarion serve --role worker` process to a local webhook
+    /// receiver: deliveries per second end to end and the worker's peak memory.
+    Worker(SendingArgs),
     /// Event ingestion through POST /api/v1/events/batch, against a server started in this
     /// process on a fresh database.
     Ingest {
@@ -57,6 +63,30 @@ pub enum BenchCommand {
     },
 }
 
+/// What `bench launch` and `bench worker` take.
+#[derive(clap::Args)]
+pub struct SendingArgs {
+    /// Contacts in the audience (generated once, kept in `clarion_bench_launch_N`).
+    #[arg(long, default_value_t = 1_000_000)]
+    contacts: u64,
+    /// The PostgreSQL server to create the benchmark database on.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    /// Generate the contacts anew even when the database exists.
+    #[arg(long)]
+    fresh: bool,
+}
+
+impl SendingArgs {
+    fn bench(&self) -> crate::bench_sending::SendingBench {
+        crate::bench_sending::SendingBench {
+            contacts: self.contacts,
+            postgres_url: self.postgres_url.clone(),
+            fresh: self.fresh,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BenchBackend {
     Sqlite,
@@ -65,6 +95,12 @@ pub enum BenchBackend {
 
 pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Launch(args) => {
+            crate::bench_sending::run_launch(&args.bench(), &settings).await
+        }
+        BenchCommand::Worker(args) => {
+            crate::bench_sending::run_worker(&args.bench(), &settings).await
+        }
         BenchCommand::Ingest {
             backend,
             events,

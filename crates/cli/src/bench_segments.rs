@@ -66,22 +66,34 @@ pub async fn run(bench: SegmentBench, settings: &Settings) -> anyhow::Result<()>
             "clarion_bench_segments_{contacts}_{}",
             bench.events_per_contact
         );
-        let db = prepare(&bench, settings, &name, contacts).await?;
+        let db = prepare(
+            &bench.postgres_url,
+            bench.fresh,
+            settings,
+            &name,
+            contacts,
+            bench.events_per_contact,
+        )
+        .await?;
         measure(&db, &bench, contacts).await?;
         db.close().await.ok();
     }
     Ok(())
 }
 
-async fn prepare(
-    bench: &SegmentBench,
+/// Opens the kept benchmark database `name` on `postgres_url`, generating `contacts` contacts
+/// with `per_contact` events each when it is missing, incomplete or `fresh` is asked for.
+pub(crate) async fn prepare(
+    postgres_url: &str,
+    fresh: bool,
     settings: &Settings,
     name: &str,
     contacts: u64,
+    per_contact: u64,
 ) -> anyhow::Result<DatabaseConnection> {
-    let admin = Database::connect(bench.postgres_url.as_str())
+    let admin = Database::connect(postgres_url)
         .await
-        .with_context(|| format!("cannot connect to {}", bench.postgres_url))?;
+        .with_context(|| format!("cannot connect to {postgres_url}"))?;
     let exists = admin
         .query_one_raw(sea_orm::Statement::from_string(
             DbBackend::Postgres,
@@ -92,7 +104,7 @@ async fn prepare(
     // A database from an interrupted generation is made anew.
     let complete = exists
         && {
-            let url = clarion_server::db::postgres_url_for_database(&bench.postgres_url, name);
+            let url = clarion_server::db::postgres_url_for_database(postgres_url, name);
             match Database::connect(url.as_str()).await {
                 Ok(db) => {
                     let n = db
@@ -106,24 +118,24 @@ async fn prepare(
                     .flatten()
                     .and_then(|row| Some((row.try_get::<i64>("", "c").ok()?, row.try_get::<i64>("", "e").ok()?)));
                     db.close().await.ok();
-                    matches!(n, Some((c, e)) if c as u64 == contacts && e > 0)
+                    matches!(n, Some((c, e)) if c as u64 == contacts && (e > 0 || per_contact == 0))
                 }
                 Err(_) => false,
             }
         };
-    if exists && (bench.fresh || !complete) {
+    if exists && (fresh || !complete) {
         admin
             .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .await?;
     }
-    let generate = !exists || bench.fresh || !complete;
+    let generate = !exists || fresh || !complete;
     if generate {
         admin
             .execute_unprepared(&format!("CREATE DATABASE {name}"))
             .await?;
     }
     admin.close().await.ok();
-    let url = clarion_server::db::postgres_url_for_database(&bench.postgres_url, name);
+    let url = clarion_server::db::postgres_url_for_database(postgres_url, name);
     let mut database = settings.database.clone();
     database.url = SecretString::from(url);
     database.max_connections = 4;
@@ -131,10 +143,10 @@ async fn prepare(
     db::migrate(&db).await?;
     if generate {
         let started = Instant::now();
-        generate_data(&db, contacts, bench.events_per_contact).await?;
+        generate_data(&db, contacts, per_contact).await?;
         println!(
             "  generated {contacts} contacts and {} events in {:.1} s (database {name}, kept for later runs)",
-            contacts * bench.events_per_contact,
+            contacts * per_contact,
             started.elapsed().as_secs_f64()
         );
     } else {
@@ -172,6 +184,10 @@ async fn generate_data(
         now = NOW
     ))
     .await?;
+    if per_contact == 0 {
+        db.execute_unprepared("ANALYZE").await?;
+        return Ok(());
+    }
     db.execute_unprepared(&format!(
         "INSERT INTO events (workspace_id, contact_id, kind, occurred_at, amount, currency, properties, received_at) \
          SELECT 1, c.id, k.kind, {now} - ((c.id * 7919 + j * 104729) % (365 * 86400)) * 1000, \

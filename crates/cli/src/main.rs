@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_segments;
+mod bench_sending;
 mod campaign;
 mod import;
 mod keys;

@@ -1,0 +1,316 @@
+//! `clarion bench launch` and `clarion bench worker`: a campaign to a generated population on
+//! PostgreSQL (the contacts of `bench segments`' generator, kept between runs).
+//!
+//! - launch: the audience (every contact, through a materialized segment) becomes delivery
+//!   rows and queued jobs, timed; beside it, in the same run, the same rows written by one
+//!   hand-written `INSERT … SELECT` into a copy of the table, the floor for the database part.
+//! - worker: the campaign is sent by a `clarion serve --role worker` child process to an
+//!   HTTP receiver in this process (keep-alive, answers 204), timed from launch to the last
+//!   delivery settled; the child's peak resident memory (VmHWM) is read from /proc.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use clarion_campaign::{
+    CampaignId, CampaignInput, Goal, Queues, TargetInput, VariantInput, WebhookVariant,
+    launch::launch, store as campaigns,
+};
+use clarion_model::{Channel, DEFAULT_WORKSPACE, Timestamp};
+use clarion_segment::store::{self, Category, NewSegment};
+use clarion_server::Settings;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use secrecy::ExposeSecret;
+
+/// What to measure.
+pub struct SendingBench {
+    pub contacts: u64,
+    pub postgres_url: String,
+    pub fresh: bool,
+}
+
+fn name(contacts: u64) -> String {
+    format!("clarion_bench_launch_{contacts}")
+}
+
+/// Prepares the population, a segment holding everyone and a fresh draft campaign on
+/// `channel`; returns the database and the campaign.
+async fn setup(
+    bench: &SendingBench,
+    settings: &Settings,
+    channel: Channel,
+) -> anyhow::Result<(DatabaseConnection, CampaignId)> {
+    let db = crate::bench_segments::prepare(
+        &bench.postgres_url,
+        bench.fresh,
+        settings,
+        &name(bench.contacts),
+        bench.contacts,
+        0,
+    )
+    .await?;
+    // Earlier runs' campaigns and deliveries go; the contacts stay.
+    db.execute_unprepared("DELETE FROM campaigns").await?;
+    let now = Timestamp::now();
+    if store::find(&db, DEFAULT_WORKSPACE, "everyone")
+        .await?
+        .is_none()
+    {
+        // A static list of everyone, filled by SQL: setting up is not what is measured.
+        let segment = store::create(
+            &db,
+            DEFAULT_WORKSPACE,
+            NewSegment {
+                slug: "everyone".into(),
+                name: "Everyone".into(),
+                description: String::new(),
+                category: Category::Demographic,
+                rule: None,
+            },
+            now,
+        )
+        .await?;
+        db.execute_unprepared(&format!(
+            "INSERT INTO segment_memberships (segment_id, contact_id, entered_at) \
+             SELECT {}, id, {} FROM contacts WHERE workspace_id = 1",
+            segment.id.0,
+            now.millis()
+        ))
+        .await?;
+        db.execute_unprepared("ANALYZE").await?;
+    }
+    let variant = VariantInput {
+        id: None,
+        name: "A".into(),
+        weight: 1,
+        email: (channel == Channel::Email).then(|| clarion_campaign::EmailVariant {
+            subject: "Hello {{ contact.first_name|default('there') }}".into(),
+            html: "<p>Our sale for {{ contact.country|default('you') }}. <a href=\"https://shop.example/sale\">Shop</a></p>".into(),
+            from: "Shop <news@shop.example>".into(),
+            ..Default::default()
+        }),
+        webhook: (channel == Channel::Webhook).then(|| WebhookVariant {
+            payload: "{\"contact\": {{ contact.external_id }}, \"country\": {{ contact.country|default('') }}, \"offer\": \"winter\"}".into(),
+            headers: Default::default(),
+        }),
+    };
+    let input = CampaignInput {
+        name: format!("Bench {}", now.millis()),
+        goal: Goal {
+            event: "purchase".into(),
+            window_hours: 168,
+        },
+        holdout_percent: 5.0,
+        channels: vec![channel],
+        targets: vec![TargetInput {
+            segment: "everyone".into(),
+            variants: vec![variant],
+        }],
+        audience_segment: None,
+        fallback: None,
+    };
+    let campaign = campaigns::create(&db, DEFAULT_WORKSPACE, &input, None).await?;
+    Ok((db, campaign.id))
+}
+
+fn queues(settings: &Settings, prefix: &str) -> anyhow::Result<Queues> {
+    let url = settings.redis.url.expose_secret();
+    let client = redis::Client::open(url)?;
+    let conn = clarion_server::startup::connect_redis(url)?;
+    Ok(Queues::new(client, conn, prefix, &settings.sending))
+}
+
+async fn drop_queues(queues: &Queues) -> anyhow::Result<()> {
+    for channel in Channel::ALL {
+        queues.open(channel).await?.destroy().await?;
+    }
+    Ok(())
+}
+
+/// Launch: delivery rows and enqueue, beside the hand-written insert.
+pub async fn run_launch(bench: &SendingBench, settings: &Settings) -> anyhow::Result<()> {
+    println!(
+        "bench launch: PostgreSQL, {} contacts, {} cores",
+        bench.contacts,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    let (db, campaign) = setup(bench, settings, Channel::Email).await?;
+    let prefix = format!("clarion-bench-{}", uuid::Uuid::new_v4().simple());
+    let queues = queues(settings, &prefix)?;
+    let started = Instant::now();
+    let report = launch(
+        &db,
+        &queues,
+        &settings.sending,
+        DEFAULT_WORKSPACE,
+        campaign,
+        None,
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    let rows = report.queued + report.holdout + report.suppressed.values().sum::<u64>();
+    let depth = queues.open(Channel::Email).await?.stats().await?.depth;
+    println!(
+        "  launch: {} contacts -> {rows} delivery rows ({} queued, {} held out, {} suppressed) and {depth} jobs enqueued in {:.2} s ({:.0} rows/s)",
+        report.audience,
+        report.queued,
+        report.holdout,
+        report.suppressed.values().sum::<u64>(),
+        elapsed.as_secs_f64(),
+        rows as f64 / elapsed.as_secs_f64().max(1e-9),
+    );
+    drop_queues(&queues).await?;
+
+    // The floor: the same rows from one INSERT … SELECT, no assignment, no enqueue.
+    db.execute_unprepared("DROP TABLE IF EXISTS bench_deliveries")
+        .await?;
+    db.execute_unprepared("CREATE TABLE bench_deliveries (LIKE deliveries INCLUDING ALL)")
+        .await?;
+    let run: i64 = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT MAX(id) AS id FROM campaign_runs".to_owned(),
+        ))
+        .await?
+        .context("no run")?
+        .try_get("", "id")?;
+    let started = Instant::now();
+    db.execute_unprepared(&format!(
+        "INSERT INTO bench_deliveries (workspace_id, run_id, campaign_id, contact_id, channel, variant_id, segment_id, \
+            status, reason, attempts, created_at, updated_at) \
+         SELECT 1, {run}, {campaign}, m.contact_id, 'email', 1, m.segment_id, \
+            CASE WHEN c.email_status = 'subscribed' THEN 'queued' ELSE 'suppressed' END, NULL, 0, 0, 0 \
+         FROM segment_memberships m JOIN contacts c ON c.id = m.contact_id \
+         WHERE m.exited_at IS NULL AND m.segment_id = (SELECT id FROM segments WHERE slug = 'everyone')",
+        campaign = campaign.0
+    ))
+    .await?;
+    let hand = started.elapsed();
+    println!(
+        "  hand-written INSERT … SELECT of the same rows (no assignment, no enqueue): {:.2} s; launch is {:.2}x of it",
+        hand.as_secs_f64(),
+        elapsed.as_secs_f64() / hand.as_secs_f64().max(1e-9)
+    );
+    db.execute_unprepared("DROP TABLE bench_deliveries").await?;
+    db.execute_unprepared("DELETE FROM campaigns").await?;
+    Ok(())
+}
+
+/// A worker process sends a whole campaign to a local webhook receiver.
+pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Result<()> {
+    println!(
+        "bench worker: PostgreSQL, {} contacts, webhook channel to a local keep-alive receiver, one worker process, {} cores",
+        bench.contacts,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&received);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        let counter = Arc::clone(&counter);
+        App::new().default_service(web::to(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async { HttpResponse::NoContent().finish() }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let receiver = server.handle();
+    tokio::spawn(server);
+
+    let (db, campaign) = setup(bench, settings, Channel::Webhook).await?;
+    let prefix = format!("clarion-bench-{}", uuid::Uuid::new_v4().simple());
+    let queues = queues(settings, &prefix)?;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut sending = settings.sending.clone();
+    sending.webhook_url = format!("http://127.0.0.1:{port}/hook");
+    let started = Instant::now();
+    let report = launch(&db, &queues, &sending, DEFAULT_WORKSPACE, campaign, None).await?;
+    println!(
+        "  launched {} deliveries in {:.2} s",
+        report.queued,
+        started.elapsed().as_secs_f64()
+    );
+
+    let url =
+        clarion_server::db::postgres_url_for_database(&bench.postgres_url, &name(bench.contacts));
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--role", "worker"])
+        .env("CLARION__DATABASE__URL", url)
+        .env("CLARION__REDIS__URL", settings.redis.url.expose_secret())
+        .env("CLARION__REDIS__KEY_PREFIX", &prefix)
+        .env("CLARION__SENDING__WEBHOOK_URL", &sending.webhook_url)
+        .env("CLARION__WEBHOOK__SECRET", secret)
+        .env("CLARION__WEBHOOK__ALLOW_LOOPBACK", "true")
+        .env("CLARION__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the worker process")?;
+    let pid = child.id().context("the worker process has no pid")?;
+    let sending_started = Instant::now();
+    let deadline = sending_started + Duration::from_secs(3600);
+    let mut peak_rss = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak_rss = peak_rss.max(status_kib(pid, "VmRSS:").unwrap_or(0));
+        let open: i64 = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT COUNT(*) AS n FROM deliveries WHERE status IN ('queued', 'sending')"
+                    .to_owned(),
+            ))
+            .await?
+            .context("no count")?
+            .try_get("", "n")?;
+        if open == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker did not finish within an hour"
+        );
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the worker process exited early: {status}");
+        }
+    }
+    let elapsed = sending_started.elapsed();
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(peak_rss);
+    let sent: i64 = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT COUNT(*) AS n FROM deliveries WHERE status = 'sent'".to_owned(),
+        ))
+        .await?
+        .context("no count")?
+        .try_get("", "n")?;
+    child.kill().await.ok();
+    receiver.stop(false).await;
+    println!(
+        "  worker: {sent} webhooks sent ({} received) in {:.1} s: {:.0} deliveries/s end to end (claim, render, sign, POST, record); worker peak memory {:.0} MB (VmHWM)",
+        received.load(Ordering::Relaxed),
+        elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64().max(1e-9),
+        hwm as f64 / 1024.0
+    );
+    drop_queues(&queues).await?;
+    db.execute_unprepared("DELETE FROM campaigns").await?;
+    Ok(())
+}
+
+/// A `kB` figure from `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
