@@ -1,7 +1,7 @@
 //! Prometheus metrics served at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The server's metrics, registered in a registry of its own so that tests can run several
@@ -18,6 +18,10 @@ pub struct Metrics {
     /// Tracking requests by kind (click, open, unsubscribe) and outcome (recorded, repeated,
     /// preview, unknown_delivery, invalid, failed).
     pub tracking: IntCounterVec,
+    /// The delivery queues, read from Redis at each scrape: jobs by queue (email, webhook)
+    /// and state (depth, lag, pending, delayed, dead), and totals since the queue was made
+    /// (retried, dead_lettered).
+    pub queue: IntGaugeVec,
 }
 
 impl Metrics {
@@ -47,13 +51,22 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_seconds.clone()))?;
         registry.register(Box::new(ingested.clone()))?;
+        let queue = IntGaugeVec::new(
+            Opts::new(
+                "delivery_queue_jobs",
+                "Delivery jobs by queue and state (depth = lag + pending; retried and dead_lettered are totals)",
+            ),
+            &["queue", "state"],
+        )?;
         registry.register(Box::new(tracking.clone()))?;
+        registry.register(Box::new(queue.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             http_seconds,
             ingested,
             tracking,
+            queue,
         })
     }
 

@@ -10,6 +10,7 @@ use clarion_campaign::{
     launch::launch as start,
 };
 use clarion_model::{Channel, ContactId, ErrorCode, ExternalId, Role};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -51,16 +52,55 @@ pub async fn launch(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
+    let id = path.into_inner();
+    check_webhook_target(&state, caller.workspace, id).await?;
     let report = start(
         &state.db,
         &state.queues,
         &state.settings.sending,
         caller.workspace,
-        CampaignId(path.into_inner()),
+        CampaignId(id),
         Some(caller.key_id),
     )
     .await?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// Refuses a launch whose webhooks could only fail: the receiver's address is one the
+/// target policy forbids (private, loopback, link-local) or not an http(s) URL.
+async fn check_webhook_target(
+    state: &AppState,
+    workspace: clarion_model::WorkspaceId,
+    id: i64,
+) -> Result<(), ApiError> {
+    let settings = &state.settings;
+    if settings.sending.webhook_url.is_empty() || settings.webhook.secret.expose_secret().is_empty()
+    {
+        return Ok(());
+    }
+    let Some(campaign) = clarion_campaign::store::get(&state.db, workspace, CampaignId(id)).await?
+    else {
+        return Ok(());
+    };
+    if !campaign.sends(Channel::Webhook) {
+        return Ok(());
+    }
+    let sender = clarion_dispatch::WebhookSender::new(&settings.webhook).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Conflict,
+            format!("the webhook channel is misconfigured: {e}"),
+        )
+    })?;
+    match sender.check_target(&settings.sending.webhook_url).await {
+        Err(error) if !error.is_transient() => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "webhooks cannot be sent to sending.webhook_url: {}",
+                error.reason()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Where a launched campaign stands: deliveries per status overall, per channel and per
