@@ -92,8 +92,9 @@ impl Deadline {
 /// One Clarion installation of a test: its own PostgreSQL database, Redis key prefix, outbox
 /// and logs.
 struct Installation {
-    db: TestDb,
+    // Closed before the database is dropped.
     conn: DatabaseConnection,
+    db: TestDb,
     prefix: String,
     dir: tempfile::TempDir,
 }
@@ -107,8 +108,8 @@ impl Installation {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("outbox")).unwrap();
         Self {
-            db,
             conn,
+            db,
             prefix: format!("clarion-e2e-{}", uuid::Uuid::new_v4().simple()),
             dir,
         }
