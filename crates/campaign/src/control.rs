@@ -438,6 +438,35 @@ pub struct Supervised {
     pub requeued: u64,
     /// Deliveries claimed by a worker that never finished them, enqueued again.
     pub abandoned: u64,
+    /// Deliveries abandoned by as many workers as they had attempts (each worker that took
+    /// them died), failed for good.
+    pub failed: u64,
+}
+
+/// Fails the deliveries of `run` left in `sending` by dead workers as often as they have
+/// attempts: such a message may be what kills the workers.
+async fn fail_crashing(
+    db: &DatabaseConnection,
+    run: i64,
+    stale: i64,
+    max_attempts: u32,
+) -> Result<u64, DbErr> {
+    let update = Query::update()
+        .table("deliveries")
+        .value("status", DeliveryStatus::Failed.as_str())
+        .value(
+            "reason",
+            format!(
+                "abandoned: the worker sending it stopped without finishing, {max_attempts} times"
+            ),
+        )
+        .value("updated_at", Timestamp::now().millis())
+        .and_where(Expr::col("run_id").eq(run))
+        .and_where(Expr::col("status").eq(DeliveryStatus::Sending.as_str()))
+        .and_where(Expr::col("claimed_at").lt(stale))
+        .and_where(Expr::col("attempts").gte(i64::from(max_attempts)))
+        .to_owned();
+    Ok(db.execute(&update).await?.rows_affected())
 }
 
 /// One supervision round over every running run:
@@ -480,13 +509,17 @@ pub async fn supervise(
     }
     let now = Timestamp::now().millis();
     let stale = now - i64::try_from(settings.reclaim_after().as_millis()).unwrap_or(i64::MAX);
-    // Rows written in the last moments of a launch may not be enqueued yet.
-    let grace = now - i64::try_from(Duration::from_secs(10).as_millis()).unwrap_or(0);
+    // Rows written in the last moments of a launch may not be enqueued yet: they get two
+    // supervision rounds (at least 2 s) before their jobs count as lost.
+    let grace_period =
+        Duration::from_secs(settings.supervise_interval_secs * 2).max(Duration::from_secs(2));
+    let grace = now - i64::try_from(grace_period.as_millis()).unwrap_or(0);
     for run in runs {
         if complete_if_done(db, run).await? {
             done.completed += 1;
             continue;
         }
+        done.failed += fail_crashing(db, run, stale, settings.max_attempts).await?;
         done.abandoned += requeue(
             db,
             queues,

@@ -189,6 +189,9 @@ impl Worker {
         fates: &mut HashMap<i64, Outcome>,
     ) -> Result<(), CampaignError> {
         let claimed = self.claim(channel, ids).await?;
+        if claimed.len() < ids.len() {
+            self.postpone_held(ids, &claimed, fates).await?;
+        }
         if claimed.is_empty() {
             return Ok(());
         }
@@ -274,7 +277,11 @@ impl Worker {
                     .eq(DeliveryStatus::Queued.as_str())
                     .or(Expr::col("status")
                         .eq(DeliveryStatus::Sending.as_str())
-                        .and(Expr::col("claimed_at").lt(stale))),
+                        .and(Expr::col("claimed_at").lt(stale))
+                        // One that killed every worker that took it is failed by the supervisor.
+                        .and(
+                            Expr::col("attempts").lt(i64::from(self.parts.settings.max_attempts)),
+                        )),
             )
             .and_where(Expr::col("run_id").in_subquery(running))
             .returning(Query::returning().columns([
@@ -304,6 +311,41 @@ impl Worker {
                 })
             })
             .collect()
+    }
+
+    /// Jobs whose row another worker holds in `sending` come back after the reclaim time
+    /// instead of being dropped: if that worker died, its claim is stale by then and this
+    /// job takes the delivery over (a job taken over from a dead worker can arrive a moment
+    /// before the row's claim is old enough). Other unclaimed jobs (finished, cancelled,
+    /// paused) are dropped.
+    async fn postpone_held(
+        &self,
+        ids: &[i64],
+        claimed: &[Claimed],
+        fates: &mut HashMap<i64, Outcome>,
+    ) -> Result<(), DbErr> {
+        let claimed: HashSet<i64> = claimed.iter().map(|c| c.id).collect();
+        let others: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !claimed.contains(id))
+            .collect();
+        let select = Query::select()
+            .column("id")
+            .from("deliveries")
+            .and_where(Expr::col("id").is_in(others))
+            .and_where(Expr::col("status").eq(DeliveryStatus::Sending.as_str()))
+            .to_owned();
+        for row in self.parts.db.query_all(&select).await? {
+            let id: i64 = row.try_get("", "id")?;
+            fates.insert(
+                id,
+                Outcome::Postpone {
+                    after: self.parts.settings.reclaim_after(),
+                },
+            );
+        }
+        Ok(())
     }
 
     async fn contacts(

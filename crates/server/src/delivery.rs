@@ -100,6 +100,7 @@ pub fn spawn_supervisor(state: &AppState, stop: &watch::Receiver<bool>) -> JoinH
                         completed = done.completed,
                         requeued = done.requeued,
                         abandoned = done.abandoned,
+                        failed = done.failed,
                         "supervision round"
                     );
                 }
