@@ -109,6 +109,11 @@ impl WebhookReceiver {
         format!("http://{HOST}:{}{path}", self.port)
     }
 
+    /// Adds `replies` to the end of the script.
+    pub fn answer_next(&self, replies: Vec<Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
     /// The reply to every request once the script is used up.
     pub fn answer_otherwise(&self, reply: Reply) {
         *self.state.otherwise.lock().unwrap() = reply;
