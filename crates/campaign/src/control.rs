@@ -295,15 +295,9 @@ pub async fn retry_failed(
     for c in Channel::ALL {
         queues.open(c).await?;
     }
-    transition(
-        db,
-        run.id,
-        &[RunStatus::Completed],
-        RunStatus::Running,
-        Status::Sending,
-        None,
-    )
-    .await?;
+    // Rows first, then the run: a supervisor round between the two would otherwise find
+    // the reopened run with nothing queued, complete it again, and leave the rows queued in
+    // a completed run that no one enqueues.
     let mut update = Query::update();
     update
         .table("deliveries")
@@ -317,6 +311,15 @@ pub async fn retry_failed(
         update.and_where(Expr::col("channel").eq(channel.as_str()));
     }
     let retried = db.execute(&update).await?.rows_affected();
+    transition(
+        db,
+        run.id,
+        &[RunStatus::Completed],
+        RunStatus::Running,
+        Status::Sending,
+        None,
+    )
+    .await?;
     let run = latest_run(db, workspace, id)
         .await?
         .ok_or_else(|| CampaignError::NotFound(format!("campaign {id}")))?;

@@ -15,7 +15,7 @@ use crate::{
     CampaignError,
     campaign::{Campaign, CampaignId, VariantId},
     control::{Run, latest_run},
-    sending::DeliveryStatus,
+    sending::{DeliveryStatus, RunStatus},
 };
 
 /// The window the sending rate is measured over, in seconds.
@@ -136,7 +136,9 @@ pub async fn progress(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss
     )]
-    let eta_seconds = (rate > 0.0).then(|| (remaining as f64 / rate).ceil() as u64);
+    // A paused run sends nothing, whatever it sent in the last 30 seconds.
+    let eta_seconds = (rate > 0.0 && run.status == RunStatus::Running)
+        .then(|| (remaining as f64 / rate).ceil() as u64);
     Ok(Some(Progress {
         run,
         totals,

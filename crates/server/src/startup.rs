@@ -74,6 +74,7 @@ pub fn connect_redis(url: &str) -> redis::RedisResult<redis::aio::ConnectionMana
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -99,6 +100,7 @@ impl Application {
         };
         let max_body = state.settings.server.max_body_bytes;
         let state = web::Data::new(state);
+        let shared = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -148,12 +150,22 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            state: shared,
+        })
     }
 
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The state the handlers share, for roles that run beside the server in the same
+    /// process (delivery workers, the supervisor, tests driving them).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
     }
 
     /// A handle that can stop the server.

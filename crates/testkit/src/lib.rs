@@ -133,6 +133,9 @@ pub struct TestApp {
     pub marketer_key: String,
     pub viewer_key: String,
     pub settings: Settings,
+    /// What the server's handlers share (database, queues, tracker), to build delivery
+    /// workers and run the supervisor beside the server.
+    pub state: actix_web::web::Data<AppState>,
     handle: actix_web::dev::ServerHandle,
     _db: TestDb,
 }
@@ -154,6 +157,7 @@ impl TestApp {
         let application = Application::from_state(state).expect("build the app");
         let address = format!("http://127.0.0.1:{}", application.port());
         let handle = application.handle();
+        let state = application.state();
         tokio::spawn(application.run_until_stopped());
         let mut keys = Vec::new();
         for role in [Role::Admin, Role::Marketer, Role::Viewer] {
@@ -175,6 +179,7 @@ impl TestApp {
             marketer_key,
             viewer_key,
             settings,
+            state,
             handle,
             _db: test_db,
         }

@@ -9,7 +9,7 @@ use clarion_dispatch::{
 use mail_parser::{MessageParser, MimeHeaders};
 use secrecy::SecretString;
 
-use crate::helpers::{SmtpOptions, SmtpServer, free_port};
+use crate::peers::{SmtpOptions, SmtpServer, free_port, smtp_config};
 
 fn message(to: &str) -> EmailMessage {
     EmailMessage {
@@ -43,7 +43,7 @@ fn raw_header(raw: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn smtp_delivers_multipart_alternative_with_list_unsubscribe() {
     let server = SmtpServer::start().await;
-    let sender = EmailSender::new(&server.config()).await.unwrap();
+    let sender = EmailSender::new(&smtp_config(&server)).await.unwrap();
     let email = message("Jürgen Example <juergen@customer.example>");
 
     let receipt = sender.send(&email).await.unwrap();
@@ -118,7 +118,7 @@ async fn smtp_delivers_multipart_alternative_with_list_unsubscribe() {
 #[tokio::test]
 async fn send_many_delivers_every_message_over_a_small_pool() {
     let server = SmtpServer::start().await;
-    let mut config = server.config();
+    let mut config = smtp_config(&server);
     config.smtp.as_mut().unwrap().pool_size = 3;
     let sender = EmailSender::new(&config).await.unwrap();
     let messages: Vec<EmailMessage> = (0..40)
@@ -159,7 +159,7 @@ async fn rejections_are_classified(pipelining: bool) {
         ..SmtpOptions::default()
     })
     .await;
-    let mut config = server.config();
+    let mut config = smtp_config(&server);
     // One connection: after each refusal the next message must go through on the same one.
     config.smtp.as_mut().unwrap().pool_size = 1;
     let sender = EmailSender::new(&config).await.unwrap();
@@ -201,7 +201,7 @@ async fn a_connection_dropped_by_the_relay_is_replaced_without_losing_the_messag
         ..SmtpOptions::default()
     })
     .await;
-    let mut config = server.config();
+    let mut config = smtp_config(&server);
     config.smtp.as_mut().unwrap().pool_size = 1;
     let sender = EmailSender::new(&config).await.unwrap();
     sender
@@ -238,6 +238,7 @@ fn certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
 
 #[tokio::test]
 async fn starttls_delivers_to_a_relay_with_a_trusted_certificate_only() {
+    clarion_dispatch::install_crypto_provider();
     let certificates = tempfile::tempdir().unwrap();
     let (certificate, key) = certificate(certificates.path());
     let server = SmtpServer::start_with(SmtpOptions {
@@ -273,6 +274,7 @@ async fn starttls_delivers_to_a_relay_with_a_trusted_certificate_only() {
 
 #[tokio::test]
 async fn implicit_tls_delivers_to_a_relay_with_a_trusted_certificate() {
+    clarion_dispatch::install_crypto_provider();
     let certificates = tempfile::tempdir().unwrap();
     let (certificate, key) = certificate(certificates.path());
     let server = SmtpServer::start_with(SmtpOptions {
@@ -311,6 +313,7 @@ async fn implicit_tls_delivers_to_a_relay_with_a_trusted_certificate() {
 
 #[tokio::test]
 async fn authenticates_after_starttls_and_a_refused_login_is_transient() {
+    clarion_dispatch::install_crypto_provider();
     let certificates = tempfile::tempdir().unwrap();
     let (certificate, key) = certificate(certificates.path());
     let server = SmtpServer::start_with(SmtpOptions {
@@ -434,7 +437,7 @@ async fn without_a_relay_messages_are_written_as_eml_files() {
 #[tokio::test]
 async fn dkim_signature_covers_the_unsubscribe_headers() {
     let server = SmtpServer::start().await;
-    let mut config = server.config();
+    let mut config = smtp_config(&server);
     config.dkim = Some(DkimSettings {
         selector: "mail2026".to_owned(),
         domain: "shop.example".to_owned(),

@@ -4,5 +4,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod email;
-mod helpers;
+mod peers;
 mod webhook;

@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use sha2::Sha256;
 
-use crate::helpers::{Reply, WebhookReceiver, free_port};
+use crate::peers::{Reply, free_port, receiver};
 
 const KEY: &[u8] = b"a 32 byte key for the test suite";
 
@@ -66,7 +66,7 @@ fn assert_permanent(outcome: &Result<clarion_dispatch::Receipt, DispatchError>, 
 
 #[tokio::test]
 async fn delivery_is_signed_per_standard_webhooks_with_the_delivery_id() {
-    let receiver = WebhookReceiver::start(vec![]);
+    let receiver = receiver(vec![]);
     let message = delivery(receiver.url("/hooks/clarion"));
 
     let receipt = sender().send(&message).await.unwrap();
@@ -92,7 +92,7 @@ async fn delivery_is_signed_per_standard_webhooks_with_the_delivery_id() {
 
 #[tokio::test]
 async fn server_error_is_transient_and_the_retry_keeps_the_webhook_id() {
-    let receiver = WebhookReceiver::start(vec![Reply::status(500).body("database down")]);
+    let receiver = receiver(vec![Reply::status(500).body("database down")]);
     let sender = sender();
     let message = delivery(receiver.url("/"));
 
@@ -128,7 +128,7 @@ async fn server_error_is_transient_and_the_retry_keeps_the_webhook_id() {
 
 #[tokio::test]
 async fn too_many_requests_is_transient_with_retry_after() {
-    let receiver = WebhookReceiver::start(vec![
+    let receiver = receiver(vec![
         Reply::status(429).header("Retry-After", "7"),
         Reply::status(503).header("Retry-After", "Fri, 01 Jan 2100 00:00:00 GMT"),
     ]);
@@ -145,7 +145,7 @@ async fn too_many_requests_is_transient_with_retry_after() {
 
 #[tokio::test]
 async fn client_error_is_permanent_with_the_receivers_reason() {
-    let receiver = WebhookReceiver::start(vec![
+    let receiver = receiver(vec![
         Reply::status(400).body(r#"{"error":"missing field `email`"}"#),
     ]);
 
@@ -157,7 +157,7 @@ async fn client_error_is_permanent_with_the_receivers_reason() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let receiver = WebhookReceiver::start(vec![
+    let receiver = receiver(vec![
         Reply::status(307).header("Location", "http://169.254.169.254/latest/meta-data/"),
     ]);
 
@@ -169,7 +169,7 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test]
 async fn oversized_response_is_capped_without_error() {
-    let receiver = WebhookReceiver::start(vec![
+    let receiver = receiver(vec![
         Reply::status(200).body(vec![b'x'; 8 * 1024 * 1024]),
         Reply::status(422).body(vec![b'y'; 8 * 1024 * 1024]),
     ]);
@@ -189,7 +189,7 @@ async fn oversized_response_is_capped_without_error() {
 
 #[tokio::test]
 async fn slow_receiver_times_out_transiently() {
-    let receiver = WebhookReceiver::start(vec![Reply::status(200).delay(Duration::from_secs(5))]);
+    let receiver = receiver(vec![Reply::status(200).delay(Duration::from_secs(5))]);
     let mut config = config();
     config.timeout_ms = 300;
     let sender = WebhookSender::new(&config).unwrap();
@@ -213,7 +213,7 @@ async fn refused_connection_is_transient() {
 
 #[tokio::test]
 async fn loopback_is_refused_unless_allowed() {
-    let receiver = WebhookReceiver::start(vec![]);
+    let receiver = receiver(vec![]);
     clarion_dispatch::install_crypto_provider();
     let strict = WebhookSender::new(&WebhookConfig::new(SecretString::from(secret()))).unwrap();
 
@@ -268,7 +268,7 @@ async fn private_link_local_and_non_http_targets_are_refused() {
 
 #[tokio::test]
 async fn extra_headers_cannot_replace_the_signature() {
-    let receiver = WebhookReceiver::start(vec![]);
+    let receiver = receiver(vec![]);
     let mut message = delivery(receiver.url("/"));
     message.headers = vec![("Webhook-Signature".to_owned(), "v1,forged".to_owned())];
 
@@ -280,7 +280,7 @@ async fn extra_headers_cannot_replace_the_signature() {
 
 #[tokio::test]
 async fn send_many_returns_outcomes_in_order() {
-    let receiver = WebhookReceiver::start(vec![Reply::status(410)]);
+    let receiver = receiver(vec![Reply::status(410)]);
     let sender = sender();
     let mut batch: Vec<WebhookMessage> = (0..30).map(|_| delivery(receiver.url("/"))).collect();
     batch[3].url = "gopher://example.com/".to_owned();

@@ -15,7 +15,7 @@ use sea_orm::{
 use serde_json::{Value as Json, json};
 
 /// Stores contacts through the API.
-async fn contacts(app: &TestApp, items: Json) {
+pub(crate) async fn contacts(app: &TestApp, items: Json) {
     let (status, body) = app
         .post("/api/v1/contacts/batch", &json!({ "contacts": items }))
         .await;
@@ -24,7 +24,7 @@ async fn contacts(app: &TestApp, items: Json) {
 }
 
 /// Inserts a segment of workspace 1 with the given current members (by external id).
-async fn segment(app: &TestApp, slug: &str, members: &[&str]) -> i64 {
+pub(crate) async fn segment(app: &TestApp, slug: &str, members: &[&str]) -> i64 {
     let insert = Query::insert()
         .into_table("segments")
         .columns([
@@ -101,13 +101,13 @@ fn campaign(targets: Json) -> Json {
     })
 }
 
-async fn create(app: &TestApp, body: &Json) -> Json {
+pub(crate) async fn create(app: &TestApp, body: &Json) -> Json {
     let (status, created) = app.post("/api/v1/campaigns", body).await;
     assert_eq!(status, 201, "{created}");
     created
 }
 
-async fn put(app: &TestApp, path: &str, body: &Json) -> (u16, Json) {
+pub(crate) async fn put(app: &TestApp, path: &str, body: &Json) -> (u16, Json) {
     let response = app
         .request(Method::PUT, path)
         .json(body)

@@ -9,5 +9,6 @@ mod events;
 mod insights;
 mod operations;
 mod segments;
+mod sending;
 mod tracking;
 mod traits;

@@ -1,4 +1,4 @@
-"""An aiosmtpd server that requires STARTTLS and then AUTH, for clarion-dispatch's tests.
+"""An aiosmtpd server that requires STARTTLS and then AUTH, for Clarion's tests.
 
 Run as: python3 smtp_auth_server.py PORT DIRECTORY CERTFILE KEYFILE USER PASSWORD
 

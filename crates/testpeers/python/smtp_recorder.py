@@ -1,4 +1,4 @@
-"""aiosmtpd handler used by clarion-dispatch's tests.
+"""aiosmtpd handler recording what it receives, for Clarion's tests.
 
 Run as: python3 -m aiosmtpd -n -l 127.0.0.1:PORT -c smtp_recorder.Recorder DIRECTORY [pipelining]
 
