@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
+use clarion_dispatch::bench::{BenchOptions as DispatchBenchOptions, EmailFigures};
 use clarion_model::{DEFAULT_WORKSPACE, Role};
+use clarion_queue::bench::BenchOptions as QueueBenchOptions;
 use clarion_server::{AppState, Application, Settings, store};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sea_orm::{ConnectionTrait, Database};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -60,6 +62,47 @@ pub enum BenchCommand {
         /// Generate the data anew even when a database of that size exists.
         #[arg(long)]
         fresh: bool,
+    },
+    /// Redis job queue: pipelined enqueue beside `redis-benchmark` XADD at the same pipeline
+    /// depth, measured in the same run, then consumption with a no-op handler.
+    ///
+    /// Needs a Redis server and `redis-benchmark` (Debian package redis-tools). The keys are
+    /// created under a unique prefix and deleted afterwards.
+    Queue {
+        /// Jobs to enqueue and then consume; also redis-benchmark's request count.
+        #[arg(long, default_value_t = QueueBenchOptions::default().jobs)]
+        jobs: usize,
+        /// The Redis server to measure against [default: `url` of the `[redis]` settings].
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
+    /// Email: rendered messages built and sent through a pooled SMTP sender to Postfix's
+    /// smtp-sink, beside Postfix's smtp-source against the same sink in the same run.
+    ///
+    /// smtp-sink accepts and discards, writing nothing to disk. smtp-source sends the same
+    /// number of messages of the same size over as many reused connections; the two alternate
+    /// in three rounds so that other load on the machine weighs on both alike. Needs smtp-sink
+    /// and smtp-source (Debian package postfix); no Postfix daemon is used.
+    Email {
+        /// Messages sent by Clarion, and again by smtp-source.
+        #[arg(long, default_value_t = DispatchBenchOptions::default().email_messages)]
+        messages: usize,
+        /// SMTP connections: Clarion's pool size and smtp-source's sessions.
+        #[arg(long, default_value_t = DispatchBenchOptions::default().email_connections)]
+        connections: u32,
+        /// Size of the rendered body (text and HTML together), in bytes.
+        #[arg(long, default_value_t = DispatchBenchOptions::default().email_bytes)]
+        bytes: usize,
+    },
+    /// Webhooks: signed POSTs to a keep-alive HTTP receiver started in this process, which
+    /// answers 204 to each.
+    Webhook {
+        /// Deliveries to send.
+        #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_deliveries)]
+        deliveries: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_concurrency)]
+        concurrency: usize,
     },
 }
 
@@ -147,7 +190,92 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
             )
             .await
         }
+        BenchCommand::Queue { jobs, redis_url } => {
+            let options = QueueBenchOptions {
+                jobs,
+                redis_url: redis_url
+                    .unwrap_or_else(|| settings.redis.url.expose_secret().to_owned()),
+                ..QueueBenchOptions::default()
+            };
+            queue(&options).await
+        }
+        BenchCommand::Email {
+            messages,
+            connections,
+            bytes,
+        } => {
+            let options = DispatchBenchOptions {
+                email_messages: messages,
+                email_connections: connections,
+                email_bytes: bytes,
+                ..DispatchBenchOptions::default()
+            };
+            email(&options).await
+        }
+        BenchCommand::Webhook {
+            deliveries,
+            concurrency,
+        } => {
+            let options = DispatchBenchOptions {
+                webhook_deliveries: deliveries,
+                webhook_concurrency: concurrency,
+                ..DispatchBenchOptions::default()
+            };
+            webhook(&options).await
+        }
     }
+}
+
+/// Prints the queue figures; fails after printing them when the baseline is missing, since a
+/// rate without it cannot be compared across machines.
+async fn queue(options: &QueueBenchOptions) -> anyhow::Result<()> {
+    let report = clarion_queue::bench::run(options)
+        .await
+        .context("the queue benchmark failed (does Redis answer at the --redis-url?)")?;
+    println!("{report}");
+    if let Err(why) = &report.baseline {
+        anyhow::bail!("the redis-benchmark baseline is missing: {why}");
+    }
+    Ok(())
+}
+
+/// Prints the email figures; fails when they, or the smtp-source baseline, could not be taken
+/// or when a message was not delivered.
+async fn email(options: &DispatchBenchOptions) -> anyhow::Result<()> {
+    let figures = clarion_dispatch::bench::run_email(options).await;
+    match &figures {
+        EmailFigures::Skipped { reason } => {
+            anyhow::bail!("the email benchmark did not run: {reason}")
+        }
+        EmailFigures::Measured {
+            messages,
+            failed,
+            baseline,
+            ..
+        } => {
+            println!("{figures}");
+            if let Err(why) = baseline {
+                anyhow::bail!("the smtp-source baseline is missing: {why}");
+            }
+            anyhow::ensure!(*failed == 0, "{failed} of {messages} messages failed");
+            Ok(())
+        }
+    }
+}
+
+/// Prints the webhook figures; fails when they could not be taken or a delivery failed.
+async fn webhook(options: &DispatchBenchOptions) -> anyhow::Result<()> {
+    let figures = clarion_dispatch::bench::run_webhook(options)
+        .await
+        .map_err(|reason| anyhow::anyhow!("the webhook benchmark did not run: {reason}"))?;
+    println!("{figures}");
+    anyhow::ensure!(
+        figures.failed == 0,
+        "{} of {} deliveries failed",
+        figures.failed,
+        figures.deliveries
+    );
+    Ok(())
 }
 
 /// Request bodies of a fixed, seeded event stream: purchases, page views and email clicks

@@ -1,5 +1,6 @@
-//! Throughput benchmarks of both channels against local peers, for `clarion bench dispatch`
-//! and `cargo run --release -p clarion-dispatch --example dispatch_bench`.
+//! Throughput benchmarks of both channels against local peers, for `clarion bench email`,
+//! `clarion bench webhook` and `cargo run --release -p clarion-dispatch --example dispatch_bench`
+//! (both).
 //!
 //! - Email: Postfix's `smtp-sink` (accepts and discards, writes nothing to disk) receives
 //!   20 KB multipart messages from an [`EmailSender`] with a pool of 10 connections; in the
@@ -105,7 +106,17 @@ pub struct BenchReport {
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.email {
+        writeln!(f, "{}", self.email)?;
+        match &self.webhook {
+            Ok(webhook) => write!(f, "{webhook}"),
+            Err(reason) => write!(f, "webhook: not measured: {reason}"),
+        }
+    }
+}
+
+impl fmt::Display for EmailFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             EmailFigures::Measured {
                 messages,
                 connections,
@@ -128,26 +139,28 @@ impl fmt::Display for BenchReport {
                      messages, {failed} failed",
                     thousands(*rate)
                 )?;
-                writeln!(
+                write!(
                     f,
                     "email MIME build alone: {} msg/s on one core",
                     thousands(*build_rate)
-                )?;
+                )
             }
-            EmailFigures::Skipped { reason } => writeln!(f, "email: not measured: {reason}")?,
+            EmailFigures::Skipped { reason } => write!(f, "email: not measured: {reason}"),
         }
-        match &self.webhook {
-            Ok(webhook) => write!(
-                f,
-                "webhook to keep-alive receiver: {} deliveries/s ({} concurrent); {} \
-                 deliveries, {} failed",
-                thousands(webhook.rate),
-                webhook.concurrency,
-                webhook.deliveries,
-                webhook.failed
-            ),
-            Err(reason) => write!(f, "webhook: not measured: {reason}"),
-        }
+    }
+}
+
+impl fmt::Display for WebhookFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "webhook to keep-alive receiver: {} deliveries/s ({} concurrent); {} deliveries, {} \
+             failed",
+            thousands(self.rate),
+            self.concurrency,
+            self.deliveries,
+            self.failed
+        )
     }
 }
 
@@ -164,12 +177,46 @@ fn thousands(rate: f64) -> String {
     out
 }
 
-/// Runs both benchmarks; the email part needs the Postfix tools `smtp-sink` and
+/// Runs both benchmarks, email first; the email part needs the Postfix tools `smtp-sink` and
 /// `smtp-source` (Debian package `postfix`).
 ///
 /// Clarion's side runs on a current-thread Tokio runtime of its own, on a separate thread, so
 /// the figures do not depend on the caller's runtime. Call it from any Tokio runtime.
 pub async fn run(options: &BenchOptions) -> BenchReport {
+    let measured = on_own_runtime(options, |options| async move {
+        let email = email(&options).await;
+        let webhook = webhook(&options).await;
+        BenchReport { email, webhook }
+    })
+    .await;
+    measured.unwrap_or_else(|reason| BenchReport {
+        email: EmailFigures::Skipped {
+            reason: reason.clone(),
+        },
+        webhook: Err(reason),
+    })
+}
+
+/// Runs the email benchmark alone, as [`run`] does.
+pub async fn run_email(options: &BenchOptions) -> EmailFigures {
+    on_own_runtime(options, |options| async move { email(&options).await })
+        .await
+        .unwrap_or_else(|reason| EmailFigures::Skipped { reason })
+}
+
+/// Runs the webhook benchmark alone, as [`run`] does.
+pub async fn run_webhook(options: &BenchOptions) -> Result<WebhookFigures, String> {
+    on_own_runtime(options, |options| async move { webhook(&options).await }).await?
+}
+
+/// Runs `measure` on a current-thread runtime on a thread of its own; an error says why the
+/// runtime or its thread failed.
+async fn on_own_runtime<T, F, Fut>(options: &BenchOptions, measure: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(BenchOptions) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
     crate::install_crypto_provider();
     let options = options.clone();
     let measured = tokio::task::spawn_blocking(move || {
@@ -177,31 +224,10 @@ pub async fn run(options: &BenchOptions) -> BenchReport {
             .enable_all()
             .build()
             .map_err(|error| format!("cannot start the benchmark runtime: {error}"))?;
-        Ok::<_, String>(runtime.block_on(async {
-            let email = email(&options).await;
-            let webhook = webhook(&options).await;
-            BenchReport { email, webhook }
-        }))
+        Ok(runtime.block_on(measure(options)))
     })
     .await;
-    match measured {
-        Ok(Ok(report)) => report,
-        Ok(Err(reason)) => BenchReport {
-            email: EmailFigures::Skipped {
-                reason: reason.clone(),
-            },
-            webhook: Err(reason),
-        },
-        Err(error) => {
-            let reason = format!("the benchmark thread failed: {error}");
-            BenchReport {
-                email: EmailFigures::Skipped {
-                    reason: reason.clone(),
-                },
-                webhook: Err(reason),
-            }
-        }
-    }
+    measured.unwrap_or_else(|error| Err(format!("the benchmark thread failed: {error}")))
 }
 
 /// Rendered bodies of about `size` bytes together: one third text, two thirds HTML, ASCII

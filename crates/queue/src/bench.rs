@@ -180,7 +180,7 @@ async fn redis_benchmark_xadd(
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
-                "redis-benchmark is not on PATH (Debian package redis-tools)".to_owned()
+                "redis-benchmark is not on PATH: install the Debian package redis-tools".to_owned()
             }
             _ => format!("redis-benchmark could not be started: {e}"),
         })?;
