@@ -287,6 +287,9 @@ pub(crate) fn members_page(
         .and_where(Expr::col(("m", "segment_id")).eq(segment))
         .and_where(Expr::col(("m", "exited_at")).is_null())
         .and_where(Expr::col(("m", "contact_id")).gt(after))
+        // Said again of the contacts, so that a merge join starts the contacts' index there
+        // too instead of scanning it from the beginning at every page.
+        .and_where(Expr::col(("c", "id")).gt(after))
         .and_where(Expr::col(("c", "workspace_id")).eq(workspace.0))
         .order_by(("m", "contact_id"), Order::Asc)
         .limit(limit)
