@@ -397,9 +397,10 @@ impl Outbox {
 async fn a_worker_killed_mid_campaign_is_taken_over_and_everyone_gets_the_message() {
     const CONTACTS: usize = 20_000;
     const BATCH: usize = 200;
-    // A worker runs one consumer loop per channel, each handling one batch at a time; this
-    // campaign only emails, so the killed worker had at most one batch in flight.
-    const IN_FLIGHT_BATCHES: usize = 1;
+    // A worker runs `sending.batches_in_flight` consumer loops per channel, each handling one
+    // batch at a time; this campaign only emails, so the killed worker had at most that many
+    // batches in flight.
+    const IN_FLIGHT_BATCHES: usize = 2;
     let install = Installation::new().await;
     let started = Instant::now();
     install.launch_campaign(CONTACTS).await;
@@ -407,6 +408,7 @@ async fn a_worker_killed_mid_campaign_is_taken_over_and_everyone_gets_the_messag
 
     let sending = [
         ("BATCH_SIZE", "200"),
+        ("BATCHES_IN_FLIGHT", "2"),
         ("RECLAIM_AFTER_SECS", "3"),
         ("SUPERVISE_INTERVAL_SECS", "1"),
     ];
@@ -462,7 +464,7 @@ async fn a_worker_killed_mid_campaign_is_taken_over_and_everyone_gets_the_messag
     assert!(
         duplicated <= bound,
         "{duplicated} recipients got more than one message; at most {bound} may: \
-         sending.batch_size {BATCH} × {IN_FLIGHT_BATCHES} batch in flight in the killed worker"
+         sending.batch_size {BATCH} × {IN_FLIGHT_BATCHES} batches in flight in the killed worker"
     );
 }
 

@@ -44,6 +44,9 @@ pub struct SendingSettings {
     pub supervise_interval_secs: u64,
     /// Members read, delivery rows written and jobs enqueued per step of a launch.
     pub launch_page: u64,
+    /// Batches one worker process works on at once per channel, each by a consumer of its
+    /// own: while one batch waits for the database, another is sent.
+    pub batches_in_flight: usize,
 }
 
 impl Default for SendingSettings {
@@ -62,6 +65,7 @@ impl Default for SendingSettings {
             pause_min_attempts: 200,
             supervise_interval_secs: 5,
             launch_page: 5_000,
+            batches_in_flight: 2,
         }
     }
 }
@@ -97,6 +101,12 @@ impl SendingSettings {
             return Err((
                 "sending.supervise_interval_secs",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.batches_in_flight == 0 || self.batches_in_flight > 64 {
+            return Err((
+                "sending.batches_in_flight",
+                "must be between 1 and 64".into(),
             ));
         }
         if self.launch_page == 0 || self.launch_page > 20_000 {

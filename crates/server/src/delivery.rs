@@ -59,20 +59,23 @@ pub fn consumer_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Runs the delivery worker on both channels until `stop` turns true.
+/// Runs the delivery worker on both channels, `sending.batches_in_flight` consumers each,
+/// until `stop` turns true.
 pub fn spawn_workers(
     state: &AppState,
     worker: Arc<Worker>,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let name = consumer_name();
+    let loops = state.settings.sending.batches_in_flight;
     Channel::ALL
         .into_iter()
-        .map(|channel| {
+        .flat_map(|channel| (0..loops).map(move |i| (channel, i)))
+        .map(|(channel, i)| {
             let mut stop = stop.clone();
             let queues = state.queues.clone();
             let worker = Arc::clone(&worker);
-            let name = name.clone();
+            let name = format!("{name}-{i}");
             tokio::spawn(async move {
                 worker
                     .run(queues, channel, name, async move {
