@@ -118,6 +118,16 @@ pub struct SendingArgs {
     /// Generate the contacts anew even when the database exists.
     #[arg(long)]
     fresh: bool,
+    /// The channel `bench worker` sends on: webhooks to a receiver in this process, or 20 KB
+    /// emails to Postfix's smtp-sink (Debian package `postfix`).
+    #[arg(long, value_enum, default_value_t = BenchChannel::Webhook)]
+    channel: BenchChannel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchChannel {
+    Email,
+    Webhook,
 }
 
 impl SendingArgs {
@@ -126,6 +136,10 @@ impl SendingArgs {
             contacts: self.contacts,
             postgres_url: self.postgres_url.clone(),
             fresh: self.fresh,
+            channel: match self.channel {
+                BenchChannel::Email => clarion_model::Channel::Email,
+                BenchChannel::Webhook => clarion_model::Channel::Webhook,
+            },
         }
     }
 }

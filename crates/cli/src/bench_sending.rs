@@ -29,6 +29,8 @@ pub struct SendingBench {
     pub contacts: u64,
     pub postgres_url: String,
     pub fresh: bool,
+    /// The channel `bench worker` sends on.
+    pub channel: Channel,
 }
 
 fn name(contacts: u64) -> String {
@@ -87,7 +89,7 @@ async fn setup(
         weight: 1,
         email: (channel == Channel::Email).then(|| clarion_campaign::EmailVariant {
             subject: "Hello {{ contact.first_name|default('there') }}".into(),
-            html: "<p>Our sale for {{ contact.country|default('you') }}. <a href=\"https://shop.example/sale\">Shop</a></p>".into(),
+            html: email_html(),
             from: "Shop <news@shop.example>".into(),
             ..Default::default()
         }),
@@ -113,6 +115,27 @@ async fn setup(
     };
     let campaign = campaigns::create(&db, DEFAULT_WORKSPACE, &input, None).await?;
     Ok((db, campaign.id))
+}
+
+/// About 20 KB of HTML with a few substitutions and tracked links, like a real newsletter.
+fn email_html() -> String {
+    use std::fmt::Write as _;
+    let mut html = String::from(
+        "<html><body><h1>Hello {{ contact.first_name|default('there') }}</h1>\
+         <p>Our winter sale for {{ contact.country|default('you') }}.</p>",
+    );
+    let mut n = 0;
+    while html.len() < 20_000 {
+        n += 1;
+        let _ = write!(
+            html,
+            "<p>Product {n}: a long description of what makes this item worth buying this \
+             winter, with its materials, its sizes and its care instructions. \
+             <a href=\"https://shop.example/p/{n}\">See product {n}</a></p>"
+        );
+    }
+    html.push_str("</body></html>");
+    html
 }
 
 fn queues(settings: &Settings, prefix: &str) -> anyhow::Result<Queues> {
@@ -198,11 +221,17 @@ pub async fn run_launch(bench: &SendingBench, settings: &Settings) -> anyhow::Re
     Ok(())
 }
 
-/// A worker process sends a whole campaign to a local webhook receiver.
+/// A worker process sends a whole campaign: webhooks to a receiver in this process, or
+/// emails to smtp-sink.
 pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Result<()> {
+    let channel = bench.channel;
     println!(
-        "bench worker: PostgreSQL, {} contacts, webhook channel to a local keep-alive receiver, one worker process, {} cores",
+        "bench worker: PostgreSQL, {} contacts, {}, one worker process, {} cores",
         bench.contacts,
+        match channel {
+            Channel::Email => "20 KB emails over 10 SMTP connections to smtp-sink",
+            Channel::Webhook => "webhooks to a local keep-alive receiver",
+        },
         std::thread::available_parallelism().map_or(1, usize::from)
     );
     let received = Arc::new(AtomicU64::new(0));
@@ -222,8 +251,19 @@ pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Re
     .run();
     let receiver = server.handle();
     tokio::spawn(server);
+    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _sink = match channel {
+        Channel::Email => Some(
+            clarion_dispatch::bench::start_smtp_sink(smtp_port)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        Channel::Webhook => None,
+    };
 
-    let (db, campaign) = setup(bench, settings, Channel::Webhook).await?;
+    let (db, campaign) = setup(bench, settings, channel).await?;
     let prefix = format!("clarion-bench-{}", uuid::Uuid::new_v4().simple());
     let queues = queues(settings, &prefix)?;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -248,6 +288,10 @@ pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Re
         .env("CLARION__WEBHOOK__SECRET", secret)
         .env("CLARION__WEBHOOK__ALLOW_LOOPBACK", "true")
         .env("CLARION__LOG__LEVEL", "warn")
+        .env("CLARION__EMAIL__SMTP__HOST", "127.0.0.1")
+        .env("CLARION__EMAIL__SMTP__PORT", smtp_port.to_string())
+        .env("CLARION__EMAIL__SMTP__TLS", "none")
+        .env("CLARION__EMAIL__SMTP__POOL_SIZE", "10")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -291,9 +335,15 @@ pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Re
         .try_get("", "n")?;
     child.kill().await.ok();
     receiver.stop(false).await;
+    let what = match channel {
+        Channel::Email => "emails sent to smtp-sink".to_owned(),
+        Channel::Webhook => format!(
+            "webhooks sent ({} received)",
+            received.load(Ordering::Relaxed)
+        ),
+    };
     println!(
-        "  worker: {sent} webhooks sent ({} received) in {:.1} s: {:.0} deliveries/s end to end (claim, render, sign, POST, record); worker peak memory {:.0} MB (VmHWM)",
-        received.load(Ordering::Relaxed),
+        "  worker: {sent} {what} in {:.1} s: {:.0} deliveries/s end to end (claim, render, send, record); worker peak memory {:.0} MB (VmHWM)",
         elapsed.as_secs_f64(),
         sent as f64 / elapsed.as_secs_f64().max(1e-9),
         hwm as f64 / 1024.0

@@ -349,6 +349,19 @@ async fn email(options: &BenchOptions) -> EmailFigures {
     }
 }
 
+/// Starts Postfix's `smtp-sink` on `127.0.0.1:port` (as `nobody` when running as root), for
+/// benchmarks of a whole worker; the child is killed when dropped.
+///
+/// # Errors
+/// The tool is missing (the message names the Debian package) or does not start.
+pub async fn start_smtp_sink(port: u16) -> Result<Child, String> {
+    let sink = find_tool("smtp-sink").ok_or_else(|| {
+        "smtp-sink not found: install the Debian package `postfix` (apt-get install postfix)"
+            .to_owned()
+    })?;
+    start_sink(&sink, port).await
+}
+
 async fn start_sink(sink: &Path, port: u16) -> Result<Child, String> {
     let mut command = Command::new(sink);
     if running_as_root() {
