@@ -248,11 +248,8 @@ fn view(row: &QueryResult) -> Result<DeliveryView, CampaignError> {
         campaign_id: CampaignId(row.try_get("", "campaign_id")?),
         run_id: row.try_get("", "run_id")?,
         contact: row.try_get("", "external_id")?,
-        channel: match channel.as_str() {
-            "email" => Channel::Email,
-            "webhook" => Channel::Webhook,
-            other => return Err(CampaignError::Corrupt(format!("channel {other:?}"))),
-        },
+        channel: Channel::parse(&channel)
+            .ok_or_else(|| CampaignError::Corrupt(format!("channel {channel:?}")))?,
         variant_id: VariantId(row.try_get("", "variant_id")?),
         status: DeliveryStatus::parse(&status)
             .ok_or_else(|| CampaignError::Corrupt(format!("delivery status {status:?}")))?,

@@ -174,6 +174,7 @@ pub async fn launch(
     let mut written_rows = 0u64;
     let mut analyze_at = 10_000u64;
     for plan in groups(&campaign) {
+        let weights = weights(&campaign, plan.group);
         let step = Instant::now();
         let mut members = db
             .query_all(&members_page(workspace, plan.segment.id, i64::MIN, page))
@@ -193,7 +194,7 @@ pub async fn launch(
                 if taken.contains(&contact) {
                     continue;
                 }
-                let Some((variant, holdout)) = choose(&campaign, &plan, contact) else {
+                let Some((variant, holdout)) = choose(&campaign, &plan, &weights, contact) else {
                     continue;
                 };
                 report.audience += 1;
@@ -327,13 +328,14 @@ async fn enqueue(
 
 /// The variant and holdout of `contact` in `plan`'s group: the same hash as
 /// [`crate::assign::assign_in_group`], without building an [`crate::Assignment`] per member.
-fn choose(campaign: &Campaign, plan: &GroupPlan<'_>, contact: i64) -> Option<(VariantId, bool)> {
-    let decision = clarion_template::assign::assign(
-        campaign.id.0,
-        contact,
-        campaign.holdout_percent,
-        &weights(campaign, plan.group),
-    );
+fn choose(
+    campaign: &Campaign,
+    plan: &GroupPlan<'_>,
+    weights: &[u32],
+    contact: i64,
+) -> Option<(VariantId, bool)> {
+    let decision =
+        clarion_template::assign::assign(campaign.id.0, contact, campaign.holdout_percent, weights);
     let index = decision.variant?;
     let variant = match plan.group {
         crate::assign::Group::Target(position) => {
@@ -462,10 +464,8 @@ async fn write_rows(
             continue;
         }
         let channel: String = row.try_get("", "channel")?;
-        let channel = match channel.as_str() {
-            "email" => Channel::Email,
-            _ => Channel::Webhook,
-        };
+        let channel = Channel::parse(&channel)
+            .ok_or_else(|| sea_orm::DbErr::Custom(format!("delivery channel {channel:?}")))?;
         queued.push((channel, row.try_get("", "id")?));
     }
     Ok(queued)

@@ -970,11 +970,7 @@ fn channels(value: &str) -> Result<Vec<Channel>, CampaignError> {
     value
         .split(',')
         .filter(|c| !c.is_empty())
-        .map(|c| match c {
-            "email" => Ok(Channel::Email),
-            "webhook" => Ok(Channel::Webhook),
-            other => Err(CampaignError::Corrupt(format!("channel {other:?}"))),
-        })
+        .map(|c| Channel::parse(c).ok_or_else(|| CampaignError::Corrupt(format!("channel {c:?}"))))
         .collect()
 }
 

@@ -267,6 +267,11 @@ impl Channel {
             Channel::Webhook => "webhook",
         }
     }
+
+    /// The channel stored or sent as `value` (`email`, `webhook`).
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == value)
+    }
 }
 
 /// Whether a contact may be sent messages on a channel.

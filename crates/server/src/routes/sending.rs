@@ -300,14 +300,12 @@ impl DeliveryQuery {
 }
 
 fn parse_channel(value: &str) -> Result<Channel, ApiError> {
-    match value {
-        "email" => Ok(Channel::Email),
-        "webhook" => Ok(Channel::Webhook),
-        other => Err(ApiError::new(
+    Channel::parse(value).ok_or_else(|| {
+        ApiError::new(
             ErrorCode::InvalidQuery,
-            format!("channel {other:?} is not one of email, webhook"),
-        )),
-    }
+            format!("channel {value:?} is not one of email, webhook"),
+        )
+    })
 }
 
 fn page(deliveries: Vec<DeliveryView>, limit: u64) -> DeliveryPage {
