@@ -1,9 +1,9 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
+use clarion_contacts as store;
 use clarion_e2e::{clarion, run};
 use clarion_model::{DEFAULT_WORKSPACE, ExternalId};
-use clarion_server::store;
 use clarion_testkit::{Backend, TestDb, on_both_backends};
 use sea_orm::{ConnectionTrait, Database};
 
@@ -79,8 +79,12 @@ async fn contacts_import_keeps_good_rows_and_reports_bad_ones_by_line_and_field(
     let attribute = |name: &str| clarion_model::AttributeName::parse(name).unwrap();
     assert_eq!(
         c1.attributes.len(),
-        3,
-        "tier, score and zip; 'Notes (free text)' is no attribute name"
+        4,
+        "tier, score, zip, and 'Notes (free text)' as notes_free_text"
+    );
+    assert_eq!(
+        c1.attributes[&attribute("notes_free_text")],
+        serde_json::json!("likes cats")
     );
     assert_eq!(c1.attributes[&attribute("score")], serde_json::json!(12.0));
     assert_eq!(
@@ -303,9 +307,216 @@ async fn the_online_retail_preset_imports_purchases_with_their_customers(backend
     assert_eq!(contact.country.map(|c| c.as_str()), Some("FR"), "{country}");
 }
 
+/// The external ids of a segment's current members, read from the membership table.
+async fn current_members(conn: &sea_orm::DatabaseConnection, slug: &str) -> Vec<String> {
+    let backend = conn.get_database_backend();
+    let sql = "SELECT c.external_id AS external_id FROM segment_memberships m \
+               JOIN segments s ON s.id = m.segment_id \
+               JOIN contacts c ON c.id = m.contact_id \
+               WHERE s.slug = $1 AND m.exited_at IS NULL ORDER BY c.external_id";
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => sql.to_string(),
+        _ => sql.replace("$1", "?"),
+    };
+    conn.query_all_raw(sea_orm::Statement::from_sql_and_values(
+        backend,
+        sql,
+        [slug.into()],
+    ))
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|row| row.try_get::<String>("", "external_id").unwrap())
+    .collect()
+}
+
+/// A customer export as CRMs write it (the 21 columns of the IBM Telco churn sample): every
+/// column arrives, under its snake_case name, and the mapping is shown first. A second
+/// import changes segment memberships at once, as the API does, without waiting for a sweep.
+async fn crm_headers_become_attributes_and_imports_update_segments_at_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/telco_customers.csv");
+    let (output, stdout, stderr) = run(clarion(&db)
+        .args(["import", "contacts"])
+        .arg(&file)
+        .args(["--map", "external_id=customerID"])
+        .args(["--error-report", dir.path().join("r.csv").to_str().unwrap()]));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("5 stored") && stdout.contains("0 refused"),
+        "{stdout}"
+    );
+    let mapping_line = |header: &str, destination: &str| {
+        stdout.lines().any(|line| {
+            let mut parts = line.split("->");
+            parts.next().map(str::trim) == Some(header)
+                && parts.next().map(str::trim) == Some(destination)
+        })
+    };
+    assert!(mapping_line("customerID", "external_id"), "{stdout}");
+    assert!(
+        mapping_line("InternetService", "attribute internet_service"),
+        "{stdout}"
+    );
+    assert!(
+        mapping_line("StreamingTV", "attribute streaming_tv"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.find("columns:").unwrap() < stdout.find("imported").unwrap(),
+        "the mapping is printed before the import: {stdout}"
+    );
+
+    let conn = Database::connect(&db.url).await.unwrap();
+    let t4 = store::contacts::get(
+        &conn,
+        DEFAULT_WORKSPACE,
+        &ExternalId::parse("T-0004").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let attribute = |name: &str| clarion_model::AttributeName::parse(name).unwrap();
+    assert_eq!(
+        t4.attributes.len(),
+        20,
+        "every data column: {:?}",
+        t4.attributes
+    );
+    assert_eq!(
+        t4.attributes[&attribute("internet_service")],
+        serde_json::json!("Fiber optic")
+    );
+    assert_eq!(
+        t4.attributes[&attribute("contract")],
+        serde_json::json!("Two year")
+    );
+    assert_eq!(
+        t4.attributes[&attribute("senior_citizen")],
+        serde_json::json!(0.0)
+    );
+    assert_eq!(
+        t4.attributes[&attribute("monthly_charges")],
+        serde_json::json!(105.5)
+    );
+    assert_eq!(
+        t4.attributes[&attribute("payment_method")],
+        serde_json::json!("Bank transfer (automatic)")
+    );
+
+    // A segment on an imported attribute, computed now: T-0003 and T-0004 have fibre.
+    let now = clarion_model::Timestamp::now();
+    let rule = clarion_segment::Rule::from_json(
+        &serde_json::json!({"attr": "internet_service", "op": "=", "value": "Fiber optic"}),
+    )
+    .unwrap();
+    let schema = clarion_segment::store::schema(&conn, DEFAULT_WORKSPACE)
+        .await
+        .unwrap();
+    let valid = clarion_segment::validate_segment("fibre", &rule, &schema).unwrap();
+    let segment = clarion_segment::store::create(
+        &conn,
+        DEFAULT_WORKSPACE,
+        clarion_segment::store::NewSegment {
+            slug: "fibre".into(),
+            name: "Fibre".into(),
+            description: String::new(),
+            category: clarion_segment::store::Category::Technographic,
+            rule: Some(rule),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    clarion_segment::membership::materialize(&conn, &segment, &valid, now)
+        .await
+        .unwrap();
+    assert_eq!(current_members(&conn, "fibre").await, ["T-0003", "T-0004"]);
+
+    // T-0001 moves to fibre, T-0004 leaves it, T-0006 arrives with it.
+    let update = write(
+        &dir,
+        "changes.csv",
+        b"Customer ID,Internet Service,Monthly Charges\n\
+          T-0001,Fiber optic,70.7\n\
+          T-0004,DSL,60\n\
+          T-0006,Fiber optic,89.1\n",
+    );
+    let (output, stdout, stderr) = run(clarion(&db)
+        .args(["import", "contacts"])
+        .arg(&update)
+        .args(["--map", "external_id=Customer ID"]));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("1 stored, 2 updated"), "{stdout}");
+    assert_eq!(
+        current_members(&conn, "fibre").await,
+        ["T-0001", "T-0003", "T-0006"],
+        "memberships follow the import at once"
+    );
+}
+
+/// A column that cannot become an attribute stops the import before anything is written,
+/// naming the column and the way out; two columns that would share a name do too.
+async fn a_header_that_cannot_be_an_attribute_stops_the_import(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "export.csv",
+        b"external_id,First Name,2023 Revenue\nc1,Ada,1200\n",
+    );
+    let (output, stdout, stderr) = run(clarion(&db).args(["import", "contacts"]).arg(&file));
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stderr.contains("column 3 \"2023 Revenue\""), "{stderr}");
+    assert!(stderr.contains("--map NAME='2023 Revenue'"), "{stderr}");
+    let conn = Database::connect(&db.url).await.unwrap();
+    assert!(
+        store::contacts::get(&conn, DEFAULT_WORKSPACE, &ExternalId::parse("c1").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was imported"
+    );
+
+    // Named with --map, the same column imports, and so does the first name.
+    let (output, stdout, stderr) = run(clarion(&db)
+        .args(["import", "contacts"])
+        .arg(&file)
+        .args(["--map", "revenue_2023=2023 Revenue"]));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let c1 = store::contacts::get(&conn, DEFAULT_WORKSPACE, &ExternalId::parse("c1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c1.first_name.as_ref().map(|n| n.as_str()), Some("Ada"));
+    let attribute = |name: &str| clarion_model::AttributeName::parse(name).unwrap();
+    assert_eq!(
+        c1.attributes[&attribute("revenue_2023")],
+        serde_json::json!(1200.0)
+    );
+
+    let file = write(
+        &dir,
+        "twice.csv",
+        b"external_id,Zip Code,zip_code\nc2,1,2\n",
+    );
+    let (output, _, stderr) = run(clarion(&db).args(["import", "contacts"]).arg(&file));
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(
+            "column 2 \"Zip Code\" and column 3 \"zip_code\" would both become \"zip_code\""
+        ),
+        "{stderr}"
+    );
+}
+
 on_both_backends!(
     contacts_import_keeps_good_rows_and_reports_bad_ones_by_line_and_field,
     a_wrong_delimiter_or_missing_column_is_explained,
     events_import_maps_columns_and_keeps_the_rest_as_properties,
-    the_online_retail_preset_imports_purchases_with_their_customers
+    the_online_retail_preset_imports_purchases_with_their_customers,
+    crm_headers_become_attributes_and_imports_update_segments_at_once,
+    a_header_that_cannot_be_an_attribute_stops_the_import
 );

@@ -424,7 +424,7 @@ async fn ingest(
         latencies.extend(worker.await??);
     }
     let elapsed = started.elapsed();
-    let stored = store::events::count(&db, DEFAULT_WORKSPACE).await?;
+    let stored = clarion_contacts::events::count(&db, DEFAULT_WORKSPACE).await?;
     handle.stop(true).await;
     let _ = server.await;
     db.close().await?;

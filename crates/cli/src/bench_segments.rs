@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clarion_contacts::events;
 use clarion_model::{DEFAULT_WORKSPACE, EventInput, Timestamp};
 use clarion_segment::{
     PreviewOptions, membership, parse_text,
@@ -23,7 +24,7 @@ use clarion_segment::{
     traits::{self, TraitSettings},
     validate, validate_segment,
 };
-use clarion_server::{Settings, db, store::events};
+use clarion_server::{Settings, db};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend};
 use secrecy::SecretString;
 

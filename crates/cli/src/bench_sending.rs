@@ -141,7 +141,7 @@ fn email_html() -> String {
 fn queues(settings: &Settings, prefix: &str) -> anyhow::Result<Queues> {
     let url = settings.redis.url.expose_secret();
     let client = redis::Client::open(url)?;
-    let conn = clarion_server::startup::connect_redis(url)?;
+    let conn = clarion_server::state::connect_redis(url)?;
     Ok(Queues::new(client, conn, prefix, &settings.sending))
 }
 

@@ -1,5 +1,8 @@
-//! `clarion import`: contacts and events from CSV, straight into the database through the
-//! same stores as the API, in batches, with a progress bar and a per-row error report.
+//! `clarion import`: contacts and events from CSV, through the same ingestion as the API (so
+//! segment memberships follow at once), in batches, with a progress bar and a per-row error
+//! report. Column headers are matched to fields and attribute names after normalization
+//! (`First Name` is `first_name`); the mapping is printed before the import starts, and a
+//! column that cannot be imported stops it, named, before anything is written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -11,27 +14,29 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use clarion_contacts::{
+    Ingest, ItemError, attributes::AttributeTypes, events::IngestOptions, headers,
+};
 use clarion_model::{
     AttributeName, AttributeType, ContactUpsert, CountryCode, Currency, DEFAULT_WORKSPACE,
     EventInput, EventKind, ExternalId, IdempotencyKey, Patch, Timestamp,
 };
-use clarion_server::{
-    Settings, db,
-    store::{self, attributes::AttributeTypes, batch::ItemError, events::IngestOptions},
-};
+use clarion_server::{Settings, db};
 use indicatif::{ProgressBar, ProgressStyle};
-use sea_orm::DatabaseConnection;
 
 #[derive(Subcommand)]
 pub enum ImportCommand {
     /// Import contacts: one row per contact, created or updated by external_id.
     ///
     /// Columns are matched to fields by header name (external_id, email, phone, first_name,
-    /// last_name, locale, time_zone, country, region, city); other columns become custom
-    /// attributes when their header is a valid attribute name (lower-case letters, digits,
-    /// underscores). An attribute column keeps the type the workspace already has for it, or
-    /// takes the type of its first value (plain numbers without leading zeros are numbers,
-    /// true/false booleans, the rest text). Empty cells leave a field unchanged.
+    /// last_name, locale, time_zone, country, region, city), after the header is normalized
+    /// to snake_case ASCII (`First Name` -> first_name, `InternetService` ->
+    /// internet_service, accents folded). Every other column becomes the custom attribute of
+    /// its normalized name; a header that cannot be one (it starts with a digit, say) stops
+    /// the import with the column named: rename it with --map NAME=COLUMN. An attribute
+    /// column keeps the type the workspace already has for it, or takes the type of its first
+    /// value (plain numbers without leading zeros are numbers, true/false booleans, the rest
+    /// text). Empty cells leave a field unchanged.
     Contacts(CommonArgs),
     /// Import events: one row per event.
     ///
@@ -54,7 +59,8 @@ pub enum ImportCommand {
 pub struct CommonArgs {
     /// The CSV file; `.gz` files are decompressed on the fly.
     pub file: PathBuf,
-    /// Read a field from a column with another name: --map email=E-Mail (repeatable).
+    /// Read a field, or a custom attribute, from a column with another name:
+    /// --map email=E-Mail, --map tier=Kundenstufe (repeatable).
     #[arg(long = "map", value_name = "FIELD=COLUMN")]
     pub map: Vec<String>,
     /// The column separator.
@@ -84,6 +90,7 @@ pub enum Preset {
 pub async fn run(command: ImportCommand, settings: Settings) -> anyhow::Result<()> {
     let db = db::connect(&settings.database).await?;
     db::migrate(&db).await?;
+    let ingest = clarion_server::state::ingest(&db, &settings);
     let options = IngestOptions {
         create_unknown_contacts: true,
         max_future_millis: i64::from(settings.ingest.max_future_hours) * 3_600_000,
@@ -91,7 +98,7 @@ pub async fn run(command: ImportCommand, settings: Settings) -> anyhow::Result<(
     };
     let summary = match command {
         ImportCommand::Contacts(common) => {
-            import(&db, &common, Target::Contacts(HashMap::new()), options).await?
+            import(&ingest, &common, Target::Contacts(HashMap::new()), options).await?
         }
         ImportCommand::Events {
             common,
@@ -104,7 +111,7 @@ pub async fn run(command: ImportCommand, settings: Settings) -> anyhow::Result<(
                     kind: kind.map(EventKind::parse).transpose()?,
                 },
             };
-            import(&db, &common, target, options).await?
+            import(&ingest, &common, target, options).await?
         }
     };
     summary.print();
@@ -218,13 +225,46 @@ fn open(path: &Path) -> anyhow::Result<(Box<dyn Read>, u64, Arc<AtomicU64>)> {
     Ok((reader, size, read))
 }
 
-/// Which column each field comes from.
+/// Where each column of a file goes: the built-in fields by column, and every other column
+/// as the attribute (contacts) or property (events) it becomes, with its name.
+struct Columns {
+    fields: HashMap<String, usize>,
+    extra: Vec<(usize, String)>,
+}
+
+/// Finds the column `wanted` names: its header exactly, then ignoring case, then normalized.
+fn find_column(headers: &csv::StringRecord, wanted: &str) -> Option<usize> {
+    let wanted = wanted.trim();
+    let normalized = headers::normalize(wanted);
+    headers
+        .iter()
+        .position(|h| h.trim() == wanted)
+        .or_else(|| {
+            headers
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(wanted))
+        })
+        .or_else(|| {
+            (!normalized.is_empty())
+                .then(|| {
+                    headers
+                        .iter()
+                        .position(|h| headers::normalize(h) == normalized)
+                })
+                .flatten()
+        })
+}
+
+/// Decides where every column goes, or says which column cannot be imported and why. With
+/// `attributes`, columns that are not fields become contact attributes and must have a name
+/// that can be one; otherwise they become event properties under their header.
 fn column_map(
     headers: &csv::StringRecord,
     fields: &[&str],
     overrides: &[String],
     delimiter: char,
-) -> anyhow::Result<HashMap<String, usize>> {
+    attributes: bool,
+) -> anyhow::Result<Columns> {
     if headers.len() == 1 {
         let header = headers.get(0).unwrap_or_default();
         for (candidate, flag) in [(';', ";"), ('\t', "\\t"), ('|', "|"), (',', ",")] {
@@ -235,36 +275,144 @@ fn column_map(
             }
         }
     }
-    let index_of = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(name))
-    };
-    let mut map = HashMap::new();
-    for field in fields {
-        if let Some(index) = index_of(field) {
-            map.insert(field.to_string(), index);
-        }
-    }
+    let mut fields_at: HashMap<String, usize> = HashMap::new();
+    let mut named: HashMap<usize, String> = HashMap::new();
     for entry in overrides {
-        let (field, column) = entry
+        let (name, column) = entry
             .split_once('=')
-            .with_context(|| format!("--map {entry:?}: expected FIELD=COLUMN"))?;
-        if !fields.contains(&field) {
-            bail!(
-                "--map {entry:?}: {field:?} is not a field; the fields are {}",
-                fields.join(", ")
-            );
-        }
-        let index = index_of(column).with_context(|| {
+            .with_context(|| format!("--map {entry:?}: expected NAME=COLUMN"))?;
+        let index = find_column(headers, column).with_context(|| {
             format!(
                 "--map {entry:?}: no column {column:?}; the columns are {}",
                 join_headers(headers)
             )
         })?;
-        map.insert(field.to_string(), index);
+        if fields.contains(&name) {
+            fields_at.insert(name.to_string(), index);
+        } else if attributes {
+            let attribute = AttributeName::parse(name).map_err(|e| {
+                anyhow::anyhow!(
+                    "--map {entry:?}: {name:?} is neither a field ({}) nor an attribute name: {e}",
+                    fields.join(", ")
+                )
+            })?;
+            named.insert(index, attribute.as_str().to_string());
+        } else {
+            bail!(
+                "--map {entry:?}: {name:?} is not a field; the fields are {}",
+                fields.join(", ")
+            );
+        }
     }
-    Ok(map)
+    for field in fields {
+        if fields_at.contains_key(*field) {
+            continue;
+        }
+        let wanted = headers::normalize(field);
+        if let Some(index) = headers
+            .iter()
+            .enumerate()
+            .position(|(i, h)| !named.contains_key(&i) && headers::normalize(h) == wanted)
+            && !fields_at.values().any(|&i| i == index)
+        {
+            fields_at.insert(field.to_string(), index);
+        }
+    }
+    let mut extra = Vec::new();
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    for (index, header) in headers.iter().enumerate() {
+        if fields_at.values().any(|&i| i == index) {
+            continue;
+        }
+        let name = match named.remove(&index) {
+            Some(name) => name,
+            None if attributes => {
+                let name = headers::normalize(header);
+                let column = describe_column(index, header);
+                if fields.contains(&name.as_str()) {
+                    bail!(
+                        "{column} would be the field {name:?}, which another column already gives; \
+                         drop one of them, or import it as an attribute with --map NAME={}",
+                        column_reference(header)
+                    );
+                }
+                AttributeName::parse(name.as_str()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{column} cannot become an attribute: {e}; name it with --map NAME={} \
+                         (NAME: a lower-case letter, then a-z, 0-9 or _)",
+                        column_reference(header)
+                    )
+                })?;
+                name
+            }
+            None => header.trim().to_string(),
+        };
+        if let Some(&other) = taken.get(&name) {
+            bail!(
+                "{} and {} would both become {name:?}; rename one with --map NAME=COLUMN",
+                describe_column(other, headers.get(other).unwrap_or_default()),
+                describe_column(index, header)
+            );
+        }
+        taken.insert(name.clone(), index);
+        extra.push((index, name));
+    }
+    Ok(Columns {
+        fields: fields_at,
+        extra,
+    })
+}
+
+/// "column 3 "First Name"", for messages.
+fn describe_column(index: usize, header: &str) -> String {
+    format!("column {} {header:?}", index + 1)
+}
+
+/// How `--map` can refer to a column: its header, quoted for the shell when it needs to be.
+fn column_reference(header: &str) -> String {
+    let header = header.trim();
+    if header
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        header.to_string()
+    } else {
+        format!("'{}'", header.replace('\'', "'\\''"))
+    }
+}
+
+/// Prints where each column goes, before anything is written.
+fn print_mapping(headers: &csv::StringRecord, columns: &Columns, target: &Target) {
+    let width = headers
+        .iter()
+        .map(|h| h.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    println!("columns:");
+    for (index, header) in headers.iter().enumerate() {
+        let field = columns
+            .fields
+            .iter()
+            .find(|(_, i)| **i == index)
+            .map(|(field, _)| field.as_str());
+        let destination = match (field, target) {
+            (Some(field), Target::OnlineRetail(_)) => format!("{field} (online-retail preset)"),
+            (Some(field), _) => field.to_string(),
+            (None, Target::Contacts(_)) => match columns.extra.iter().find(|(i, _)| *i == index) {
+                Some((_, name)) => format!("attribute {name}"),
+                None => "?".to_string(),
+            },
+            (None, Target::Events { .. }) => {
+                match columns.extra.iter().find(|(i, _)| *i == index) {
+                    Some((_, name)) => format!("property {name}"),
+                    None => "?".to_string(),
+                }
+            }
+            (None, Target::OnlineRetail(_)) => "not read by the online-retail preset".to_string(),
+        };
+        println!("  {header:<width$}  -> {destination}");
+    }
 }
 
 fn join_headers(headers: &csv::StringRecord) -> String {
@@ -312,7 +460,7 @@ fn cell_value(cell: &str) -> serde_json::Value {
 }
 
 async fn import(
-    db: &DatabaseConnection,
+    ingest: &Ingest,
     args: &CommonArgs,
     mut target: Target,
     options: IngestOptions,
@@ -340,35 +488,33 @@ async fn import(
         Target::Events { .. } => EVENT_FIELDS,
         Target::OnlineRetail(_) => RETAIL_COLUMNS,
     };
-    let map = column_map(&headers, fields, &args.map, args.delimiter)?;
+    let attributes = matches!(target, Target::Contacts(_));
+    let columns = column_map(&headers, fields, &args.map, args.delimiter, attributes)?;
+    let map = &columns.fields;
     match &target {
-        Target::Contacts(_) => require(&map, "external_id", &headers)?,
+        Target::Contacts(_) => require(map, "external_id", &headers)?,
         Target::Events { kind } => {
-            require(&map, "external_id", &headers)?;
+            require(map, "external_id", &headers)?;
             if kind.is_none() {
-                require(&map, "kind", &headers)?;
+                require(map, "kind", &headers)?;
             }
         }
         Target::OnlineRetail(_) => {
             for column in RETAIL_COLUMNS {
-                require(&map, column, &headers)?;
+                require(map, column, &headers)?;
             }
         }
     }
-    let extra: Vec<(usize, String)> = headers
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| !map.values().any(|i| i == index))
-        .map(|(index, header)| (index, header.trim().to_string()))
-        .collect();
+    print_mapping(&headers, &columns, &target);
+    let extra = &columns.extra;
     if let Target::Contacts(types) = &mut target {
         let names = extra
             .iter()
-            .filter_map(|(_, header)| AttributeName::parse(header.as_str()).ok())
+            .filter_map(|(_, name)| AttributeName::parse(name.as_str()).ok())
             .collect();
-        let declared = AttributeTypes::load(db, DEFAULT_WORKSPACE, names).await?;
-        for (index, header) in &extra {
-            if let Some(kind) = AttributeName::parse(header.as_str())
+        let declared = AttributeTypes::load(ingest.db(), DEFAULT_WORKSPACE, names).await?;
+        for (index, name) in extra {
+            if let Some(kind) = AttributeName::parse(name.as_str())
                 .ok()
                 .and_then(|name| declared.declared(&name))
             {
@@ -423,10 +569,12 @@ async fn import(
         if more && !record.is_empty() {
             line = record.position().map_or(line + 1, |p| p.line());
             summary.rows += 1;
-            batch.add_row(&record, line, &headers, &map, &extra, &mut target, zone);
+            batch.add_row(&record, line, &headers, map, extra, &mut target, zone);
         }
         if batch.len() >= args.batch || (!more && (batch.len() > 0 || !batch.errors.is_empty())) {
-            batch.flush(db, &mut target, options, &mut summary).await?;
+            batch
+                .flush(ingest, &mut target, options, &mut summary)
+                .await?;
             for error in batch.errors.drain(..) {
                 let writer = match &mut report {
                     Some(writer) => writer,
@@ -535,9 +683,9 @@ impl Batch {
                     }
                 }
                 let mut attributes = serde_json::Map::new();
-                for (index, header) in extra {
+                for (index, name) in extra {
                     let text = cells[*index];
-                    if text.is_empty() || AttributeName::parse(header.as_str()).is_err() {
+                    if text.is_empty() {
                         continue;
                     }
                     let kind = *types
@@ -549,12 +697,12 @@ impl Batch {
                         });
                     match typed_cell(text, kind) {
                         Some(value) => {
-                            attributes.insert(header.clone(), value);
+                            attributes.insert(name.clone(), value);
                         }
                         None => {
                             self.errors.push(ItemError::new(
                                 line,
-                                Some(format!("attributes.{header}")),
+                                Some(format!("attributes.{name}")),
                                 format!("{text:?} is not a {} (the column's type)", kind.as_str()),
                             ));
                             return;
@@ -619,19 +767,15 @@ impl Batch {
 
     async fn flush(
         &mut self,
-        db: &DatabaseConnection,
+        ingest: &Ingest,
         target: &mut Target,
         options: IngestOptions,
         summary: &mut Summary,
     ) -> anyhow::Result<()> {
         if !self.contacts.is_empty() {
-            let report = store::contacts::upsert_batch(
-                db,
-                DEFAULT_WORKSPACE,
-                std::mem::take(&mut self.contacts),
-                false,
-            )
-            .await?;
+            let report = ingest
+                .contacts(DEFAULT_WORKSPACE, std::mem::take(&mut self.contacts), false)
+                .await?;
             summary.stored += report.created as u64;
             summary.updated += report.updated as u64;
             self.errors.extend(report.errors);
@@ -642,19 +786,14 @@ impl Batch {
                 .filter(|(_, c)| seen.insert(c.external_id.as_str().to_string()))
                 .collect();
             if !customers.is_empty() {
-                let report =
-                    store::contacts::upsert_batch(db, DEFAULT_WORKSPACE, customers, false).await?;
+                let report = ingest.contacts(DEFAULT_WORKSPACE, customers, false).await?;
                 self.errors.extend(report.errors);
             }
         }
         if !self.events.is_empty() {
-            let report = store::events::insert_batch(
-                db,
-                DEFAULT_WORKSPACE,
-                std::mem::take(&mut self.events),
-                options,
-            )
-            .await?;
+            let report = ingest
+                .events(DEFAULT_WORKSPACE, std::mem::take(&mut self.events), options)
+                .await?;
             summary.stored += report.accepted as u64;
             summary.duplicates += report.duplicates.len() as u64;
             self.errors.extend(report.errors);

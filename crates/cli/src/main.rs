@@ -7,11 +7,12 @@ mod bench_sending;
 mod campaign;
 mod import;
 mod keys;
+mod roles;
 mod traits;
 
 use clap::{Parser, Subcommand};
 use clarion_model::DEFAULT_WORKSPACE;
-use clarion_server::{AppState, Application, Settings, db, delivery, store, telemetry};
+use clarion_server::{AppState, Application, Settings, db, store, telemetry};
 
 #[derive(Parser)]
 #[command(name = "clarion", version, about = "Clarion: segmented campaign orchestration", long_about = None)]
@@ -124,12 +125,12 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     if roles.contains(&Role::Worker) {
-        let worker = std::sync::Arc::new(delivery::worker(&state).await?);
-        tasks.extend(delivery::spawn_workers(&state, worker, &stopped));
+        let worker = std::sync::Arc::new(state.delivery_worker().await?);
+        tasks.extend(roles::spawn_workers(&state, worker, &stopped));
         tracing::info!("delivery workers started (email, webhook)");
     }
     if roles.contains(&Role::Scheduler) {
-        tasks.push(delivery::spawn_supervisor(&state, &stopped));
+        tasks.push(roles::spawn_supervisor(&state, &stopped));
     }
     if !roles.contains(&Role::Api) {
         println!("Clarion is running as {roles:?}; stop it with Ctrl-C");
@@ -149,13 +150,7 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
             "No API key exists yet: create one with `clarion keys create --role admin` (shown once)."
         );
     }
-    let sweeper = clarion_server::realtime::spawn_sweeper(
-        state.db.clone(),
-        state.settings.segments.clone(),
-        state.settings.traits.clone(),
-        state.redis.clone(),
-        state.settings.redis.key_prefix.clone(),
-    );
+    let sweeper = roles::spawn_sweeper(&state);
     let application = Application::from_state(state)?;
     let handle = application.handle();
     tracing::info!(port = application.port(), %public_url, "Clarion is serving; API reference at /api/docs");

@@ -6,7 +6,10 @@
 //! ([`Rule::from_json`]) or from the compact text form ([`parse_text`]), checked against the
 //! workspace's [`Schema`] ([`validate`]), compiled to one parameterized SQL query for SQLite
 //! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
-//! The traits and interests rules use are computed by [`traits::recompute`].
+//! The traits and interests rules use are computed by [`traits::recompute`]. Saved segments
+//! keep their members materialized ([`membership`]): [`sweep::Memberships`] listens to
+//! ingestion (`clarion_contacts::Ingest`) and updates the contacts a batch touched before the
+//! batch answers, and [`sweep::sweep_all`] lets time windows expire.
 
 pub mod compile;
 pub mod crosstab;
@@ -16,6 +19,7 @@ pub mod report;
 pub mod rule;
 pub mod store;
 pub mod suggest;
+pub mod sweep;
 pub mod traits;
 pub mod validate;
 

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use clarion_model::{ErrorCode, Role};
 
-use crate::{error::ApiError, startup::AppState, store::keys};
+use crate::{error::ApiError, state::AppState, store::keys};
 
 pub use crate::store::keys::Caller;
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+pub use clarion_migration::postgres_url_for_database;
 use clarion_migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use secrecy::ExposeSecret;
@@ -69,39 +70,5 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:///tmp/x.db"), Some("/tmp/x.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("postgres://x/y"), None);
-    }
-}
-
-/// The same PostgreSQL URL pointing at another database (tests and benchmarks create their
-/// own); query parameters are kept.
-pub fn postgres_url_for_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
-    }
-}
-
-#[cfg(test)]
-mod url_tests {
-    use super::postgres_url_for_database;
-
-    #[test]
-    fn database_names_are_swapped_and_parameters_kept() {
-        assert_eq!(
-            postgres_url_for_database("postgres://u@127.0.0.1:5432/postgres", "x"),
-            "postgres://u@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            postgres_url_for_database(
-                "postgres:///postgres?host=/var/run/postgresql&user=root",
-                "x"
-            ),
-            "postgres:///x?host=/var/run/postgresql&user=root"
-        );
     }
 }

@@ -100,6 +100,15 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<clarion_contacts::ContactsError> for ApiError {
+    fn from(error: clarion_contacts::ContactsError) -> Self {
+        match error {
+            clarion_contacts::ContactsError::Db(db) => db.into(),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 /// Maps the JSON body extractor's failures to API errors.
 pub fn json_error(
     error: actix_web::error::JsonPayloadError,

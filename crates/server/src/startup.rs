@@ -1,7 +1,7 @@
 //! Building and running the HTTP server.
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::{
     App, HttpResponse, HttpServer, ResponseError,
@@ -9,66 +9,8 @@ use actix_web::{
     web,
 };
 use clarion_model::ErrorCode;
-use sea_orm::DatabaseConnection;
-use secrecy::ExposeSecret;
 
-use crate::{config::Settings, db, error, metrics::Metrics, routes};
-
-/// What every handler shares.
-pub struct AppState {
-    pub db: DatabaseConnection,
-    pub settings: Settings,
-    pub metrics: Metrics,
-    pub redis: redis::aio::ConnectionManager,
-    /// Signs the tracking links of messages and previews (`[tracking]` configuration).
-    pub tracker: clarion_template::Tracker,
-    /// The delivery queues (one per channel) that launches fill and workers drain.
-    pub queues: clarion_campaign::Queues,
-}
-
-impl AppState {
-    /// Connects to the database (migrating it if configured) and sets up a Redis connection
-    /// that is established on first use, so the server starts even while Redis is down and
-    /// `/ready` says so.
-    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
-        let db = db::connect(&settings.database).await?;
-        if settings.database.migrate_on_start {
-            db::migrate(&db).await?;
-        }
-        let redis = connect_redis(settings.redis.url.expose_secret())?;
-        let tracker = crate::tracking::tracker(&settings)?;
-        let queues = clarion_campaign::Queues::new(
-            redis::Client::open(settings.redis.url.expose_secret())?,
-            redis.clone(),
-            &settings.redis.key_prefix,
-            &settings.sending,
-        );
-        Ok(AppState {
-            db,
-            settings,
-            metrics: Metrics::new()?,
-            redis,
-            tracker,
-            queues,
-        })
-    }
-
-    /// PING, for readiness checks.
-    pub async fn redis_ping(&self) -> redis::RedisResult<()> {
-        let mut connection = self.redis.clone();
-        redis::cmd("PING").query_async::<()>(&mut connection).await
-    }
-}
-
-/// A lazily connecting Redis connection manager with bounded timeouts.
-pub fn connect_redis(url: &str) -> redis::RedisResult<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2);
-    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-}
+use crate::{config::Settings, error, routes, state::AppState};
 
 /// A bound, not yet running server.
 pub struct Application {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use clarion_model::DEFAULT_WORKSPACE;
 use clarion_segment::{CrosstabRequest, SegmentError, crosstab};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, sea_query::Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, sea_query::Query};
 use serde_json::{Value, json};
 
 use crate::fixture::{DAY, Fixture, Person, now};
@@ -333,8 +333,7 @@ async fn labels_and_order_are_stable(backend: Backend) {
 
 async fn an_empty_workspace_gives_an_empty_table(backend: Backend) {
     let test_db = TestDb::new(backend).await;
-    let db = Database::connect(&test_db.url).await.unwrap();
-    clarion_server::db::migrate(&db).await.unwrap();
+    let db = test_db.migrated().await;
     let request = CrosstabRequest::from_json(&json!({
         "rows": {"attr": "country"},
         "columns": {"rule": "purchase(90d)"},

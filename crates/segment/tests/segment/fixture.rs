@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
+use clarion_contacts::{contacts, events};
 use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE, EventInput, Timestamp};
-use clarion_server::store::{contacts, events};
 use clarion_testkit::{Backend, TestDb};
 use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection,
+    ConnectionTrait, DatabaseConnection,
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde_json::json;
@@ -169,8 +169,7 @@ pub fn happenings() -> Vec<Happening> {
 impl Fixture {
     pub async fn load(backend: Backend) -> Fixture {
         let test_db = TestDb::new(backend).await;
-        let db = Database::connect(&test_db.url).await.unwrap();
-        clarion_server::db::migrate(&db).await.unwrap();
+        let db = test_db.migrated().await;
         let people = people();
         let happenings = happenings();
 

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use clarion_contacts::contacts;
 use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE};
 use clarion_segment::{
     Literal, Op, Operand, Rule, Schema, SegmentError, SuggestOptions, parse_text, suggest, validate,
 };
-use clarion_server::store::contacts;
 use clarion_testkit::{Backend, TestDb, on_both_backends};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, sea_query::Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, sea_query::Query};
 use serde_json::json;
 
 /// A planted customer: RFM scores and interest shares.
@@ -197,8 +197,7 @@ fn selects(rule: &Rule, c: &Customer) -> bool {
 
 async fn suggestions_find_the_planted_groups(backend: Backend) {
     let test_db = TestDb::new(backend).await;
-    let db = Database::connect(&test_db.url).await.unwrap();
-    clarion_server::db::migrate(&db).await.unwrap();
+    let db = test_db.migrated().await;
     let people = population();
     store(&db, &people, 10).await;
 
@@ -295,8 +294,7 @@ async fn suggestions_find_the_planted_groups(backend: Backend) {
 
 async fn suggestions_need_traits(backend: Backend) {
     let test_db = TestDb::new(backend).await;
-    let db = Database::connect(&test_db.url).await.unwrap();
-    clarion_server::db::migrate(&db).await.unwrap();
+    let db = test_db.migrated().await;
     // Contacts with interests but no traits.
     store(&db, &[], 5).await;
     let error = suggest(&db, DEFAULT_WORKSPACE, SuggestOptions::default())

@@ -4,15 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use clarion_contacts::{contacts, events};
 use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE, EventInput, Timestamp, WorkspaceId};
 use clarion_segment::{
     PreviewOptions, Rule, Schema, SegmentError, TraitSettings, members, recompute,
     traits::{self, InterestSettings},
     validate,
 };
-use clarion_server::store::{contacts, events};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 use crate::fixture::{DAY, Fixture, now};
@@ -470,8 +470,7 @@ fn retail_now() -> Timestamp {
 
 async fn rfm_on_the_online_retail_sample_matches_an_independent_computation(backend: Backend) {
     let test_db = TestDb::new(backend).await;
-    let db = Database::connect(&test_db.url).await.unwrap();
-    clarion_server::db::migrate(&db).await.unwrap();
+    let db = test_db.migrated().await;
     let lines = retail_lines();
     store_lines(&db, &lines).await;
     // Contacts without any event have no traits either.

@@ -10,18 +10,15 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::{BatchQuery, combine_refusals, cursor, page_limit, parse_batch, refuse_if_atomic};
-use crate::{
-    auth::Caller,
-    error::ApiError,
-    startup::AppState,
-    store::{
-        self,
-        attributes::AttributeTypes,
-        batch::ItemError,
-        contacts::{ContactFilter, PatchError, UpsertReport},
-        events::EventFilter,
-    },
+use clarion_contacts::{
+    self as store,
+    attributes::AttributeTypes,
+    batch::ItemError,
+    contacts::{ContactFilter, PatchError, UpsertReport},
+    events::EventFilter,
 };
+
+use crate::{auth::Caller, error::ApiError, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/contacts/batch", web::post().to(upsert_batch))
@@ -62,18 +59,10 @@ pub async fn upsert_batch(
     let (items, errors) =
         parse_batch::<ContactUpsert>(&body.contacts, state.settings.ingest.max_batch, "contacts")?;
     refuse_if_atomic(&errors, query.atomic)?;
-    let external_ids: Vec<String> = items
-        .iter()
-        .map(|(_, item)| item.external_id.as_str().to_string())
-        .collect();
-    let mut report =
-        store::contacts::upsert_batch(&state.db, caller.workspace, items, query.atomic).await?;
-    if state.settings.segments.realtime && report.created + report.updated > 0 {
-        let ids: Vec<&str> = external_ids.iter().map(String::as_str).collect();
-        let found = store::contacts::resolve_ids(&state.db, caller.workspace, &ids, false).await?;
-        let contacts: Vec<ContactId> = found.into_values().map(ContactId).collect();
-        crate::realtime::refresh(&state, caller.workspace, &contacts, false).await;
-    }
+    let mut report = state
+        .ingest
+        .contacts(caller.workspace, items, query.atomic)
+        .await?;
     report.errors = combine_refusals(errors, std::mem::take(&mut report.errors), query.atomic)?;
     report.rejected = report.errors.len();
     let counter = &state.metrics.ingested;
@@ -133,21 +122,12 @@ pub async fn patch(
             let item = ItemError::from_serde(0, e);
             invalid_field(item.field.unwrap_or_default(), item.message)
         })?;
-    match store::contacts::patch(&state.db, caller.workspace, &id, changes).await {
-        Ok(contact) => {
-            if state.settings.segments.realtime {
-                let found = store::contacts::resolve_ids(
-                    &state.db,
-                    caller.workspace,
-                    &[id.as_str()],
-                    false,
-                )
-                .await?;
-                let contacts: Vec<ContactId> = found.into_values().map(ContactId).collect();
-                crate::realtime::refresh(&state, caller.workspace, &contacts, false).await;
-            }
-            Ok(HttpResponse::Ok().json(contact))
-        }
+    match state
+        .ingest
+        .patch_contact(caller.workspace, &id, changes)
+        .await
+    {
+        Ok(contact) => Ok(HttpResponse::Ok().json(contact)),
         Err(PatchError::NotFound) => Err(ApiError::not_found(format!("contact {:?}", id.as_str()))),
         Err(PatchError::Invalid { field, message }) => Err(invalid_field(field, message)),
         Err(PatchError::Store(e)) => Err(e.into()),

@@ -11,7 +11,7 @@ use super::{
     campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
     traits,
 };
-use crate::{error::ApiError, store};
+use crate::error::ApiError;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,8 +35,8 @@ use crate::{error::ApiError, store};
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
     components(schemas(
-        ApiError, store::batch::ItemError, store::contacts::UpsertReport, store::events::EventReport,
-        store::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
+        ApiError, clarion_contacts::ItemError, clarion_contacts::contacts::UpsertReport, clarion_contacts::events::EventReport,
+        clarion_contacts::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
         clarion_model::ContactPatch, clarion_model::EventInput, clarion_model::Event,
         clarion_model::Subscriptions, clarion_model::SubscriptionsPatch,
         segments::SegmentView, segments::SegmentInput, segments::SegmentPatch,

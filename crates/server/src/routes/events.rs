@@ -7,15 +7,9 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::{BatchQuery, combine_refusals, parse_batch, refuse_if_atomic};
-use crate::{
-    auth::Caller,
-    error::ApiError,
-    startup::AppState,
-    store::{
-        self,
-        events::{EventReport, IngestOptions},
-    },
-};
+use clarion_contacts::events::{EventReport, IngestOptions};
+
+use crate::{auth::Caller, error::ApiError, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/events/batch", web::post().to(insert_batch));
@@ -58,11 +52,12 @@ pub async fn insert_batch(
         max_future_millis: i64::from(ingest.max_future_hours) * 3_600_000,
         atomic: query.atomic,
     };
-    let mut report =
-        store::events::insert_batch(&state.db, caller.workspace, items, options).await?;
+    let mut report = state
+        .ingest
+        .events(caller.workspace, items, options)
+        .await?;
     report.errors = combine_refusals(errors, std::mem::take(&mut report.errors), query.atomic)?;
     report.rejected = report.errors.len();
-    crate::realtime::refresh(&state, caller.workspace, &report.contacts, true).await;
     let counter = &state.metrics.ingested;
     counter
         .with_label_values(&["event", "stored"])

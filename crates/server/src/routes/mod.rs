@@ -19,7 +19,9 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use utoipa::IntoParams;
 
-use crate::{error::ApiError, store::batch::ItemError};
+use clarion_contacts::ItemError;
+
+use crate::error::ApiError;
 
 /// Registers every route: health, metrics and the tracking links of messages (`/t/...`) at
 /// the root, the documentation under `/api`, the REST API under `/api/v1`.

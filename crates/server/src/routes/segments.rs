@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{cursor, page_limit, parse_body};
-use crate::{auth::Caller, error::ApiError, startup::AppState, store as contact_store};
+use crate::{auth::Caller, error::ApiError, state::AppState};
+use clarion_contacts as contact_store;
 use serde_json::value::RawValue;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{cursor, page_limit};
-use crate::{auth::Caller, error::ApiError, startup::AppState, store};
+use crate::{auth::Caller, error::ApiError, state::AppState};
+use clarion_contacts as store;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/campaigns/{id}/launch", web::post().to(launch))

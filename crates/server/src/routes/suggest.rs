@@ -12,7 +12,7 @@ use super::crosstab::segment_error;
 use crate::{
     auth::Caller,
     error::{ApiError, describe_json_error},
-    startup::AppState,
+    state::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

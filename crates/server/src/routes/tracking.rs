@@ -20,10 +20,9 @@ use clarion_campaign::preview::PREVIEW_DELIVERY;
 use clarion_model::{ContactId, EventInput, EventKind, ExternalId, IdempotencyKey, WorkspaceId};
 use serde_json::{Map, Value, json};
 
-use crate::{
-    startup::AppState,
-    store::{self, events::IngestOptions},
-};
+use clarion_contacts::events::IngestOptions;
+
+use crate::{state::AppState, store};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/t/c/{token}", web::get().to(click))
@@ -247,7 +246,7 @@ async fn unsubscribe_contact(
             let Some(contact) = contact else {
                 return Ok(Unsubscribed::NoContact);
             };
-            match store::contacts::external_id_by_id(&state.db, contact).await? {
+            match clarion_contacts::contacts::external_id_by_id(&state.db, contact).await? {
                 Some((workspace, external_id)) => (workspace, contact, external_id),
                 None => return Ok(Unsubscribed::NoContact),
             }
@@ -256,7 +255,9 @@ async fn unsubscribe_contact(
     if let Some(id) = delivery {
         properties.insert("delivery_id".to_owned(), json!(id));
     }
-    let changed = store::contacts::unsubscribe_email(&state.db, workspace, contact).await?;
+    // Ingestion tells segments of both changes: the subscription (as with a contact PATCH)
+    // and the `unsubscribe` event.
+    let changed = state.ingest.unsubscribe_email(workspace, contact).await?;
     let recorded = record(
         state,
         workspace,
@@ -266,10 +267,6 @@ async fn unsubscribe_contact(
         Some(key),
     )
     .await?;
-    if changed || recorded {
-        // The subscription changed, as with a contact PATCH: segments may depend on it.
-        crate::realtime::refresh(state, workspace, &[contact], false).await;
-    }
     Ok(Unsubscribed::Done {
         changed: changed || recorded,
     })
@@ -305,10 +302,7 @@ async fn record_engagement(
     )
     .await
     {
-        Ok(true) => {
-            crate::realtime::refresh(state, recipient.workspace, &[recipient.contact], true).await;
-            "recorded"
-        }
+        Ok(true) => "recorded",
         Ok(false) => "unknown_delivery",
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), kind, "tracking: the event could not be stored");
@@ -317,8 +311,8 @@ async fn record_engagement(
     }
 }
 
-/// Stores one event through the event store, as ingestion would. Returns whether it was
-/// stored: not when its idempotency key was seen before or its contact was deleted meanwhile.
+/// Stores one event through ingestion, like any other event. Returns whether it was stored:
+/// not when its idempotency key was seen before or its contact was deleted meanwhile.
 async fn record(
     state: &AppState,
     workspace: WorkspaceId,
@@ -341,8 +335,10 @@ async fn record(
         max_future_millis: 0,
         atomic: false,
     };
-    let report =
-        store::events::insert_batch(&state.db, workspace, vec![(0, event)], options).await?;
+    let report = state
+        .ingest
+        .events(workspace, vec![(0, event)], options)
+        .await?;
     Ok(report.accepted > 0)
 }
 

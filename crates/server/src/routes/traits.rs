@@ -7,7 +7,8 @@ use clarion_segment::traits;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{auth::Caller, error::ApiError, startup::AppState, store};
+use crate::{auth::Caller, error::ApiError, state::AppState};
+use clarion_contacts as store;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/contacts/{external_id}/traits", web::get().to(get));

@@ -1,4 +1,5 @@
-use clarion_testkit::{Backend, TestApp, on_both_backends, read};
+use crate::app::{TestApp, read};
+use clarion_testkit::{Backend, on_both_backends};
 use serde_json::json;
 
 async fn requests_without_a_valid_key_are_refused(backend: Backend) {

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use clarion_testkit::{Backend, TestApp, on_both_backends, read};
+use crate::app::{TestApp, read};
+use clarion_testkit::{Backend, on_both_backends};
 use reqwest::Method;
 use sea_orm::{
     ConnectionTrait,

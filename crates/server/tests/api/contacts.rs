@@ -1,4 +1,5 @@
-use clarion_testkit::{Backend, TestApp, on_both_backends, read};
+use crate::app::{TestApp, read};
+use clarion_testkit::{Backend, on_both_backends};
 use serde_json::json;
 
 async fn batch_upsert_creates_then_merges(backend: Backend) {
@@ -224,7 +225,7 @@ async fn patch_and_delete_a_contact(backend: Backend) {
     assert_eq!(response.status(), 204);
     assert_eq!(app.get("/api/v1/contacts/p1").await.0, 404);
     assert_eq!(
-        clarion_server::store::events::count(&app.db, clarion_model::DEFAULT_WORKSPACE)
+        clarion_contacts::events::count(&app.db, clarion_model::DEFAULT_WORKSPACE)
             .await
             .unwrap(),
         0,

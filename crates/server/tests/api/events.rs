@@ -1,4 +1,5 @@
-use clarion_testkit::{Backend, TestApp, on_both_backends};
+use crate::app::TestApp;
+use clarion_testkit::{Backend, on_both_backends};
 use serde_json::json;
 
 async fn events_are_stored_with_their_contact_and_listed_newest_first(backend: Backend) {
@@ -180,7 +181,7 @@ async fn a_full_batch_of_ten_thousand_is_taken(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(body["accepted"], 10_000);
     assert_eq!(
-        clarion_server::store::events::count(&app.db, clarion_model::DEFAULT_WORKSPACE)
+        clarion_contacts::events::count(&app.db, clarion_model::DEFAULT_WORKSPACE)
             .await
             .unwrap(),
         10_000
@@ -208,7 +209,7 @@ async fn concurrent_batches_all_land(backend: Backend) {
         assert_eq!(body["accepted"], 500);
     }
     assert_eq!(
-        clarion_server::store::events::count(&app.db, clarion_model::DEFAULT_WORKSPACE)
+        clarion_contacts::events::count(&app.db, clarion_model::DEFAULT_WORKSPACE)
             .await
             .unwrap(),
         3_000

@@ -1,8 +1,9 @@
 //! `POST /api/v1/crosstab` and `POST /api/v1/segments/suggest` as a client sees them: roles,
 //! answers, and bad input named by field.
 
+use crate::app::{TestApp, read};
 use clarion_model::DEFAULT_WORKSPACE;
-use clarion_testkit::{Backend, TestApp, on_both_backends, read};
+use clarion_testkit::{Backend, on_both_backends};
 use sea_orm::{ConnectionTrait, sea_query::Query};
 use serde_json::{Value, json};
 

@@ -2,6 +2,7 @@
 //! and PostgreSQL), real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app;
 mod auth;
 mod campaigns;
 mod contacts;

@@ -1,4 +1,5 @@
-use clarion_testkit::{Backend, TestApp, read};
+use crate::app::{TestApp, read};
+use clarion_testkit::Backend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_and_metrics_answer() {

@@ -1,9 +1,10 @@
 //! Stored segments through the API: save, members kept current by events, contact changes
 //! and the sweep, previews, health, history, static uploads and bad input.
 
+use crate::app::{TestApp, read};
 use clarion_model::{DEFAULT_WORKSPACE, Timestamp};
 use clarion_segment::membership;
-use clarion_testkit::{Backend, TestApp, on_both_backends, read};
+use clarion_testkit::{Backend, on_both_backends};
 use reqwest::Method;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
@@ -276,7 +277,7 @@ async fn preview_reports_size_value_reach_overlap_and_sample(backend: Backend) {
     .await;
     assert_eq!(status, 200, "{body}");
     // Computed traits: revenue and CLV for p1, p2 and p4.
-    let ids = clarion_server::store::contacts::resolve_ids(
+    let ids = clarion_contacts::contacts::resolve_ids(
         &app.db,
         DEFAULT_WORKSPACE,
         &["p1", "p2", "p4"],

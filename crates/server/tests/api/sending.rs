@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::app::{TestApp, read};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clarion_campaign::{Worker, control};
@@ -15,7 +16,7 @@ use clarion_dispatch::SmtpConfig;
 use clarion_model::Channel;
 use clarion_queue::RunStats;
 use clarion_server::Settings;
-use clarion_testkit::{Backend, TestApp, on_both_backends, read};
+use clarion_testkit::{Backend, on_both_backends};
 use clarion_testpeers::{Recorded, Reply, SmtpServer, WebhookReceiver};
 use hmac::{Hmac, Mac};
 use mail_parser::{MessageParser, MimeHeaders};
@@ -62,7 +63,7 @@ impl Sending {
             change(settings);
         })
         .await;
-        let worker = clarion_server::delivery::worker(&app.state).await.unwrap();
+        let worker = app.state.delivery_worker().await.unwrap();
         Sending {
             app,
             smtp,

@@ -5,10 +5,11 @@
 //! The campaign, its run and the delivery are written with SQL: the tests depend on the
 //! tables' shape, not on a launch API.
 
+use crate::app::TestApp;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clarion_template::{Tracker, TrackingKeys};
-use clarion_testkit::{Backend, TestApp, on_both_backends};
+use clarion_testkit::{Backend, on_both_backends};
 use reqwest::{StatusCode, header};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};

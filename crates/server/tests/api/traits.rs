@@ -1,5 +1,6 @@
+use crate::app::{TestApp, read};
 use clarion_model::{DEFAULT_WORKSPACE, Timestamp};
-use clarion_testkit::{Backend, TestApp, on_both_backends, read};
+use clarion_testkit::{Backend, on_both_backends};
 use serde_json::{Value, json};
 
 const DAY: i64 = 86_400_000;

@@ -11,7 +11,7 @@ use sea_orm::{
     sea_query::{OnConflict, Query},
 };
 
-use super::StoreError;
+use crate::ContactsError;
 
 /// The types of the attributes one batch touches, loaded once for the batch.
 pub struct AttributeTypes {
@@ -25,7 +25,7 @@ impl AttributeTypes {
         db: &impl ConnectionTrait,
         workspace: WorkspaceId,
         names: BTreeSet<AttributeName>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, ContactsError> {
         let mut known = HashMap::new();
         let names: Vec<String> = names.into_iter().map(String::from).collect();
         for chunk in names.chunks(500) {
@@ -36,9 +36,9 @@ impl AttributeTypes {
                 .await?;
             for row in rows {
                 let name = AttributeName::parse(row.name)
-                    .map_err(super::corrupt("attribute_definitions.name"))?;
+                    .map_err(crate::corrupt("attribute_definitions.name"))?;
                 let kind =
-                    AttributeType::parse(&row.attr_type).ok_or_else(|| StoreError::Corrupt {
+                    AttributeType::parse(&row.attr_type).ok_or_else(|| ContactsError::Corrupt {
                         column: "attribute_definitions.attr_type",
                         reason: row.attr_type.clone(),
                     })?;
@@ -77,7 +77,7 @@ impl AttributeTypes {
         &self,
         db: &impl ConnectionTrait,
         workspace: WorkspaceId,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), ContactsError> {
         if self.new.is_empty() {
             return Ok(());
         }
@@ -97,7 +97,7 @@ impl AttributeTypes {
                     kind.as_str().into(),
                     now.into(),
                 ])
-                .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
+                .map_err(|e| ContactsError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
         }
         insert.on_conflict(
             OnConflict::columns([

@@ -14,7 +14,7 @@ use sea_orm::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{StoreError, batch::ItemError, contacts, corrupt, rows_per_statement};
+use crate::{ContactsError, batch::ItemError, contacts, corrupt, rows_per_statement};
 
 /// How an event batch is taken in.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,7 @@ pub async fn insert_batch(
     workspace: WorkspaceId,
     items: Vec<(usize, EventInput)>,
     options: IngestOptions,
-) -> Result<EventReport, StoreError> {
+) -> Result<EventReport, ContactsError> {
     let mut report = EventReport::default();
     let now = Timestamp::now();
     let latest = now.millis().saturating_add(options.max_future_millis);
@@ -99,7 +99,7 @@ pub async fn insert_batch(
     let mut attempt = 1;
     let written = loop {
         match write_events(db, workspace, &checked, options, now).await {
-            Err(error) if attempt < 3 && super::is_retryable(&error) => {
+            Err(ContactsError::Db(ref error)) if attempt < 3 && crate::is_retryable(error) => {
                 tracing::warn!(attempt, "event batch hit a deadlock; running it again");
                 attempt += 1;
             }
@@ -132,7 +132,7 @@ async fn write_events(
     checked: &[(usize, EventInput)],
     options: IngestOptions,
     now: Timestamp,
-) -> Result<Written, StoreError> {
+) -> Result<Written, ContactsError> {
     let mut written = Written::default();
     let mut external_ids: Vec<&str> = checked
         .iter()
@@ -143,7 +143,7 @@ async fn write_events(
     // concurrent batches that need the same new contacts then wait for these few inserts,
     // not for this whole batch.
     let (txn, ids) = if options.atomic {
-        let txn = super::begin_write(db).await?;
+        let txn = crate::begin_write(db).await?;
         let ids = contacts::resolve_ids(
             &txn,
             workspace,
@@ -160,7 +160,7 @@ async fn write_events(
             options.create_unknown_contacts,
         )
         .await?;
-        (super::begin_write(db).await?, ids)
+        (crate::begin_write(db).await?, ids)
     };
     let mut rows = Vec::with_capacity(checked.len());
     for (index, item) in checked {
@@ -187,7 +187,13 @@ async fn write_events(
         insert_multi_row(&txn, workspace, &rows, now, &mut written).await?;
     }
     txn.commit().await?;
-    written.contacts = rows.iter().map(|(_, id, _)| ContactId(*id)).collect();
+    // The contacts of events that were stored: a repeat of a known event changes nothing.
+    let repeated: HashSet<usize> = written.duplicates.iter().map(|d| d.index).collect();
+    written.contacts = rows
+        .iter()
+        .filter(|(index, _, _)| !repeated.contains(index))
+        .map(|(_, id, _)| ContactId(*id))
+        .collect();
     written.contacts.dedup();
     Ok(written)
 }
@@ -202,7 +208,7 @@ async fn insert_multi_row(
     rows: &[Row<'_>],
     now: Timestamp,
     written: &mut Written,
-) -> Result<(), StoreError> {
+) -> Result<(), ContactsError> {
     let per_statement = rows_per_statement(txn.get_database_backend(), 9);
     for chunk in rows.chunks(per_statement) {
         let mut insert = Query::insert();
@@ -235,7 +241,7 @@ async fn insert_multi_row(
                         .into(),
                     now.millis().into(),
                 ])
-                .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
+                .map_err(|e| ContactsError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
         }
         insert.on_conflict(
             OnConflict::columns([event::Column::WorkspaceId, event::Column::IdempotencyKey])
@@ -264,7 +270,7 @@ async fn insert_unnest(
     rows: &[Row<'_>],
     now: Timestamp,
     written: &mut Written,
-) -> Result<(), StoreError> {
+) -> Result<(), ContactsError> {
     use sea_orm::sea_query::ArrayType;
     let array = |kind: ArrayType, values: Vec<sea_orm::Value>| {
         sea_orm::Value::Array(kind, Some(Box::new(values)))
@@ -369,7 +375,7 @@ pub async fn list_for_contact(
     filter: &EventFilter,
     before: Option<EventId>,
     limit: u64,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<Vec<Event>, ContactsError> {
     let mut query = event::Entity::find()
         .filter(event::Column::WorkspaceId.eq(workspace.0))
         .filter(event::Column::ContactId.eq(contact_id.0))
@@ -406,7 +412,7 @@ pub async fn list_for_contact(
         .collect()
 }
 
-fn event_from_row(row: event::Model, external_id: ExternalId) -> Result<Event, StoreError> {
+fn event_from_row(row: event::Model, external_id: ExternalId) -> Result<Event, ContactsError> {
     Ok(Event {
         id: EventId(row.id),
         external_id,
@@ -433,7 +439,7 @@ fn event_from_row(row: event::Model, external_id: ExternalId) -> Result<Event, S
 }
 
 /// Counts of stored rows, for reports and tests.
-pub async fn count(db: &DatabaseConnection, workspace: WorkspaceId) -> Result<u64, StoreError> {
+pub async fn count(db: &DatabaseConnection, workspace: WorkspaceId) -> Result<u64, ContactsError> {
     let count: Option<i64> = event::Entity::find()
         .select_only()
         .column_as(event::Column::Id.count(), "n")

@@ -15,8 +15,8 @@ use sea_orm::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{
-    StoreError, attributes::AttributeTypes, batch::ItemError, corrupt, rows_per_statement,
+use crate::{
+    ContactsError, attributes::AttributeTypes, batch::ItemError, corrupt, rows_per_statement,
 };
 
 /// The outcome of a contact batch.
@@ -27,6 +27,9 @@ pub struct UpsertReport {
     pub rejected: usize,
     /// Why each rejected item was rejected.
     pub errors: Vec<ItemError>,
+    /// The contacts created or updated, so that what listens to ingestion can follow them.
+    #[serde(skip)]
+    pub contacts: Vec<ContactId>,
 }
 
 /// Creates or updates the contacts of a batch. Items with errors are skipped and reported;
@@ -36,7 +39,7 @@ pub async fn upsert_batch(
     workspace: WorkspaceId,
     items: Vec<(usize, ContactUpsert)>,
     atomic: bool,
-) -> Result<UpsertReport, StoreError> {
+) -> Result<UpsertReport, ContactsError> {
     let mut report = UpsertReport::default();
     let mut seen: HashMap<ExternalId, usize> = HashMap::with_capacity(items.len());
     let names: BTreeSet<_> = items
@@ -76,30 +79,29 @@ pub async fn upsert_batch(
     accepted.sort_by(|a, b| a.0.cmp(&b.0));
     let now = Timestamp::now();
     let mut attempt = 1;
-    let (created, updated) = loop {
+    let written = loop {
         match write_upserts(db, workspace, &types, &accepted, now).await {
-            Err(error) if attempt < 3 && super::is_retryable(&error) => {
+            Err(ContactsError::Db(ref error)) if attempt < 3 && crate::is_retryable(error) => {
                 tracing::warn!(attempt, "contact batch hit a deadlock; running it again");
                 attempt += 1;
             }
             other => break other?,
         }
     };
-    report.created = created;
-    report.updated = updated;
+    (report.created, report.updated, report.contacts) = written;
     Ok(report)
 }
 
 /// Merges the patches into the stored contacts and writes them in one transaction; returns
-/// how many were created and updated.
+/// how many were created and updated, and the ids of all of them.
 async fn write_upserts(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     types: &AttributeTypes,
     accepted: &[(ExternalId, ContactPatch)],
     now: Timestamp,
-) -> Result<(usize, usize), StoreError> {
-    let txn = super::begin_write(db).await?;
+) -> Result<(usize, usize, Vec<ContactId>), ContactsError> {
+    let txn = crate::begin_write(db).await?;
     types.save_new(&txn, workspace).await?;
     let ids: Vec<&ExternalId> = accepted.iter().map(|(id, _)| id).collect();
     let mut existing = load_by_external_ids(&txn, workspace, &ids).await?;
@@ -120,8 +122,14 @@ async fn write_upserts(
         rows.push(contact);
     }
     write_rows(&txn, workspace, &rows).await?;
+    let external_ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+    let stored = select_ids(&txn, workspace, &external_ids).await?;
     txn.commit().await?;
-    Ok((created, updated))
+    Ok((
+        created,
+        updated,
+        stored.into_values().map(ContactId).collect(),
+    ))
 }
 
 fn check_attributes(
@@ -144,7 +152,7 @@ pub enum PatchError {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] ContactsError),
 }
 
 /// Applies a patch to one contact and returns it as stored.
@@ -155,7 +163,7 @@ pub async fn patch(
     patch: ContactPatch,
 ) -> Result<Contact, PatchError> {
     let names = patch.attributes.keys().cloned().collect();
-    let txn = super::begin_write(db).await.map_err(StoreError::from)?;
+    let txn = crate::begin_write(db).await.map_err(ContactsError::from)?;
     let mut types = AttributeTypes::load(&txn, workspace, names).await?;
     check_attributes(&mut types, &patch.attributes)
         .map_err(|(field, message)| PatchError::Invalid { field, message })?;
@@ -166,7 +174,7 @@ pub async fn patch(
     types.save_new(&txn, workspace).await?;
     contact.apply(patch, Timestamp::now());
     write_rows(&txn, workspace, std::slice::from_ref(&contact)).await?;
-    txn.commit().await.map_err(StoreError::from)?;
+    txn.commit().await.map_err(ContactsError::from)?;
     Ok(contact)
 }
 
@@ -174,7 +182,7 @@ pub async fn patch(
 pub async fn external_id_by_id(
     db: &impl ConnectionTrait,
     id: ContactId,
-) -> Result<Option<(WorkspaceId, ExternalId)>, StoreError> {
+) -> Result<Option<(WorkspaceId, ExternalId)>, ContactsError> {
     let row: Option<(i64, String)> = contact::Entity::find()
         .select_only()
         .columns([contact::Column::WorkspaceId, contact::Column::ExternalId])
@@ -197,7 +205,7 @@ pub async fn unsubscribe_email(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     id: ContactId,
-) -> Result<bool, StoreError> {
+) -> Result<bool, ContactsError> {
     let result = contact::Entity::update_many()
         .col_expr(
             contact::Column::EmailStatus,
@@ -223,7 +231,7 @@ pub async fn get(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     external_id: &ExternalId,
-) -> Result<Option<Contact>, StoreError> {
+) -> Result<Option<Contact>, ContactsError> {
     Ok(load_by_external_ids(db, workspace, &[external_id])
         .await?
         .remove(external_id))
@@ -234,8 +242,8 @@ pub async fn delete(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     external_id: &ExternalId,
-) -> Result<bool, StoreError> {
-    let txn = super::begin_write(db).await?;
+) -> Result<bool, ContactsError> {
+    let txn = crate::begin_write(db).await?;
     let found = select_ids(&txn, workspace, &[external_id.as_str()]).await?;
     let Some(&id) = found.get(external_id.as_str()) else {
         txn.rollback().await?;
@@ -296,7 +304,7 @@ pub async fn list(
     filter: &ContactFilter,
     after: Option<ContactId>,
     limit: u64,
-) -> Result<Vec<Contact>, StoreError> {
+) -> Result<Vec<Contact>, ContactsError> {
     let backend = db.get_database_backend();
     let mut query = contact::Entity::find()
         .filter(contact::Column::WorkspaceId.eq(workspace.0))
@@ -360,7 +368,7 @@ pub async fn resolve_ids(
     workspace: WorkspaceId,
     external_ids: &[&str],
     create_missing: bool,
-) -> Result<HashMap<String, i64>, StoreError> {
+) -> Result<HashMap<String, i64>, ContactsError> {
     let mut found = select_ids(db, workspace, external_ids).await?;
     if create_missing && found.len() < external_ids.len() {
         // Sorted: concurrent batches then create overlapping contacts in the same order.
@@ -396,7 +404,7 @@ pub async fn resolve_ids(
                         now.into(),
                         now.into(),
                     ])
-                    .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
+                    .map_err(|e| ContactsError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
             }
             insert.on_conflict(
                 OnConflict::columns([contact::Column::WorkspaceId, contact::Column::ExternalId])
@@ -435,7 +443,7 @@ async fn select_ids(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     external_ids: &[&str],
-) -> Result<HashMap<String, i64>, StoreError> {
+) -> Result<HashMap<String, i64>, ContactsError> {
     let mut found = HashMap::with_capacity(external_ids.len());
     for chunk in external_ids.chunks(1_000) {
         let rows: Vec<(i64, String)> = contact::Entity::find()
@@ -458,7 +466,7 @@ async fn load_by_external_ids(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     external_ids: &[&ExternalId],
-) -> Result<HashMap<ExternalId, Contact>, StoreError> {
+) -> Result<HashMap<ExternalId, Contact>, ContactsError> {
     let mut found = HashMap::with_capacity(external_ids.len());
     for chunk in external_ids.chunks(1_000) {
         let rows = contact::Entity::find()
@@ -503,7 +511,7 @@ async fn write_rows(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     contacts: &[Contact],
-) -> Result<(), StoreError> {
+) -> Result<(), ContactsError> {
     // Id is last in WRITTEN_COLUMNS so it can be left out: new rows get theirs from the database.
     let columns = &WRITTEN_COLUMNS[..WRITTEN_COLUMNS.len() - 1];
     let per_statement = rows_per_statement(db.get_database_backend(), columns.len());
@@ -534,7 +542,7 @@ async fn write_rows(
                     c.created_at.millis().into(),
                     c.updated_at.millis().into(),
                 ])
-                .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
+                .map_err(|e| ContactsError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
         }
         insert.on_conflict(
             OnConflict::columns([contact::Column::WorkspaceId, contact::Column::ExternalId])
@@ -566,13 +574,13 @@ fn optional<T>(
     value: Option<String>,
     column: &'static str,
     parse: impl Fn(String) -> Result<T, clarion_model::ModelError>,
-) -> Result<Option<T>, StoreError> {
+) -> Result<Option<T>, ContactsError> {
     value.map(parse).transpose().map_err(corrupt(column))
 }
 
 /// A stored row as a [`Contact`]; values were checked on the way in, so a failure here means
 /// the row was changed behind Clarion's back.
-pub(crate) fn contact_from_row(row: contact::Model) -> Result<Contact, StoreError> {
+pub(crate) fn contact_from_row(row: contact::Model) -> Result<Contact, ContactsError> {
     let attributes: Attributes = match row.attributes {
         serde_json::Value::Object(map) => map
             .into_iter()
@@ -582,7 +590,7 @@ pub(crate) fn contact_from_row(row: contact::Model) -> Result<Contact, StoreErro
                     v,
                 ))
             })
-            .collect::<Result<_, StoreError>>()?,
+            .collect::<Result<_, ContactsError>>()?,
         _ => Attributes::new(),
     };
     Ok(Contact {

@@ -1,0 +1,152 @@
+//! The background roles of a `clarion serve` process, beside the HTTP API: delivery workers
+//! (loops per channel), the supervisor, and the periodic segment sweep and trait
+//! recomputation. Each is built from the shared [`AppState`] and stops when told to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clarion_campaign::{Worker, control};
+use clarion_model::Channel;
+use clarion_server::AppState;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A name for this process's queue consumers, unique per host and process.
+#[must_use]
+pub fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "host".to_owned());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs the delivery worker on both channels, `sending.batches_in_flight` consumers each,
+/// until `stop` turns true.
+pub fn spawn_workers(
+    state: &AppState,
+    worker: Arc<Worker>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let name = consumer_name();
+    let loops = state.settings.sending.batches_in_flight;
+    Channel::ALL
+        .into_iter()
+        .flat_map(|channel| (0..loops).map(move |i| (channel, i)))
+        .map(|(channel, i)| {
+            let mut stop = stop.clone();
+            let queues = state.queues.clone();
+            let worker = Arc::clone(&worker);
+            let name = format!("{name}-{i}");
+            tokio::spawn(async move {
+                worker
+                    .run(queues, channel, name, async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    })
+                    .await;
+            })
+        })
+        .collect()
+}
+
+/// Runs a supervision round every `sending.supervise_interval_secs` until `stop` turns true:
+/// finished runs are completed, lost jobs enqueued again.
+pub fn spawn_supervisor(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHandle<()> {
+    let db = state.db.clone();
+    let queues = state.queues.clone();
+    let settings = state.settings.sending.clone();
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        let interval = Duration::from_secs(settings.supervise_interval_secs);
+        loop {
+            match control::supervise(&db, &queues, &settings).await {
+                Ok(done) if done != control::Supervised::default() => {
+                    tracing::info!(
+                        completed = done.completed,
+                        requeued = done.requeued,
+                        abandoned = done.abandoned,
+                        failed = done.failed,
+                        "supervision round"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "supervision round failed; trying again"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    })
+}
+
+/// Runs the segment sweep every `segments.sweep_interval_secs`, and every
+/// `traits.recompute_interval_minutes` recomputes traits first. With several Clarion
+/// processes on one Redis, a lock makes one of them do each job per interval.
+pub fn spawn_sweeper(state: &AppState) -> JoinHandle<()> {
+    let db = state.db.clone();
+    let redis = state.redis.clone();
+    let key_prefix = state.settings.redis.key_prefix.clone();
+    let period = Duration::from_secs(state.settings.segments.sweep_interval_secs);
+    let traits_period = Duration::from_secs(state.settings.traits.recompute_interval_minutes * 60);
+    let computation = state.settings.traits.computation();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut traits_due = Instant::now() + traits_period;
+        loop {
+            ticker.tick().await;
+            if !traits_period.is_zero() && Instant::now() >= traits_due {
+                traits_due = Instant::now() + traits_period;
+                if take_lock(&redis, &format!("{key_prefix}:lock:traits"), traits_period).await {
+                    if let Err(error) =
+                        clarion_segment::sweep::recompute_traits_all(&db, &computation).await
+                    {
+                        tracing::warn!(%error, "trait recomputation failed; trying again next interval");
+                    }
+                    continue;
+                }
+            }
+            if take_lock(&redis, &format!("{key_prefix}:lock:segment-sweep"), period).await
+                && let Err(error) = clarion_segment::sweep::sweep_all(&db).await
+            {
+                tracing::warn!(%error, "segment sweep failed; trying again next interval");
+            }
+        }
+    })
+}
+
+/// Whether this process should do a periodic job now: it holds the job's Redis lock for a
+/// little less than the period. Without Redis every process does the job (the database
+/// keeps that correct; only the work is repeated).
+async fn take_lock(redis: &redis::aio::ConnectionManager, key: &str, period: Duration) -> bool {
+    let mut connection = redis.clone();
+    let millis = u64::try_from(period.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_sub(100)
+        .max(1);
+    let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+        .arg(key)
+        .arg(std::process::id())
+        .arg("NX")
+        .arg("PX")
+        .arg(millis)
+        .query_async(&mut connection)
+        .await;
+    match taken {
+        Ok(taken) => taken.is_some(),
+        Err(error) => {
+            tracing::debug!(%error, key, "no lock (Redis does not answer); doing the job anyway");
+            true
+        }
+    }
+}

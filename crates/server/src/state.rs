@@ -1,0 +1,111 @@
+//! What every handler shares: the database, the ingestion entry point, Redis, the queues, the
+//! tracker, metrics and the configuration they came from.
+
+use std::time::Duration;
+
+use clarion_campaign::{Worker, WorkerParts, throttle::Throttle};
+use clarion_contacts::Ingest;
+use clarion_dispatch::{EmailSender, WebhookSender};
+use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
+
+use crate::{config::Settings, db, metrics::Metrics};
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    /// Where contacts and events are written: it keeps segment memberships current.
+    pub ingest: Ingest,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub redis: redis::aio::ConnectionManager,
+    /// Signs the tracking links of messages and previews (`[tracking]` configuration).
+    pub tracker: clarion_template::Tracker,
+    /// The delivery queues (one per channel) that launches fill and workers drain.
+    pub queues: clarion_campaign::Queues,
+}
+
+impl AppState {
+    /// Connects to the database (migrating it if configured) and sets up a Redis connection
+    /// that is established on first use, so the server starts even while Redis is down and
+    /// `/ready` says so.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect(&settings.database).await?;
+        if settings.database.migrate_on_start {
+            db::migrate(&db).await?;
+        }
+        let redis = connect_redis(settings.redis.url.expose_secret())?;
+        let tracker = crate::tracking::tracker(&settings)?;
+        let queues = clarion_campaign::Queues::new(
+            redis::Client::open(settings.redis.url.expose_secret())?,
+            redis.clone(),
+            &settings.redis.key_prefix,
+            &settings.sending,
+        );
+        Ok(AppState {
+            ingest: ingest(&db, &settings),
+            db,
+            settings,
+            metrics: Metrics::new()?,
+            redis,
+            tracker,
+            queues,
+        })
+    }
+
+    /// Builds this process's delivery worker: the email sender (SMTP pool, or the `.eml` outbox
+    /// while no relay is configured), the webhook sender when a secret is set, the tracker and
+    /// the shared throttle.
+    ///
+    /// # Errors
+    /// A sender whose configuration is unusable (the message names the setting).
+    pub async fn delivery_worker(&self) -> anyhow::Result<Worker> {
+        clarion_dispatch::install_crypto_provider();
+        let settings = &self.settings;
+        let email = EmailSender::new(&settings.email).await?;
+        let webhook = if settings.webhook.secret.expose_secret().is_empty() {
+            None
+        } else {
+            Some(WebhookSender::new(&settings.webhook)?)
+        };
+        let mailto = settings.tracking.unsubscribe_mailto.trim();
+        Ok(Worker::new(WorkerParts {
+            db: self.db.clone(),
+            settings: settings.sending.clone(),
+            tracker: self.tracker.clone(),
+            email,
+            webhook,
+            unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.to_owned()),
+            throttle: Throttle::new(self.redis.clone(), &settings.redis.key_prefix),
+        }))
+    }
+
+    /// PING, for readiness checks.
+    pub async fn redis_ping(&self) -> redis::RedisResult<()> {
+        let mut connection = self.redis.clone();
+        redis::cmd("PING").query_async::<()>(&mut connection).await
+    }
+}
+
+/// A lazily connecting Redis connection manager with bounded timeouts.
+pub fn connect_redis(url: &str) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// The ingestion entry point the configuration describes: with `segments.realtime`, segment
+/// memberships follow every batch. The API and the CSV import both use it.
+pub fn ingest(db: &DatabaseConnection, settings: &Settings) -> Ingest {
+    let ingest = Ingest::new(db.clone());
+    if settings.segments.realtime {
+        ingest.with_listener(std::sync::Arc::new(
+            clarion_segment::sweep::Memberships::new(db.clone()),
+        ))
+    } else {
+        ingest
+    }
+}
