@@ -19,7 +19,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use utoipa::IntoParams;
 
-use crate::{error::ApiError, store::batch::ItemError};
+use crate::{
+    error::{ApiError, describe_json_error},
+    store::batch::ItemError,
+};
 
 /// Registers every route: health, metrics and the tracking links of messages (`/t/...`) at
 /// the root, the documentation under `/api`, the REST API under `/api/v1`.
@@ -83,22 +86,52 @@ pub(crate) fn parse_batch<T: DeserializeOwned>(
     Ok((items, errors))
 }
 
-/// Reads a JSON body into `T`; a value of the wrong shape is a 422 naming its field (e.g.
-/// `category: unknown variant "lifestyle", expected one of ...`).
-pub(crate) fn parse_body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+/// Reads a JSON body into `T`. A body that is not JSON is a 400 (`invalid_json`); a value of
+/// the wrong shape is a 422 naming its field (e.g. `category: unknown variant "lifestyle",
+/// expected one of ...`, or `targets[0].name: missing field`).
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_str(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let item = ItemError::from_serde(0, error);
-        let field = item.field.unwrap_or_default();
-        let message = if field.is_empty() {
-            item.message.clone()
-        } else {
-            format!("{field}: {}", item.message)
-        };
-        ApiError::new(ErrorCode::ValidationFailed, message).with_details(
-            serde_json::json!({ "errors": [{"field": field, "message": item.message}] }),
-        )
+        if error.inner().is_syntax() || error.inner().is_eof() {
+            return ApiError::new(ErrorCode::InvalidJson, describe_json_error(error.inner()));
+        }
+        let mut field = error.path().to_string();
+        if field == "." {
+            field.clear();
+        }
+        let mut message = error.inner().to_string();
+        // serde_json's position counts within the body; the field says more.
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        // Missing and unknown fields are reported at their parent; name the field itself.
+        let named = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|prefix| message.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next());
+        if let Some(name) = named
+            && !field.ends_with(name)
+        {
+            field = if field.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+        ApiError::invalid_field(&field, message)
     })
+}
+
+/// Reads a body that may be left out (empty or only whitespace), which means `T::default()`.
+pub(crate) fn parse_optional_body<T: Default + DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 JSON"))?;
+    parse_body(text)
 }
 
 /// With `atomic`, any refused item refuses the whole batch.
@@ -133,6 +166,8 @@ fn refused_batch(mut errors: Vec<ItemError>) -> ApiError {
             errors.len()
         ),
     )
+    // Batch refusals list the items' own errors ({"index", "field", "message"}): the same
+    // shape as every 422, with the index of the item.
     .with_details(serde_json::json!({ "errors": errors }))
 }
 

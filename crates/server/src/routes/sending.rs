@@ -154,7 +154,7 @@ pub async fn pause(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let request: PauseRequest = optional_body(&body)?;
+    let request: PauseRequest = super::parse_optional_body(&body)?;
     let reason = request
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -239,7 +239,7 @@ pub async fn retry(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let request: RetryRequest = optional_body(&body)?;
+    let request: RetryRequest = super::parse_optional_body(&body)?;
     let (run, retried) = control::retry_failed(
         &state.db,
         &state.queues,
@@ -249,15 +249,6 @@ pub async fn retry(
     )
     .await?;
     Ok(HttpResponse::Ok().json(RetryReport { retried, run }))
-}
-
-fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 JSON"))?;
-    super::campaigns::parse_body(text)
 }
 
 /// A page of deliveries.

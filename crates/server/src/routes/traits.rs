@@ -84,12 +84,7 @@ pub async fn get(
     let contact = store::contacts::get(&state.db, caller.workspace, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("contact {:?}", id.as_str())))?;
-    let computed = traits::for_contact(&state.db, caller.workspace, contact.id)
-        .await
-        .map_err(|e| match e {
-            clarion_segment::SegmentError::Db(db) => ApiError::from(db),
-            other => ApiError::internal(&other),
-        })?;
+    let computed = traits::for_contact(&state.db, caller.workspace, contact.id).await?;
     Ok(HttpResponse::Ok().json(ContactTraits {
         external_id: id.as_str().to_string(),
         computed_at: computed.computed_at,
