@@ -399,7 +399,7 @@ async fn templates_validate_reports_issues_without_saving(backend: Backend) {
     assert_eq!(status, 422, "{body}");
     let (status, body) = check(json!({"email": {"subjet": "typo"}})).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(errors(&body)[0]["path"], "email.subjet");
+    assert_eq!(errors(&body)[0]["field"], "email.subjet");
 }
 
 /// Anna and Ben are champions (Anna also at risk), Cleo is only at risk, Dan is only in
