@@ -14,7 +14,7 @@ pub mod tracking;
 pub mod traits;
 
 use actix_web::web;
-use clarion_model::ErrorCode;
+use clarion_model::{ErrorCode, ExternalId};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use utoipa::IntoParams;
@@ -195,6 +195,11 @@ pub(crate) mod cursor {
                 )
             })
     }
+}
+
+/// Reads a contact's external id from the URL path; a malformed one is a 400.
+pub(crate) fn external_id_in_path(path: &str) -> Result<ExternalId, ApiError> {
+    ExternalId::parse(path).map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.to_string()))
 }
 
 /// Checks a page size: 1 to 1,000, 100 when left out.

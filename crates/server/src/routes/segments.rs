@@ -650,8 +650,7 @@ pub async fn contact_segments(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = ExternalId::parse(path.as_str())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("external_id: {e}")))?;
+    let id = super::external_id_in_path(&path)?;
     let found =
         contact_store::contacts::resolve_ids(&state.db, caller.workspace, &[id.as_str()], false)
             .await?;

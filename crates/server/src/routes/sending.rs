@@ -9,7 +9,7 @@ use clarion_campaign::{
     deliveries::{DeliveryFilter, DeliveryView, Progress},
     launch::launch as start,
 };
-use clarion_model::{Channel, ContactId, ErrorCode, ExternalId, Role};
+use clarion_model::{Channel, ContactId, ErrorCode, Role};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -357,8 +357,7 @@ pub async fn contact_deliveries(
     query: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = ExternalId::parse(path.as_str())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("external_id: {e}")))?;
+    let id = super::external_id_in_path(&path)?;
     let found =
         store::contacts::resolve_ids(&state.db, caller.workspace, &[id.as_str()], false).await?;
     let contact = found

@@ -2,7 +2,7 @@
 //! CLV, interests), as of the workspace's last trait computation.
 
 use actix_web::{HttpResponse, web};
-use clarion_model::{ErrorCode, ExternalId, Role, Timestamp};
+use clarion_model::{Role, Timestamp};
 use clarion_segment::traits;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -79,8 +79,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = ExternalId::parse(path.as_str())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.to_string()))?;
+    let id = super::external_id_in_path(&path)?;
     let contact = store::contacts::get(&state.db, caller.workspace, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("contact {:?}", id.as_str())))?;
