@@ -86,15 +86,13 @@ pub(crate) fn parse_batch<T: DeserializeOwned>(
     Ok((items, errors))
 }
 
-/// Reads a JSON body into `T`. A body that is not JSON is a 400 (`invalid_json`); a value of
-/// the wrong shape is a 422 naming its field (e.g. `category: unknown variant "lifestyle",
-/// expected one of ...`, or `targets[0].name: missing field`).
+/// Reads a JSON body into `T`; a value of the wrong shape is a 422 naming its field (e.g.
+/// `category: unknown variant "lifestyle", expected one of ...`, or `targets[0].name:
+/// missing field`). `body` is JSON already (the `Json<Box<RawValue>>` extractor answered 400
+/// otherwise), so every failure here is the caller's value, never the syntax.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_str(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        if error.inner().is_syntax() || error.inner().is_eof() {
-            return ApiError::new(ErrorCode::InvalidJson, describe_json_error(error.inner()));
-        }
         let mut field = error.path().to_string();
         if field == "." {
             field.clear();
@@ -122,7 +120,8 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, ApiError>
     })
 }
 
-/// Reads a body that may be left out (empty or only whitespace), which means `T::default()`.
+/// Reads a body that may be left out (empty or only whitespace), which means `T::default()`;
+/// a body that is not JSON is a 400 (`invalid_json`).
 pub(crate) fn parse_optional_body<T: Default + DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ApiError> {
@@ -131,6 +130,10 @@ pub(crate) fn parse_optional_body<T: Default + DeserializeOwned>(
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 JSON"))?;
+    // Syntax first, on its own: serde_json reports some values of the wrong type (a number
+    // for an enum) as syntax errors, and those are 422s, not 400s.
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, describe_json_error(&e)))?;
     parse_body(text)
 }
 
