@@ -42,6 +42,8 @@ pub mod throttle;
 pub mod validate;
 pub mod worker;
 
+use clarion_model::{Coded, ErrorCode, FieldError};
+
 pub use assign::Assignment;
 pub use audience::{AudienceReport, VariantAudience};
 pub use campaign::{
@@ -57,8 +59,9 @@ pub use worker::{Worker, WorkerParts};
 /// Everything that can go wrong with a campaign.
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
-    /// The campaign or request as written has problems; nothing was stored.
-    #[error("{} problem(s): {}", .0.len(), list(.0))]
+    /// The campaign or request as written has problems; nothing was stored. The message
+    /// names the first; [`Coded::details`] lists them all.
+    #[error("{}", summary(.0))]
     Invalid(Vec<Issue>),
     /// The campaign, variant or contact does not exist in the workspace.
     #[error("{0} was not found")]
@@ -80,10 +83,40 @@ pub enum CampaignError {
     Corrupt(String),
 }
 
-fn list(issues: &[Issue]) -> String {
-    issues
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+fn summary(issues: &[Issue]) -> String {
+    let first = issues.first().map(ToString::to_string).unwrap_or_default();
+    match issues.len() {
+        0 | 1 => first,
+        n => format!("{first} (and {} more, see details.errors)", n - 1),
+    }
+}
+
+impl Coded for CampaignError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CampaignError::Invalid(_) => ErrorCode::ValidationFailed,
+            CampaignError::NotFound(_) => ErrorCode::NotFound,
+            CampaignError::Db(db) => db.code(),
+            CampaignError::Conflict(_) => ErrorCode::Conflict,
+            CampaignError::Queue(_) | CampaignError::Redis(_) => ErrorCode::Unavailable,
+            CampaignError::Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn details(&self) -> Vec<FieldError> {
+        let CampaignError::Invalid(issues) = self else {
+            return Vec::new();
+        };
+        issues
+            .iter()
+            .map(|issue| FieldError {
+                field: issue.field.clone(),
+                path: Some(issue.path.clone()),
+                variant: issue.variant.clone(),
+                line: issue.line,
+                column: issue.column,
+                message: issue.message.clone(),
+            })
+            .collect()
+    }
 }

@@ -23,39 +23,38 @@ impl ItemError {
         }
     }
 
-    /// Turns a typed-deserialisation failure into an item error naming the field.
+    /// Turns a typed-deserialisation failure into an item error naming the field, nested
+    /// ones by their path (`subscriptions.email`, `targets[0].name`).
     pub fn from_serde(index: usize, error: serde_path_to_error::Error<serde_json::Error>) -> Self {
-        let path = error.path().to_string();
-        let message = error.inner().to_string();
-        // serde reports missing and unknown fields at the parent; name the field itself.
-        let field = if path == "." {
-            field_in_message(&message)
-        } else {
-            Some(path)
-        };
-        let message = strip_position(&message);
+        let mut field = error.path().to_string();
+        if field == "." {
+            field.clear();
+        }
+        let mut message = error.inner().to_string();
+        // serde_json appends "at line 1 column 57" counted within the item's own text, which
+        // would mislead; the index and the field locate the problem.
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        // Missing and unknown fields are reported at their parent; name the field itself.
+        let named = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|prefix| message.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next());
+        if let Some(name) = named
+            && !field.ends_with(name)
+        {
+            field = if field.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{field}.{name}")
+            };
+        }
         ItemError {
             index,
-            field,
+            field: (!field.is_empty()).then_some(field),
             message,
         }
-    }
-}
-
-fn field_in_message(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let end = start + message[start..].find('`')?;
-    let prefix = &message[..start];
-    (prefix.starts_with("missing field") || prefix.starts_with("unknown field"))
-        .then(|| message[start..end].to_string())
-}
-
-/// serde_json appends "at line 1 column 57" counted within the item's own text, which would
-/// mislead; the index already locates the item.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
     }
 }
 

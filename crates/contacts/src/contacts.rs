@@ -155,6 +155,25 @@ pub enum PatchError {
     Store(#[from] ContactsError),
 }
 
+impl clarion_model::Coded for PatchError {
+    fn code(&self) -> clarion_model::ErrorCode {
+        match self {
+            PatchError::NotFound => clarion_model::ErrorCode::NotFound,
+            PatchError::Invalid { .. } => clarion_model::ErrorCode::ValidationFailed,
+            PatchError::Store(store) => store.code(),
+        }
+    }
+
+    fn details(&self) -> Vec<clarion_model::FieldError> {
+        match self {
+            PatchError::Invalid { field, message } => {
+                vec![clarion_model::FieldError::field(field, message.as_str())]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Applies a patch to one contact and returns it as stored.
 pub async fn patch(
     db: &DatabaseConnection,

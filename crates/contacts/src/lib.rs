@@ -31,6 +31,15 @@ pub enum ContactsError {
     },
 }
 
+impl clarion_model::Coded for ContactsError {
+    fn code(&self) -> clarion_model::ErrorCode {
+        match self {
+            ContactsError::Db(db) => db.code(),
+            ContactsError::Corrupt { .. } => clarion_model::ErrorCode::Internal,
+        }
+    }
+}
+
 /// Maps a value that no longer parses to [`ContactsError::Corrupt`] naming its column: values
 /// are checked on the way in, so this means a row was changed behind Clarion's back.
 pub fn corrupt(column: &'static str) -> impl Fn(clarion_model::ModelError) -> ContactsError {

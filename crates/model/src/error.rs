@@ -1,5 +1,8 @@
 use std::fmt;
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 /// Why a value from outside could not become a model type. The message names the value and
 /// the rule it broke; callers add the field or row it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,9 +45,11 @@ pub enum ModelError {
     Amount,
 }
 
-/// The stable error codes of Clarion's API, with the HTTP status each one answers with.
+/// The stable error codes of Clarion's API: the registry every crate's errors draw from.
 ///
 /// Clients match on the code, never on the message; a code, once published, keeps its meaning.
+/// Each domain error says which code it is through [`Coded`]; the HTTP status of each code is
+/// the server's business (one table in `clarion-server`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The body is not JSON, or not the JSON this endpoint takes.
@@ -117,26 +122,123 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
         }
     }
-
-    /// The HTTP status that goes with the code.
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidQuery => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound => 404,
-            ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => 413,
-            ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::ValidationFailed | ErrorCode::InvalidRule | ErrorCode::QueryTimeout => 422,
-            ErrorCode::Conflict => 409,
-            ErrorCode::Internal => 500,
-            ErrorCode::Unavailable => 503,
-        }
-    }
 }
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An error that knows which [`ErrorCode`] it answers with, and which fields or nodes of the
+/// request it blames. Every domain error enum implements it, so the same error answers the
+/// same code from every endpoint.
+pub trait Coded: std::error::Error {
+    /// The code of the API answer.
+    fn code(&self) -> ErrorCode;
+
+    /// The problems to list in `details.errors`, one per field or rule node; empty when the
+    /// message says it all.
+    fn details(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+}
+
+/// One problem of a refused request, as `details.errors` of an error answer lists it.
+///
+/// It names where the problem is: a `field` of the request body (`name`, `rows.attr`), or the
+/// `path` of a node in a rule (`all[2].count.op`; empty for the whole rule) or in a campaign
+/// (`targets[0].variants[1].email.subject`). `line` and `column` (1-based) point into a rule's
+/// text form or a template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The campaign variant the problem is in, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem with a field of the request body.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: Some(field.into()),
+            ..FieldError::bare(message)
+        }
+    }
+
+    /// A problem with a node of a rule (or another tree in the request), named by its path.
+    pub fn path(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            path: Some(path.into()),
+            ..FieldError::bare(message)
+        }
+    }
+
+    /// Adds the line and column the problem is at.
+    #[must_use]
+    pub fn at(mut self, line: Option<usize>, column: Option<usize>) -> Self {
+        self.line = line;
+        self.column = column;
+        self
+    }
+
+    /// Adds the campaign variant the problem is in.
+    #[must_use]
+    pub fn in_variant(mut self, variant: Option<String>) -> Self {
+        self.variant = variant;
+        self
+    }
+
+    fn bare(message: impl Into<String>) -> Self {
+        FieldError {
+            field: None,
+            path: None,
+            variant: None,
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = self.field.as_deref().or(self.path.as_deref())
+            && !at.is_empty()
+        {
+            write!(f, "{at}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl Coded for ModelError {
+    /// A value from outside that breaks a rule of the model is the caller's to fix.
+    fn code(&self) -> ErrorCode {
+        ErrorCode::ValidationFailed
+    }
+}
+
+/// A database that does not answer is `unavailable` (try again); any other database failure
+/// is `internal`.
+#[cfg(feature = "db")]
+impl Coded for sea_orm::DbErr {
+    fn code(&self) -> ErrorCode {
+        match self {
+            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => {
+                ErrorCode::Unavailable
+            }
+            _ => ErrorCode::Internal,
+        }
     }
 }

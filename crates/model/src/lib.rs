@@ -24,7 +24,7 @@ pub use contact::{
     Channel, Contact, ContactPatch, ContactUpsert, CountryCode, EmailAddress, Locale, PhoneNumber,
     SubscriptionStatus, Subscriptions, SubscriptionsPatch, TimeZone,
 };
-pub use error::{ErrorCode, ModelError};
+pub use error::{Coded, ErrorCode, FieldError, ModelError};
 pub use event::{Currency, Event, EventInput, EventKind, IdempotencyKey};
 pub use ids::{ContactId, EventId, ExternalId, SegmentId, WorkspaceId};
 pub use patch::Patch;

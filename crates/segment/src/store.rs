@@ -391,8 +391,8 @@ fn unique_violation(error: sea_orm::DbErr, slug: &str) -> SegmentError {
     }
 }
 
-/// Applies changes to a segment's definition. The caller re-materializes when the rule
-/// changed.
+/// Applies changes to a segment's definition, and nothing else: [`crate::save::update`]
+/// checks them and re-materializes when the rule changed.
 pub async fn update(
     db: &impl ConnectionTrait,
     segment: &Segment,

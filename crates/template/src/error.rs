@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use clarion_model::{Coded, ErrorCode, FieldError};
 use serde::Serialize;
 
 /// One problem found in a template when it is saved.
@@ -141,4 +142,46 @@ fn join_issues(issues: &[TemplateIssue]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl Coded for TemplateError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            // What the marketer wrote, or what it makes of one contact's data.
+            TemplateError::Invalid(_)
+            | TemplateError::Undefined { .. }
+            | TemplateError::OutOfFuel { .. }
+            | TemplateError::OutputTooLarge { .. }
+            | TemplateError::Render { .. }
+            | TemplateError::InvalidPayload(_)
+            | TemplateError::ForbiddenLink { .. }
+            | TemplateError::HeaderInjection { .. }
+            | TemplateError::Recipient(_) => ErrorCode::ValidationFailed,
+            // A tracking link that Clarion did not sign leads nowhere.
+            TemplateError::InvalidToken(_) => ErrorCode::NotFound,
+            TemplateError::Rewrite(_) | TemplateError::Config(_) | TemplateError::Context(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    fn details(&self) -> Vec<FieldError> {
+        match self {
+            TemplateError::Invalid(issues) => issues
+                .iter()
+                .map(|i| FieldError::field(&i.field, &i.message).at(i.line, i.column))
+                .collect(),
+            TemplateError::Undefined {
+                field,
+                line,
+                message,
+            }
+            | TemplateError::Render {
+                field,
+                line,
+                message,
+            } => vec![FieldError::field(field, message).at(*line, None)],
+            _ => Vec::new(),
+        }
+    }
 }

@@ -3,16 +3,16 @@
 
 use actix_web::{HttpResponse, web};
 use clarion_campaign::{
-    AudienceReport, Campaign, CampaignError, CampaignId, CampaignInput, CampaignSummary, Issue,
-    PreviewReport, PreviewRequest, Revision, VariantId, VariantInput, audience::audience as count,
+    AudienceReport, Campaign, CampaignId, CampaignInput, CampaignSummary, PreviewReport,
+    PreviewRequest, Revision, VariantId, VariantInput, audience::audience as count,
     preview::preview as render, store,
 };
-use clarion_model::{ErrorCode, Role};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use clarion_model::Role;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::{cursor, page_limit};
+use super::{cursor, page_limit, parse_body, parse_optional_body};
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,74 +32,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/campaigns/{id}/preview", web::post().to(preview))
         .route("/campaigns/{id}/audience", web::get().to(audience));
-}
-
-impl From<CampaignError> for ApiError {
-    fn from(error: CampaignError) -> Self {
-        match error {
-            CampaignError::Invalid(issues) => invalid(issues),
-            CampaignError::NotFound(what) => ApiError::not_found(what),
-            CampaignError::Db(db) => db.into(),
-            CampaignError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
-            error @ (CampaignError::Queue(_) | CampaignError::Redis(_)) => {
-                tracing::warn!(%error, "campaign request needs Redis, which failed");
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    "the job queue (Redis) does not answer; nothing was changed, try again",
-                )
-            }
-            other @ CampaignError::Corrupt(_) => ApiError::internal(&other),
-        }
-    }
-}
-
-/// A 422 listing every problem, each naming its path (and variant, field, line, column).
-pub(crate) fn invalid(issues: Vec<Issue>) -> ApiError {
-    let first = issues.first().map(ToString::to_string).unwrap_or_default();
-    let more = match issues.len() {
-        0 | 1 => String::new(),
-        n => format!(" (and {} more, see details.errors)", n - 1),
-    };
-    ApiError::new(ErrorCode::ValidationFailed, format!("{first}{more}"))
-        .with_details(serde_json::json!({ "errors": issues }))
-}
-
-/// Reads a JSON body into `T`; a body of the wrong shape is a 422 naming the field.
-pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_str(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let mut path = e.path().to_string();
-        if path == "." {
-            path.clear();
-        }
-        let mut message = e.inner().to_string();
-        // serde_json's position counts within the body; the path says more.
-        if let Some(at) = message.rfind(" at line ") {
-            message.truncate(at);
-        }
-        // Missing and unknown fields are reported at their parent; name the field itself.
-        let named = ["missing field `", "unknown field `"]
-            .iter()
-            .find_map(|prefix| message.strip_prefix(prefix))
-            .and_then(|rest| rest.split('`').next());
-        if let Some(field) = named
-            && !path.ends_with(field)
-        {
-            path = if path.is_empty() {
-                field.to_owned()
-            } else {
-                format!("{path}.{field}")
-            };
-        }
-        invalid(vec![Issue {
-            path,
-            variant: None,
-            field: None,
-            line: None,
-            column: None,
-            message,
-        }])
-    })
 }
 
 async fn load(state: &AppState, caller: &Caller, id: i64) -> Result<Campaign, ApiError> {
@@ -259,19 +191,7 @@ pub async fn duplicate(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let request: DuplicateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        DuplicateRequest::default()
-    } else {
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 text"))?;
-        serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                crate::error::describe_json_error(&e),
-            )
-        })?;
-        parse_body(text)?
-    };
+    let request: DuplicateRequest = parse_optional_body(&body)?;
     let campaign = store::duplicate(
         &state.db,
         caller.workspace,

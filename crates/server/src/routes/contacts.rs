@@ -3,17 +3,19 @@
 use actix_web::{HttpResponse, web};
 use clarion_model::{
     AttributeName, AttributeType, Contact, ContactId, ContactPatch, ContactUpsert, CountryCode,
-    EmailAddress, ErrorCode, Event, EventId, EventKind, ExternalId, Role, Timestamp,
+    EmailAddress, ErrorCode, Event, EventId, EventKind, Role, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::{BatchQuery, combine_refusals, cursor, page_limit, parse_batch, refuse_if_atomic};
+use super::{
+    BatchQuery, combine_refusals, cursor, external_id_in_path, page_limit, parse_batch, parse_body,
+    refuse_if_atomic,
+};
 use clarion_contacts::{
     self as store,
     attributes::AttributeTypes,
-    batch::ItemError,
     contacts::{ContactFilter, PatchError, UpsertReport},
     events::EventFilter,
 };
@@ -78,10 +80,6 @@ pub async fn upsert_batch(
     Ok(HttpResponse::Ok().json(report))
 }
 
-fn external_id(path: &str) -> Result<ExternalId, ApiError> {
-    ExternalId::parse(path).map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.to_string()))
-}
-
 /// One contact.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}", tag = "contacts",
     params(("external_id" = String, Path, description = "The contact's external id")),
@@ -93,7 +91,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = external_id(&path)?;
+    let id = external_id_in_path(&path)?;
     let contact = store::contacts::get(&state.db, caller.workspace, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("contact {:?}", id.as_str())))?;
@@ -115,13 +113,8 @@ pub async fn patch(
     body: web::Json<Box<RawValue>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let id = external_id(&path)?;
-    let mut deserializer = serde_json::Deserializer::from_str(body.get());
-    let changes: ContactPatch =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let item = ItemError::from_serde(0, e);
-            invalid_field(item.field.unwrap_or_default(), item.message)
-        })?;
+    let id = external_id_in_path(&path)?;
+    let changes: ContactPatch = parse_body(body.get())?;
     match state
         .ingest
         .patch_contact(caller.workspace, &id, changes)
@@ -129,14 +122,8 @@ pub async fn patch(
     {
         Ok(contact) => Ok(HttpResponse::Ok().json(contact)),
         Err(PatchError::NotFound) => Err(ApiError::not_found(format!("contact {:?}", id.as_str()))),
-        Err(PatchError::Invalid { field, message }) => Err(invalid_field(field, message)),
-        Err(PatchError::Store(e)) => Err(e.into()),
+        Err(other) => Err(other.into()),
     }
-}
-
-fn invalid_field(field: String, message: String) -> ApiError {
-    ApiError::new(ErrorCode::ValidationFailed, format!("{field}: {message}"))
-        .with_details(serde_json::json!({ "field": field, "message": message }))
 }
 
 /// Deletes a contact and all its events.
@@ -150,7 +137,7 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let id = external_id(&path)?;
+    let id = external_id_in_path(&path)?;
     if store::contacts::delete(&state.db, caller.workspace, &id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -304,7 +291,7 @@ pub async fn events(
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = external_id(&path)?;
+    let id = external_id_in_path(&path)?;
     let bad = |message: String| ApiError::new(ErrorCode::InvalidQuery, message);
     let query = query.into_inner();
     let filter = EventFilter {

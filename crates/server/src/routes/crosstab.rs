@@ -1,8 +1,8 @@
 //! `POST /api/v1/crosstab`: how the contacts spread over two dimensions at once.
 
 use actix_web::{HttpResponse, web};
-use clarion_model::{ErrorCode, Role, Timestamp};
-use clarion_segment::{Crosstab, CrosstabRequest, RuleError, SegmentError, crosstab};
+use clarion_model::{Role, Timestamp};
+use clarion_segment::{Crosstab, CrosstabRequest, crosstab};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -73,60 +73,7 @@ pub async fn compute(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let request = CrosstabRequest::from_json(&body).map_err(segment_error)?;
-    let table: Crosstab = crosstab(&state.db, caller.workspace, &request, Timestamp::now())
-        .await
-        .map_err(segment_error)?;
+    let request = CrosstabRequest::from_json(&body)?;
+    let table: Crosstab = crosstab(&state.db, caller.workspace, &request, Timestamp::now()).await?;
     Ok(HttpResponse::Ok().json(table))
-}
-
-fn field_errors(errors: &[RuleError]) -> Value {
-    serde_json::json!({
-        "errors": errors
-            .iter()
-            .map(|e| serde_json::json!({"field": e.path, "message": e.message}))
-            .collect::<Vec<_>>()
-    })
-}
-
-/// The API answer to a segment error: bad input is a 422 naming the field, a database
-/// failure a 500 (or 503) that reveals nothing.
-pub(crate) fn segment_error(error: SegmentError) -> ApiError {
-    match error {
-        SegmentError::InvalidRequest(errors) | SegmentError::Invalid(errors) => {
-            let details = field_errors(&errors);
-            ApiError::new(ErrorCode::ValidationFailed, error_text(&errors)).with_details(details)
-        }
-        SegmentError::Json(e) => {
-            let details = field_errors(std::slice::from_ref(&e));
-            ApiError::new(ErrorCode::ValidationFailed, error_text(&[e])).with_details(details)
-        }
-        SegmentError::NotYetComputed { path, what } => ApiError::new(
-            ErrorCode::ValidationFailed,
-            format!("{path}: {what} is not computed yet, so rules cannot use it"),
-        )
-        .with_details(
-            serde_json::json!({"errors": [{"field": path, "message": "not computed yet"}]}),
-        ),
-        other @ (SegmentError::Text(_) | SegmentError::TraitsMissing) => {
-            ApiError::new(ErrorCode::ValidationFailed, other.to_string())
-        }
-        SegmentError::Timeout(limit) => ApiError::new(
-            ErrorCode::ValidationFailed,
-            format!("the query took longer than {limit:?} and was stopped; narrow it down"),
-        ),
-        SegmentError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
-        SegmentError::Db(db) => db.into(),
-        other @ (SegmentError::Clustering(_)
-        | SegmentError::Corrupt(_)
-        | SegmentError::Settings { .. }) => ApiError::internal(&other),
-    }
-}
-
-fn error_text(errors: &[RuleError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }

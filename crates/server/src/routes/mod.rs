@@ -14,14 +14,14 @@ pub mod tracking;
 pub mod traits;
 
 use actix_web::web;
-use clarion_model::ErrorCode;
+use clarion_model::{ErrorCode, ExternalId};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use utoipa::IntoParams;
 
 use clarion_contacts::ItemError;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, describe_json_error};
 
 /// Registers every route: health, metrics and the tracking links of messages (`/t/...`) at
 /// the root, the documentation under `/api`, the REST API under `/api/v1`.
@@ -86,21 +86,32 @@ pub(crate) fn parse_batch<T: DeserializeOwned>(
 }
 
 /// Reads a JSON body into `T`; a value of the wrong shape is a 422 naming its field (e.g.
-/// `category: unknown variant "lifestyle", expected one of ...`).
-pub(crate) fn parse_body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+/// `category: unknown variant "lifestyle", expected one of ...`, or `targets[0].name:
+/// missing field`). `body` is JSON already (the `Json<Box<RawValue>>` extractor answered 400
+/// otherwise), so every failure here is the caller's value, never the syntax.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_str(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let item = ItemError::from_serde(0, error);
-        let field = item.field.unwrap_or_default();
-        let message = if field.is_empty() {
-            item.message.clone()
-        } else {
-            format!("{field}: {}", item.message)
-        };
-        ApiError::new(ErrorCode::ValidationFailed, message).with_details(
-            serde_json::json!({ "errors": [{"field": field, "message": item.message}] }),
-        )
+        ApiError::invalid_field(item.field.as_deref().unwrap_or_default(), item.message)
     })
+}
+
+/// Reads a body that may be left out (empty or only whitespace), which means `T::default()`;
+/// a body that is not JSON is a 400 (`invalid_json`).
+pub(crate) fn parse_optional_body<T: Default + DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 JSON"))?;
+    // Syntax first, on its own: serde_json reports some values of the wrong type (a number
+    // for an enum) as syntax errors, and those are 422s, not 400s.
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, describe_json_error(&e)))?;
+    parse_body(text)
 }
 
 /// With `atomic`, any refused item refuses the whole batch.
@@ -135,6 +146,8 @@ fn refused_batch(mut errors: Vec<ItemError>) -> ApiError {
             errors.len()
         ),
     )
+    // Batch refusals list the items' own errors ({"index", "field", "message"}): the same
+    // shape as every 422, with the index of the item.
     .with_details(serde_json::json!({ "errors": errors }))
 }
 
@@ -162,6 +175,11 @@ pub(crate) mod cursor {
                 )
             })
     }
+}
+
+/// Reads a contact's external id from the URL path; a malformed one is a 400.
+pub(crate) fn external_id_in_path(path: &str) -> Result<ExternalId, ApiError> {
+    ExternalId::parse(path).map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.to_string()))
 }
 
 /// Checks a page size: 1 to 1,000, 100 when left out.

@@ -3,21 +3,22 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use clarion_model::{ContactId, ErrorCode, ExternalId, Role, Timestamp};
 use clarion_segment::{
-    PreviewOptions, Rule, RuleError, SegmentError, ValidRule,
+    PreviewOptions, Rule,
     membership::{self, Upload},
-    parse_text,
     report::{self, Day, MemberRow, Overview, Stay},
-    store::{self, Category, NewSegment, Segment, SegmentChanges, SegmentKind},
-    validate, validate_segment,
+    save,
+    store::{self, Category, Segment, SegmentKind},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{cursor, page_limit, parse_body};
 use crate::{auth::Caller, error::ApiError, state::AppState};
 use clarion_contacts as contact_store;
 use serde_json::value::RawValue;
+
+pub use clarion_segment::save::{SegmentInput, SegmentPatch};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/segments", web::get().to(list))
@@ -77,36 +78,6 @@ impl From<Segment> for SegmentView {
     }
 }
 
-/// The body of `POST /segments`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentInput {
-    pub name: String,
-    /// Lower-case letters, digits and `-`; made from the name when left out.
-    pub slug: Option<String>,
-    #[serde(default)]
-    pub description: String,
-    pub category: Category,
-    /// `dynamic` (the default when a rule is given) or `static` (members uploaded with
-    /// `PUT /segments/{segment}/members`).
-    pub kind: Option<SegmentKind>,
-    /// The rule: its JSON form, or its text form as one string.
-    #[schema(value_type = Option<Object>)]
-    pub rule: Option<Value>,
-}
-
-/// The body of `PATCH /segments/{segment}`; fields left out keep their value.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentPatch {
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub category: Option<Category>,
-    /// A new rule (JSON or text form); the members are recomputed.
-    #[schema(value_type = Option<Object>)]
-    pub rule: Option<Value>,
-}
-
 /// The body of `POST /segments/preview`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,97 +114,10 @@ pub struct HealthView {
     pub last_30_days: Vec<Day>,
 }
 
-fn rule_error(errors: Vec<RuleError>) -> ApiError {
-    let message = errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    ApiError::new(ErrorCode::InvalidRule, format!("the rule is invalid: {message}")).with_details(
-        json!({ "errors": errors.iter().map(|e| json!({"path": e.path, "message": e.message})).collect::<Vec<_>>() }),
-    )
-}
-
-/// Reads a rule given as JSON or as text (a JSON string).
-fn read_rule(value: &Value) -> Result<Rule, ApiError> {
-    match value {
-        Value::String(text) => parse_text(text).map_err(|e| {
-            ApiError::new(ErrorCode::InvalidRule, format!("the rule is invalid: {e}")).with_details(
-                json!({ "errors": [{"line": e.line, "column": e.column, "message": e.message}] }),
-            )
-        }),
-        other => Rule::from_json(other).map_err(|e| rule_error(vec![e])),
-    }
-}
-
-/// Maps segment errors to answers; nothing here is a 500 unless the database failed.
-fn segment_error(error: SegmentError) -> ApiError {
-    match error {
-        SegmentError::Json(e) => rule_error(vec![e]),
-        SegmentError::Invalid(errors) => rule_error(errors),
-        SegmentError::InvalidRequest(errors) => {
-            let message = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            ApiError::new(ErrorCode::ValidationFailed, message).with_details(json!({
-                "errors": errors.iter().map(|e| json!({"field": e.path, "message": e.message})).collect::<Vec<_>>()
-            }))
-        }
-        e @ SegmentError::TraitsMissing => {
-            ApiError::new(ErrorCode::ValidationFailed, e.to_string())
-        }
-        SegmentError::Text(e) => {
-            ApiError::new(ErrorCode::InvalidRule, format!("the rule is invalid: {e}"))
-        }
-        e @ SegmentError::NotYetComputed { .. } => {
-            ApiError::new(ErrorCode::InvalidRule, e.to_string())
-        }
-        SegmentError::Timeout(limit) => ApiError::new(
-            ErrorCode::QueryTimeout,
-            format!(
-                "the segment query took longer than {} ms and was stopped; narrow the rule or raise segments.preview_timeout_ms",
-                limit.as_millis()
-            ),
-        ),
-        SegmentError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
-        SegmentError::Db(db) => db.into(),
-        e @ (SegmentError::Corrupt(_)
-        | SegmentError::Clustering(_)
-        | SegmentError::Settings { .. }) => ApiError::internal(&e),
-    }
-}
-
-fn field_error(field: &str, message: impl Into<String>) -> ApiError {
-    let message = message.into();
-    ApiError::new(ErrorCode::ValidationFailed, format!("{field}: {message}"))
-        .with_details(json!({ "errors": [{"field": field, "message": message}] }))
-}
-
 async fn find(state: &AppState, caller: &Caller, key: &str) -> Result<Segment, ApiError> {
     store::find(&state.db, caller.workspace, key)
-        .await
-        .map_err(segment_error)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("segment {key:?}")))
-}
-
-/// Validates a rule against the workspace as a rule of the segment `slug` (so a reference to
-/// itself is a cycle).
-async fn check(
-    state: &AppState,
-    caller: &Caller,
-    slug: Option<&str>,
-    rule: &Rule,
-) -> Result<ValidRule, ApiError> {
-    let schema = store::schema(&state.db, caller.workspace)
-        .await
-        .map_err(segment_error)?;
-    match slug {
-        Some(slug) => validate_segment(slug, rule, &schema),
-        None => validate(rule, &schema),
-    }
-    .map_err(rule_error)
 }
 
 fn preview_options(state: &AppState) -> PreviewOptions {
@@ -248,9 +132,7 @@ fn preview_options(state: &AppState) -> PreviewOptions {
     security(("api_key" = [])))]
 pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let segments = store::list(&state.db, caller.workspace)
-        .await
-        .map_err(segment_error)?;
+    let segments = store::list(&state.db, caller.workspace).await?;
     Ok(HttpResponse::Ok().json(
         segments
             .into_iter()
@@ -271,59 +153,8 @@ pub async fn create(
     body: web::Json<Box<RawValue>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let input: SegmentInput = parse_body(&body)?;
-    let name = input.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(field_error("name", "must be 1 to 200 characters"));
-    }
-    let slug = input.slug.unwrap_or_else(|| store::slug_from_name(&name));
-    store::check_slug(&slug).map_err(|e| field_error("slug", e))?;
-    let kind = input.kind.unwrap_or(if input.rule.is_some() {
-        SegmentKind::Dynamic
-    } else {
-        SegmentKind::Static
-    });
-    let rule = match (kind, &input.rule) {
-        (SegmentKind::Dynamic, Some(value)) => Some(read_rule(value)?),
-        (SegmentKind::Dynamic, None) => {
-            return Err(field_error("rule", "a dynamic segment needs a rule"));
-        }
-        (SegmentKind::Static, Some(_)) => {
-            return Err(field_error(
-                "rule",
-                "a static segment has no rule; upload its members with PUT /api/v1/segments/{segment}/members",
-            ));
-        }
-        (SegmentKind::Static, None) => None,
-    };
-    let valid = match &rule {
-        Some(rule) => Some(check(&state, &caller, Some(&slug), rule).await?),
-        None => None,
-    };
-    let now = Timestamp::now();
-    let segment = store::create(
-        &state.db,
-        caller.workspace,
-        NewSegment {
-            slug,
-            name,
-            description: input.description,
-            category: input.category,
-            rule,
-        },
-        now,
-    )
-    .await
-    .map_err(segment_error)?;
-    if let Some(valid) = &valid {
-        membership::materialize(&state.db, &segment, valid, now)
-            .await
-            .map_err(segment_error)?;
-    }
-    let segment = store::get(&state.db, caller.workspace, segment.id)
-        .await
-        .map_err(segment_error)?
-        .ok_or_else(|| ApiError::not_found("the new segment"))?;
+    let input: SegmentInput = parse_body(body.get())?;
+    let segment = save::create(&state.db, caller.workspace, input, Timestamp::now()).await?;
     Ok(HttpResponse::Created().json(SegmentView::from(segment)))
 }
 
@@ -356,63 +187,9 @@ pub async fn update(
     body: web::Json<Box<RawValue>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let patch: SegmentPatch = parse_body(&body)?;
+    let patch: SegmentPatch = parse_body(body.get())?;
     let segment = find(&state, &caller, &path).await?;
-    if let Some(name) = &patch.name
-        && (name.trim().is_empty() || name.chars().count() > 200)
-    {
-        return Err(field_error("name", "must be 1 to 200 characters"));
-    }
-    let rule = match &patch.rule {
-        Some(_) if segment.kind == SegmentKind::Static => {
-            return Err(field_error(
-                "rule",
-                "a static segment has no rule; upload its members instead",
-            ));
-        }
-        Some(value) => {
-            let rule = read_rule(value)?;
-            check(&state, &caller, Some(&segment.slug), &rule).await?;
-            Some(rule)
-        }
-        None => None,
-    };
-    let rule_changed = rule.is_some();
-    let now = Timestamp::now();
-    let updated = store::update(
-        &state.db,
-        &segment,
-        SegmentChanges {
-            name: patch.name.map(|n| n.trim().to_string()),
-            description: patch.description,
-            category: patch.category,
-            rule,
-        },
-        now,
-    )
-    .await
-    .map_err(segment_error)?;
-    if rule_changed {
-        // This segment and every segment whose rule inlines it.
-        let all = store::list(&state.db, caller.workspace)
-            .await
-            .map_err(segment_error)?;
-        let affected = store::dependents(&all, &segment.slug);
-        for (stored, valid) in membership::dynamic_rules(&state.db, caller.workspace)
-            .await
-            .map_err(segment_error)?
-        {
-            if stored.id == segment.id || affected.contains(&stored.slug) {
-                membership::materialize(&state.db, &stored, &valid, now)
-                    .await
-                    .map_err(segment_error)?;
-            }
-        }
-    }
-    let updated = store::get(&state.db, caller.workspace, updated.id)
-        .await
-        .map_err(segment_error)?
-        .ok_or_else(|| ApiError::not_found(format!("segment {:?}", segment.slug)))?;
+    let updated = save::update(&state.db, &segment, patch, Timestamp::now()).await?;
     Ok(HttpResponse::Ok().json(SegmentView::from(updated)))
 }
 
@@ -429,9 +206,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
     let segment = find(&state, &caller, &path).await?;
-    store::delete(&state.db, &segment)
-        .await
-        .map_err(segment_error)?;
+    store::delete(&state.db, &segment).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -448,22 +223,24 @@ pub async fn preview(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
     let started = std::time::Instant::now();
-    let body: PreviewInput = parse_body(&body)?;
+    let body: PreviewInput = parse_body(body.get())?;
     let sample = match body.sample {
         None => 10,
         Some(n @ 0..=100) => n,
-        Some(n) => return Err(field_error("sample", format!("must be 0 to 100, not {n}"))),
+        Some(n) => {
+            return Err(ApiError::invalid_field(
+                "sample",
+                format!("must be 0 to 100, not {n}"),
+            ));
+        }
     };
-    let rule = read_rule(&body.rule)?;
-    let valid = check(&state, &caller, None, &rule).await?;
+    let rule = save::read_rule(&body.rule)?;
+    let valid = save::check_rule(&state.db, caller.workspace, None, &rule).await?;
     let now = Timestamp::now();
     let backend = state.db.get_database_backend();
-    let members =
-        clarion_segment::compile(&valid, caller.workspace, backend, now).map_err(segment_error)?;
+    let members = clarion_segment::compile(&valid, caller.workspace, backend, now)?;
     let options = preview_options(&state);
-    let overview = report::overview(&state.db, caller.workspace, members, None, options)
-        .await
-        .map_err(segment_error)?;
+    let overview = report::overview(&state.db, caller.workspace, members, None, options).await?;
     let ids = if sample > 0 {
         clarion_segment::members(
             &state.db,
@@ -474,14 +251,11 @@ pub async fn preview(
             sample,
             options,
         )
-        .await
-        .map_err(segment_error)?
+        .await?
     } else {
         Vec::new()
     };
-    let sample = report::contacts_by_id(&state.db, caller.workspace, &ids)
-        .await
-        .map_err(segment_error)?;
+    let sample = report::contacts_by_id(&state.db, caller.workspace, &ids).await?;
     Ok(HttpResponse::Ok().json(PreviewView {
         rule: rule.to_json(),
         rule_text: rule.to_text(),
@@ -511,8 +285,7 @@ pub async fn health(
         Some(segment.id),
         preview_options(&state),
     )
-    .await
-    .map_err(segment_error)?;
+    .await?;
     let now = Timestamp::now();
     let days = report::history(
         &state.db,
@@ -520,8 +293,7 @@ pub async fn health(
         Timestamp::from_millis(now.millis() - 29 * 86_400_000),
         now,
     )
-    .await
-    .map_err(segment_error)?;
+    .await?;
     Ok(HttpResponse::Ok().json(HealthView {
         segment: segment.into(),
         overview,
@@ -590,9 +362,7 @@ pub async fn members(
         .map(cursor::decode)
         .transpose()?
         .map(ContactId);
-    let rows = report::members_page(&state.db, &segment, after, limit)
-        .await
-        .map_err(segment_error)?;
+    let rows = report::members_page(&state.db, &segment, after, limit).await?;
     let next = (rows.len() as u64 == limit)
         .then(|| rows.last().map(|r| cursor::encode(r.id)))
         .flatten();
@@ -623,9 +393,7 @@ async fn members_csv(state: &AppState, segment: &Segment) -> Result<HttpResponse
         .map_err(csv_error)?;
     let mut after = None;
     loop {
-        let rows = report::members_page(&state.db, segment, after, 5000)
-            .await
-            .map_err(segment_error)?;
+        let rows = report::members_page(&state.db, segment, after, 5000).await?;
         for row in &rows {
             writer
                 .write_record([
@@ -734,7 +502,7 @@ pub async fn upload_members(
         ));
     }
     let text = std::str::from_utf8(&body).map_err(|e| {
-        field_error(
+        ApiError::invalid_field(
             "body",
             format!("the list is not UTF-8 (byte {})", e.valid_up_to()),
         )
@@ -757,11 +525,9 @@ pub async fn upload_members(
     unknown.sort_by_key(|u| u.line);
     let changes =
         membership::replace_static_members(&state.db, &segment, &contacts, mode, Timestamp::now())
-            .await
-            .map_err(segment_error)?;
+            .await?;
     let member_count = store::get(&state.db, caller.workspace, segment.id)
-        .await
-        .map_err(segment_error)?
+        .await?
         .map_or(0, |s| s.member_count);
     Ok(HttpResponse::Ok().json(UploadReport {
         entered: changes.entered,
@@ -785,7 +551,8 @@ fn read_id_list(text: &str) -> Result<IdList, ApiError> {
     let mut bad = Vec::new();
     for (index, record) in reader.records().enumerate() {
         let line = index as u64 + 1;
-        let record = record.map_err(|e| field_error("body", format!("line {line}: {e}")))?;
+        let record =
+            record.map_err(|e| ApiError::invalid_field("body", format!("line {line}: {e}")))?;
         if index == 0 {
             if let Some(position) = record
                 .iter()
@@ -795,7 +562,7 @@ fn read_id_list(text: &str) -> Result<IdList, ApiError> {
                 continue;
             }
             if record.len() > 1 {
-                return Err(field_error(
+                return Err(ApiError::invalid_field(
                     "body",
                     "the first line names no external_id column; send a header with external_id, or one id per line",
                 ));
@@ -868,9 +635,7 @@ pub async fn history(
             "the history covers at most 10 years at a time",
         ));
     }
-    let days = report::history(&state.db, &segment, since, until)
-        .await
-        .map_err(segment_error)?;
+    let days = report::history(&state.db, &segment, since, until).await?;
     Ok(HttpResponse::Ok().json(days))
 }
 
@@ -886,16 +651,13 @@ pub async fn contact_segments(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = ExternalId::parse(path.as_str())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("external_id: {e}")))?;
+    let id = super::external_id_in_path(&path)?;
     let found =
         contact_store::contacts::resolve_ids(&state.db, caller.workspace, &[id.as_str()], false)
             .await?;
     let contact = found
         .get(id.as_str())
         .ok_or_else(|| ApiError::not_found(format!("contact {:?}", id.as_str())))?;
-    let stays = report::stays_of_contact(&state.db, ContactId(*contact))
-        .await
-        .map_err(segment_error)?;
+    let stays = report::stays_of_contact(&state.db, ContactId(*contact)).await?;
     Ok(HttpResponse::Ok().json(stays))
 }

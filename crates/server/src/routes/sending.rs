@@ -9,7 +9,7 @@ use clarion_campaign::{
     deliveries::{DeliveryFilter, DeliveryView, Progress},
     launch::launch as start,
 };
-use clarion_model::{Channel, ContactId, ErrorCode, ExternalId, Role};
+use clarion_model::{Channel, ContactId, ErrorCode, Role};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -155,7 +155,7 @@ pub async fn pause(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let request: PauseRequest = optional_body(&body)?;
+    let request: PauseRequest = super::parse_optional_body(&body)?;
     let reason = request
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -240,7 +240,7 @@ pub async fn retry(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
-    let request: RetryRequest = optional_body(&body)?;
+    let request: RetryRequest = super::parse_optional_body(&body)?;
     let (run, retried) = control::retry_failed(
         &state.db,
         &state.queues,
@@ -250,15 +250,6 @@ pub async fn retry(
     )
     .await?;
     Ok(HttpResponse::Ok().json(RetryReport { retried, run }))
-}
-
-fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 JSON"))?;
-    super::campaigns::parse_body(text)
 }
 
 /// A page of deliveries.
@@ -367,8 +358,7 @@ pub async fn contact_deliveries(
     query: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = ExternalId::parse(path.as_str())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("external_id: {e}")))?;
+    let id = super::external_id_in_path(&path)?;
     let found =
         store::contacts::resolve_ids(&state.db, caller.workspace, &[id.as_str()], false).await?;
     let contact = found

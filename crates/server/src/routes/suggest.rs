@@ -2,18 +2,14 @@
 //! and interest profiles.
 
 use actix_web::{HttpResponse, web};
-use clarion_model::{ErrorCode, Role};
+use clarion_model::Role;
 use clarion_segment::{SuggestOptions, suggest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::crosstab::segment_error;
-use crate::{
-    auth::Caller,
-    error::{ApiError, describe_json_error},
-    state::AppState,
-};
+use super::parse_optional_body;
+use crate::{auth::Caller, error::ApiError, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/segments/suggest", web::post().to(compute));
@@ -96,22 +92,7 @@ pub async fn compute(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Marketer)?;
     // An empty body asks for the defaults.
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, describe_json_error(&e)))?
-    };
-    let body: SuggestBody = serde_path_to_error::deserialize(body).map_err(|e| {
-        let field = e.path().to_string();
-        ApiError::new(
-            ErrorCode::ValidationFailed,
-            format!("{field}: {}", e.inner()),
-        )
-        .with_details(
-            serde_json::json!({"errors": [{"field": field, "message": e.inner().to_string()}]}),
-        )
-    })?;
+    let body: SuggestBody = parse_optional_body(&body)?;
     let defaults = SuggestOptions::default();
     let options = SuggestOptions {
         clusters: body.clusters.unwrap_or(defaults.clusters),
@@ -120,8 +101,6 @@ pub async fn compute(
         categories: body.categories.unwrap_or(defaults.categories),
         ..defaults
     };
-    let suggestions = suggest(&state.db, caller.workspace, options)
-        .await
-        .map_err(segment_error)?;
+    let suggestions = suggest(&state.db, caller.workspace, options).await?;
     Ok(HttpResponse::Ok().json(suggestions))
 }

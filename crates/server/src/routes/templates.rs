@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::campaigns::{invalid, parse_body};
+use super::parse_body;
 use crate::{auth::Caller, error::ApiError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -52,14 +52,10 @@ pub async fn validate(
     caller.require(Role::Viewer)?;
     let check: TemplateCheck = parse_body(body.get())?;
     if check.email.is_none() && check.webhook.is_none() {
-        return Err(invalid(vec![Issue {
-            path: String::new(),
-            variant: None,
-            field: None,
-            line: None,
-            column: None,
-            message: "send an email, a webhook or both to check".to_owned(),
-        }]));
+        return Err(ApiError::invalid_field(
+            "",
+            "send an email, a webhook or both to check",
+        ));
     }
     let engine = Engine::default();
     let mut issues = Vec::new();

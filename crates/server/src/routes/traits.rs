@@ -2,7 +2,7 @@
 //! CLV, interests), as of the workspace's last trait computation.
 
 use actix_web::{HttpResponse, web};
-use clarion_model::{ErrorCode, ExternalId, Role, Timestamp};
+use clarion_model::{Role, Timestamp};
 use clarion_segment::traits;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -80,17 +80,11 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let id = ExternalId::parse(path.as_str())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.to_string()))?;
+    let id = super::external_id_in_path(&path)?;
     let contact = store::contacts::get(&state.db, caller.workspace, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("contact {:?}", id.as_str())))?;
-    let computed = traits::for_contact(&state.db, caller.workspace, contact.id)
-        .await
-        .map_err(|e| match e {
-            clarion_segment::SegmentError::Db(db) => ApiError::from(db),
-            other => ApiError::internal(&other),
-        })?;
+    let computed = traits::for_contact(&state.db, caller.workspace, contact.id).await?;
     Ok(HttpResponse::Ok().json(ContactTraits {
         external_id: id.as_str().to_string(),
         computed_at: computed.computed_at,

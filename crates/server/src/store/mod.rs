@@ -16,6 +16,15 @@ pub enum StoreError {
     },
 }
 
+impl clarion_model::Coded for StoreError {
+    fn code(&self) -> clarion_model::ErrorCode {
+        match self {
+            StoreError::Db(db) => db.code(),
+            StoreError::Corrupt { .. } => clarion_model::ErrorCode::Internal,
+        }
+    }
+}
+
 /// Maps a value that no longer parses to [`StoreError::Corrupt`] naming its column: values are
 /// checked on the way in, so this means a row was changed behind Clarion's back.
 pub(crate) fn corrupt(column: &'static str) -> impl Fn(clarion_model::ModelError) -> StoreError {

@@ -128,11 +128,12 @@ fn errors(body: &Json) -> &Vec<Json> {
     body["details"]["errors"].as_array().unwrap()
 }
 
-/// The error naming `path`, or a panic listing them all.
+/// The error naming `path` (a campaign issue's path, or the field of a body that did not
+/// parse), or a panic listing them all.
 fn error_at<'a>(body: &'a Json, path: &str) -> &'a Json {
     errors(body)
         .iter()
-        .find(|e| e["path"] == path)
+        .find(|e| e["path"] == path || e["field"] == path)
         .unwrap_or_else(|| panic!("no error at {path}: {body:#}"))
 }
 
@@ -399,7 +400,7 @@ async fn templates_validate_reports_issues_without_saving(backend: Backend) {
     assert_eq!(status, 422, "{body}");
     let (status, body) = check(json!({"email": {"subjet": "typo"}})).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(errors(&body)[0]["path"], "email.subjet");
+    assert_eq!(errors(&body)[0]["field"], "email.subjet");
 }
 
 /// Anna and Ben are champions (Anna also at risk), Cleo is only at risk, Dan is only in
@@ -1153,14 +1154,14 @@ async fn bad_input_is_refused_with_422_not_500(backend: Backend) {
     wrong_type["targets"][0]["variants"][0]["weight"] = json!("heavy");
     let (status, body) = app.post("/api/v1/campaigns", &wrong_type).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(errors(&body)[0]["path"], "targets[0].variants[0].weight");
+    assert_eq!(errors(&body)[0]["field"], "targets[0].variants[0].weight");
 
     let mut unknown_field = shop_campaign();
     unknown_field["targets"][0]["variants"][0]["email"]["subjekt"] = json!("x");
     let (status, body) = app.post("/api/v1/campaigns", &unknown_field).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(
-        errors(&body)[0]["path"],
+        errors(&body)[0]["field"],
         "targets[0].variants[0].email.subjekt"
     );
 
@@ -1168,7 +1169,7 @@ async fn bad_input_is_refused_with_422_not_500(backend: Backend) {
     missing.as_object_mut().unwrap().remove("goal");
     let (status, body) = app.post("/api/v1/campaigns", &missing).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(errors(&body)[0]["path"], "goal");
+    assert_eq!(errors(&body)[0]["field"], "goal");
 
     let mut numbers = shop_campaign();
     numbers["holdout_percent"] = json!(150);

@@ -202,7 +202,7 @@ async fn patch_and_delete_a_contact(backend: Backend) {
         .unwrap();
     let (status, body) = read(response).await;
     assert_eq!(status, 422);
-    assert_eq!(body["details"]["field"], "attributes.score");
+    assert_eq!(body["details"]["errors"][0]["field"], "attributes.score");
 
     let response = app
         .request(reqwest::Method::PATCH, "/api/v1/contacts/nobody")

@@ -611,7 +611,72 @@ async fn a_slow_preview_is_stopped_with_a_clear_error(backend: Backend) {
     );
 }
 
+/// One problem answers one code and one shape of details, whichever endpoint finds it.
+async fn one_problem_answers_one_code_everywhere(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    people(&app).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/segments",
+            &json!({"name": "Germans", "category": "geographic", "rule": "country = \"DE\""}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // The same bad rule, previewed, saved and patched in.
+    let rule = json!({"all": [{"attr": "country", "op": "=", "value": "DE"}, {"attr": "shoe_size", "op": ">", "value": 3}]});
+    let answers = [
+        app.post("/api/v1/segments/preview", &json!({"rule": rule}))
+            .await,
+        app.post(
+            "/api/v1/segments",
+            &json!({"name": "x", "category": "value", "rule": rule}),
+        )
+        .await,
+        send(
+            &app,
+            Method::PATCH,
+            "/api/v1/segments/germans",
+            Some(json!({"rule": rule})),
+        )
+        .await,
+    ];
+    for (status, error) in answers {
+        assert_eq!(status, 422, "{error}");
+        assert_eq!(error["code"], "invalid_rule", "{error}");
+        assert_eq!(
+            error["details"]["errors"][0]["path"], "all[1].attr",
+            "{error}"
+        );
+    }
+
+    // A body of the wrong shape names its field the same way on every endpoint.
+    let bodies = [
+        ("/api/v1/segments", json!({"name": "x", "category": 7})),
+        (
+            "/api/v1/segments/preview",
+            json!({"rule": "age > 1", "sample": "ten"}),
+        ),
+        ("/api/v1/segments/suggest", json!({"clusters": "many"})),
+        (
+            "/api/v1/templates/validate",
+            json!({"email": {"subjekt": "x"}}),
+        ),
+    ];
+    for (path, body) in bodies {
+        let (status, error) = app.post(path, &body).await;
+        assert_eq!(status, 422, "{path}: {error}");
+        assert_eq!(error["code"], "validation_failed", "{path}: {error}");
+        let field = error["details"]["errors"][0]["field"].as_str().unwrap();
+        assert!(
+            error["message"].as_str().unwrap().starts_with(field),
+            "{path}: {error}"
+        );
+    }
+}
+
 on_both_backends!(
+    one_problem_answers_one_code_everywhere,
     a_saved_segment_keeps_its_members_and_history,
     events_and_contact_changes_update_memberships_at_once,
     preview_reports_size_value_reach_overlap_and_sample,
