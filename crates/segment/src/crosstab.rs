@@ -121,15 +121,24 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// A rule of the request that is invalid: [`SegmentError::Invalid`], like a bad rule
+/// anywhere else, with `path` before the rule's own node path.
+fn invalid_rule(path: String, message: impl Into<String>) -> SegmentError {
+    SegmentError::Invalid(vec![RuleError {
+        path,
+        message: message.into(),
+    }])
+}
+
 /// Reads a rule given as JSON or as a string in the text form; errors carry `path` before
 /// the rule's own node path.
 pub fn rule_from_request(value: &Value, path: &str) -> Result<Rule, SegmentError> {
     match value {
-        Value::String(text) => {
-            parse_text(text).map_err(|e| invalid(path, format!("the rule could not be read: {e}")))
-        }
+        Value::String(text) => parse_text(text).map_err(|e| {
+            invalid_rule(path.to_string(), format!("the rule could not be read: {e}"))
+        }),
         other => Rule::from_json(other).map_err(|e| {
-            invalid(
+            invalid_rule(
                 join(path, &e.path),
                 format!("the rule could not be read: {}", e.message),
             )
@@ -377,7 +386,7 @@ struct Context<'a> {
 
 fn validated(rule: &Rule, schema: &Schema, path: &str) -> Result<crate::ValidRule, SegmentError> {
     validate(rule, schema).map_err(|errors| {
-        SegmentError::InvalidRequest(
+        SegmentError::Invalid(
             errors
                 .into_iter()
                 .map(|e| RuleError {
@@ -417,7 +426,7 @@ fn prefix(error: SegmentError, path: &str) -> SegmentError {
             path: join(path, &inner),
             what,
         },
-        SegmentError::Invalid(errors) => SegmentError::InvalidRequest(
+        SegmentError::Invalid(errors) => SegmentError::Invalid(
             errors
                 .into_iter()
                 .map(|e| RuleError {

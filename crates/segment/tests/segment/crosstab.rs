@@ -357,8 +357,11 @@ async fn an_empty_workspace_gives_an_empty_table(backend: Backend) {
 
 fn error_paths(error: SegmentError) -> Vec<String> {
     match error {
-        SegmentError::InvalidRequest(errors) => errors.into_iter().map(|e| e.path).collect(),
-        other => panic!("expected InvalidRequest, got {other}"),
+        // A bad rule inside the request is a bad rule (invalid_rule), the rest a bad field.
+        SegmentError::InvalidRequest(errors) | SegmentError::Invalid(errors) => {
+            errors.into_iter().map(|e| e.path).collect()
+        }
+        other => panic!("expected InvalidRequest or Invalid, got {other}"),
     }
 }
 

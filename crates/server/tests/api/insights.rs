@@ -88,11 +88,6 @@ async fn bad_crosstab_requests_name_the_field(backend: Backend) {
             json!({"rows": {"attr": "country"}, "columns": {"trait": "revenue", "edges": [5, 1]}}),
             "columns.edges[1]",
         ),
-        (
-            json!({"rows": {"attr": "country"},
-                   "columns": {"rule": {"event": "purchase", "count": {"op": ">=", "value": 2}}}}),
-            "columns.rule.within",
-        ),
         (json!({"rows": {"attr": "country"}}), "columns"),
         (json!([1, 2]), ""),
     ];
@@ -104,6 +99,30 @@ async fn bad_crosstab_requests_name_the_field(backend: Backend) {
         if !field.is_empty() {
             assert!(body["message"].as_str().unwrap().contains(field), "{body}");
         }
+    }
+
+    // A bad rule inside the request answers as a bad rule does everywhere: invalid_rule,
+    // with the path of its node.
+    for (request, path) in [
+        (
+            json!({"rows": {"attr": "country"},
+                   "columns": {"rule": {"event": "purchase", "count": {"op": ">=", "value": 2}}}}),
+            "columns.rule.within",
+        ),
+        (
+            json!({"rows": {"attr": "country"}, "columns": {"rule": "purchase(90d) and"}}),
+            "columns.rule",
+        ),
+        (
+            json!({"rows": {"attr": "country"}, "columns": {"attr": "gender"},
+                   "filter": {"attr": "shoe_size", "op": "=", "value": 42}}),
+            "filter.attr",
+        ),
+    ] {
+        let (status, body) = app.post("/api/v1/crosstab", &request).await;
+        assert_eq!(status, 422, "{request}: {body}");
+        assert_eq!(body["code"], "invalid_rule", "{body}");
+        assert_eq!(body["details"]["errors"][0]["path"], path, "{body}");
     }
 
     let response = app
