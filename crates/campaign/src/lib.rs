@@ -22,6 +22,8 @@
 //! * [`control`]: pause, resume, cancel, retry, and the supervisor that completes runs and
 //!   re-enqueues lost jobs.
 //! * [`deliveries`]: progress of a run and the deliveries of a campaign or contact.
+//! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
+//!   ingestion.
 //! * [`sending`] and [`throttle`]: settings, job and status types, queues, the shared
 //!   per-channel rate limit.
 //!
@@ -34,6 +36,7 @@ pub mod campaign;
 pub mod contacts;
 pub mod control;
 pub mod deliveries;
+pub mod engagement;
 pub mod launch;
 pub mod preview;
 pub mod sending;

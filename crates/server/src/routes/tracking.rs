@@ -16,13 +16,14 @@ use actix_web::{
     },
     web,
 };
-use clarion_campaign::preview::PREVIEW_DELIVERY;
-use clarion_model::{ContactId, EventInput, EventKind, ExternalId, IdempotencyKey, WorkspaceId};
-use serde_json::{Map, Value, json};
+use clarion_campaign::{
+    engagement::{self, Recorded, Unsubscribed},
+    preview::PREVIEW_DELIVERY,
+};
+use clarion_model::ContactId;
+use serde_json::{Map, Value};
 
-use clarion_contacts::events::IngestOptions;
-
-use crate::{state::AppState, store};
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/t/c/{token}", web::get().to(click))
@@ -177,7 +178,7 @@ pub async fn unsubscribe(state: web::Data<AppState>, token: web::Path<String>) -
     };
     let contact = target.contact_id.parse().ok().map(ContactId);
     let key = format!("unsubscribe:{}", target.delivery_id);
-    match unsubscribe_contact(&state, delivery, contact, &key).await {
+    match engagement::unsubscribe(&state.ingest, delivery, contact, &key).await {
         Ok(Unsubscribed::Done { changed }) => {
             count(
                 &state,
@@ -209,137 +210,23 @@ pub async fn unsubscribe(state: web::Data<AppState>, token: web::Path<String>) -
     }
 }
 
-/// What an unsubscribe request did.
-enum Unsubscribed {
-    /// The contact is unsubscribed now; `changed` when this request did it or recorded it.
-    Done { changed: bool },
-    /// The contact no longer exists.
-    NoContact,
-    /// The delivery belongs to another contact than the token says.
-    Mismatch,
-}
-
-async fn unsubscribe_contact(
-    state: &AppState,
-    delivery: Option<i64>,
-    contact: Option<ContactId>,
-    key: &str,
-) -> anyhow::Result<Unsubscribed> {
-    let recipient = match delivery {
-        Some(id) => store::deliveries::recipient(&state.db, id).await?,
-        None => None,
-    };
-    let mut properties = Map::new();
-    let (workspace, contact, external_id) = match recipient {
-        Some(recipient) if Some(recipient.contact) == contact => {
-            properties.insert("campaign_id".to_owned(), json!(recipient.campaign_id));
-            (
-                recipient.workspace,
-                recipient.contact,
-                recipient.external_id,
-            )
-        }
-        Some(_) => return Ok(Unsubscribed::Mismatch),
-        // The delivery is gone (its campaign was deleted, say) but the signed link still
-        // names the contact, who must still be able to leave.
-        None => {
-            let Some(contact) = contact else {
-                return Ok(Unsubscribed::NoContact);
-            };
-            match clarion_contacts::contacts::external_id_by_id(&state.db, contact).await? {
-                Some((workspace, external_id)) => (workspace, contact, external_id),
-                None => return Ok(Unsubscribed::NoContact),
-            }
-        }
-    };
-    if let Some(id) = delivery {
-        properties.insert("delivery_id".to_owned(), json!(id));
-    }
-    // Ingestion tells segments of both changes: the subscription (as with a contact PATCH)
-    // and the `unsubscribe` event.
-    let changed = state.ingest.unsubscribe_email(workspace, contact).await?;
-    let recorded = record(
-        state,
-        workspace,
-        external_id,
-        "unsubscribe",
-        properties,
-        Some(key),
-    )
-    .await?;
-    Ok(Unsubscribed::Done {
-        changed: changed || recorded,
-    })
-}
-
 /// Records a click or open on delivery `id`; returns the outcome for the metrics. Failures
 /// are logged, never shown to the reader.
 async fn record_engagement(
     state: &AppState,
     id: i64,
     kind: &str,
-    mut properties: Map<String, Value>,
+    properties: Map<String, Value>,
 ) -> &'static str {
-    let recipient = match store::deliveries::recipient(&state.db, id).await {
-        Ok(Some(recipient)) => recipient,
-        Ok(None) => return "unknown_delivery",
+    match engagement::record(&state.ingest, id, kind, properties).await {
+        Ok(Recorded::Stored) => "recorded",
+        Ok(Recorded::UnknownDelivery) => "unknown_delivery",
         Err(error) => {
             let error = anyhow::Error::from(error);
-            tracing::error!(error = %format!("{error:#}"), kind, "tracking: the delivery could not be read");
-            return "failed";
-        }
-    };
-    properties.insert("campaign_id".to_owned(), json!(recipient.campaign_id));
-    properties.insert("delivery_id".to_owned(), json!(id));
-    // Opens and clicks repeat (each one counts), so they carry no idempotency key.
-    match record(
-        state,
-        recipient.workspace,
-        recipient.external_id,
-        kind,
-        properties,
-        None,
-    )
-    .await
-    {
-        Ok(true) => "recorded",
-        Ok(false) => "unknown_delivery",
-        Err(error) => {
             tracing::error!(error = %format!("{error:#}"), kind, "tracking: the event could not be stored");
             "failed"
         }
     }
-}
-
-/// Stores one event through ingestion, like any other event. Returns whether it was stored:
-/// not when its idempotency key was seen before or its contact was deleted meanwhile.
-async fn record(
-    state: &AppState,
-    workspace: WorkspaceId,
-    external_id: ExternalId,
-    kind: &str,
-    properties: Map<String, Value>,
-    idempotency_key: Option<&str>,
-) -> anyhow::Result<bool> {
-    let event = EventInput {
-        external_id,
-        kind: EventKind::parse(kind)?,
-        occurred_at: None,
-        amount: None,
-        currency: None,
-        properties,
-        idempotency_key: idempotency_key.map(IdempotencyKey::parse).transpose()?,
-    };
-    let options = IngestOptions {
-        create_unknown_contacts: false,
-        max_future_millis: 0,
-        atomic: false,
-    };
-    let report = state
-        .ingest
-        .events(workspace, vec![(0, event)], options)
-        .await?;
-    Ok(report.accepted > 0)
 }
 
 fn count(state: &AppState, kind: &str, outcome: &str) {

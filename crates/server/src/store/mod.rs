@@ -1,7 +1,6 @@
-//! What the server itself stores: API keys, and the recipient a tracking link's delivery
-//! names. Contacts and events are `clarion_contacts`' business.
+//! What the server itself stores: the API keys that authenticate requests. Contacts and
+//! events are `clarion_contacts`' business, campaigns and deliveries `clarion_campaign`'s.
 
-pub mod deliveries;
 pub mod keys;
 
 /// A failure of the store that is not the caller's fault.
