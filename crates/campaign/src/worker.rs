@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clarion_dispatch::{
-    Channel as _, DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendResult,
+    DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendResult, Sender as _,
     WebhookMessage, WebhookSender,
 };
 use clarion_model::{Channel, ContactId, Timestamp, WorkspaceId};
-use clarion_queue::{Delivery, Outcome, RunStats};
+use clarion_queue::{Outcome, Received, RunStats};
 use clarion_template::Tracker;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value,
@@ -124,7 +124,7 @@ impl Worker {
     pub async fn handle(
         &self,
         channel: Channel,
-        batch: Vec<Delivery<DeliveryJob>>,
+        batch: Vec<Received<DeliveryJob>>,
     ) -> Vec<Outcome> {
         let mut fates: HashMap<i64, Outcome> = HashMap::new();
         let ids: Vec<i64> = {
