@@ -6,10 +6,12 @@
 //! ([`Rule::from_json`]) or from the compact text form ([`parse_text`]), checked against the
 //! workspace's [`Schema`] ([`validate`]), compiled to one parameterized SQL query for SQLite
 //! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
-//! The traits and interests rules use are computed by [`traits::recompute`].
+//! The traits and interests rules use are computed by [`traits::recompute`]. Campaigns read
+//! the current members of stored segments through [`members`].
 
 pub mod compile;
 pub mod crosstab;
+pub mod members;
 pub mod membership;
 pub mod preview;
 pub mod report;
