@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Segment members read per query.
-pub(crate) const PAGE: u64 = 5_000;
+const PAGE: u64 = 5_000;
 /// Members taken from each segment to look for identical variants.
 const SAMPLE_PER_SEGMENT: u64 = 2;
 /// Most contacts rendered for the identical-variants check.
