@@ -3,20 +3,20 @@
 //! 1. The first target (in the campaign's order) whose segment the contact is a current member
 //!    of wins; a contact in none of them but in the audience segment gets the fallback.
 //! 2. Within the target, the A/B/n weights pick a variant, and the holdout share decides
-//!    whether the contact is held out; both by [`clarion_template::assign::assign`] over the
+//!    whether the contact is held out; both by [`clarion_model::assign::assign`] over the
 //!    campaign id and the contact id, so preview, launch and reports agree.
+//!
+//! Memberships are read through [`clarion_segment::members`].
 
 use std::collections::{HashMap, HashSet};
 
-use clarion_model::ContactId;
-use sea_orm::{
-    ConnectionTrait, DbErr,
-    sea_query::{Expr, ExprTrait, Query},
-};
+use clarion_model::{ContactId, SegmentId, VariantId};
+use clarion_segment::members;
+use sea_orm::{ConnectionTrait, DbErr};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::campaign::{Campaign, SegmentRef, VariantId};
+use crate::campaign::{Campaign, SegmentRef};
 
 /// A group of a campaign's audience: the members of one target, or the fallback's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +44,18 @@ pub struct Assignment {
 
 /// The group a contact belongs to, given the segments it is a current member of.
 #[must_use]
-pub fn group_of(campaign: &Campaign, member_of: &HashSet<i64>) -> Option<Group> {
+pub fn group_of(campaign: &Campaign, member_of: &HashSet<SegmentId>) -> Option<Group> {
     if let Some(position) = campaign
         .targets
         .iter()
-        .position(|t| member_of.contains(&t.segment.id))
+        .position(|t| member_of.contains(&SegmentId(t.segment.id)))
     {
         return Some(Group::Target(position));
     }
     match (&campaign.fallback, &campaign.audience_segment) {
-        (Some(_), Some(audience)) if member_of.contains(&audience.id) => Some(Group::Fallback),
+        (Some(_), Some(audience)) if member_of.contains(&SegmentId(audience.id)) => {
+            Some(Group::Fallback)
+        }
         _ => None,
     }
 }
@@ -78,7 +80,7 @@ pub fn assign_in_group(
     group: Group,
     contact: ContactId,
 ) -> Option<Assignment> {
-    let decision = clarion_template::assign::assign(
+    let decision = clarion_model::assign::assign(
         campaign.id.0,
         contact.0,
         campaign.holdout_percent,
@@ -111,14 +113,18 @@ pub fn assign_in_group(
 pub struct GroupPlan<'a> {
     pub group: Group,
     pub segment: &'a SegmentRef,
-    pub earlier: Vec<i64>,
+    pub earlier: Vec<SegmentId>,
 }
 
 /// The campaign's groups in priority order: each target, then the fallback's audience less
 /// every target.
 #[must_use]
 pub fn groups(campaign: &Campaign) -> Vec<GroupPlan<'_>> {
-    let all_targets: Vec<i64> = campaign.targets.iter().map(|t| t.segment.id).collect();
+    let all_targets: Vec<SegmentId> = campaign
+        .targets
+        .iter()
+        .map(|t| SegmentId(t.segment.id))
+        .collect();
     let mut plans: Vec<GroupPlan<'_>> = campaign
         .targets
         .iter()
@@ -143,12 +149,12 @@ pub fn groups(campaign: &Campaign) -> Vec<GroupPlan<'_>> {
 
 /// The ids of every segment the campaign reads: targets in order, then the audience.
 #[must_use]
-pub fn segment_ids(campaign: &Campaign) -> Vec<i64> {
+pub fn segment_ids(campaign: &Campaign) -> Vec<SegmentId> {
     campaign
         .targets
         .iter()
-        .map(|t| t.segment.id)
-        .chain(campaign.audience_segment.as_ref().map(|s| s.id))
+        .map(|t| SegmentId(t.segment.id))
+        .chain(campaign.audience_segment.as_ref().map(|s| SegmentId(s.id)))
         .collect()
 }
 
@@ -162,24 +168,7 @@ pub async fn assign_contacts(
     campaign: &Campaign,
     contacts: &[ContactId],
 ) -> Result<HashMap<ContactId, Option<Assignment>>, DbErr> {
-    let segments = segment_ids(campaign);
-    let mut member_of: HashMap<ContactId, HashSet<i64>> = HashMap::new();
-    if !contacts.is_empty() && !segments.is_empty() {
-        let select = Query::select()
-            .columns(["contact_id", "segment_id"])
-            .from("segment_memberships")
-            .and_where(Expr::col("exited_at").is_null())
-            .and_where(Expr::col("contact_id").is_in(contacts.iter().map(|c| c.0)))
-            .and_where(Expr::col("segment_id").is_in(segments))
-            .to_owned();
-        for row in db.query_all(&select).await? {
-            let contact = ContactId(row.try_get("", "contact_id")?);
-            member_of
-                .entry(contact)
-                .or_default()
-                .insert(row.try_get("", "segment_id")?);
-        }
-    }
+    let member_of = members::of_contacts(db, contacts, &segment_ids(campaign)).await?;
     let none = HashSet::new();
     Ok(contacts
         .iter()

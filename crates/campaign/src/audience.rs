@@ -1,34 +1,33 @@
 //! Who a campaign reaches: per variant, how many contacts get it, how many of them are held
 //! out, and how many of the rest are reachable on each channel.
 //!
-//! The database answers membership and reachability: each target's segment is read a page of
-//! current members at a time (with two flags: email means an address and `email_status =
-//! 'subscribed'`, webhook means `webhook_status = 'subscribed'`), together with which of
-//! those contacts are in an earlier target's segment (they get that target's message). Each
-//! remaining contact is assigned with the same hash as at launch, so memory stays flat however
-//! large the segment, and the counts agree with what launch will do.
+//! Each target's segment is read a page of current members at a time through
+//! [`clarion_segment::members`], together with which of those contacts are in an earlier
+//! target's segment (they get that target's message). Each remaining contact is assigned with
+//! the same hash as at launch and counted as reachable by the same rule
+//! ([`clarion_model::reachability`]), so memory stays flat however large the segment, and the
+//! counts agree with what launch will do.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use clarion_model::{Channel, ContactId, WorkspaceId};
+use clarion_model::{Channel, SegmentId, VariantId, WorkspaceId};
+use clarion_segment::members;
 use clarion_template::Tracker;
-use sea_orm::{
-    ConnectionTrait, DbErr,
-    sea_query::{Expr, ExprTrait, JoinType, Order, Query, SelectStatement},
-};
+use sea_orm::ConnectionTrait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
     CampaignError,
     assign::{GroupPlan, assign_in_group, groups, segment_ids},
-    campaign::{Campaign, SegmentRef, VariantId},
+    campaign::{Campaign, SegmentRef},
     contacts,
-    preview::{Renderer, Warning, WarningKind, empty_segment, sample_members},
+    preview::{Warning, WarningKind, empty_segment, identical_variants},
+    render::MessageRenderer,
 };
 
 /// Segment members read per query.
-pub(crate) const PAGE: u64 = 5_000;
+const PAGE: u64 = 5_000;
 /// Members taken from each segment to look for identical variants.
 const SAMPLE_PER_SEGMENT: u64 = 2;
 /// Most contacts rendered for the identical-variants check.
@@ -112,27 +111,18 @@ pub async fn audience(
         earlier,
     } in groups(campaign)
     {
-        let mut after = i64::MIN;
+        let mut after = None;
         loop {
-            let rows = db
-                .query_all(&members_page(workspace, segment.id, after, PAGE))
-                .await?;
-            let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            let page = members::page(db, workspace, SegmentId(segment.id), after, PAGE).await?;
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
                 break;
             };
-            let (low, high): (i64, i64) = (
-                first.try_get("", "contact_id")?,
-                last.try_get("", "contact_id")?,
-            );
-            let taken = taken_earlier(db, &earlier, low, high).await?;
-            for row in &rows {
-                let id: i64 = row.try_get("", "contact_id")?;
-                if taken.contains(&id) {
+            let taken = members::in_any_between(db, &earlier, first.contact, last.contact).await?;
+            for member in &page {
+                if taken.contains(&member.contact) {
                     continue;
                 }
-                let email: i64 = row.try_get("", "email_ok")?;
-                let webhook: i64 = row.try_get("", "webhook_ok")?;
-                let Some(assignment) = assign_in_group(campaign, group, ContactId(id)) else {
+                let Some(assignment) = assign_in_group(campaign, group, member.contact) else {
                     continue;
                 };
                 if let Some(counts) = variants
@@ -140,18 +130,13 @@ pub async fn audience(
                     .find(|v| v.variant_id == assignment.variant_id)
                     .map(|v| &mut v.counts)
                 {
-                    add(
-                        counts,
-                        assignment.holdout,
-                        u64::from(email > 0),
-                        u64::from(webhook > 0),
-                    );
+                    add(counts, assignment.holdout, member);
                 }
             }
-            if (rows.len() as u64) < PAGE {
+            if (page.len() as u64) < PAGE {
                 break;
             }
-            after = high;
+            after = Some(last.contact);
         }
     }
     let mut total = empty_counts();
@@ -164,10 +149,10 @@ pub async fn audience(
         }
     }
 
-    let sizes = segment_sizes(db, campaign).await?;
+    let sizes = members::sizes(db, &segment_ids(campaign)).await?;
     let mut warnings = Vec::new();
     for (slot_segment, ids) in segments_with_variants(campaign) {
-        let members = sizes.get(&slot_segment.id).copied().unwrap_or(0);
+        let members = sizes.get(&SegmentId(slot_segment.id)).copied().unwrap_or(0);
         if members == 0 {
             warnings.push(empty_segment(slot_segment, ids));
         } else {
@@ -193,14 +178,17 @@ pub async fn audience(
 
     let mut sample = Vec::new();
     for segment in segment_ids(campaign) {
-        for id in sample_members(db, segment, SAMPLE_PER_SEGMENT).await? {
+        for id in members::sample(db, segment, SAMPLE_PER_SEGMENT).await? {
             if !sample.contains(&id) && sample.len() < MAX_SAMPLE {
                 sample.push(id);
             }
         }
     }
     let people = contacts::by_ids(db, workspace, &sample).await?;
-    warnings.extend(Renderer::new(campaign, tracker).identical_variants(&people));
+    warnings.extend(identical_variants(
+        &MessageRenderer::new(campaign, tracker),
+        &people,
+    ));
 
     let segments = campaign
         .targets
@@ -209,7 +197,7 @@ pub async fn audience(
         .chain(campaign.audience_segment.as_ref())
         .map(|s| SegmentSize {
             segment: s.slug.clone(),
-            members: sizes.get(&s.id).copied().unwrap_or(0),
+            members: sizes.get(&SegmentId(s.id)).copied().unwrap_or(0),
         })
         .collect();
     Ok(AudienceReport {
@@ -220,18 +208,17 @@ pub async fn audience(
     })
 }
 
-fn add(counts: &mut Counts, holdout: bool, email: u64, webhook: u64) {
+fn add(counts: &mut Counts, holdout: bool, member: &members::Member) {
     counts.contacts += 1;
     if holdout {
         counts.holdout += 1;
         return;
     }
     counts.recipients += 1;
-    if let Some(n) = counts.reachable.get_mut(Channel::Email.as_str()) {
-        *n += email;
-    }
-    if let Some(n) = counts.reachable.get_mut(Channel::Webhook.as_str()) {
-        *n += webhook;
+    for channel in Channel::ALL {
+        if let Some(n) = counts.reachable.get_mut(channel.as_str()) {
+            *n += u64::from(member.reachability(channel).is_ok());
+        }
     }
 }
 
@@ -246,113 +233,4 @@ fn segments_with_variants(campaign: &Campaign) -> Vec<(&SegmentRef, Vec<VariantI
         out.push((audience, vec![fallback.id]));
     }
     out
-}
-
-/// A page of up to `limit` current members of `segment` after the contact `after`, in contact
-/// id order, with their reachability flags (`email_ok`, `webhook_ok`) and what they are made
-/// of (`has_email`, `email_status`, `webhook_status`). The `(segment_id, contact_id)` index
-/// answers it.
-pub(crate) fn members_page(
-    workspace: WorkspaceId,
-    segment: i64,
-    after: i64,
-    limit: u64,
-) -> SelectStatement {
-    Query::select()
-        .column(("m", "contact_id"))
-        .columns([("c", "email_status"), ("c", "webhook_status")])
-        .expr_as(
-            Expr::cust("CAST(CASE WHEN c.email IS NOT NULL THEN 1 ELSE 0 END AS BIGINT)"),
-            "has_email",
-        )
-        .expr_as(
-            Expr::cust(
-                "CAST(CASE WHEN c.email IS NOT NULL AND c.email_status = 'subscribed' THEN 1 ELSE 0 END AS BIGINT)",
-            ),
-            "email_ok",
-        )
-        .expr_as(
-            Expr::cust(
-                "CAST(CASE WHEN c.webhook_status = 'subscribed' THEN 1 ELSE 0 END AS BIGINT)",
-            ),
-            "webhook_ok",
-        )
-        .from_as("segment_memberships", "m")
-        .join_as(
-            JoinType::InnerJoin,
-            "contacts",
-            "c",
-            Expr::col(("c", "id")).equals(("m", "contact_id")),
-        )
-        .and_where(Expr::col(("m", "segment_id")).eq(segment))
-        .and_where(Expr::col(("m", "exited_at")).is_null())
-        .and_where(Expr::col(("m", "contact_id")).gt(after))
-        // Said again of the contacts, so that a merge join starts the contacts' index there
-        // too instead of scanning it from the beginning at every page.
-        .and_where(Expr::col(("c", "id")).gt(after))
-        .and_where(Expr::col(("c", "workspace_id")).eq(workspace.0))
-        .order_by(("m", "contact_id"), Order::Asc)
-        .limit(limit)
-        .to_owned()
-}
-
-/// The contacts between `low` and `high` (inclusive) who are current members of one of the
-/// `earlier` segments, and so get an earlier target's message.
-///
-/// A range read per page rather than a `NOT EXISTS` in the page query: with statistics that
-/// lag behind a fresh materialization, PostgreSQL planned that anti-join as a scan of the
-/// earlier segment per member (42 s for 10,000 members); the range read uses the
-/// `(segment_id, contact_id)` index whatever the statistics say.
-pub(crate) async fn taken_earlier(
-    db: &impl ConnectionTrait,
-    earlier: &[i64],
-    low: i64,
-    high: i64,
-) -> Result<HashSet<i64>, DbErr> {
-    if earlier.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let select = Query::select()
-        .column("contact_id")
-        .from("segment_memberships")
-        .and_where(Expr::col("segment_id").is_in(earlier.iter().copied()))
-        .and_where(Expr::col("exited_at").is_null())
-        .and_where(Expr::col("contact_id").gte(low))
-        .and_where(Expr::col("contact_id").lte(high))
-        .to_owned();
-    db.query_all(&select)
-        .await?
-        .iter()
-        .map(|row| row.try_get("", "contact_id"))
-        .collect()
-}
-
-/// Current members of each segment the campaign uses, by segment id.
-async fn segment_sizes(
-    db: &impl ConnectionTrait,
-    campaign: &Campaign,
-) -> Result<BTreeMap<i64, u64>, DbErr> {
-    let ids = segment_ids(campaign);
-    if ids.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let select = Query::select()
-        .column("segment_id")
-        .expr_as(Expr::cust("COUNT(*)"), "n")
-        .from("segment_memberships")
-        .and_where(Expr::col("exited_at").is_null())
-        .and_where(Expr::col("segment_id").is_in(ids))
-        .group_by_col("segment_id")
-        .to_owned();
-    db.query_all(&select)
-        .await?
-        .iter()
-        .map(|row| {
-            let n: i64 = row.try_get("", "n")?;
-            Ok((
-                row.try_get("", "segment_id")?,
-                u64::try_from(n).unwrap_or(0),
-            ))
-        })
-        .collect()
 }

@@ -3,36 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use clarion_model::{Channel, Timestamp};
+use clarion_model::{CampaignId, Channel, Goal, Timestamp, VariantId};
 use clarion_template::{EmailContent, WebhookContent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-/// Clarion's key of a campaign.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(transparent)]
-pub struct CampaignId(pub i64);
-
-/// Clarion's key of a variant; it stays the same across edits, so its history can be read.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(transparent)]
-pub struct VariantId(pub i64);
-
-impl std::fmt::Display for CampaignId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::fmt::Display for VariantId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// Where a campaign is in its life: written as a draft, then launched once (sending), paused
 /// and resumed, and ended as sent (every delivery settled) or cancelled. Only drafts may be
@@ -75,19 +49,6 @@ impl Status {
             _ => None,
         }
     }
-}
-
-/// What the campaign wants contacts to do: an event kind within a time after the message
-/// (or after holdout assignment, for the control group), e.g. `purchase` within 168 hours.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Goal {
-    /// The event kind that counts as a conversion, e.g. `purchase`.
-    #[schema(example = "purchase")]
-    pub event: String,
-    /// The attribution window in hours (1 to 8760).
-    #[schema(example = 168)]
-    pub window_hours: i64,
 }
 
 /// The email of a variant. Every field is a template (minijinja syntax) over `contact`,

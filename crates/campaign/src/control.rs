@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use clarion_model::{Channel, Timestamp, WorkspaceId};
+use clarion_model::{
+    CampaignId, Channel, DeliveryJob, DeliveryStatus, RunStatus, Timestamp, WorkspaceId,
+};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr,
     sea_query::{Expr, ExprTrait, Order, Query},
@@ -18,8 +20,8 @@ use utoipa::ToSchema;
 
 use crate::{
     CampaignError,
-    campaign::{CampaignId, Status},
-    sending::{DeliveryJob, DeliveryStatus, Queues, RunStatus, SendingSettings},
+    campaign::Status,
+    sending::{Queues, SendingSettings},
 };
 
 /// Rows read per page when enqueueing a run's queued deliveries again.

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use clarion_model::{Channel, ContactId, Timestamp, WorkspaceId};
+use clarion_model::{
+    CampaignId, Channel, ContactId, DeliveryStatus, RunStatus, Timestamp, VariantId, WorkspaceId,
+};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, QueryResult,
     sea_query::{Expr, ExprTrait, JoinType, Order, Query, SelectStatement},
@@ -13,9 +15,8 @@ use utoipa::ToSchema;
 
 use crate::{
     CampaignError,
-    campaign::{Campaign, CampaignId, VariantId},
+    campaign::Campaign,
     control::{Run, latest_run},
-    sending::{DeliveryStatus, RunStatus},
 };
 
 /// The window the sending rate is measured over, in seconds.

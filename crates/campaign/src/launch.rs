@@ -3,7 +3,7 @@
 //! One streaming pass over the current members of each group (targets in priority order,
 //! then the fallback's audience), a page at a time: each member is assigned a variant and the
 //! holdout with the same hash as previews and audience counts, gets one row per channel —
-//! `holdout`, `suppressed` with the reason (no address, unsubscribed, bounced, complained), or
+//! `holdout`, `suppressed` with the reason ([`clarion_model::Suppression`]), or
 //! `queued` — written with one multi-row INSERT per page, and the queued rows' ids are
 //! enqueued in pipelined batches before the next page is read. Memory holds one page, however
 //! large the audience. Rows are unique per run, contact and channel, so a repeated write is
@@ -13,13 +13,17 @@
 //! `queued` and the supervisor ([`crate::control::supervise`]) enqueues them once the queue
 //! answers again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use clarion_model::{Channel, Timestamp, WorkspaceId};
+use clarion_model::{
+    CampaignId, Channel, ContactId, DeliveryJob, DeliveryStatus, RunStatus, SegmentId, Timestamp,
+    VariantId, WorkspaceId,
+};
 use clarion_queue::Queue;
+use clarion_segment::members::{self, Member};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement,
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement,
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde::Serialize;
@@ -28,9 +32,8 @@ use utoipa::ToSchema;
 use crate::{
     CampaignError,
     assign::{GroupPlan, groups, weights},
-    audience::{members_page, taken_earlier},
-    campaign::{Campaign, CampaignId, Status, VariantId},
-    sending::{DeliveryJob, DeliveryStatus, Queues, RunStatus, SendingSettings},
+    campaign::{Campaign, Status},
+    sending::{Queues, SendingSettings},
     store,
 };
 
@@ -64,7 +67,7 @@ struct Phases {
 
 /// One member's rows, before they are written.
 struct Row {
-    contact: i64,
+    contact: ContactId,
     channel: Channel,
     variant: VariantId,
     status: DeliveryStatus,
@@ -87,6 +90,66 @@ pub async fn launch(
     launched_by: Option<i64>,
 ) -> Result<LaunchReport, CampaignError> {
     let started = Instant::now();
+    let campaign = launchable(db, settings, workspace, id).await?;
+    // Open the queues first: with Redis down, refuse before anything changes.
+    let mut opened = Vec::new();
+    for &channel in &campaign.channels {
+        opened.push((channel, queues.open(channel).await?));
+    }
+    claim(db, workspace, id).await?;
+    let run_id = start_run(db, workspace, id, launched_by).await?;
+
+    let mut outbox = Outbox {
+        db,
+        workspace,
+        campaign: &campaign,
+        run_id,
+        opened: &opened,
+        page: settings.launch_page,
+        report: LaunchReport {
+            run_id,
+            campaign_id: id,
+            audience: 0,
+            holdout: 0,
+            queued: 0,
+            suppressed: BTreeMap::new(),
+            enqueue_deferred: 0,
+            elapsed_ms: 0,
+        },
+        phases: Phases::default(),
+        pending: Vec::new(),
+        written_rows: 0,
+        analyze_at: 10_000,
+    };
+    for plan in groups(&campaign) {
+        outbox.write_group(&plan).await?;
+    }
+    let mut report = outbox.finish().await?;
+
+    record_counts(db, run_id, &report).await?;
+    if report.queued == 0 {
+        crate::control::complete_if_done(db, run_id).await?;
+    }
+    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        run = run_id,
+        audience = report.audience,
+        queued = report.queued,
+        suppressed = report.suppressed.values().sum::<u64>(),
+        holdout = report.holdout,
+        ms = report.elapsed_ms,
+        "campaign launched"
+    );
+    Ok(report)
+}
+
+/// The campaign, if it may be launched now.
+async fn launchable(
+    db: &DatabaseConnection,
+    settings: &SendingSettings,
+    workspace: WorkspaceId,
+    id: CampaignId,
+) -> Result<Campaign, CampaignError> {
     let campaign = store::get(db, workspace, id)
         .await?
         .ok_or_else(|| CampaignError::NotFound(format!("campaign {id}")))?;
@@ -101,17 +164,19 @@ pub async fn launch(
             "the campaign sends webhooks, but no webhook receiver is configured: set sending.webhook_url and webhook.secret".into(),
         ));
     }
-    // Open the queues first: with Redis down, refuse before anything changes.
-    let mut opened = Vec::new();
-    for &channel in &campaign.channels {
-        opened.push((channel, queues.open(channel).await?));
-    }
+    Ok(campaign)
+}
 
-    let now = Timestamp::now().millis();
+/// Moves the campaign from draft to sending, unless another request did so first.
+async fn claim(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    id: CampaignId,
+) -> Result<(), CampaignError> {
     let claim = Query::update()
         .table("campaigns")
         .value("status", Status::Sending.as_str())
-        .value("updated_at", now)
+        .value("updated_at", Timestamp::now().millis())
         .and_where(Expr::col("id").eq(id.0))
         .and_where(Expr::col("workspace_id").eq(workspace.0))
         .and_where(Expr::col("status").eq(Status::Draft.as_str()))
@@ -121,6 +186,17 @@ pub async fn launch(
             "campaign {id} was launched at the same moment by another request"
         )));
     }
+    Ok(())
+}
+
+/// Writes the run row, its counts still zero; returns its id.
+async fn start_run(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    id: CampaignId,
+    launched_by: Option<i64>,
+) -> Result<i64, CampaignError> {
+    let now = Timestamp::now().millis();
     let insert = Query::insert()
         .into_table("campaign_runs")
         .columns([
@@ -149,148 +225,178 @@ pub async fn launch(
         ])
         .returning_col("id")
         .to_owned();
-    let run_id: i64 = db
+    Ok(db
         .query_one(&insert)
         .await?
         .ok_or_else(|| CampaignError::Corrupt("the new run has no id".into()))?
-        .try_get("", "id")?;
+        .try_get("", "id")?)
+}
 
-    let mut report = LaunchReport {
-        run_id,
-        campaign_id: id,
-        audience: 0,
-        holdout: 0,
-        queued: 0,
-        suppressed: BTreeMap::new(),
-        enqueue_deferred: 0,
-        elapsed_ms: 0,
-    };
-    let page = settings.launch_page;
-    let mut phases = Phases::default();
-    // Three things overlap at each step: page N is written, page N+1 is read, and the jobs
-    // of page N-1 are enqueued. The database works on two connections at once.
-    let mut pending: Vec<(usize, Vec<DeliveryJob>)> = Vec::new();
-    // Workers claim while the launch writes; see `refresh_statistics`.
-    let mut written_rows = 0u64;
-    let mut analyze_at = 10_000u64;
-    for plan in groups(&campaign) {
-        let weights = weights(&campaign, plan.group);
-        let step = Instant::now();
-        let mut members = db
-            .query_all(&members_page(workspace, plan.segment.id, i64::MIN, page))
-            .await?;
-        phases.read += step.elapsed();
-        loop {
-            let step = Instant::now();
-            let (Some(first), Some(last)) = (members.first(), members.last()) else {
-                break;
-            };
-            let low: i64 = first.try_get("", "contact_id")?;
-            let high: i64 = last.try_get("", "contact_id")?;
-            let taken = taken_earlier(db, &plan.earlier, low, high).await?;
-            let mut rows = Vec::with_capacity(members.len() * campaign.channels.len());
-            for member in &members {
-                let contact: i64 = member.try_get("", "contact_id")?;
-                if taken.contains(&contact) {
-                    continue;
-                }
-                let Some((variant, holdout)) = choose(&campaign, &plan, &weights, contact) else {
-                    continue;
-                };
-                report.audience += 1;
-                report.holdout += u64::from(holdout);
-                for &channel in &campaign.channels {
-                    let (status, reason) = if holdout {
-                        (DeliveryStatus::Holdout, None)
-                    } else {
-                        reachability(member, channel)?
-                    };
-                    if let (DeliveryStatus::Suppressed, Some(reason)) = (status, reason) {
-                        *report.suppressed.entry(reason.to_owned()).or_default() += 1;
-                    }
-                    rows.push(Row {
-                        contact,
-                        channel,
-                        variant,
-                        status,
-                        reason,
-                    });
-                }
-            }
-            phases.assign += step.elapsed();
-            let step = Instant::now();
-            let more = members.len() as u64 == page;
-            let next = members_page(workspace, plan.segment.id, high, page);
-            let (written, next, deferred) = tokio::join!(
-                write_rows(db, run_id, id, workspace, plan.segment.id, &rows),
-                async {
-                    if more {
-                        db.query_all(&next).await
-                    } else {
-                        Ok(Vec::new())
-                    }
-                },
-                enqueue(&opened, std::mem::take(&mut pending), run_id),
-            );
-            phases.write += step.elapsed();
-            report.enqueue_deferred += deferred;
-            let queued = written?;
-            members = next?;
-            written_rows += rows.len() as u64;
-            if written_rows >= analyze_at {
-                refresh_statistics(db).await?;
-                analyze_at = analyze_at.saturating_mul(10);
-            }
-            for (index, (channel, _)) in opened.iter().enumerate() {
-                let jobs: Vec<DeliveryJob> = queued
-                    .iter()
-                    .filter(|(c, _)| c == channel)
-                    .map(|&(_, id)| DeliveryJob { id })
-                    .collect();
-                report.queued += jobs.len() as u64;
-                if !jobs.is_empty() {
-                    pending.push((index, jobs));
-                }
-            }
-        }
-    }
-    report.enqueue_deferred += enqueue(&opened, pending, run_id).await;
-    refresh_statistics(db).await?;
-    tracing::debug!(
-        first_read_ms = phases.read.as_millis(),
-        assign_ms = phases.assign.as_millis(),
-        write_read_and_enqueue_ms = phases.write.as_millis(),
-        "launch phases"
-    );
-
-    let suppressed: u64 = report.suppressed.values().sum();
+/// Stores the launch's counts on its run.
+async fn record_counts(
+    db: &DatabaseConnection,
+    run_id: i64,
+    report: &LaunchReport,
+) -> Result<(), sea_orm::DbErr> {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let counts = Query::update()
         .table("campaign_runs")
-        .value(
-            "audience",
-            i64::try_from(report.audience).unwrap_or(i64::MAX),
-        )
-        .value("queued", i64::try_from(report.queued).unwrap_or(i64::MAX))
-        .value("suppressed", i64::try_from(suppressed).unwrap_or(i64::MAX))
-        .value("holdout", i64::try_from(report.holdout).unwrap_or(i64::MAX))
+        .value("audience", count(report.audience))
+        .value("queued", count(report.queued))
+        .value("suppressed", count(report.suppressed.values().sum()))
+        .value("holdout", count(report.holdout))
         .value("updated_at", Timestamp::now().millis())
         .and_where(Expr::col("id").eq(run_id))
         .to_owned();
     db.execute(&counts).await?;
-    if report.queued == 0 {
-        crate::control::complete_if_done(db, run_id).await?;
+    Ok(())
+}
+
+/// The streaming part of a launch: the audience, a page at a time, written as delivery rows
+/// and enqueued.
+struct Outbox<'a> {
+    db: &'a DatabaseConnection,
+    workspace: WorkspaceId,
+    campaign: &'a Campaign,
+    run_id: i64,
+    opened: &'a [(Channel, Queue<DeliveryJob>)],
+    page: u64,
+    report: LaunchReport,
+    phases: Phases,
+    /// Jobs written but not enqueued yet, by index into `opened`.
+    pending: Vec<(usize, Vec<DeliveryJob>)>,
+    /// Workers claim while the launch writes; see `refresh_statistics`.
+    written_rows: u64,
+    analyze_at: u64,
+}
+
+impl Outbox<'_> {
+    /// Writes and enqueues every member of one group.
+    ///
+    /// Three things overlap at each step: page N is written, page N+1 is read, and the jobs
+    /// of page N-1 are enqueued. The database works on two connections at once.
+    async fn write_group(&mut self, plan: &GroupPlan<'_>) -> Result<(), CampaignError> {
+        let (db, workspace, page) = (self.db, self.workspace, self.page);
+        let segment = SegmentId(plan.segment.id);
+        let weights = weights(self.campaign, plan.group);
+        let step = Instant::now();
+        let mut page_members = members::page(db, workspace, segment, None, page).await?;
+        self.phases.read += step.elapsed();
+        while let (Some(first), Some(last)) = (page_members.first(), page_members.last()) {
+            let step = Instant::now();
+            let taken =
+                members::in_any_between(db, &plan.earlier, first.contact, last.contact).await?;
+            let rows = self.rows(plan, &weights, &page_members, &taken);
+            self.phases.assign += step.elapsed();
+
+            let step = Instant::now();
+            let more = page_members.len() as u64 == page;
+            let after = Some(last.contact);
+            let (written, next, deferred) = tokio::join!(
+                write_rows(
+                    db,
+                    self.run_id,
+                    self.campaign.id,
+                    workspace,
+                    plan.segment.id,
+                    &rows
+                ),
+                async {
+                    if more {
+                        members::page(db, workspace, segment, after, page).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                },
+                enqueue(self.opened, std::mem::take(&mut self.pending), self.run_id),
+            );
+            self.phases.write += step.elapsed();
+            self.report.enqueue_deferred += deferred;
+            let queued = written?;
+            page_members = next?;
+            self.written_rows += rows.len() as u64;
+            if self.written_rows >= self.analyze_at {
+                refresh_statistics(db).await?;
+                self.analyze_at = self.analyze_at.saturating_mul(10);
+            }
+            self.hold_jobs(&queued);
+        }
+        Ok(())
     }
-    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(
-        run = run_id,
-        audience = report.audience,
-        queued = report.queued,
-        suppressed,
-        holdout = report.holdout,
-        ms = report.elapsed_ms,
-        "campaign launched"
-    );
-    Ok(report)
+
+    /// The rows of one page of members: each member not taken by an earlier group is assigned
+    /// a variant and the holdout, and gets one row per channel.
+    fn rows(
+        &mut self,
+        plan: &GroupPlan<'_>,
+        weights: &[u32],
+        page: &[Member],
+        taken: &HashSet<ContactId>,
+    ) -> Vec<Row> {
+        let campaign = self.campaign;
+        let mut rows = Vec::with_capacity(page.len() * campaign.channels.len());
+        for member in page {
+            if taken.contains(&member.contact) {
+                continue;
+            }
+            let Some((variant, holdout)) = choose(campaign, plan, weights, member.contact) else {
+                continue;
+            };
+            self.report.audience += 1;
+            self.report.holdout += u64::from(holdout);
+            for &channel in &campaign.channels {
+                let (status, reason) = if holdout {
+                    (DeliveryStatus::Holdout, None)
+                } else {
+                    match member.reachability(channel) {
+                        Ok(()) => (DeliveryStatus::Queued, None),
+                        Err(suppression) => {
+                            let reason = suppression.reason();
+                            *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
+                            (DeliveryStatus::Suppressed, Some(reason))
+                        }
+                    }
+                };
+                rows.push(Row {
+                    contact: member.contact,
+                    channel,
+                    variant,
+                    status,
+                    reason,
+                });
+            }
+        }
+        rows
+    }
+
+    /// Keeps the jobs of rows just written queued, per channel, for the next step to enqueue.
+    fn hold_jobs(&mut self, queued: &[(Channel, i64)]) {
+        for (index, (channel, _)) in self.opened.iter().enumerate() {
+            let jobs: Vec<DeliveryJob> = queued
+                .iter()
+                .filter(|(c, _)| c == channel)
+                .map(|&(_, id)| DeliveryJob { id })
+                .collect();
+            self.report.queued += jobs.len() as u64;
+            if !jobs.is_empty() {
+                self.pending.push((index, jobs));
+            }
+        }
+    }
+
+    /// Enqueues what is still held, brings the statistics up to date, and returns the report.
+    async fn finish(mut self) -> Result<LaunchReport, CampaignError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.report.enqueue_deferred += enqueue(self.opened, pending, self.run_id).await;
+        refresh_statistics(self.db).await?;
+        tracing::debug!(
+            first_read_ms = self.phases.read.as_millis(),
+            assign_ms = self.phases.assign.as_millis(),
+            write_read_and_enqueue_ms = self.phases.write.as_millis(),
+            "launch phases"
+        );
+        Ok(self.report)
+    }
 }
 
 /// Brings PostgreSQL's statistics of the outbox up to date. A launch can grow the table from
@@ -332,10 +438,10 @@ fn choose(
     campaign: &Campaign,
     plan: &GroupPlan<'_>,
     weights: &[u32],
-    contact: i64,
+    contact: ContactId,
 ) -> Option<(VariantId, bool)> {
     let decision =
-        clarion_template::assign::assign(campaign.id.0, contact, campaign.holdout_percent, weights);
+        clarion_model::assign::assign(campaign.id.0, contact.0, campaign.holdout_percent, weights);
     let index = decision.variant?;
     let variant = match plan.group {
         crate::assign::Group::Target(position) => {
@@ -344,30 +450,6 @@ fn choose(
         crate::assign::Group::Fallback => campaign.fallback.as_ref()?.id,
     };
     Some((variant, decision.holdout))
-}
-
-/// Whether a member can be sent to on `channel`, and if not, why.
-fn reachability(
-    member: &QueryResult,
-    channel: Channel,
-) -> Result<(DeliveryStatus, Option<&'static str>), sea_orm::DbErr> {
-    let status: String = match channel {
-        Channel::Email => {
-            let has_email: i64 = member.try_get("", "has_email")?;
-            if has_email == 0 {
-                return Ok((DeliveryStatus::Suppressed, Some("no email address")));
-            }
-            member.try_get("", "email_status")?
-        }
-        Channel::Webhook => member.try_get("", "webhook_status")?,
-    };
-    Ok(match status.as_str() {
-        "subscribed" => (DeliveryStatus::Queued, None),
-        "unsubscribed" => (DeliveryStatus::Suppressed, Some("unsubscribed")),
-        "bounced" => (DeliveryStatus::Suppressed, Some("bounced")),
-        "complained" => (DeliveryStatus::Suppressed, Some("complained")),
-        _ => (DeliveryStatus::Suppressed, Some("not subscribed")),
-    })
 }
 
 /// Writes a page of rows (all of `segment`) in one statement and returns the queued ones'
@@ -411,7 +493,7 @@ async fn write_rows(
             out
         };
         let contacts = array(&|r, o| {
-            let _ = write!(o, "{}", r.contact);
+            let _ = write!(o, "{}", r.contact.0);
         });
         let channels = array(&|r, o| o.push_str(r.channel.as_str()));
         let variants = array(&|r, o| {
@@ -444,7 +526,7 @@ async fn write_rows(
             let _ = write!(
                 sql,
                 "({constants},{},'{}',{},{segment},'{}',{reason},0,{now},{now})",
-                row.contact,
+                row.contact.0,
                 row.channel.as_str(),
                 row.variant.0,
                 row.status.as_str(),

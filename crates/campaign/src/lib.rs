@@ -11,12 +11,14 @@
 //! * [`store`]: create, read, update, duplicate, delete; every change of a variant records a
 //!   [`Revision`].
 //! * [`assign`]: which variant a contact gets, deterministically (through
-//!   [`clarion_template::assign`], so preview, launch and reports agree).
+//!   [`clarion_model::assign`], so preview, launch and reports agree).
 //! * [`contacts`]: contacts as templates see them.
+//! * [`render`]: a campaign's variants rendered into the messages workers send and previews
+//!   show ([`render::MessageRenderer`]).
 //! * [`preview`]: renders variants for chosen or sample contacts and warns about identical
 //!   variants.
-//! * [`audience`]: contacts, holdout and reachable counts per variant, counted in SQL over the
-//!   current segment memberships a page at a time.
+//! * [`audience`]: contacts, holdout and reachable counts per variant, over the current
+//!   segment members a page at a time.
 //! * [`launch`]: the audience written as delivery rows (the outbox) and enqueued on Redis.
 //! * [`worker`]: delivery workers: claim, render, send, record, settle.
 //! * [`control`]: pause, resume, cancel, retry, and the supervisor that completes runs and
@@ -24,11 +26,11 @@
 //! * [`deliveries`]: progress of a run and the deliveries of a campaign or contact.
 //! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
 //!   ingestion.
-//! * [`sending`] and [`throttle`]: settings, job and status types, queues, the shared
-//!   per-channel rate limit.
+//! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
 //!
-//! Segments and their memberships are read from the `segments` and `segment_memberships`
-//! tables; a current member has `exited_at IS NULL`.
+//! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
+//! assignment hash are the model's ([`clarion_model`]); current segment members are read
+//! through [`clarion_segment::members`].
 
 pub mod assign;
 pub mod audience;
@@ -39,6 +41,7 @@ pub mod deliveries;
 pub mod engagement;
 pub mod launch;
 pub mod preview;
+pub mod render;
 pub mod sending;
 pub mod store;
 pub mod throttle;
@@ -50,12 +53,14 @@ use clarion_model::{Coded, ErrorCode, FieldError};
 pub use assign::Assignment;
 pub use audience::{AudienceReport, VariantAudience};
 pub use campaign::{
-    Campaign, CampaignId, CampaignInput, CampaignSummary, EmailVariant, Goal, Revision, SegmentRef,
-    Status, Target, TargetInput, Variant, VariantId, VariantInput, WebhookVariant,
+    Campaign, CampaignInput, CampaignSummary, EmailVariant, Revision, SegmentRef, Status, Target,
+    TargetInput, Variant, VariantInput, WebhookVariant,
 };
+// The server's routes and API docs name these through this crate; they live in the model.
+pub use clarion_model::{CampaignId, DeliveryJob, DeliveryStatus, Goal, RunStatus, VariantId};
 pub use launch::LaunchReport;
 pub use preview::{ContactPreview, PreviewReport, PreviewRequest, Warning, WarningKind};
-pub use sending::{DeliveryJob, DeliveryStatus, Queues, RunStatus, SendingSettings};
+pub use sending::{Queues, SendingSettings};
 pub use validate::Issue;
 pub use worker::{Worker, WorkerParts};
 

@@ -1,24 +1,20 @@
 //! Previews: a variant rendered for chosen contacts or for sample members of its segment,
 //! which variant each contact would get, and warnings about variants that render the same.
+//! Rendering itself is [`crate::render`]'s, the same as the delivery worker's.
 
-use clarion_model::{Channel, ContactId, WorkspaceId};
-use clarion_template::{
-    Engine, MessageTracking, RenderContext, RenderedEmail, RenderedWebhook, TemplateCache,
-    TemplateError, Tracker, emails_look_identical, webhooks_look_identical,
-};
-use sea_orm::{
-    ConnectionTrait,
-    sea_query::{Expr, ExprTrait, Order, Query},
-};
+use clarion_model::{Channel, ContactId, SegmentId, VariantId, WorkspaceId};
+use clarion_segment::members;
+use clarion_template::{RenderedEmail, RenderedWebhook, Tracker};
+use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::{
     CampaignError,
     assign::{Assignment, assign_contacts},
-    campaign::{Campaign, SegmentRef, Slot, Variant, VariantId},
+    campaign::{Campaign, SegmentRef, Slot, Variant},
     contacts::{self, ContactData},
+    render::{MessageRenderer, Rendered},
     validate::Issue,
 };
 
@@ -104,149 +100,30 @@ pub struct PreviewReport {
     pub warnings: Vec<Warning>,
 }
 
-/// Renders a campaign's variants for contacts, each variant compiled once.
-pub struct Renderer<'a> {
-    campaign: &'a Campaign,
-    tracker: &'a Tracker,
-    cache: TemplateCache,
-    campaign_value: serde_json::Value,
-}
-
-/// One variant rendered for one contact, per channel of the campaign.
-#[derive(Debug)]
-pub struct Rendered {
-    pub email: Option<Result<RenderedEmail, TemplateError>>,
-    pub webhook: Option<Result<RenderedWebhook, TemplateError>>,
-}
-
-impl Rendered {
-    /// Whether every channel rendered.
-    #[must_use]
-    pub fn is_complete(&self) -> bool {
-        self.email.as_ref().is_none_or(Result::is_ok)
-            && self.webhook.as_ref().is_none_or(Result::is_ok)
-    }
-
-    /// Whether both rendered completely and look the same on every channel.
-    #[must_use]
-    pub fn looks_like(&self, other: &Rendered) -> bool {
-        let same_email = match (&self.email, &other.email) {
-            (Some(Ok(a)), Some(Ok(b))) => emails_look_identical(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        let same_webhook = match (&self.webhook, &other.webhook) {
-            (Some(Ok(a)), Some(Ok(b))) => webhooks_look_identical(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        same_email && same_webhook
-    }
-}
-
-/// The `segment` value of the render context.
+/// A warning for each pair of variants that render the same message for one of
+/// `contacts` (the first such contact is named).
 #[must_use]
-pub fn segment_value(segment: &SegmentRef) -> serde_json::Value {
-    json!({ "id": segment.id, "slug": segment.slug, "name": segment.name })
-}
-
-/// The `campaign` value of the render context.
-#[must_use]
-pub fn campaign_value(campaign: &Campaign) -> serde_json::Value {
-    json!({
-        "id": campaign.id,
-        "name": campaign.name,
-        "goal": { "event": campaign.goal.event, "window_hours": campaign.goal.window_hours },
-    })
-}
-
-impl<'a> Renderer<'a> {
-    /// A renderer for `campaign`, signing tracking links with `tracker`.
-    #[must_use]
-    pub fn new(campaign: &'a Campaign, tracker: &'a Tracker) -> Self {
-        Self {
-            campaign,
-            tracker,
-            cache: TemplateCache::new(Engine::default(), 256),
-            campaign_value: campaign_value(campaign),
-        }
-    }
-
-    /// Renders `variant` (sitting at `slot`) for `contact` on each channel of the campaign,
-    /// with links signed for no delivery (a preview).
-    #[must_use]
-    pub fn render(&self, slot: Slot<'_>, variant: &Variant, contact: &ContactData) -> Rendered {
-        self.render_on(
-            slot,
-            variant,
-            contact,
-            PREVIEW_DELIVERY,
-            &self.campaign.channels,
-        )
-    }
-
-    /// Renders `variant` for `contact` on `channels`, with tracking and unsubscribe links
-    /// signed for `delivery_id`: what a delivery worker sends.
-    #[must_use]
-    pub fn render_on(
-        &self,
-        slot: Slot<'_>,
-        variant: &Variant,
-        contact: &ContactData,
-        delivery_id: &str,
-        channels: &[Channel],
-    ) -> Rendered {
-        let ctx = RenderContext::new(
-            &contact.value,
-            &segment_value(slot.segment()),
-            &self.campaign_value,
-            contact.recipient.clone(),
-        );
-        let contact_id = contact.id.to_string();
-        let tracking = MessageTracking::new(self.tracker, delivery_id, &contact_id);
-        let key = format!("{}:{}", variant.id, variant.version);
-        let email = channels
-            .contains(&Channel::Email)
-            .then_some(variant.email.as_ref())
-            .flatten()
-            .map(|email| {
-                self.cache
-                    .email(&key, &email.content())
-                    .and_then(|compiled| compiled.render(&ctx, &tracking))
-            });
-        let webhook = channels
-            .contains(&Channel::Webhook)
-            .then_some(variant.webhook.as_ref())
-            .flatten()
-            .map(|webhook| {
-                self.cache
-                    .webhook(&key, &webhook.content())
-                    .and_then(|compiled| compiled.render(&ctx, &tracking))
-            });
-        Rendered { email, webhook }
-    }
-
-    /// A warning for each pair of variants that render the same message for one of
-    /// `contacts` (the first such contact is named).
-    #[must_use]
-    pub fn identical_variants(&self, contacts: &[ContactData]) -> Vec<Warning> {
-        let variants: Vec<(Slot<'_>, &Variant)> = self.campaign.variants().collect();
-        let mut warnings: Vec<Warning> = Vec::new();
-        for contact in contacts {
-            let rendered: Vec<Rendered> = variants
-                .iter()
-                .map(|(slot, variant)| self.render(*slot, variant, contact))
-                .collect();
-            for i in 0..variants.len() {
-                for j in i + 1..variants.len() {
-                    let pair = vec![variants[i].1.id, variants[j].1.id];
-                    if warnings.iter().any(|w| w.variants == pair)
-                        || !rendered[i].is_complete()
-                        || !rendered[i].looks_like(&rendered[j])
-                    {
-                        continue;
-                    }
-                    warnings.push(Warning {
+pub fn identical_variants(
+    renderer: &MessageRenderer<'_>,
+    contacts: &[ContactData],
+) -> Vec<Warning> {
+    let variants: Vec<(Slot<'_>, &Variant)> = renderer.campaign().variants().collect();
+    let mut warnings: Vec<Warning> = Vec::new();
+    for contact in contacts {
+        let rendered: Vec<Rendered> = variants
+            .iter()
+            .map(|(slot, variant)| renderer.render(*slot, variant, contact))
+            .collect();
+        for i in 0..variants.len() {
+            for j in i + 1..variants.len() {
+                let pair = vec![variants[i].1.id, variants[j].1.id];
+                if warnings.iter().any(|w| w.variants == pair)
+                    || !rendered[i].is_complete()
+                    || !rendered[i].looks_like(&rendered[j])
+                {
+                    continue;
+                }
+                warnings.push(Warning {
                         kind: WarningKind::IdenticalVariants,
                         message: format!(
                             "variants {:?} (segment {}) and {:?} (segment {}) render the same message for contact {:?}; if they are meant to differ, the segmentation changes nothing here",
@@ -260,35 +137,10 @@ impl<'a> Renderer<'a> {
                         segment: None,
                         contact: Some(contact.external_id.clone()),
                     });
-                }
             }
         }
-        warnings
     }
-}
-
-/// Up to `limit` current members of a segment, in contact id order.
-///
-/// # Errors
-/// Database failures.
-pub async fn sample_members(
-    db: &impl ConnectionTrait,
-    segment_id: i64,
-    limit: u64,
-) -> Result<Vec<ContactId>, sea_orm::DbErr> {
-    let select = Query::select()
-        .column("contact_id")
-        .from("segment_memberships")
-        .and_where(Expr::col("segment_id").eq(segment_id))
-        .and_where(Expr::col("exited_at").is_null())
-        .order_by("contact_id", Order::Asc)
-        .limit(limit)
-        .to_owned();
-    db.query_all(&select)
-        .await?
-        .iter()
-        .map(|row| Ok(ContactId(row.try_get("", "contact_id")?)))
-        .collect()
+    warnings
 }
 
 /// Renders what `request` asks for.
@@ -359,7 +211,8 @@ pub async fn preview(
     let people = match (request.sample, chosen) {
         (Some(n), Some((slot, variant))) => {
             let segment = slot.segment();
-            let ids = sample_members(db, segment.id, u64::try_from(n).unwrap_or(1)).await?;
+            let ids =
+                members::sample(db, SegmentId(segment.id), u64::try_from(n).unwrap_or(1)).await?;
             if ids.is_empty() {
                 warnings.push(empty_segment(segment, vec![variant.id]));
             }
@@ -388,7 +241,7 @@ pub async fn preview(
 
     let ids: Vec<ContactId> = people.iter().map(|c| c.id).collect();
     let mut assignments = assign_contacts(db, campaign, &ids).await?;
-    let renderer = Renderer::new(campaign, tracker);
+    let renderer = MessageRenderer::new(campaign, tracker);
     let mut previews = Vec::with_capacity(people.len());
     for contact in &people {
         let assignment = assignments.remove(&contact.id).flatten();
@@ -427,7 +280,7 @@ pub async fn preview(
         }
         previews.push(preview);
     }
-    warnings.extend(renderer.identical_variants(&people));
+    warnings.extend(identical_variants(&renderer, &people));
     Ok(PreviewReport { previews, warnings })
 }
 

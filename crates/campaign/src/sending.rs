@@ -1,12 +1,13 @@
-//! What the sending side shares: its settings (`[sending]`), the delivery job, the statuses a
-//! delivery and a run go through, and the two Redis queues (one per channel) jobs travel on.
+//! What the sending side shares: its settings (`[sending]`) and the two Redis queues (one per
+//! channel) delivery jobs travel on. The job and the statuses a delivery and a run go through
+//! are in the model ([`clarion_model::DeliveryJob`], [`clarion_model::DeliveryStatus`],
+//! [`clarion_model::RunStatus`]), for every crate that reports on sending.
 
 use std::time::Duration;
 
-use clarion_model::Channel;
+use clarion_model::{Channel, DeliveryJob};
 use clarion_queue::{Queue, QueueConfig};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
 /// `[sending]`: how launches write and enqueue, and how workers send.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,103 +155,6 @@ impl SendingSettings {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             ..QueueConfig::default()
         }
-    }
-}
-
-/// The job a delivery worker receives: the id of one delivery row. Everything else is read
-/// from the database, which is the source of truth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryJob {
-    /// The delivery row.
-    pub id: i64,
-}
-
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Written and enqueued (or waiting for a retry); nobody is sending it.
-    Queued,
-    /// Claimed by a worker, which is sending it now.
-    Sending,
-    /// The peer accepted it.
-    Sent,
-    /// It failed for good; `reason` says why.
-    Failed,
-    /// Not sent on purpose: unsubscribed, no address, contact deleted; `reason` says which.
-    Suppressed,
-    /// In the control group: never sent, counted for uplift.
-    Holdout,
-    /// Still queued when the campaign was cancelled.
-    Cancelled,
-}
-
-impl DeliveryStatus {
-    /// Every status, in the order reports list them.
-    pub const ALL: [DeliveryStatus; 7] = [
-        DeliveryStatus::Queued,
-        DeliveryStatus::Sending,
-        DeliveryStatus::Sent,
-        DeliveryStatus::Failed,
-        DeliveryStatus::Suppressed,
-        DeliveryStatus::Holdout,
-        DeliveryStatus::Cancelled,
-    ];
-
-    /// The status as stored.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Queued => "queued",
-            DeliveryStatus::Sending => "sending",
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Failed => "failed",
-            DeliveryStatus::Suppressed => "suppressed",
-            DeliveryStatus::Holdout => "holdout",
-            DeliveryStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// The status stored as `value`.
-    #[must_use]
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == value)
-    }
-}
-
-/// Where a run (one launch) stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Paused,
-    Completed,
-    Cancelled,
-}
-
-impl RunStatus {
-    /// The status as stored.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Paused => "paused",
-            RunStatus::Completed => "completed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// The status stored as `value`.
-    #[must_use]
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            RunStatus::Running,
-            RunStatus::Paused,
-            RunStatus::Completed,
-            RunStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
     }
 }
 

@@ -370,7 +370,8 @@ fn name_problem(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaign::{EmailVariant, Goal, TargetInput};
+    use crate::campaign::{EmailVariant, TargetInput};
+    use clarion_model::Goal;
 
     fn variant(name: &str, subject: &str) -> VariantInput {
         VariantInput {

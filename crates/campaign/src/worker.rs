@@ -28,11 +28,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clarion_dispatch::{
-    Channel as _, DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendResult,
+    DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendResult, Sender as _,
     WebhookMessage, WebhookSender,
 };
-use clarion_model::{Channel, ContactId, Timestamp, WorkspaceId};
-use clarion_queue::{Delivery, Outcome, RunStats};
+use clarion_model::{
+    CampaignId, Channel, ContactId, DeliveryJob, DeliveryStatus, RunStatus, SubscriptionStatus,
+    Suppression, Timestamp, VariantId, WorkspaceId, reachability,
+};
+use clarion_queue::{Outcome, Received, RunStats};
 use clarion_template::Tracker;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value,
@@ -42,11 +45,11 @@ use serde_json::Value as Json;
 
 use crate::{
     CampaignError,
-    campaign::{Campaign, CampaignId, VariantId},
+    campaign::Campaign,
     contacts::{self, ContactData},
     control,
-    preview::Renderer,
-    sending::{DeliveryJob, DeliveryStatus, Queues, RunStatus, SendingSettings},
+    render::MessageRenderer,
+    sending::{Queues, SendingSettings},
     store,
     throttle::Throttle,
 };
@@ -124,7 +127,7 @@ impl Worker {
     pub async fn handle(
         &self,
         channel: Channel,
-        batch: Vec<Delivery<DeliveryJob>>,
+        batch: Vec<Received<DeliveryJob>>,
     ) -> Vec<Outcome> {
         let mut fates: HashMap<i64, Outcome> = HashMap::new();
         let ids: Vec<i64> = {
@@ -207,9 +210,9 @@ impl Worker {
             }
         }
         // One renderer per campaign and batch: each variant is compiled once per batch.
-        let renderers: HashMap<CampaignId, Renderer<'_>> = campaigns
+        let renderers: HashMap<CampaignId, MessageRenderer<'_>> = campaigns
             .iter()
-            .map(|(&id, campaign)| (id, Renderer::new(campaign, &self.parts.tracker)))
+            .map(|(&id, campaign)| (id, MessageRenderer::new(campaign, &self.parts.tracker)))
             .collect();
         for row in claimed {
             let Some((campaign, renderer)) = campaigns
@@ -401,18 +404,28 @@ impl Worker {
         &self,
         channel: Channel,
         campaign: &Campaign,
-        renderer: &Renderer<'_>,
+        renderer: &MessageRenderer<'_>,
         row: &Claimed,
         contact: &ContactData,
     ) -> Result<Message, Fate> {
-        let subscription = contact
+        // The contact may have changed since launch wrote the row as reachable.
+        let status = contact
             .value
             .get("subscriptions")
             .and_then(|s| s.get(channel.as_str()))
             .and_then(Json::as_str)
-            .unwrap_or("subscribed");
-        if subscription != "subscribed" {
-            return Err(Fate::Suppressed(format!("{subscription} since launch")));
+            .map_or(Some(SubscriptionStatus::Subscribed), |s| {
+                SubscriptionStatus::parse(s).ok()
+            });
+        let to = contact.value.get("email").and_then(Json::as_str);
+        match reachability(channel, to.is_some(), status) {
+            Ok(()) => {}
+            Err(Suppression::NoAddress) => {
+                return Err(Fate::Suppressed(Suppression::NoAddress.reason().into()));
+            }
+            Err(suppression) => {
+                return Err(Fate::Suppressed(format!("{suppression} since launch")));
+            }
         }
         let Some((slot, variant)) = campaign.variant(row.variant) else {
             return Err(Fate::Failed(format!(
@@ -424,8 +437,8 @@ impl Worker {
         let rendered = renderer.render_on(slot, variant, contact, &delivery_id, &[channel]);
         match channel {
             Channel::Email => {
-                let Some(to) = contact.value.get("email").and_then(Json::as_str) else {
-                    return Err(Fate::Suppressed("no email address".into()));
+                let Some(to) = to else {
+                    return Err(Fate::Suppressed(Suppression::NoAddress.reason().into()));
                 };
                 let email = match rendered.email {
                     Some(Ok(email)) => email,

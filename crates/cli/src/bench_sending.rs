@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use clarion_campaign::{
-    CampaignId, CampaignInput, Goal, Queues, TargetInput, VariantInput, WebhookVariant,
-    launch::launch, store as campaigns,
+    CampaignInput, Queues, TargetInput, VariantInput, WebhookVariant, launch::launch,
+    store as campaigns,
 };
-use clarion_model::{Channel, DEFAULT_WORKSPACE, Timestamp};
+use clarion_model::{CampaignId, Channel, DEFAULT_WORKSPACE, Goal, Timestamp};
 use clarion_segment::store::{self, Category, NewSegment};
 use clarion_server::Settings;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use clarion_campaign::{CampaignId, RunStatus, control, deliveries, launch::launch, store};
-use clarion_model::DEFAULT_WORKSPACE;
+use clarion_campaign::{control, deliveries, launch::launch, store};
+use clarion_model::{CampaignId, DEFAULT_WORKSPACE, RunStatus};
 use clarion_server::{AppState, Settings};
 
 #[derive(Subcommand)]

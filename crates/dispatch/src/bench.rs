@@ -23,7 +23,7 @@ use secrecy::SecretString;
 use tokio::process::{Child, Command};
 
 use crate::{
-    Channel, EmailConfig, EmailMessage, EmailSender, ListUnsubscribe, SmtpConfig, WebhookConfig,
+    EmailConfig, EmailMessage, EmailSender, ListUnsubscribe, Sender, SmtpConfig, WebhookConfig,
     WebhookMessage, WebhookSender,
 };
 

@@ -20,8 +20,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::DispatchError;
-use crate::channel::{Channel, Receipt, SendResult};
 use crate::relay::{ImplicitTls, Relay, RelaySettings, Security};
+use crate::sender::{SendReceipt, SendResult, Sender};
 
 /// How email leaves Clarion: the `[email]` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -358,7 +358,7 @@ impl EmailSender {
         match &self.transport {
             Transport::Smtp(relay) => {
                 let response = relay.send(&email.envelope, &email.bytes).await?;
-                Ok(Receipt {
+                Ok(SendReceipt {
                     detail: format!(
                         "{} {}",
                         response.code(),
@@ -377,7 +377,7 @@ impl EmailSender {
                             dir.display()
                         ))
                     })?;
-                Ok(Receipt {
+                Ok(SendReceipt {
                     detail: format!("written to {}", dir.join(format!("{id}.eml")).display()),
                 })
             }
@@ -398,7 +398,7 @@ impl EmailSender {
     }
 }
 
-impl Channel for EmailSender {
+impl Sender for EmailSender {
     type Message = EmailMessage;
 
     fn send(&self, message: &EmailMessage) -> impl Future<Output = SendResult> + Send {

@@ -6,7 +6,7 @@
 //! - [`WebhookSender`] POSTs [`WebhookMessage`]s signed per Standard Webhooks, to targets a
 //!   [`TargetPolicy`] allows, without following redirects.
 //!
-//! Both implement [`Channel`], whose `send_many` sends a batch concurrently over the pooled
+//! Both implement [`Sender`], whose `send_many` sends a batch concurrently over the pooled
 //! connections. Every failure is a [`DispatchError`] that says whether to retry.
 //!
 //! Nothing here touches the database: the worker turns delivery rows into messages and
@@ -39,20 +39,20 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
-mod channel;
 mod email;
 mod error;
 mod relay;
+mod sender;
 mod signature;
 mod target;
 mod webhook;
 
-pub use channel::{Channel, Receipt, SendResult};
 pub use email::{
     DkimAlgorithm, DkimSettings, EmailConfig, EmailMessage, EmailSender, ListUnsubscribe,
     PreparedEmail, SmtpConfig, TlsMode,
 };
 pub use error::DispatchError;
+pub use sender::{SendReceipt, SendResult, Sender};
 pub use signature::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, sign};
 pub use target::{BlockedTarget, TargetPolicy};
 pub use webhook::{WebhookConfig, WebhookMessage, WebhookSender};

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::DispatchError;
-use crate::channel::{Channel, Receipt, SendResult};
+use crate::sender::{SendReceipt, SendResult, Sender};
 use crate::signature::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret};
 use crate::target::{BlockedTarget, GuardedResolver, TargetPolicy, resolve_checked};
 
@@ -258,7 +258,7 @@ impl WebhookSender {
     }
 }
 
-impl Channel for WebhookSender {
+impl Sender for WebhookSender {
     type Message = WebhookMessage;
 
     fn send(&self, message: &WebhookMessage) -> impl Future<Output = SendResult> + Send {
@@ -307,7 +307,7 @@ fn classify_status(
         reason
     };
     if status.is_success() {
-        Ok(Receipt {
+        Ok(SendReceipt {
             detail: format!("HTTP {status}"),
         })
     } else if status.is_redirection() {

@@ -34,6 +34,24 @@ int_id!(
     /// Clarion's own key of a stored segment; people name segments by their slug.
     SegmentId
 );
+int_id!(
+    /// Clarion's key of a campaign.
+    CampaignId
+);
+int_id!(
+    /// Clarion's key of a campaign's variant; it stays the same across edits, so its history
+    /// can be read.
+    VariantId
+);
+int_id!(
+    /// Clarion's key of a run: one launch of a campaign.
+    RunId
+);
+int_id!(
+    /// Clarion's key of a delivery: the outbox row of one message to one contact on one
+    /// channel in one run.
+    DeliveryId
+);
 
 /// The id a customer has in the systems that send Clarion its data: unique per workspace,
 /// 1 to 255 characters, no control characters, no surrounding white space.

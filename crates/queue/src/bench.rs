@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::QueueConfig;
-use crate::delivery::{Delivery, Outcome};
+use crate::entry::{Outcome, Received};
 use crate::error::{Error, RedisContext, Result};
 use crate::queue::Queue;
 
@@ -132,7 +132,7 @@ async fn measure(
     let consumer = queue.consumer("bench-consumer").await?;
     let started = Instant::now();
     let stats = consumer
-        .run_once(async |batch: Vec<Delivery<BenchJob>>| vec![Outcome::Ack; batch.len()])
+        .run_once(async |batch: Vec<Received<BenchJob>>| vec![Outcome::Ack; batch.len()])
         .await?;
     let consume_per_sec = per_second(stats.acked, started.elapsed());
     if stats.acked != options.jobs {

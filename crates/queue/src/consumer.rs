@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::connection::Connection;
 use crate::dead::FailureKind;
-use crate::delivery::{
-    Delivery, EntryId, Outcome, RawEntry, Receipt, entries_of, read_reply_entries, string_of,
+use crate::entry::{
+    EntryId, JobReceipt, Outcome, RawEntry, Received, entries_of, read_reply_entries, string_of,
     unexpected,
 };
 use crate::error::{Error, RedisContext, Result};
@@ -127,7 +127,7 @@ impl<J> Consumer<J> {
 
     /// Schedules another attempt of a delivery after the backoff, or dead-letters it when it
     /// was the last allowed attempt.
-    pub async fn retry(&self, delivery: &Delivery<J>, error: impl Into<String>) -> Result<Settled> {
+    pub async fn retry(&self, delivery: &Received<J>, error: impl Into<String>) -> Result<Settled> {
         self.settle(vec![(delivery.receipt(), Outcome::retry(error))])
             .await
     }
@@ -135,7 +135,7 @@ impl<J> Consumer<J> {
     /// Moves a delivery to the dead-letter stream at once.
     pub async fn dead_letter(
         &self,
-        delivery: &Delivery<J>,
+        delivery: &Received<J>,
         error: impl Into<String>,
     ) -> Result<Settled> {
         self.settle(vec![(delivery.receipt(), Outcome::dead_letter(error))])
@@ -147,7 +147,7 @@ impl<J> Consumer<J> {
     ///
     /// Retries and dead letters apply only to entries this consumer still holds: if another
     /// consumer reclaimed a job in the meantime, it is that consumer's to settle.
-    pub async fn settle(&self, results: Vec<(Receipt, Outcome)>) -> Result<Settled> {
+    pub async fn settle(&self, results: Vec<(JobReceipt, Outcome)>) -> Result<Settled> {
         let config = &self.queue.config;
         let mut acks = Vec::new();
         let mut retries = Vec::new();
@@ -268,14 +268,14 @@ impl<J: DeserializeOwned> Consumer<J> {
     /// for new jobs and returns at most `max` of them (an empty batch when none came).
     ///
     /// Entries whose payload does not decode are dead-lettered here and never returned.
-    pub async fn next_batch(&self, max: usize) -> Result<Vec<Delivery<J>>> {
+    pub async fn next_batch(&self, max: usize) -> Result<Vec<Received<J>>> {
         self.queue.promote_due().await?;
         Ok(self.read(max, true).await?.0)
     }
 
     /// Returns at most `max` new jobs without waiting (an empty batch when there are none).
     /// Does not promote retries.
-    pub async fn try_next_batch(&self, max: usize) -> Result<Vec<Delivery<J>>> {
+    pub async fn try_next_batch(&self, max: usize) -> Result<Vec<Received<J>>> {
         Ok(self.read(max, false).await?.0)
     }
 
@@ -284,7 +284,7 @@ impl<J: DeserializeOwned> Consumer<J> {
     /// [`QueueConfig::reclaim_min_idle`](crate::QueueConfig::reclaim_min_idle) ago and never
     /// settled. Such a delivery counts as an attempt; jobs that ran out of attempts this way
     /// are dead-lettered as abandoned instead of being returned.
-    pub async fn reclaim(&self) -> Result<Vec<Delivery<J>>> {
+    pub async fn reclaim(&self) -> Result<Vec<Received<J>>> {
         Ok(self
             .reclaim_idle(self.queue.config.reclaim_min_idle)
             .await?
@@ -293,7 +293,7 @@ impl<J: DeserializeOwned> Consumer<J> {
 
     /// [`reclaim`](Self::reclaim) with an explicit idle time; returns the deliveries and how
     /// many jobs were dead-lettered instead.
-    pub async fn reclaim_idle(&self, min_idle: Duration) -> Result<(Vec<Delivery<J>>, usize)> {
+    pub async fn reclaim_idle(&self, min_idle: Duration) -> Result<(Vec<Received<J>>, usize)> {
         let config = &self.queue.config;
         let keys = &self.queue.keys;
         let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
@@ -373,7 +373,7 @@ impl<J: DeserializeOwned> Consumer<J> {
     }
 
     /// Reads new entries; returns the decodable ones and how many were dead-lettered.
-    async fn read(&self, max: usize, block: bool) -> Result<(Vec<Delivery<J>>, usize)> {
+    async fn read(&self, max: usize, block: bool) -> Result<(Vec<Received<J>>, usize)> {
         let config = &self.queue.config;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
@@ -413,7 +413,7 @@ impl<J: DeserializeOwned> Consumer<J> {
         &self,
         raws: Vec<RawEntry>,
         attempt: impl Fn(&RawEntry) -> u32,
-    ) -> (Vec<Delivery<J>>, Vec<DeadJob>) {
+    ) -> (Vec<Received<J>>, Vec<DeadJob>) {
         let mut deliveries = Vec::with_capacity(raws.len());
         let mut dead = Vec::new();
         for raw in raws {
@@ -424,7 +424,7 @@ impl<J: DeserializeOwned> Consumer<J> {
                 continue;
             };
             match serde_json::from_slice(&payload) {
-                Ok(job) => deliveries.push(Delivery {
+                Ok(job) => deliveries.push(Received {
                     id: raw.id,
                     attempt,
                     job,
@@ -452,7 +452,7 @@ impl<J: DeserializeOwned> Consumer<J> {
     #[tracing::instrument(skip_all, fields(queue = %self.queue.keys.stream, consumer = %self.name))]
     pub async fn run_once<F>(&self, mut handler: F) -> Result<RunStats>
     where
-        F: AsyncFnMut(Vec<Delivery<J>>) -> Vec<Outcome>,
+        F: AsyncFnMut(Vec<Received<J>>) -> Vec<Outcome>,
     {
         let mut stats = RunStats {
             promoted: self.queue.promote_due().await?,
@@ -484,7 +484,7 @@ impl<J: DeserializeOwned> Consumer<J> {
     #[tracing::instrument(skip_all, fields(queue = %self.queue.keys.stream, consumer = %self.name))]
     pub async fn run<F, S>(&self, mut handler: F, shutdown: S) -> Result<RunStats>
     where
-        F: AsyncFnMut(Vec<Delivery<J>>) -> Vec<Outcome>,
+        F: AsyncFnMut(Vec<Received<J>>) -> Vec<Outcome>,
         S: Future<Output = ()>,
     {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -523,7 +523,7 @@ impl<J: DeserializeOwned> Consumer<J> {
         next_reclaim: &mut Instant,
     ) -> Result<()>
     where
-        F: AsyncFnMut(Vec<Delivery<J>>) -> Vec<Outcome>,
+        F: AsyncFnMut(Vec<Received<J>>) -> Vec<Outcome>,
     {
         stats.promoted += self.queue.promote_due().await?;
         if Instant::now() >= *next_reclaim {
@@ -544,7 +544,7 @@ impl<J: DeserializeOwned> Consumer<J> {
 
     async fn reclaim_all<F>(&self, handler: &mut F, stats: &mut RunStats) -> Result<()>
     where
-        F: AsyncFnMut(Vec<Delivery<J>>) -> Vec<Outcome>,
+        F: AsyncFnMut(Vec<Received<J>>) -> Vec<Outcome>,
     {
         loop {
             let (batch, dead) = self
@@ -564,14 +564,14 @@ impl<J: DeserializeOwned> Consumer<J> {
 
     async fn handle<F>(
         &self,
-        batch: Vec<Delivery<J>>,
+        batch: Vec<Received<J>>,
         handler: &mut F,
         stats: &mut RunStats,
     ) -> Result<()>
     where
-        F: AsyncFnMut(Vec<Delivery<J>>) -> Vec<Outcome>,
+        F: AsyncFnMut(Vec<Received<J>>) -> Vec<Outcome>,
     {
-        let receipts: Vec<Receipt> = batch.iter().map(Delivery::receipt).collect();
+        let receipts: Vec<JobReceipt> = batch.iter().map(Received::receipt).collect();
         stats.batches += 1;
         stats.handled += receipts.len();
         let outcomes = handler(batch).await;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
-use crate::delivery::EntryId;
+use crate::entry::EntryId;
 
 /// Why a job ended up in the dead-letter stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,12 +2,12 @@
 //!
 //! Jobs are any `serde` type, stored as JSON. Producers enqueue them in pipelined batches;
 //! workers read batches, do the work, record results where they need them, and only then
-//! settle each delivery: acknowledge it, retry it later with exponential backoff and jitter,
+//! settle each received job: acknowledge it, retry it later with exponential backoff and jitter,
 //! or move it to a dead-letter stream. Jobs held by a worker that died are taken over by
 //! another after a configurable idle time. The crate needs nothing else from Clarion.
 //!
 //! ```no_run
-//! use clarion_queue::{Delivery, Outcome, Queue, QueueConfig};
+//! use clarion_queue::{Received, Outcome, Queue, QueueConfig};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -26,9 +26,9 @@
 //! # drop(stop);
 //! consumer
 //!     .run(
-//!         async |batch: Vec<Delivery<SendEmail>>| {
+//!         async |batch: Vec<Received<SendEmail>>| {
 //!             // Do the work for the whole batch, record the results, then answer one
-//!             // outcome per delivery, in order.
+//!             // outcome per job, in order.
 //!             batch.iter().map(|_| Outcome::Ack).collect()
 //!         },
 //!         async move {
@@ -78,7 +78,7 @@
 //!
 //! # Attempts, retries and dead letters
 //!
-//! [`Delivery::attempt`] starts at 1. It counts failed attempts that were retried and
+//! [`Received::attempt`] starts at 1. It counts failed attempts that were retried and
 //! deliveries to workers that died without settling (the stream's delivery counter), so a
 //! job that crashes every worker that touches it is not retried for ever: once it exceeds
 //! [`QueueConfig::max_attempts`], a reclaim dead-letters it as
@@ -151,7 +151,7 @@ mod config;
 mod connection;
 mod consumer;
 mod dead;
-mod delivery;
+mod entry;
 mod error;
 mod keys;
 mod queue;
@@ -163,7 +163,7 @@ pub mod bench;
 pub use config::QueueConfig;
 pub use consumer::{Consumer, RunStats, Settled};
 pub use dead::{DeadLetter, FailureKind};
-pub use delivery::{Delivery, EntryId, Outcome, Receipt};
+pub use entry::{EntryId, JobReceipt, Outcome, Received};
 pub use error::{Error, Result};
 pub use keys::QueueKeys;
 pub use queue::Queue;

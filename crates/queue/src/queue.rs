@@ -17,7 +17,7 @@ use crate::config::QueueConfig;
 use crate::connection::{Connection, Connector};
 use crate::consumer::Consumer;
 use crate::dead::{DeadLetter, FailureKind};
-use crate::delivery::{EntryId, string_of, unexpected};
+use crate::entry::{EntryId, string_of, unexpected};
 use crate::error::{Error, RedisContext, Result};
 use crate::keys::QueueKeys;
 use crate::scripts;

@@ -6,7 +6,8 @@
 //! ([`Rule::from_json`]) or from the compact text form ([`parse_text`]), checked against the
 //! workspace's [`Schema`] ([`validate`]), compiled to one parameterized SQL query for SQLite
 //! or PostgreSQL ([`compile`]), and run for a size or a page of members ([`preview`]).
-//! The traits and interests rules use are computed by [`traits::recompute`]. Saved segments
+//! The traits and interests rules use are computed by [`traits::recompute`]. Campaigns read
+//! the current members of stored segments through [`members`]. Saved segments
 //! keep their members materialized ([`membership`]): [`sweep::Memberships`] listens to
 //! ingestion (`clarion_contacts::Ingest`) and updates the contacts a batch touched before the
 //! batch answers, and [`sweep::sweep_all`] lets time windows expire. Saving a segment (naming,
@@ -17,6 +18,7 @@
 
 pub mod compile;
 pub mod crosstab;
+pub mod members;
 pub mod membership;
 pub mod preview;
 pub mod report;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use clarion_model::{ContactId, SegmentId, Timestamp, WorkspaceId};
+use clarion_model::{Channel, ContactId, SegmentId, Timestamp, WorkspaceId, reachable_sql};
 use sea_orm::{
     DatabaseConnection, FromQueryResult, QueryResult,
     sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query, SelectStatement},
@@ -32,12 +32,12 @@ pub fn members_of(segment: SegmentId) -> SelectStatement {
         .to_owned()
 }
 
-/// How many members each channel can reach.
+/// How many members each channel can reach ([`clarion_model::reachability`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
 pub struct Reachable {
-    /// Members with an email address who have not unsubscribed from email.
+    /// Members with an email address whose email subscription is `subscribed`.
     pub email: u64,
-    /// Members who have not unsubscribed from webhooks.
+    /// Members whose webhook subscription is `subscribed`.
     pub webhook: u64,
 }
 
@@ -96,11 +96,8 @@ fn totals_query(workspace: WorkspaceId, members: Option<SelectStatement>) -> Sel
     let mut query = Query::select();
     query
         .expr_as(Expr::col(("x", "id")).count(), "size")
-        .expr_as(
-            sum_when("x.email IS NOT NULL AND x.email_status = 'subscribed'"),
-            "email",
-        )
-        .expr_as(sum_when("x.webhook_status = 'subscribed'"), "webhook")
+        .expr_as(sum_when(&reachable_sql(Channel::Email, "x")), "email")
+        .expr_as(sum_when(&reachable_sql(Channel::Webhook, "x")), "webhook")
         .expr_as(Expr::col(("t", "revenue")).sum(), "revenue")
         .expr_as(Expr::col(("t", "clv")).avg(), "average_clv")
         .from_as("contacts", "x")

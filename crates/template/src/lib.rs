@@ -18,7 +18,6 @@
 //! * [`tracking`]: links become signed click URLs, an open pixel is added, and
 //!   `List-Unsubscribe` / `List-Unsubscribe-Post` values are produced; the same [`Tracker`]
 //!   verifies tokens for the tracking endpoints.
-//! * [`assign`]: deterministic A/B/n variant choice and holdout membership.
 //! * [`emails_look_identical`] backs the "two variants are identical" warning.
 //! * [`bench`](mod@bench): the rendering benchmark behind `clarion bench render`.
 //!
@@ -90,7 +89,6 @@
 //!   position, date and time patterns) in [`locale`], with neutral ISO-like fallbacks, keeps
 //!   the crate free of ICU data.
 
-pub mod assign;
 pub mod bench;
 mod content;
 mod context;

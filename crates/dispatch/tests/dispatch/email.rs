@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clarion_dispatch::{
-    Channel, DispatchError, DkimAlgorithm, DkimSettings, EmailConfig, EmailMessage, EmailSender,
-    ListUnsubscribe, SmtpConfig, TlsMode,
+    DispatchError, DkimAlgorithm, DkimSettings, EmailConfig, EmailMessage, EmailSender,
+    ListUnsubscribe, Sender, SmtpConfig, TlsMode,
 };
 use mail_parser::{MessageParser, MimeHeaders};
 use secrecy::SecretString;

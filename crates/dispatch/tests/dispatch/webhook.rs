@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use clarion_dispatch::{Channel, DispatchError, WebhookConfig, WebhookMessage, WebhookSender};
+use clarion_dispatch::{DispatchError, Sender, WebhookConfig, WebhookMessage, WebhookSender};
 use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use sha2::Sha256;
@@ -55,7 +55,7 @@ fn verify(headers: &std::collections::HashMap<String, String>, body: &[u8]) -> b
         .any(|signature| signature == expected)
 }
 
-fn assert_permanent(outcome: &Result<clarion_dispatch::Receipt, DispatchError>, needle: &str) {
+fn assert_permanent(outcome: &Result<clarion_dispatch::SendReceipt, DispatchError>, needle: &str) {
     match outcome {
         Err(DispatchError::Permanent { reason }) => {
             assert!(reason.contains(needle), "{needle:?} not in {reason:?}");

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use clarion_queue::{Delivery, FailureKind, Outcome, Queue};
+use clarion_queue::{FailureKind, Outcome, Queue, Received};
 use redis::cluster::ClusterClient;
 
 use crate::{SendEmail, job, test_config};
@@ -139,7 +139,7 @@ async fn the_queue_works_on_a_redis_cluster() {
     queue.enqueue_batch(&jobs).await.unwrap();
     let consumer = queue.consumer("c1").await.unwrap();
     let stats = consumer
-        .run_once(async |batch: Vec<Delivery<SendEmail>>| {
+        .run_once(async |batch: Vec<Received<SendEmail>>| {
             batch
                 .iter()
                 .map(|d| match d.job.delivery_id {

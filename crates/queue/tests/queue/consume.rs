@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clarion_queue::{Delivery, Outcome};
+use clarion_queue::{Outcome, Received};
 use redis::AsyncCommands;
 
 use crate::{SendEmail, TestQueue, job, test_config};
@@ -162,7 +162,7 @@ async fn trimming_keeps_jobs_in_flight_and_jobs_not_yet_read() {
 async fn a_blocking_read_returns_empty_after_the_block_time() {
     let q = TestQueue::new(test_config()).await;
     let consumer = q.consumer("c1").await.unwrap();
-    let batch: Vec<Delivery<SendEmail>> = consumer.next_batch(10).await.unwrap();
+    let batch: Vec<Received<SendEmail>> = consumer.next_batch(10).await.unwrap();
     assert!(batch.is_empty());
 }
 
@@ -174,7 +174,7 @@ async fn run_once_drains_everything_and_settles_by_outcome() {
     let consumer = q.consumer("c1").await.unwrap();
 
     let stats = consumer
-        .run_once(async |batch: Vec<Delivery<SendEmail>>| {
+        .run_once(async |batch: Vec<Received<SendEmail>>| {
             batch
                 .iter()
                 .map(|d| match d.job.delivery_id {
@@ -203,7 +203,7 @@ async fn a_handler_answering_the_wrong_number_of_outcomes_settles_nothing() {
     q.enqueue_batch(&[job(1), job(2)]).await.unwrap();
     let consumer = q.consumer("c1").await.unwrap();
     let err = consumer
-        .run_once(async |_batch: Vec<Delivery<SendEmail>>| vec![Outcome::Ack])
+        .run_once(async |_batch: Vec<Received<SendEmail>>| vec![Outcome::Ack])
         .await
         .unwrap_err();
     assert!(matches!(

@@ -1,6 +1,6 @@
 //! Permanent failures, malformed payloads and requeueing dead letters.
 
-use clarion_queue::{Delivery, FailureKind, Outcome};
+use clarion_queue::{FailureKind, Outcome, Received};
 use redis::AsyncCommands;
 
 use crate::{SendEmail, TestQueue, job, test_config};
@@ -43,7 +43,7 @@ async fn malformed_payloads_are_dead_lettered_and_the_consumer_goes_on() {
     let consumer = q.consumer("c1").await.unwrap();
     let mut handled = Vec::new();
     let stats = consumer
-        .run_once(async |batch: Vec<Delivery<SendEmail>>| {
+        .run_once(async |batch: Vec<Received<SendEmail>>| {
             handled.extend(batch.iter().map(|d| d.job.delivery_id));
             vec![Outcome::Ack; batch.len()]
         })
@@ -77,7 +77,7 @@ async fn requeued_dead_letters_run_again_with_fresh_attempts() {
     q.enqueue_batch(&[job(1), job(2)]).await.unwrap();
     let consumer = q.consumer("c1").await.unwrap();
     consumer
-        .run_once(async |batch: Vec<Delivery<SendEmail>>| {
+        .run_once(async |batch: Vec<Received<SendEmail>>| {
             vec![Outcome::dead_letter("webhook answered 410"); batch.len()]
         })
         .await
@@ -116,7 +116,7 @@ async fn a_dead_letter_cap_drops_the_oldest_letters() {
     q.enqueue_batch(&jobs).await.unwrap();
     let consumer = q.consumer("c1").await.unwrap();
     consumer
-        .run_once(async |batch: Vec<Delivery<SendEmail>>| {
+        .run_once(async |batch: Vec<Received<SendEmail>>| {
             vec![Outcome::dead_letter("410 gone"); batch.len()]
         })
         .await

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use clarion_queue::{Delivery, FailureKind, Outcome, QueueConfig};
+use clarion_queue::{FailureKind, Outcome, QueueConfig, Received};
 
 use crate::{SendEmail, TestQueue, job, test_config};
 
@@ -89,7 +89,7 @@ async fn run_once_takes_over_abandoned_jobs() {
 
     let survivor = q.consumer("survivor").await.unwrap();
     let stats = survivor
-        .run_once(async |batch: Vec<Delivery<SendEmail>>| vec![Outcome::Ack; batch.len()])
+        .run_once(async |batch: Vec<Received<SendEmail>>| vec![Outcome::Ack; batch.len()])
         .await
         .unwrap();
     assert_eq!((stats.reclaimed, stats.acked), (2, 2));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clarion_queue::{Delivery, Outcome};
+use clarion_queue::{Outcome, Received};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{SendEmail, TestQueue, job, test_config};
@@ -17,7 +17,7 @@ async fn a_spawned_worker_processes_jobs_and_stops_on_shutdown() {
     let worker = tokio::spawn(async move {
         consumer
             .run(
-                async move |batch: Vec<Delivery<SendEmail>>| {
+                async move |batch: Vec<Received<SendEmail>>| {
                     for delivery in &batch {
                         seen_tx.send(delivery.job.delivery_id).unwrap();
                     }

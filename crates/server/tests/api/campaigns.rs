@@ -730,7 +730,7 @@ async fn ab_splits_are_deterministic_and_follow_the_weights(backend: Backend) {
     let (mut expected_a, mut expected_b, mut expected_holdout) = (0, 0, 0);
     for row in rows {
         let contact: i64 = row.try_get("", "id").unwrap();
-        let decision = clarion_template::assign::assign(campaign_id, contact, 10.0, &[3, 1]);
+        let decision = clarion_model::assign::assign(campaign_id, contact, 10.0, &[3, 1]);
         match decision.variant {
             Some(0) => expected_a += 1,
             Some(1) => expected_b += 1,
@@ -866,7 +866,7 @@ async fn audience_counts_holdout_and_reachable_contacts_per_channel(backend: Bac
     let held: Vec<String> = rows
         .iter()
         .filter(|row| {
-            clarion_template::assign::in_holdout(id, row.try_get::<i64>("", "id").unwrap(), 50.0)
+            clarion_model::assign::in_holdout(id, row.try_get::<i64>("", "id").unwrap(), 50.0)
         })
         .map(|row| row.try_get::<String>("", "external_id").unwrap())
         .collect();

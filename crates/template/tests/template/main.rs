@@ -2,7 +2,6 @@
 //! rendering messages rely on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod assignment;
 mod rendering;
 mod robustness;
 mod tracking;

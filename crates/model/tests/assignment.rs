@@ -1,4 +1,7 @@
-use clarion_template::assign::{assign, in_holdout, pick_variant};
+//! The assignment hash as preview, launch and reports rely on it: stable, independent, fair.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use clarion_model::assign::{assign, in_holdout, pick_variant};
 
 #[test]
 fn the_same_contact_always_gets_the_same_answer() {

@@ -1,4 +1,4 @@
-//! What a consumer receives and what a handler answers.
+//! What a consumer receives (a [`Received`] job in a stream entry) and what a handler answers.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,12 +38,12 @@ impl fmt::Display for EntryId {
     }
 }
 
-/// One job handed to a consumer.
+/// One job handed to a consumer (a stay of the job in the stream, received by this consumer).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delivery<J> {
+pub struct Received<J> {
     /// The stream entry to acknowledge, retry or dead-letter.
     pub id: EntryId,
-    /// Which attempt this is, starting at 1. Counts earlier failed attempts and deliveries to
+    /// Which attempt this is, starting at 1. Counts earlier failed attempts and hand-overs to
     /// workers that died before acknowledging.
     pub attempt: u32,
     /// The decoded job.
@@ -52,26 +52,26 @@ pub struct Delivery<J> {
     pub last_error: Option<String>,
 }
 
-impl<J> Delivery<J> {
-    /// The part of the delivery needed to settle it once the job itself has been consumed.
-    pub fn receipt(&self) -> Receipt {
-        Receipt {
+impl<J> Received<J> {
+    /// The part of the received job needed to settle it once the job itself has been consumed.
+    pub fn receipt(&self) -> JobReceipt {
+        JobReceipt {
             id: self.id.clone(),
             attempt: self.attempt,
         }
     }
 }
 
-/// Identifies a delivery to settle: its entry and the attempt it was.
+/// Identifies a received job to settle: its entry and the attempt it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
+pub struct JobReceipt {
     /// The stream entry.
     pub id: EntryId,
-    /// The attempt number of the delivery.
+    /// The attempt number.
     pub attempt: u32,
 }
 
-/// What became of one delivery, as a handler reports it.
+/// What became of one received job, as a handler reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Done: acknowledge the entry; it is never delivered again.

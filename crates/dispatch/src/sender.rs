@@ -1,4 +1,4 @@
-//! What every delivery channel offers a worker.
+//! What every sender (SMTP or files for email, HTTP for webhooks) offers a worker.
 
 use std::future::Future;
 
@@ -7,24 +7,25 @@ use futures::stream::FuturesUnordered;
 
 use crate::DispatchError;
 
-/// Proof that a channel accepted a message: the SMTP server's reply, the .eml file written, or
+/// Proof that a sender accepted a message: the SMTP server's reply, the .eml file written, or
 /// the webhook receiver's HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
+pub struct SendReceipt {
     /// What the peer answered, for the delivery's history (e.g. `250 2.0.0 Ok: queued as 4F2`,
     /// `HTTP 204 No Content`, `written to data/outbox/….eml`).
     pub detail: String,
 }
 
 /// The outcome of one message.
-pub type SendResult = Result<Receipt, DispatchError>;
+pub type SendResult = Result<SendReceipt, DispatchError>;
 
-/// A way to deliver one kind of message (email, webhook).
+/// A way to deliver one kind of message (email, webhook) to its peer. The channel a message
+/// goes out on is [`clarion_model`]'s `Channel`; this is the machinery behind one.
 ///
 /// Implementations keep their connections pooled and are shared by all tasks of a worker, so
 /// `send` takes `&self` and may run many times at once.
-pub trait Channel: Send + Sync {
-    /// The message this channel delivers, already rendered.
+pub trait Sender: Send + Sync {
+    /// The message this sender delivers, already rendered.
     type Message: Send + Sync;
 
     /// Delivers one message. A failure says whether a retry may help.
@@ -69,10 +70,10 @@ pub trait Channel: Send + Sync {
 
 // A named async fn rather than a closure: the compiler cannot prove a closure-made future
 // `Send` for every lifetime of the borrowed message.
-async fn send_indexed<C: Channel>(
-    channel: &C,
+async fn send_indexed<T: Sender>(
+    sender: &T,
     index: usize,
-    message: &C::Message,
+    message: &T::Message,
 ) -> (usize, SendResult) {
-    (index, channel.send(message).await)
+    (index, sender.send(message).await)
 }
