@@ -86,7 +86,7 @@ pub struct Goal {
     #[schema(example = "purchase")]
     pub event: String,
     /// The attribution window in hours (1 to 8760).
-    #[schema(example = 168)]
+    #[schema(example = 168, minimum = 1, maximum = 8760)]
     pub window_hours: i64,
 }
 
@@ -171,6 +171,7 @@ pub struct VariantInput {
     pub name: String,
     /// Relative share of the segment's contacts (a positive whole number); 1 when left out.
     #[serde(default = "one")]
+    #[schema(minimum = 1)]
     pub weight: i64,
     /// The email, required when the campaign sends email.
     #[serde(default)]
@@ -199,10 +200,12 @@ pub struct TargetInput {
 #[serde(deny_unknown_fields)]
 pub struct CampaignInput {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub goal: Goal,
     /// Share of the audience held out as a control group (0 up to, not including, 100).
     #[serde(default)]
+    #[schema(minimum = 0, exclusive_maximum = 100)]
     pub holdout_percent: f64,
     /// The channels the campaign sends on; every variant has content for each.
     pub channels: Vec<Channel>,
