@@ -66,6 +66,7 @@ pub(crate) fn invalid(issues: Vec<Issue>) -> ApiError {
 
 /// Reads a JSON body into `T`; a body of the wrong shape is a 422 naming the field.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
+    super::require_object(body)?;
     let mut deserializer = serde_json::Deserializer::from_str(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let mut path = e.path().to_string();
@@ -146,8 +147,8 @@ pub struct ListQuery {
 /// Lists campaigns in creation order, a page at a time.
 #[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns",
     params(
-        ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor"),
-        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<super::cursor::Cursor>, Query, description = "From the previous page's next_cursor"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses((status = 200, body = CampaignPage), (status = 400, body = ApiError), (status = 401, body = ApiError)),
     security(("api_key" = [])))]

@@ -86,6 +86,7 @@ pub(crate) fn parse_batch<T: DeserializeOwned>(
 /// Reads a JSON body into `T`; a value of the wrong shape is a 422 naming its field (e.g.
 /// `category: unknown variant "lifestyle", expected one of ...`).
 pub(crate) fn parse_body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ApiError> {
+    require_object(raw.get())?;
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let item = ItemError::from_serde(0, error);
@@ -99,6 +100,17 @@ pub(crate) fn parse_body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ApiEr
             serde_json::json!({ "errors": [{"field": field, "message": item.message}] }),
         )
     })
+}
+
+/// Refuses a body that is not a JSON object: serde would read a struct from an array too
+/// (`[null, null]` as the first two fields), which no documented body is.
+pub(crate) fn require_object(body: &str) -> Result<(), ApiError> {
+    if body.trim_start().starts_with('{') {
+        return Ok(());
+    }
+    let message = "the body must be a JSON object";
+    Err(ApiError::new(ErrorCode::ValidationFailed, message)
+        .with_details(serde_json::json!({ "errors": [{"field": "", "message": message}] })))
 }
 
 /// With `atomic`, any refused item refuses the whole batch.
@@ -136,29 +148,56 @@ fn refused_batch(mut errors: Vec<ItemError>) -> ApiError {
     .with_details(serde_json::json!({ "errors": errors }))
 }
 
-/// Opaque page cursors: the key of the last item, base64url-encoded.
+/// Opaque page cursors: the key of the last item, its 8 bytes base64url-encoded, so that
+/// every string of the documented pattern is a cursor and every other string is refused.
 pub(crate) mod cursor {
     use base64::Engine as _;
+    use utoipa::ToSchema;
 
     use crate::error::ApiError;
     use clarion_model::ErrorCode;
 
+    /// A page cursor, as a page's `next_cursor` gives it out.
+    #[derive(ToSchema)]
+    #[allow(dead_code)]
+    #[schema(
+        value_type = String,
+        pattern = "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$",
+        example = "AAAAAAAAAGQ"
+    )]
+    pub struct Cursor(String);
+
     pub fn encode(id: i64) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_string())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())
     }
 
     pub fn decode(cursor: &str) -> Result<i64, ApiError> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| text.parse().ok())
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map(i64::from_be_bytes)
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::InvalidQuery,
                     "cursor is not one this API gave out",
                 )
             })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn every_key_round_trips_and_other_text_is_refused() {
+            for id in [0, 1, 100, i64::MAX, -5] {
+                let text = super::encode(id);
+                assert_eq!(text.len(), 11);
+                assert_eq!(super::decode(&text).ok(), Some(id));
+            }
+            for bad in ["", "@@@", "MQ", "AAAAAAAAAAB", "AAAAAAAAAAAA"] {
+                assert!(super::decode(bad).is_err(), "{bad}");
+            }
+        }
     }
 }
 

@@ -80,8 +80,11 @@ impl From<Segment> for SegmentView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentInput {
+    /// 1 to 200 characters, not only white space.
+    #[schema(max_length = 200, pattern = r"\S")]
     pub name: String,
     /// Lower-case letters, digits and `-`; made from the name when left out.
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,63}$")]
     pub slug: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -98,6 +101,8 @@ pub struct SegmentInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentPatch {
+    /// 1 to 200 characters, not only white space.
+    #[schema(max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     pub description: Option<String>,
     pub category: Option<Category>,
@@ -114,6 +119,7 @@ pub struct PreviewInput {
     #[schema(value_type = Object)]
     pub rule: Value,
     /// How many sample members to list (0 to 100, default 10).
+    #[schema(minimum = 0, maximum = 100)]
     pub sample: Option<u64>,
 }
 
@@ -534,10 +540,13 @@ pub async fn health(
 #[into_params(parameter_in = Query)]
 pub struct MembersQuery {
     /// `json` (default; paged) or `csv` (every member, as a download).
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
     /// 1 to 1,000 members per page (JSON), 100 by default.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = Option<super::cursor::Cursor>)]
     pub cursor: Option<String>,
 }
 
@@ -662,6 +671,7 @@ async fn members_csv(state: &AppState, segment: &Segment) -> Result<HttpResponse
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// `replace` (default: the list becomes the members), `add` or `remove`.
+    #[param(pattern = "^(replace|add|remove)$")]
     pub mode: Option<String>,
 }
 
@@ -876,7 +886,7 @@ pub async fn history(
 /// A contact's segments: current stays first, then past ones, each with entry and exit
 /// times.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}/segments", tag = "segments",
-    params(("external_id" = String, Path, description = "The contact's external id")),
+    params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     responses((status = 200, body = Vec<Stay>), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn contact_segments(
