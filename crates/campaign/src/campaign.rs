@@ -199,8 +199,11 @@ pub struct TargetInput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignInput {
-    /// 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// 1 to 200 characters, no control characters.
+    #[schema(
+        max_length = 200,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: String,
     pub goal: Goal,
     /// Share of the audience held out as a control group (0 up to, not including, 100).

@@ -197,7 +197,8 @@ pub async fn get(
     params(("id" = i64, Path, description = "The campaign's id")),
     request_body = CampaignInput,
     responses((status = 200, body = Campaign), (status = 400, body = ApiError), (status = 403, body = ApiError),
-        (status = 404, body = ApiError), (status = 422, body = ApiError)),
+        (status = 404, body = ApiError), (status = 409, description = "The campaign was launched; duplicate it to change it", body = ApiError),
+        (status = 422, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn update(
     caller: Caller,
@@ -221,7 +222,8 @@ pub async fn update(
 /// Deletes a campaign, its variants and their history.
 #[utoipa::path(delete, path = "/api/v1/campaigns/{id}", tag = "campaigns",
     params(("id" = i64, Path, description = "The campaign's id")),
-    responses((status = 204, description = "Deleted"), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    responses((status = 204, description = "Deleted"), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "The campaign is sending or paused; cancel it first", body = ApiError)),
     security(("api_key" = [])))]
 pub async fn delete(
     caller: Caller,
@@ -241,8 +243,12 @@ pub async fn delete(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DuplicateRequest {
-    /// The copy's name; by default the original's with ` (copy)`.
+    /// The copy's name (1 to 200 characters); by default the original's with ` (copy)`.
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: Option<String>,
 }
 
@@ -290,7 +296,8 @@ pub async fn duplicate(
     params(("id" = i64, Path, description = "The campaign's id"), ("variant_id" = i64, Path, description = "The variant's id")),
     request_body = VariantInput,
     responses((status = 200, body = Campaign), (status = 400, body = ApiError), (status = 403, body = ApiError),
-        (status = 404, body = ApiError), (status = 422, body = ApiError)),
+        (status = 404, body = ApiError), (status = 409, description = "The campaign was launched; duplicate it to change it", body = ApiError),
+        (status = 422, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn save_variant(
     caller: Caller,

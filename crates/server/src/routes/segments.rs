@@ -570,7 +570,8 @@ pub struct MembersPage {
 /// (`external_id,email,first_name,last_name,country,entered_at`).
 #[utoipa::path(get, path = "/api/v1/segments/{segment}/members", tag = "segments",
     params(("segment" = String, Path, description = "Numeric id or slug"), MembersQuery),
-    responses((status = 200, body = MembersPage, description = "JSON page, or text/csv with format=csv"),
+    responses((status = 200, description = "JSON page, or text/csv with format=csv",
+            content((MembersPage = "application/json"), (String = "text/csv"))),
         (status = 400, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn members(
