@@ -55,3 +55,27 @@ ensure_redis() {
     done
     die "redis-server started but does not answer on 127.0.0.1:6379; see $dir/redis.log"
 }
+
+# ensure_schemathesis VENV VERSION: schemathesis VERSION in a Python virtual environment at
+# VENV (created with the machine's python3, so its own Python stays clean), installed from
+# PyPI when missing or of another version. Quick when already there.
+ensure_schemathesis() {
+    local venv="$1" version="$2"
+    local installed
+    installed="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null || true)"
+    [ "$installed" = "$version" ] && [ -x "$venv/bin/schemathesis" ] && return
+    command -v python3 >/dev/null 2>&1 || {
+        can_apt || die "the API conformance check needs python3: run 'sudo apt-get install python3 python3-venv'"
+        apt_install python3 python3-venv
+    }
+    # Debian splits the venv module (and the pip it bootstraps) into python3-venv.
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        can_apt || die "the API conformance check needs Python's venv module: run 'sudo apt-get install python3-venv'"
+        apt_install python3-venv
+    fi
+    say "installing schemathesis $version into $venv (for the API conformance check)..."
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2 || die "python3 -m venv $venv failed"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$version" >&2 \
+        || die "pip could not install schemathesis $version into $venv (is PyPI reachable?)"
+}

@@ -132,6 +132,7 @@ pub struct VariantInput {
     pub name: String,
     /// Relative share of the segment's contacts (a positive whole number); 1 when left out.
     #[serde(default = "one")]
+    #[schema(minimum = 1)]
     pub weight: i64,
     /// The email, required when the campaign sends email.
     #[serde(default)]
@@ -159,11 +160,16 @@ pub struct TargetInput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignInput {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, no control characters.
+    #[schema(
+        max_length = 200,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: String,
     pub goal: Goal,
     /// Share of the audience held out as a control group (0 up to, not including, 100).
     #[serde(default)]
+    #[schema(minimum = 0, exclusive_maximum = 100)]
     pub holdout_percent: f64,
     /// The channels the campaign sends on; every variant has content for each.
     pub channels: Vec<Channel>,

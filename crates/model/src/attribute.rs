@@ -195,6 +195,28 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// The API schema of [`Attributes`]: names as [`AttributeName`] takes them, values a string,
+/// number, boolean, list of strings, or `null` (which removes the attribute in a change).
+pub fn attributes_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let built_in = BUILT_IN_FIELDS.join("|");
+    let names = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!("^(?!(?:{built_in})$)[a-z][a-z0-9_]{{0,63}}$")));
+    let values = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(names))
+        .additional_properties(Some(Schema::OneOf(values)))
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,10 +58,33 @@ impl From<EmailAddress> for String {
 }
 
 /// An IANA time zone such as `Europe/Berlin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "Europe/Berlin")]
 pub struct TimeZone(chrono_tz::Tz);
+
+/// The API document lists every zone name the parser takes.
+impl utoipa::PartialSchema for TimeZone {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name());
+        string_enum("An IANA time zone", names, "Europe/Berlin")
+    }
+}
+
+impl utoipa::ToSchema for TimeZone {}
+
+/// A string schema that takes only the given values.
+fn string_enum(
+    description: &str,
+    values: impl Iterator<Item = &'static str>,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(description))
+        .enum_values(Some(values))
+        .examples([example])
+        .into()
+}
 
 impl TimeZone {
     pub fn parse(value: &str) -> Result<Self, ModelError> {
@@ -95,10 +118,23 @@ impl From<TimeZone> for String {
 }
 
 /// An ISO 3166-1 alpha-2 country code, upper-case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(into = "String")]
-#[schema(value_type = String, example = "DE")]
 pub struct CountryCode(&'static str);
+
+/// The API document lists every code the parser takes.
+impl utoipa::PartialSchema for CountryCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let codes = celes::Country::get_countries().map(|country| country.alpha2);
+        string_enum(
+            "An ISO 3166-1 alpha-2 country code",
+            codes.into_iter(),
+            "DE",
+        )
+    }
+}
+
+impl utoipa::ToSchema for CountryCode {}
 
 impl CountryCode {
     /// Parses a two-letter code, in any case.
@@ -163,7 +199,11 @@ impl From<CountryCode> for String {
 /// A BCP 47 language tag such as `de-DE`, `pt-BR` or `en`, normalised to `ll-RR` case.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "de-DE")]
+#[schema(
+    value_type = String,
+    pattern = r"^\s*[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*\s*$",
+    example = "de-DE"
+)]
 pub struct Locale(String);
 
 impl Locale {
@@ -212,7 +252,11 @@ impl From<Locale> for String {
 /// dots and brackets are removed when parsing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "+4930123456")]
+#[schema(
+    value_type = String,
+    pattern = r"^[ .()-]*\+[ .()-]*[1-9](?:[ .()-]*[0-9]){6,14}[ .()-]*$",
+    example = "+4930123456"
+)]
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
@@ -317,10 +361,40 @@ pub struct Subscriptions {
 
 /// A change to a contact's subscriptions; channels left out keep their status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "SubscriptionsObject")]
 pub struct SubscriptionsPatch {
     pub email: Option<SubscriptionStatus>,
     pub webhook: Option<SubscriptionStatus>,
+}
+
+/// [`SubscriptionsPatch`] as it arrives: only a JSON object, where serde would also read a
+/// struct from an array (`[null, null]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionsFields {
+    email: Option<SubscriptionStatus>,
+    webhook: Option<SubscriptionStatus>,
+}
+
+/// The object form of [`SubscriptionsFields`].
+struct SubscriptionsObject(SubscriptionsFields);
+
+impl<'de> Deserialize<'de> for SubscriptionsObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        SubscriptionsFields::deserialize(serde_json::Value::Object(value))
+            .map(SubscriptionsObject)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<SubscriptionsObject> for SubscriptionsPatch {
+    fn from(SubscriptionsObject(fields): SubscriptionsObject) -> Self {
+        SubscriptionsPatch {
+            email: fields.email,
+            webhook: fields.webhook,
+        }
+    }
 }
 
 impl SubscriptionsPatch {
@@ -366,35 +440,35 @@ macro_rules! contact_changes {
         pub struct $name {
             $($(#[$field_meta])* pub $field: $ty,)*
             #[serde(default)]
-            #[schema(value_type = Option<String>, format = "email")]
+            #[schema(value_type = Option<EmailAddress>)]
             pub email: Patch<EmailAddress>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<PhoneNumber>)]
             pub phone: Patch<PhoneNumber>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<ShortText>)]
             pub first_name: Patch<ShortText>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<ShortText>)]
             pub last_name: Patch<ShortText>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<Locale>)]
             pub locale: Patch<Locale>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<TimeZone>)]
             pub time_zone: Patch<TimeZone>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<CountryCode>)]
             pub country: Patch<CountryCode>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<ShortText>)]
             pub region: Patch<ShortText>,
             #[serde(default)]
-            #[schema(value_type = Option<String>)]
+            #[schema(value_type = Option<ShortText>)]
             pub city: Patch<ShortText>,
             /// Custom attributes to set; `null` removes one.
             #[serde(default)]
-            #[schema(value_type = Object)]
+            #[schema(schema_with = crate::attribute::attributes_schema)]
             pub attributes: Attributes,
             #[serde(default)]
             pub subscriptions: Option<SubscriptionsPatch>,

@@ -7,7 +7,13 @@ use crate::{EventId, ExternalId, ModelError, Timestamp};
 /// 0-9, `_`, `.`, `:` and `-`, starting with a letter.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "purchase")]
+#[schema(
+    value_type = String,
+    min_length = 1,
+    max_length = 64,
+    pattern = "^[a-z][a-z0-9_.:-]{0,63}$",
+    example = "purchase"
+)]
 pub struct EventKind(String);
 
 impl EventKind {
@@ -52,7 +58,7 @@ impl From<EventKind> for String {
 /// An ISO 4217 currency code, three capital letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "EUR")]
+#[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -85,17 +91,25 @@ impl From<Currency> for String {
 }
 
 /// The sender's key for an event; an event whose key was seen before in the workspace is
-/// stored once and answered as a duplicate. 1 to 255 bytes, no control characters.
+/// stored once and answered as a duplicate. 1 to 255 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "order-88123")]
+#[schema(
+    value_type = String,
+    min_length = 1,
+    max_length = 255,
+    pattern = r"^[^\x00-\x1f\x7f-\x9f]+$",
+    example = "order-88123"
+)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     pub fn parse(value: impl Into<String>) -> Result<Self, ModelError> {
         let value = value.into();
-        if value.is_empty() || value.len() > 255 {
-            return Err(ModelError::IdempotencyKey("it must be 1 to 255 bytes long"));
+        if value.is_empty() || value.chars().count() > 255 {
+            return Err(ModelError::IdempotencyKey(
+                "it must be 1 to 255 characters long",
+            ));
         }
         if value.chars().any(char::is_control) {
             return Err(ModelError::IdempotencyKey(

@@ -13,6 +13,6 @@ pub struct Goal {
     #[schema(example = "purchase")]
     pub event: String,
     /// The attribution window in hours (1 to 8760).
-    #[schema(example = 168)]
+    #[schema(example = 168, minimum = 1, maximum = 8760)]
     pub window_hours: i64,
 }

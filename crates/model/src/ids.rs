@@ -57,7 +57,13 @@ int_id!(
 /// 1 to 255 characters, no control characters, no surrounding white space.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "cust-1042")]
+#[schema(
+    value_type = String,
+    min_length = 1,
+    max_length = 255,
+    pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+    example = "cust-1042"
+)]
 pub struct ExternalId(String);
 
 impl ExternalId {
@@ -68,8 +74,8 @@ impl ExternalId {
         if value.is_empty() {
             return Err(ModelError::ExternalId("it is empty"));
         }
-        if value.len() > Self::MAX_LEN {
-            return Err(ModelError::ExternalId("it is longer than 255 bytes"));
+        if value.chars().count() > Self::MAX_LEN {
+            return Err(ModelError::ExternalId("it is longer than 255 characters"));
         }
         if value.trim() != value {
             return Err(ModelError::ExternalId("it starts or ends with white space"));

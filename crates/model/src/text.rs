@@ -7,7 +7,11 @@ use crate::ModelError;
 /// characters. Empty text is refused; send `null` to clear a field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String)]
+#[schema(
+    value_type = String,
+    max_length = 200,
+    pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+)]
 pub struct ShortText(String);
 
 impl ShortText {

@@ -30,8 +30,11 @@ pub const MAX_NAME_CHARS: usize = 200;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentInput {
+    /// 1 to 200 characters, not only white space.
+    #[schema(max_length = 200, pattern = r"\S")]
     pub name: String,
     /// Lower-case letters, digits and `-`; made from the name when left out.
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,63}$")]
     pub slug: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -49,6 +52,8 @@ pub struct SegmentInput {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentPatch {
+    /// 1 to 200 characters, not only white space.
+    #[schema(max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     pub description: Option<String>,
     pub category: Option<Category>,

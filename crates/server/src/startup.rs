@@ -120,7 +120,10 @@ impl Application {
     }
 }
 
-async fn not_found() -> HttpResponse {
+async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
+    if let Some(allowed) = routes::docs::allowed_methods(request.path()) {
+        return routes::docs::method_not_allowed(&allowed);
+    }
     error::ApiError::new(
         ErrorCode::NotFound,
         "no such endpoint; the API reference is at /api/docs",

@@ -78,8 +78,8 @@ pub struct ListQuery {
 /// Lists campaigns in creation order, a page at a time.
 #[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns",
     params(
-        ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor"),
-        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<super::cursor::Cursor>, Query, description = "From the previous page's next_cursor"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses((status = 200, body = CampaignPage), (status = 400, body = ApiError), (status = 401, body = ApiError)),
     security(("api_key" = [])))]
@@ -128,7 +128,8 @@ pub async fn get(
     params(("id" = i64, Path, description = "The campaign's id")),
     request_body = CampaignInput,
     responses((status = 200, body = Campaign), (status = 400, body = ApiError), (status = 403, body = ApiError),
-        (status = 404, body = ApiError), (status = 422, body = ApiError)),
+        (status = 404, body = ApiError), (status = 409, description = "The campaign was launched; duplicate it to change it", body = ApiError),
+        (status = 422, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn update(
     caller: Caller,
@@ -152,7 +153,8 @@ pub async fn update(
 /// Deletes a campaign, its variants and their history.
 #[utoipa::path(delete, path = "/api/v1/campaigns/{id}", tag = "campaigns",
     params(("id" = i64, Path, description = "The campaign's id")),
-    responses((status = 204, description = "Deleted"), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    responses((status = 204, description = "Deleted"), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "The campaign is sending or paused; cancel it first", body = ApiError)),
     security(("api_key" = [])))]
 pub async fn delete(
     caller: Caller,
@@ -172,8 +174,12 @@ pub async fn delete(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DuplicateRequest {
-    /// The copy's name; by default the original's with ` (copy)`.
+    /// The copy's name (1 to 200 characters); by default the original's with ` (copy)`.
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$"
+    )]
     pub name: Option<String>,
 }
 
@@ -209,7 +215,8 @@ pub async fn duplicate(
     params(("id" = i64, Path, description = "The campaign's id"), ("variant_id" = i64, Path, description = "The variant's id")),
     request_body = VariantInput,
     responses((status = 200, body = Campaign), (status = 400, body = ApiError), (status = 403, body = ApiError),
-        (status = 404, body = ApiError), (status = 422, body = ApiError)),
+        (status = 404, body = ApiError), (status = 409, description = "The campaign was launched; duplicate it to change it", body = ApiError),
+        (status = 422, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn save_variant(
     caller: Caller,

@@ -82,7 +82,7 @@ pub async fn upsert_batch(
 
 /// One contact.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}", tag = "contacts",
-    params(("external_id" = String, Path, description = "The contact's external id")),
+    params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     responses((status = 200, body = Contact), (status = 401, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn get(
@@ -101,7 +101,7 @@ pub async fn get(
 /// Changes some fields of a contact: fields left out keep their value, `null` clears one,
 /// attributes are merged (an attribute set to `null` is removed).
 #[utoipa::path(patch, path = "/api/v1/contacts/{external_id}", tag = "contacts",
-    params(("external_id" = String, Path, description = "The contact's external id")),
+    params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     request_body = ContactPatch,
     responses((status = 200, body = Contact), (status = 400, body = ApiError), (status = 403, body = ApiError),
         (status = 404, body = ApiError), (status = 422, body = ApiError)),
@@ -128,7 +128,7 @@ pub async fn patch(
 
 /// Deletes a contact and all its events.
 #[utoipa::path(delete, path = "/api/v1/contacts/{external_id}", tag = "contacts",
-    params(("external_id" = String, Path, description = "The contact's external id")),
+    params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     responses((status = 204, description = "Deleted"), (status = 403, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn delete(
@@ -160,13 +160,12 @@ pub struct ContactPage {
 /// contains the value). Several filters all apply.
 #[utoipa::path(get, path = "/api/v1/contacts", tag = "contacts",
     params(
-        ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor"),
-        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100"),
-        ("country" = Option<String>, Query, description = "ISO 3166-1 alpha-2 code"),
+        ("cursor" = Option<super::cursor::Cursor>, Query, description = "From the previous page's next_cursor"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
+        ("country" = Option<clarion_model::CountryCode>, Query, description = "ISO 3166-1 alpha-2 code"),
         ("city" = Option<String>, Query),
-        ("email" = Option<String>, Query),
+        ("email" = Option<clarion_model::EmailAddress>, Query),
         ("email_domain" = Option<String>, Query),
-        ("attr.NAME" = Option<String>, Query, description = "A custom attribute's value, e.g. attr.tier=gold"),
     ),
     responses((status = 200, body = ContactPage), (status = 400, body = ApiError), (status = 401, body = ApiError)),
     security(("api_key" = [])))]
@@ -275,12 +274,12 @@ pub struct EventQuery {
 /// A contact's events, newest first.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}/events", tag = "contacts",
     params(
-        ("external_id" = String, Path, description = "The contact's external id"),
-        ("kind" = Option<String>, Query, description = "Only events of this kind"),
-        ("since" = Option<String>, Query, description = "RFC 3339; events at or after"),
-        ("until" = Option<String>, Query, description = "RFC 3339; events before"),
-        ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor"),
-        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100"),
+        ("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id"),
+        ("kind" = Option<clarion_model::EventKind>, Query, description = "Only events of this kind"),
+        ("since" = Option<clarion_model::Timestamp>, Query, description = "RFC 3339; events at or after"),
+        ("until" = Option<clarion_model::Timestamp>, Query, description = "RFC 3339; events before"),
+        ("cursor" = Option<super::cursor::Cursor>, Query, description = "From the previous page's next_cursor"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses((status = 200, body = EventPage), (status = 400, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]

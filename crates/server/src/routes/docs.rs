@@ -1,10 +1,18 @@
 //! The OpenAPI document, generated from the handlers and types, and a reference page that
 //! works offline (Redoc, vendored under `assets/redoc`).
 
+use std::sync::LazyLock;
+
 use actix_web::{HttpResponse, http::header, web};
 use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi, ToSchema,
+    openapi::{
+        Content, Ref, RefOr, Required, Response,
+        path::Operation,
+        request_body::RequestBody,
+        schema::{Schema, SchemaType, Type},
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
 use super::{
@@ -38,7 +46,11 @@ use crate::error::ApiError;
         ApiError, clarion_contacts::ItemError, clarion_contacts::contacts::UpsertReport, clarion_contacts::events::EventReport,
         clarion_contacts::events::Duplicate, clarion_model::Contact, clarion_model::ContactUpsert,
         clarion_model::ContactPatch, clarion_model::EventInput, clarion_model::Event,
-        clarion_model::Subscriptions, clarion_model::SubscriptionsPatch,
+        clarion_model::Subscriptions, clarion_model::SubscriptionsPatch, clarion_model::ExternalId,
+        clarion_model::EmailAddress, clarion_model::PhoneNumber, clarion_model::ShortText,
+        clarion_model::Locale, clarion_model::TimeZone, clarion_model::CountryCode,
+        clarion_model::EventKind, clarion_model::Currency, clarion_model::IdempotencyKey,
+        clarion_model::Timestamp, super::cursor::Cursor,
         segments::SegmentView, segments::SegmentInput, segments::SegmentPatch,
         segments::PreviewInput, segments::PreviewView, segments::HealthView, segments::MembersPage,
         segments::MemberView, segments::UploadReport, segments::UnknownLine,
@@ -68,7 +80,7 @@ use crate::error::ApiError;
         clarion_campaign::deliveries::DeliveryView,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
     )),
-    modifiers(&BearerKeys),
+    modifiers(&BearerKeys, &CommonAnswers),
     tags(
         (name = "contacts", description = "Customers and their attributes"),
         (name = "events", description = "What customers do"),
@@ -81,6 +93,16 @@ use crate::error::ApiError;
     )
 )]
 pub struct ApiDoc;
+
+/// The form of a one-click unsubscribe (RFC 8058). Any form is taken, or none: the signed
+/// token is the request.
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UnsubscribeForm {
+    /// `One-Click` from a mail client, the button's value from the page.
+    #[serde(rename = "List-Unsubscribe")]
+    list_unsubscribe: Option<String>,
+}
 
 struct BearerKeys;
 
@@ -97,6 +119,194 @@ impl Modify for BearerKeys {
             ),
         );
     }
+}
+
+/// Adds to every operation the error answers that come from the framework around the handler
+/// rather than from the handler itself, so the document lists every status an endpoint can
+/// answer: 401 and 403 (the API key), 400, 413 and 415 (the body and the query string, before
+/// the handler runs) and 503 (the database does not answer). Only `/api/v1` operations get
+/// them; an answer an operation documents itself keeps its own description.
+struct CommonAnswers;
+
+impl CommonAnswers {
+    fn add(operation: &mut Operation, status: u16, description: &str) {
+        let error = Content::new(Some(RefOr::Ref(Ref::from_schema_name("ApiError"))));
+        let mut response = Response::new(description);
+        response
+            .content
+            .insert("application/json".into(), error.into());
+        operation
+            .responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| RefOr::T(response));
+    }
+
+    /// An optional body is one that may be left out; `null` is not a body the handlers take,
+    /// so the `null` alternative of an `Option<T>` body goes.
+    fn not_null_when_optional(body: &mut RequestBody) {
+        if body.required == Some(Required::True) {
+            return;
+        }
+        for content in body.content.values_mut() {
+            let RefOr::T(content) = content else { continue };
+            let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+                continue;
+            };
+            let mut kept = one_of.items.iter().filter(|item| {
+                !matches!(item, RefOr::T(Schema::Object(object))
+                    if object.schema_type == SchemaType::Type(Type::Null))
+            });
+            if let (Some(only), None) = (kept.next(), kept.next()) {
+                content.schema = Some(only.clone());
+            }
+        }
+    }
+
+    fn complete(operation: &mut Operation) {
+        let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+        let parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        if let Some(RefOr::T(body)) = &mut operation.request_body {
+            Self::not_null_when_optional(body);
+        }
+        let body = match &operation.request_body {
+            Some(RefOr::T(body)) => Some(body.content.contains_key("application/json")),
+            _ => None,
+        };
+        if secured {
+            Self::add(
+                operation,
+                401,
+                "No `Authorization: Bearer` key, or one that is unknown or revoked",
+            );
+            Self::add(operation, 403, "The key's role may not do this");
+        }
+        if let Some(json) = body {
+            Self::add(
+                operation,
+                400,
+                "The body cannot be read (not JSON, or not of the expected shape), or a parameter is malformed",
+            );
+            Self::add(
+                operation,
+                413,
+                "The body is larger than `server.max_body_bytes`",
+            );
+            Self::add(
+                operation,
+                415,
+                "The body is not sent with the documented `Content-Type`",
+            );
+            if json {
+                Self::add(
+                    operation,
+                    422,
+                    "A field of the body has a wrong value; `details.errors` names each",
+                );
+            }
+        } else if parameters {
+            Self::add(operation, 400, "A path or query parameter is malformed");
+        }
+        Self::add(
+            operation,
+            503,
+            "The database does not answer; try again shortly",
+        );
+    }
+}
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // The tracking links and the operations endpoints answer for themselves (pages,
+        // images, readiness), not with API errors.
+        let api = openapi
+            .paths
+            .paths
+            .iter_mut()
+            .filter(|(path, _)| path.starts_with("/api/v1/"));
+        for (_, item) in api {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                Self::complete(operation);
+            }
+        }
+    }
+}
+
+/// The path templates of the document with the methods each answers, split into segments.
+static METHODS: LazyLock<Vec<(Vec<String>, Vec<&'static str>)>> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(method, present)| present.then_some(method))
+            .collect();
+            (path.split('/').map(str::to_owned).collect(), methods)
+        })
+        .collect()
+});
+
+/// The methods the document lists for a request path, when it documents the path at all.
+/// The server's answer to a request no route took uses it: a documented path asked with
+/// another method is a 405 with `Allow`, not a 404.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    // How many segments of a template match literally, when the template matches at all:
+    // `/contacts/batch` is its own path, not a contact named "batch".
+    let literal_matches = |template: &[String]| {
+        if template.len() != segments.len() {
+            return None;
+        }
+        let mut literal = 0;
+        for (t, s) in template.iter().zip(&segments) {
+            if t == s {
+                literal += 1;
+            } else if !(t.starts_with('{') && t.ends_with('}') && !s.is_empty()) {
+                return None;
+            }
+        }
+        Some(literal)
+    };
+    let matches: Vec<(usize, &Vec<&str>)> = METHODS
+        .iter()
+        .filter_map(|(template, methods)| literal_matches(template).map(|n| (n, methods)))
+        .collect();
+    let best = matches.iter().map(|(n, _)| *n).max()?;
+    let mut allowed: Vec<&str> = matches
+        .iter()
+        .filter(|(n, _)| *n == best)
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    Some(allowed.join(", "))
+}
+
+/// The answer to a documented path asked with a method it does not answer.
+pub fn method_not_allowed(allowed: &str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allowed))
+        .json(serde_json::json!({
+            "code": "method_not_allowed",
+            "message": format!("this endpoint answers {allowed}"),
+        }))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

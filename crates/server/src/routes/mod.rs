@@ -90,11 +90,35 @@ pub(crate) fn parse_batch<T: DeserializeOwned>(
 /// missing field`). `body` is JSON already (the `Json<Box<RawValue>>` extractor answered 400
 /// otherwise), so every failure here is the caller's value, never the syntax.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_str(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    require_object(body)?;
+    let mut value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, describe_json_error(&e)))?;
+    whole_numbers_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|error| {
         let item = ItemError::from_serde(0, error);
         ApiError::invalid_field(item.field.as_deref().unwrap_or_default(), item.message)
     })
+}
+
+/// JSON does not tell `7` from `7.0`, and the OpenAPI document calls both an integer; serde
+/// reads only the first into an integer field, so whole numbers are made integers first.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && float.abs() < 9.0e15
+            {
+                // Exact: a whole float below 2^53 converts without loss.
+                *value = serde_json::Value::from(float as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(whole_numbers_as_integers)
+        }
+        _ => {}
+    }
 }
 
 /// Reads a body that may be left out (empty or only whitespace), which means `T::default()`;
@@ -112,6 +136,18 @@ pub(crate) fn parse_optional_body<T: Default + DeserializeOwned>(
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| ApiError::new(ErrorCode::InvalidJson, describe_json_error(&e)))?;
     parse_body(text)
+}
+
+/// Refuses a body that is not a JSON object: serde would read a struct from an array too
+/// (`[null, null]` as the first two fields), which no documented body is.
+pub(crate) fn require_object(body: &str) -> Result<(), ApiError> {
+    if body.trim_start().starts_with('{') {
+        return Ok(());
+    }
+    Err(ApiError::invalid_field(
+        "",
+        "the body must be a JSON object",
+    ))
 }
 
 /// With `atomic`, any refused item refuses the whole batch.
@@ -151,29 +187,56 @@ fn refused_batch(mut errors: Vec<ItemError>) -> ApiError {
     .with_details(serde_json::json!({ "errors": errors }))
 }
 
-/// Opaque page cursors: the key of the last item, base64url-encoded.
+/// Opaque page cursors: the key of the last item, its 8 bytes base64url-encoded, so that
+/// every string of the documented pattern is a cursor and every other string is refused.
 pub(crate) mod cursor {
     use base64::Engine as _;
+    use utoipa::ToSchema;
 
     use crate::error::ApiError;
     use clarion_model::ErrorCode;
 
+    /// A page cursor, as a page's `next_cursor` gives it out.
+    #[derive(ToSchema)]
+    #[allow(dead_code)]
+    #[schema(
+        value_type = String,
+        pattern = "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$",
+        example = "AAAAAAAAAGQ"
+    )]
+    pub struct Cursor(String);
+
     pub fn encode(id: i64) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_string())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())
     }
 
     pub fn decode(cursor: &str) -> Result<i64, ApiError> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| text.parse().ok())
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map(i64::from_be_bytes)
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::InvalidQuery,
                     "cursor is not one this API gave out",
                 )
             })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn every_key_round_trips_and_other_text_is_refused() {
+            for id in [0, 1, 100, i64::MAX, -5] {
+                let text = super::encode(id);
+                assert_eq!(text.len(), 11);
+                assert_eq!(super::decode(&text).ok(), Some(id));
+            }
+            for bad in ["", "@@@", "MQ", "AAAAAAAAAAB", "AAAAAAAAAAAA"] {
+                assert!(super::decode(bad).is_err(), "{bad}");
+            }
+        }
     }
 }
 

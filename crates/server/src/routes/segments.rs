@@ -86,6 +86,7 @@ pub struct PreviewInput {
     #[schema(value_type = Object)]
     pub rule: Value,
     /// How many sample members to list (0 to 100, default 10).
+    #[schema(minimum = 0, maximum = 100)]
     pub sample: Option<u64>,
 }
 
@@ -307,10 +308,13 @@ pub async fn health(
 #[into_params(parameter_in = Query)]
 pub struct MembersQuery {
     /// `json` (default; paged) or `csv` (every member, as a download).
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
     /// 1 to 1,000 members per page (JSON), 100 by default.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = Option<super::cursor::Cursor>)]
     pub cursor: Option<String>,
 }
 
@@ -334,7 +338,8 @@ pub struct MembersPage {
 /// (`external_id,email,first_name,last_name,country,entered_at`).
 #[utoipa::path(get, path = "/api/v1/segments/{segment}/members", tag = "segments",
     params(("segment" = String, Path, description = "Numeric id or slug"), MembersQuery),
-    responses((status = 200, body = MembersPage, description = "JSON page, or text/csv with format=csv"),
+    responses((status = 200, description = "JSON page, or text/csv with format=csv",
+            content((MembersPage = "application/json"), (String = "text/csv"))),
         (status = 400, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn members(
@@ -431,6 +436,7 @@ async fn members_csv(state: &AppState, segment: &Segment) -> Result<HttpResponse
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// `replace` (default: the list becomes the members), `add` or `remove`.
+    #[param(pattern = "^(replace|add|remove)$")]
     pub mode: Option<String>,
 }
 
@@ -642,7 +648,7 @@ pub async fn history(
 /// A contact's segments: current stays first, then past ones, each with entry and exit
 /// times.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}/segments", tag = "segments",
-    params(("external_id" = String, Path, description = "The contact's external id")),
+    params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     responses((status = 200, body = Vec<Stay>), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn contact_segments(

@@ -314,10 +314,10 @@ fn page(deliveries: Vec<DeliveryView>, limit: u64) -> DeliveryPage {
 /// and `channel`, page with `cursor` and `limit`.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/deliveries", tag = "sending",
     params(("id" = i64, Path, description = "The campaign's id"),
-        ("status" = Option<String>, Query, description = "queued, sending, sent, failed, suppressed, holdout or cancelled"),
-        ("channel" = Option<String>, Query, description = "email or webhook"),
-        ("cursor" = Option<String>, Query, description = "From next_cursor"),
-        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100")),
+        ("status" = Option<clarion_campaign::DeliveryStatus>, Query, description = "queued, sending, sent, failed, suppressed, holdout or cancelled"),
+        ("channel" = Option<clarion_model::Channel>, Query, description = "email or webhook"),
+        ("cursor" = Option<super::cursor::Cursor>, Query, description = "From next_cursor"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100")),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn campaign_deliveries(
@@ -344,11 +344,11 @@ pub async fn campaign_deliveries(
 
 /// Every delivery to a contact, across campaigns, with why any failed or was suppressed.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}/deliveries", tag = "sending",
-    params(("external_id" = String, Path, description = "The contact's external id"),
-        ("status" = Option<String>, Query, description = "queued, sending, sent, failed, suppressed, holdout or cancelled"),
-        ("channel" = Option<String>, Query, description = "email or webhook"),
-        ("cursor" = Option<String>, Query, description = "From next_cursor"),
-        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100")),
+    params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id"),
+        ("status" = Option<clarion_campaign::DeliveryStatus>, Query, description = "queued, sending, sent, failed, suppressed, holdout or cancelled"),
+        ("channel" = Option<clarion_model::Channel>, Query, description = "email or webhook"),
+        ("cursor" = Option<super::cursor::Cursor>, Query, description = "From next_cursor"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100")),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]
 pub async fn contact_deliveries(
@@ -399,9 +399,9 @@ pub struct DeadLetterQuery {
 /// id seen). Each names the delivery, why it failed and how many attempts were made; the
 /// delivery row says the same and can be retried with `POST /campaigns/{id}/retry`.
 #[utoipa::path(get, path = "/api/v1/dead-letters/{channel}", tag = "sending",
-    params(("channel" = String, Path, description = "email or webhook"),
-        ("after" = Option<String>, Query, description = "The id of the last dead letter seen"),
-        ("limit" = Option<u64>, Query, description = "1 to 1000, default 100")),
+    params(("channel" = clarion_model::Channel, Path, description = "email or webhook"),
+        ("after" = Option<String>, Query, pattern = "^[0-9]{1,19}-[0-9]{1,19}$", description = "The id of the last dead letter seen"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100")),
     responses((status = 200, body = Vec<DeadLetterView>), (status = 400, body = ApiError), (status = 403, body = ApiError),
         (status = 503, body = ApiError)),
     security(("api_key" = [])))]
@@ -419,7 +419,7 @@ pub async fn dead_letters(
         .open(channel)
         .await
         .map_err(clarion_campaign::CampaignError::from)?;
-    let after = query.after.as_deref().map(clarion_queue::EntryId::new);
+    let after = query.after.as_deref().map(dead_letter_id).transpose()?;
     let letters = queue
         .dead_letters(after.as_ref(), usize::try_from(limit).unwrap_or(100))
         .await
@@ -443,4 +443,18 @@ pub async fn dead_letters(
         })
         .collect();
     Ok(HttpResponse::Ok().json(views))
+}
+
+/// A dead letter's id as the stream gives them out (`<ms>-<seq>`, as documented); anything
+/// else is the caller's mistake, answered 400 rather than sent to Redis to refuse.
+fn dead_letter_id(text: &str) -> Result<clarion_queue::EntryId, ApiError> {
+    let number =
+        |part: &str| (1..=19).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+    match text.split_once('-') {
+        Some((ms, seq)) if number(ms) && number(seq) => Ok(clarion_queue::EntryId::new(text)),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("after {text:?} is not a dead letter id such as 1764000000000-0"),
+        )),
+    }
 }

@@ -20,14 +20,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct SuggestBody {
     /// How many groups to look for, 2 to 12 (default 4).
+    #[schema(minimum = 2, maximum = 12)]
     pub clusters: Option<usize>,
     /// At most this many contacts are used to fit the groups, 1 to 200,000 (default 10,000);
     /// everyone is then assigned to a group for the sizes.
+    #[schema(minimum = 1, maximum = 200000)]
     pub sample: Option<usize>,
     /// Seeds the sample and the clustering: the same data and seed give the same answer
     /// (default 42).
     pub seed: Option<u64>,
     /// How many of the most common interest categories to use, 1 to 30 (default 12).
+    #[schema(minimum = 1, maximum = 30)]
     pub categories: Option<usize>,
 }
 

@@ -156,7 +156,7 @@ pub async fn unsubscribe_page(
 /// Repeating it changes nothing. The body is not needed: the signed token is the request.
 #[utoipa::path(post, path = "/t/u/{token}", tag = "tracking",
     params(("token" = String, Path, description = "The signed unsubscribe token of a message")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+    request_body(content = super::docs::UnsubscribeForm, content_type = "application/x-www-form-urlencoded",
         description = "`List-Unsubscribe=One-Click` (RFC 8058), or empty"),
     responses(
         (status = 200, description = "Unsubscribed (or already so)", content_type = "text/html"),

@@ -69,7 +69,7 @@ pub struct Interest {
 /// The values are those of the workspace's last trait computation, not of this moment:
 /// `recency_days` counts to `computed_at`.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}/traits", tag = "contacts",
-    params(("external_id" = String, Path, description = "The contact's external id")),
+    params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     responses((status = 200, body = ContactTraits), (status = 400, body = ApiError),
         (status = 401, body = ApiError), (status = 404, body = ApiError)),
     security(("api_key" = [])))]

@@ -1311,7 +1311,34 @@ async fn a_segment_a_campaign_uses_cannot_be_deleted(backend: Backend) {
     );
 }
 
+/// JSON has one kind of number: `168.0` is the integer 168, as the OpenAPI document says,
+/// while `1.5` in an integer field is still refused, naming it.
+async fn whole_numbers_written_with_a_fraction_are_integers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    segment(&app, "champions", &[]).await;
+    let mut body = campaign(json!([
+        { "segment": "champions", "variants": [variant("A", 1, "Hi")] },
+    ]));
+    body["goal"]["window_hours"] = json!(168.0);
+    body["targets"][0]["variants"][0]["weight"] = json!(3.0);
+    let created = create(&app, &body).await;
+    assert_eq!(created["goal"]["window_hours"], 168, "{created}");
+    assert_eq!(
+        created["targets"][0]["variants"][0]["weight"], 3,
+        "{created}"
+    );
+
+    body["goal"]["window_hours"] = json!(1.5);
+    let (status, refused) = app.post("/api/v1/campaigns", &body).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["details"]["errors"][0]["field"], "goal.window_hours",
+        "{refused}"
+    );
+}
+
 on_both_backends!(
+    whole_numbers_written_with_a_fraction_are_integers,
     a_segment_a_campaign_uses_cannot_be_deleted,
     campaigns_round_trip_with_their_variants,
     invalid_campaigns_name_the_variant_field_line_and_column,
