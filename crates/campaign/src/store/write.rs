@@ -3,10 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use clarion_contacts::begin_write;
 use clarion_model::{CampaignId, Timestamp, VariantId, WorkspaceId};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
     sea_query::{Expr, ExprTrait, Query},
 };
 
@@ -272,17 +272,6 @@ pub fn input_of(campaign: &Campaign) -> CampaignInput {
         audience_segment: campaign.audience_segment.as_ref().map(|s| s.slug.clone()),
         fallback: campaign.fallback.as_ref().map(variant),
     }
-}
-
-/// Begins a transaction that will write; on SQLite it takes the write lock at once, so it
-/// waits for a busy writer under the busy timeout instead of failing midway.
-async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        isolation_level: None,
-        access_mode: None,
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-    })
-    .await
 }
 
 /// Checks the segments, then stores a new campaign and its variants.
