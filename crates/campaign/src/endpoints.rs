@@ -596,8 +596,8 @@ pub async fn finish_rotation(
 /// "Send test": renders `request.payload` (or [`SAMPLE_PAYLOAD`]) for the chosen contact (or
 /// a sample one), POSTs it signed to the endpoint as a delivery would be (extra headers,
 /// timeout, both signatures during a rotation, the target policy with DNS checked), and says
-/// what the receiver answered. The endpoint's results are not changed, and a disabled
-/// endpoint can be tested.
+/// what the receiver answered, waiting at most 10 s (or the endpoint's shorter timeout). The
+/// endpoint's results are not changed, and a disabled endpoint can be tested.
 ///
 /// # Errors
 /// [`CampaignError::NotFound`] for the endpoint or the contact, [`CampaignError::Invalid`]

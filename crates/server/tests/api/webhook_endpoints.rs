@@ -793,6 +793,20 @@ async fn send_test_posts_a_signed_sample_and_shows_the_answer(backend: Backend) 
         .await;
     assert_eq!(status, 403);
     assert_eq!(receiver.requests().len(), 2, "refused tests send nothing");
+
+    // The endpoint's own timeout holds the request to it.
+    let slow = WebhookReceiver::start(vec![]);
+    slow.answer_otherwise(Reply::status(204).delay(Duration::from_secs(3)));
+    h.endpoint(json!({"name": "slow", "url": slow.url("/slow"), "timeout_ms": 200}))
+        .await;
+    let (status, timed_out) = h
+        .admin(Method::POST, "/api/v1/webhook-endpoints/slow/test", None)
+        .await;
+    assert_eq!(status, 200, "{timed_out}");
+    assert_eq!(timed_out["delivered"], false, "{timed_out}");
+    assert!(timed_out["status_code"].is_null(), "{timed_out}");
+    let error = timed_out["error"].as_str().unwrap();
+    assert!(error.contains("timed out"), "{error}");
 }
 
 async fn a_disabled_endpoint_holds_its_deliveries_until_enabled(backend: Backend) {
