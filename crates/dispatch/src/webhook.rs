@@ -175,13 +175,16 @@ pub fn check_extra_header(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// How much of an answer a [`WebhookAttempt`] keeps.
+const ATTEMPT_BODY_BYTES: usize = 4 * 1024;
+
 /// One webhook call as the receiver answered it: for the delivery's outcome, the endpoint's
 /// last results and "send test".
 #[derive(Debug, Clone)]
 pub struct WebhookAttempt {
     /// The receiver's HTTP status, if it answered at all.
     pub status: Option<u16>,
-    /// The first bytes of its answer (up to `webhook.max_response_bytes`).
+    /// The first bytes of its answer (up to 4 KiB, and `webhook.max_response_bytes`).
     pub body: Vec<u8>,
     /// From sending the request to reading the answer.
     pub elapsed: Duration,
@@ -354,8 +357,11 @@ impl WebhookSender {
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         *answered = Some(status.as_u16());
-        *answer = read_capped(response, self.max_response_bytes).await;
-        classify_status(status, retry_after, location.as_deref(), answer)
+        let body = read_capped(response, self.max_response_bytes).await;
+        let result = classify_status(status, retry_after, location.as_deref(), &body);
+        // A batch keeps its attempts until it is recorded: only the start of each answer.
+        answer.extend_from_slice(&body[..body.len().min(ATTEMPT_BODY_BYTES)]);
+        result
     }
 
     /// Checks the scheme and, for IP literals, the address. Host names are checked by the
