@@ -159,9 +159,12 @@ async fn launchable(
             campaign.status.as_str()
         )));
     }
-    if campaign.sends(Channel::Webhook) && settings.webhook_url.is_empty() {
+    if campaign.sends(Channel::Webhook)
+        && settings.webhook_url.is_empty()
+        && campaign.uses_default_webhook_endpoint()
+    {
         return Err(CampaignError::Conflict(
-            "the campaign sends webhooks, but no webhook receiver is configured: set sending.webhook_url and webhook.secret".into(),
+            "the campaign sends webhooks, but a variant names no webhook endpoint and no default receiver is configured: name an endpoint in each variant's webhook.endpoint, or set sending.webhook_url and webhook.secret".into(),
         ));
     }
     Ok(campaign)

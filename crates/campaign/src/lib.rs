@@ -24,6 +24,8 @@
 //! * [`control`]: pause, resume, cancel, retry, and the supervisor that completes runs and
 //!   re-enqueues lost jobs.
 //! * [`deliveries`]: progress of a run and the deliveries of a campaign or contact.
+//! * [`endpoints`]: webhook endpoints with their own secrets (rotated with overlap), headers,
+//!   rate limits, timeouts and results; "send test".
 //! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
 //!   ingestion.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
@@ -38,6 +40,7 @@ pub mod campaign;
 pub mod contacts;
 pub mod control;
 pub mod deliveries;
+pub mod endpoints;
 pub mod engagement;
 pub mod launch;
 pub mod preview;

@@ -95,14 +95,18 @@ pub enum BenchCommand {
         bytes: usize,
     },
     /// Webhooks: signed POSTs to a keep-alive HTTP receiver started in this process, which
-    /// answers 204 to each.
+    /// answers 204 to each: rounds signed with `webhook.secret` alternate with rounds spread
+    /// over webhook endpoints with their own secrets (half of them mid-rotation).
     Webhook {
-        /// Deliveries to send.
+        /// Deliveries to send per round.
         #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_deliveries)]
         deliveries: usize,
         /// Requests in flight at once.
         #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_concurrency)]
         concurrency: usize,
+        /// Endpoints of the per-endpoint rounds (0: only the single-secret rounds).
+        #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_endpoints)]
+        endpoints: usize,
     },
 }
 
@@ -229,10 +233,12 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
         BenchCommand::Webhook {
             deliveries,
             concurrency,
+            endpoints,
         } => {
             let options = DispatchBenchOptions {
                 webhook_deliveries: deliveries,
                 webhook_concurrency: concurrency,
+                webhook_endpoints: endpoints,
                 ..DispatchBenchOptions::default()
             };
             webhook(&options).await

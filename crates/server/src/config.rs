@@ -283,6 +283,15 @@ impl Settings {
                 reason: format!("{} (the value is not shown)", error.reason()),
             });
         }
+        if self.webhook.rotation_overlap_secs > clarion_campaign::endpoints::MAX_OVERLAP_SECS {
+            return Err(ConfigError::Invalid {
+                key: "webhook.rotation_overlap_secs",
+                reason: format!(
+                    "must be at most {} (30 days)",
+                    clarion_campaign::endpoints::MAX_OVERLAP_SECS
+                ),
+            });
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log.level",
@@ -347,6 +356,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("ingest.max_batch"), "{error}");
+        let error = Settings::load_from(
+            None,
+            env(&[("CLARION__WEBHOOK__ROTATION_OVERLAP_SECS", "99999999")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("webhook.rotation_overlap_secs"), "{error}");
         let error = Settings::load_from(None, env(&[("CLARION__SERVER__PROT", "1")]))
             .unwrap_err()
             .to_string();

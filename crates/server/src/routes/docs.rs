@@ -17,7 +17,7 @@ use utoipa::{
 
 use super::{
     campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
-    traits,
+    traits, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -40,6 +40,10 @@ use crate::error::ApiError;
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
+        webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
+        webhook_endpoints::update, webhook_endpoints::delete, webhook_endpoints::disable,
+        webhook_endpoints::enable, webhook_endpoints::rotate_secret,
+        webhook_endpoints::finish_rotation, webhook_endpoints::test,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
     components(schemas(
@@ -79,6 +83,12 @@ use crate::error::ApiError;
         clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
         clarion_campaign::deliveries::DeliveryView,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
+        webhook_endpoints::EndpointList, clarion_campaign::endpoints::EndpointInput,
+        clarion_campaign::endpoints::EndpointPatch, clarion_campaign::endpoints::Endpoint,
+        clarion_campaign::endpoints::EndpointResults,
+        clarion_campaign::endpoints::EndpointWithSecret,
+        clarion_campaign::endpoints::RotateRequest, clarion_campaign::endpoints::TestRequest,
+        clarion_campaign::endpoints::TestResult,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -88,6 +98,7 @@ use crate::error::ApiError;
         (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
+        (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )

@@ -12,6 +12,7 @@ pub mod suggest;
 pub mod templates;
 pub mod tracking;
 pub mod traits;
+pub mod webhook_endpoints;
 
 use actix_web::web;
 use clarion_model::{ErrorCode, ExternalId};
@@ -39,7 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(campaigns::configure)
             .configure(sending::configure)
             .configure(templates::configure)
-            .configure(traits::configure),
+            .configure(traits::configure)
+            .configure(webhook_endpoints::configure),
     );
 }
 

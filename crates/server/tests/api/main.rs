@@ -13,3 +13,4 @@ mod segments;
 mod sending;
 mod tracking;
 mod traits;
+mod webhook_endpoints;
