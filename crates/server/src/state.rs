@@ -23,6 +23,8 @@ pub struct AppState {
     pub tracker: clarion_template::Tracker,
     /// The delivery queues (one per channel) that launches fill and workers drain.
     pub queues: clarion_campaign::Queues,
+    /// Verifies and applies the email providers' bounce and complaint webhooks.
+    pub providers: clarion_campaign::providers::Receiver,
 }
 
 impl AppState {
@@ -42,8 +44,15 @@ impl AppState {
             &settings.redis.key_prefix,
             &settings.sending,
         );
+        let ingest = ingest(&db, &settings);
+        let providers = clarion_campaign::providers::Receiver::new(
+            ingest.clone(),
+            settings.bounces.clone(),
+            settings.providers.clone(),
+        );
         Ok(AppState {
-            ingest: ingest(&db, &settings),
+            ingest,
+            providers,
             db,
             settings,
             metrics: Metrics::new()?,
@@ -77,6 +86,8 @@ impl AppState {
             webhook,
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.to_owned()),
             throttle: Throttle::new(self.redis.clone(), &settings.redis.key_prefix),
+            ingest: self.ingest.clone(),
+            bounces: settings.bounces.clone(),
         }))
     }
 

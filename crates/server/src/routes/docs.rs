@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
-    traits,
+    campaigns, contacts, crosstab, events, health, providers, segments, sending, suggest,
+    suppressions, templates, tracking, traits,
 };
 use crate::error::ApiError;
 
@@ -41,6 +41,9 @@ use crate::error::ApiError;
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
+        suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
+        suppressions::import, suppressions::export,
+        providers::ses, providers::sendgrid, providers::postmark, providers::mailgun,
     ),
     components(schemas(
         ApiError, clarion_contacts::ItemError, clarion_contacts::contacts::UpsertReport, clarion_contacts::events::EventReport,
@@ -79,6 +82,10 @@ use crate::error::ApiError;
         clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
         clarion_campaign::deliveries::DeliveryView,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
+        suppressions::SuppressionInput, suppressions::SuppressionPage,
+        clarion_campaign::suppression::Entry, clarion_campaign::suppression::Source,
+        clarion_campaign::suppression::ImportReport, clarion_campaign::suppression::LineError,
+        clarion_campaign::providers::Received,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -89,6 +96,8 @@ use crate::error::ApiError;
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
+        (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),
         (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )
 )]
