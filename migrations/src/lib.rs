@@ -9,6 +9,7 @@ mod m20261122_000002_segments;
 mod m20261122_000003_campaigns;
 mod m20261129_000004_sending;
 mod m20261203_000006_webhook_endpoints;
+mod m20261203_000007_suppression;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_campaigns::Migration),
             Box::new(m20261129_000004_sending::Migration),
             Box::new(m20261203_000006_webhook_endpoints::Migration),
+            Box::new(m20261203_000007_suppression::Migration),
         ]
     }
 }

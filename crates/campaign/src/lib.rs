@@ -28,6 +28,11 @@
 //!   rate limits, timeouts and results; "send test".
 //! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
 //!   ingestion.
+//! * [`suppression`]: the suppression list of each workspace and channel, which launch and the
+//!   workers honour.
+//! * [`feedback`]: bounces (SMTP answers at send time, provider reports) and complaints: the
+//!   contact's status, the suppression list and `email_bounce` / `email_complaint` events.
+//! * [`providers`]: the verified event webhooks of SES (SNS), SendGrid, Postmark and Mailgun.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
@@ -42,11 +47,14 @@ pub mod control;
 pub mod deliveries;
 pub mod endpoints;
 pub mod engagement;
+pub mod feedback;
 pub mod launch;
 pub mod preview;
+pub mod providers;
 pub mod render;
 pub mod sending;
 pub mod store;
+pub mod suppression;
 pub mod throttle;
 pub mod validate;
 pub mod worker;

@@ -9,15 +9,19 @@
 //!    (acknowledged). A row left in `sending` by a worker that died is taken over once its
 //!    claim is older than `sending.reclaim_after_secs`. So a message is sent twice only if a
 //!    worker died while it was in flight.
-//! 2. **Load and render**: the batch's contacts in one query, campaigns from a cache; each
-//!    message is rendered with tracking links signed for its delivery. A contact deleted or
-//!    unsubscribed since launch is suppressed; data that breaks the template fails that
-//!    delivery with the template's message.
+//! 2. **Load and render**: the batch's contacts in one query, the suppression list in one
+//!    more, campaigns from a cache; each message is rendered with tracking links signed for
+//!    its delivery. A contact deleted, unsubscribed or put on the suppression list since
+//!    launch is suppressed; data that breaks the template fails that delivery with the
+//!    template's message.
 //! 3. **Send** concurrently over the pooled SMTP connections or keep-alive HTTP client.
 //! 4. **Record** every outcome with one `UPDATE … FROM (VALUES …)` (again only rows still
 //!    `sending`), then settle the jobs: acknowledge, retry later (transient errors, status
 //!    back to `queued` with the reason), or dead-letter (permanent errors and exhausted
 //!    attempts, status `failed` with the reason).
+//! 5. **Bounces**: recipients the SMTP relay refused are applied as bounces
+//!    ([`crate::feedback`]): a 5xx marks the contact `bounced` and suppresses the address at
+//!    once, 4xx answers are counted as soft bounces.
 //!
 //! After recording, a run whose share of failed deliveries passes `sending.pause_error_rate`
 //! is paused with the reason, so a broken template or a dead receiver does not burn through
@@ -27,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clarion_contacts::Ingest;
 use clarion_dispatch::{
     DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendReceipt, SendResult,
     Sender as _, WebhookAttempt, WebhookMessage, WebhookSender,
@@ -49,9 +54,10 @@ use crate::{
     contacts::{self, ContactData},
     control,
     endpoints::{self, EndpointRef, SendTarget, Tally},
+    feedback::{self, BounceSettings},
     render::MessageRenderer,
     sending::{Queues, SendingSettings},
-    store,
+    store, suppression,
     throttle::Throttle,
 };
 
@@ -69,6 +75,10 @@ pub struct WorkerParts {
     /// Offered as a `mailto:` in `List-Unsubscribe` when set.
     pub unsubscribe_mailto: Option<String>,
     pub throttle: Throttle,
+    /// Where bounces at send time are recorded (events, contact status, suppressions).
+    pub ingest: Ingest,
+    /// When soft bounces make an address `bounced`.
+    pub bounces: BounceSettings,
 }
 
 /// A delivery worker; share one per process (`Arc`) across its channel loops.
@@ -211,6 +221,7 @@ impl Worker {
         let mut decided: Vec<(Claimed, Fate)> = Vec::with_capacity(claimed.len());
         let mut to_send: Vec<(Claimed, Message)> = Vec::with_capacity(claimed.len());
         let people = self.contacts(&claimed).await?;
+        let suppressed = self.suppressed(channel, &claimed).await?;
         let mut campaigns: HashMap<CampaignId, Arc<Campaign>> = HashMap::new();
         for row in &claimed {
             if !campaigns.contains_key(&row.campaign)
@@ -240,6 +251,10 @@ impl Worker {
                 decided.push((row, Fate::Suppressed("the contact was deleted".into())));
                 continue;
             };
+            if let Some(source) = suppressed.get(&row.contact) {
+                decided.push((row, Fate::Suppressed(source.delivery_reason().into())));
+                continue;
+            }
             match self.message(channel, campaign, renderer, &row, contact, &targets) {
                 Ok(message) => to_send.push((row, message)),
                 Err(fate) => decided.push((row, fate)),
@@ -251,15 +266,22 @@ impl Worker {
 
         let (rows, messages): (Vec<Claimed>, Vec<Message>) = to_send.into_iter().unzip();
         let results = self.send(channel, messages).await?;
+        let mut bounces = Vec::new();
         for (row, result) in rows.into_iter().zip(results) {
             let fate = match result {
                 Ok(receipt) => Fate::Sent(receipt.detail),
-                Err(error) => self.failure(&row, &error),
+                Err(error) => {
+                    if let Some(report) = bounce_report(&row, &error, people.get(&row.contact)) {
+                        bounces.push((row.workspace, report));
+                    }
+                    self.failure(&row, &error)
+                }
             };
             decided.push((row, fate));
         }
 
         self.record(&decided).await?;
+        self.apply_bounces(bounces).await;
         for (row, fate) in &decided {
             let outcome = match fate {
                 Fate::Sent(_) | Fate::Suppressed(_) => Outcome::Ack,
@@ -368,6 +390,42 @@ impl Worker {
             );
         }
         Ok(())
+    }
+
+    /// The claimed rows' contacts that are on `channel`'s suppression list now.
+    async fn suppressed(
+        &self,
+        channel: Channel,
+        claimed: &[Claimed],
+    ) -> Result<HashMap<ContactId, suppression::Source>, DbErr> {
+        let mut by_workspace: HashMap<WorkspaceId, Vec<ContactId>> = HashMap::new();
+        for row in claimed {
+            by_workspace
+                .entry(row.workspace)
+                .or_default()
+                .push(row.contact);
+        }
+        let mut found = HashMap::new();
+        for (workspace, ids) in by_workspace {
+            found.extend(suppression::of_contacts(&self.parts.db, workspace, channel, &ids).await?);
+        }
+        Ok(found)
+    }
+
+    /// Applies the bounces of a batch. Its outcomes are recorded already, so a failure here
+    /// only logs: the delivery history keeps the relay's answer either way.
+    async fn apply_bounces(&self, bounces: Vec<(WorkspaceId, feedback::Report)>) {
+        let mut by_workspace: HashMap<WorkspaceId, Vec<feedback::Report>> = HashMap::new();
+        for (workspace, report) in bounces {
+            by_workspace.entry(workspace).or_default().push(report);
+        }
+        for (workspace, reports) in by_workspace {
+            if let Err(error) =
+                feedback::apply(&self.parts.ingest, &self.parts.bounces, workspace, &reports).await
+            {
+                tracing::warn!(%error, bounces = reports.len(), "recording bounces failed");
+            }
+        }
     }
 
     async fn contacts(
@@ -863,6 +921,37 @@ fn tally(tally: &mut Tally, attempt: &WebhookAttempt) {
     if attempt.status.is_some() {
         tally.last_status = attempt.status;
     }
+}
+
+/// The bounce report of a send the relay refused for the recipient, if it was that.
+fn bounce_report(
+    row: &Claimed,
+    error: &DispatchError,
+    contact: Option<&ContactData>,
+) -> Option<feedback::Report> {
+    let (code, text) = error.bounce()?;
+    let contact = contact?;
+    let email = contact.value.get("email").and_then(Json::as_str)?;
+    Some(feedback::Report {
+        recipient: feedback::Recipient::Contact {
+            contact: row.contact,
+            external_id: clarion_model::ExternalId::parse(contact.external_id.clone()).ok()?,
+            email: clarion_model::EmailAddress::parse(email).ok()?,
+        },
+        kind: if code >= 500 {
+            feedback::Kind::HardBounce
+        } else {
+            feedback::Kind::SoftBounce
+        },
+        code: Some(code),
+        text: text.to_owned(),
+        source: "smtp",
+        // Each attempt's answer is its own report; soft bounces of one delivery count once.
+        id: format!("{}-{}", row.id, row.attempts),
+        delivery: Some(row.id),
+        campaign: Some(row.campaign.0),
+        occurred_at: None,
+    })
 }
 
 fn placeholder(backend: DbBackend, n: usize) -> String {

@@ -33,6 +33,11 @@ pub struct Settings {
     pub sending: clarion_campaign::SendingSettings,
     pub email: clarion_dispatch::EmailConfig,
     pub webhook: clarion_dispatch::WebhookConfig,
+    /// `[bounces]`: when soft bounces make an address `bounced`.
+    pub bounces: clarion_campaign::feedback::BounceSettings,
+    /// `[providers.*]`: the email providers whose bounce and complaint webhooks are accepted.
+    #[serde(default)]
+    pub providers: clarion_campaign::providers::ProviderSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +271,12 @@ impl Settings {
             });
         }
         if let Err((key, reason)) = self.sending.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.bounces.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.providers.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if !self.sending.webhook_url.is_empty() && self.webhook.secret.expose_secret().is_empty() {

@@ -175,6 +175,8 @@ from_coded!(
     clarion_contacts::ContactsError,
     clarion_contacts::contacts::PatchError,
     crate::store::StoreError,
+    clarion_campaign::providers::ProviderError,
+    clarion_campaign::suppression::ImportError,
 );
 
 /// Maps the JSON body extractor's failures to API errors.

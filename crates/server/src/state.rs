@@ -26,6 +26,8 @@ pub struct AppState {
     /// Checks webhook endpoint URLs when they are saved and sends "send test" calls, under the
     /// same target policy as the delivery workers.
     pub webhooks: WebhookSender,
+    /// Verifies and applies the email providers' bounce and complaint webhooks.
+    pub providers: clarion_campaign::providers::Receiver,
 }
 
 impl AppState {
@@ -47,8 +49,15 @@ impl AppState {
             &settings.redis.key_prefix,
             &settings.sending,
         );
+        let ingest = ingest(&db, &settings);
+        let providers = clarion_campaign::providers::Receiver::new(
+            ingest.clone(),
+            settings.bounces.clone(),
+            settings.providers.clone(),
+        );
         Ok(AppState {
-            ingest: ingest(&db, &settings),
+            ingest,
+            providers,
             db,
             settings,
             metrics: Metrics::new()?,
@@ -80,6 +89,8 @@ impl AppState {
             webhook,
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.to_owned()),
             throttle: Throttle::new(self.redis.clone(), &settings.redis.key_prefix),
+            ingest: self.ingest.clone(),
+            bounces: settings.bounces.clone(),
         }))
     }
 

@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
-    traits, webhook_endpoints,
+    campaigns, contacts, crosstab, events, health, providers, segments, sending, suggest,
+    suppressions, templates, tracking, traits, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -45,6 +45,9 @@ use crate::error::ApiError;
         webhook_endpoints::enable, webhook_endpoints::rotate_secret,
         webhook_endpoints::finish_rotation, webhook_endpoints::test,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
+        suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
+        suppressions::import, suppressions::export,
+        providers::ses, providers::sendgrid, providers::postmark, providers::mailgun,
     ),
     components(schemas(
         ApiError, clarion_contacts::ItemError, clarion_contacts::contacts::UpsertReport, clarion_contacts::events::EventReport,
@@ -89,6 +92,10 @@ use crate::error::ApiError;
         clarion_campaign::endpoints::EndpointWithSecret,
         clarion_campaign::endpoints::RotateRequest, clarion_campaign::endpoints::TestRequest,
         clarion_campaign::endpoints::TestResult,
+        suppressions::SuppressionInput, suppressions::SuppressionPage,
+        clarion_campaign::suppression::Entry, clarion_campaign::suppression::Source,
+        clarion_campaign::suppression::ImportReport, clarion_campaign::suppression::LineError,
+        clarion_campaign::providers::Received,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -100,6 +107,8 @@ use crate::error::ApiError;
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
+        (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),
         (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )
 )]
