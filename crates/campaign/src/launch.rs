@@ -175,7 +175,37 @@ async fn launchable(
             "the campaign sends webhooks, but a variant names no webhook endpoint and no default receiver is configured: name an endpoint in each variant's webhook.endpoint, or set sending.webhook_url and webhook.secret".into(),
         ));
     }
+    if campaign.sends(Channel::Webhook) {
+        missing_endpoints(db, workspace, &campaign).await?;
+    }
     Ok(campaign)
+}
+
+/// Refuses a launch whose variants name webhook endpoints deleted since the campaign was
+/// saved: every one of their deliveries could only fail.
+async fn missing_endpoints(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    campaign: &Campaign,
+) -> Result<(), CampaignError> {
+    let named: Vec<(&str, crate::endpoints::EndpointRef)> = campaign
+        .variants()
+        .filter_map(|(_, variant)| {
+            let endpoint = variant.webhook.as_ref()?.endpoint.as_deref()?;
+            Some((
+                variant.name.as_str(),
+                crate::endpoints::EndpointRef::parse(endpoint),
+            ))
+        })
+        .collect();
+    let refs: Vec<_> = named.iter().map(|(_, key)| key.clone()).collect();
+    let found = crate::endpoints::targets(db, workspace, &refs).await?;
+    match named.iter().find(|(_, key)| !found.contains_key(key)) {
+        Some((variant, key)) => Err(CampaignError::Conflict(format!(
+            "variant {variant:?} sends to {key}, which no longer exists: name another endpoint in its webhook.endpoint"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Moves the campaign from draft to sending, unless another request did so first.

@@ -851,6 +851,38 @@ async fn a_disabled_endpoint_holds_its_deliveries_until_enabled(backend: Backend
         assert_eq!(delivery["status"], "sent", "{delivery}");
         assert_eq!(delivery["attempts"], 1, "{delivery}");
     }
+
+    // A campaign whose endpoint was deleted after it was saved is not launched.
+    audience(&h.app, "orphans", &["o1"]).await;
+    let orphaned = create(
+        &h.app,
+        &campaign(
+            "Orphaned",
+            json!([{"segment": "orphans", "variants": [variant("A", &json!("slack"))]}]),
+        ),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = h
+        .admin(Method::DELETE, "/api/v1/webhook-endpoints/slack", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, refused) = h
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{orphaned}/launch"),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{refused}"
+    );
 }
 
 async fn a_rate_limited_endpoint_gets_its_deliveries_over_several_seconds(backend: Backend) {
