@@ -26,6 +26,8 @@
 //! * [`deliveries`]: progress of a run and the deliveries of a campaign or contact.
 //! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
 //!   ingestion.
+//! * [`schedule`]: one-off and recurring schedules, their fire times in a time zone
+//!   (daylight-saving changes included), and the scheduler that fires each slot once.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
@@ -42,6 +44,7 @@ pub mod engagement;
 pub mod launch;
 pub mod preview;
 pub mod render;
+pub mod schedule;
 pub mod sending;
 pub mod store;
 pub mod throttle;
@@ -60,6 +63,7 @@ pub use campaign::{
 pub use clarion_model::{CampaignId, DeliveryJob, DeliveryStatus, Goal, RunStatus, VariantId};
 pub use launch::LaunchReport;
 pub use preview::{ContactPreview, PreviewReport, PreviewRequest, Warning, WarningKind};
+pub use schedule::fire::SchedulingSettings;
 pub use sending::{Queues, SendingSettings};
 pub use validate::Issue;
 pub use worker::{Worker, WorkerParts};

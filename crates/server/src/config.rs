@@ -31,6 +31,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub tracking: TrackingSettings,
     pub sending: clarion_campaign::SendingSettings,
+    pub scheduling: clarion_campaign::SchedulingSettings,
     pub email: clarion_dispatch::EmailConfig,
     pub webhook: clarion_dispatch::WebhookConfig,
 }
@@ -266,6 +267,9 @@ impl Settings {
             });
         }
         if let Err((key, reason)) = self.sending.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.scheduling.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if !self.sending.webhook_url.is_empty() && self.webhook.secret.expose_secret().is_empty() {

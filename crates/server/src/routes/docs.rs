@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
-    traits,
+    campaigns, contacts, crosstab, events, health, schedules, segments, sending, suggest,
+    templates, tracking, traits,
 };
 use crate::error::ApiError;
 
@@ -39,6 +39,8 @@ use crate::error::ApiError;
         campaigns::audience, templates::validate,
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
+        schedules::preview, schedules::put, schedules::get, schedules::cancel, schedules::pause,
+        schedules::resume, schedules::runs,
         traits::get,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
@@ -78,6 +80,10 @@ use crate::error::ApiError;
         clarion_campaign::RunStatus, clarion_campaign::DeliveryStatus,
         clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
         clarion_campaign::deliveries::DeliveryView,
+        clarion_campaign::schedule::ScheduleInput, clarion_campaign::schedule::CatchUp,
+        clarion_campaign::schedule::PreviewInput, clarion_campaign::schedule::PreviewAnswer,
+        clarion_campaign::schedule::store::ScheduleView, clarion_campaign::schedule::store::ScheduleState,
+        clarion_campaign::schedule::store::Firing, schedules::RunList,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
@@ -88,6 +94,7 @@ use crate::error::ApiError;
         (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
+        (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )

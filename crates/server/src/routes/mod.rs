@@ -6,6 +6,7 @@ pub mod crosstab;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod schedules;
 pub mod segments;
 pub mod sending;
 pub mod suggest;
@@ -38,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(segments::configure)
             .configure(campaigns::configure)
             .configure(sending::configure)
+            .configure(schedules::configure)
             .configure(templates::configure)
             .configure(traits::configure),
     );

@@ -9,6 +9,7 @@ mod contacts;
 mod events;
 mod insights;
 mod operations;
+mod schedules;
 mod segments;
 mod sending;
 mod tracking;
