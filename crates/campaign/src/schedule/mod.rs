@@ -37,7 +37,7 @@ pub struct ScheduleInput {
     #[schema(example = "0 9 * * MON", max_length = 200)]
     pub cron: Option<String>,
     /// An IANA time zone (default `UTC`).
-    #[schema(example = "Europe/Berlin", max_length = 64)]
+    #[schema(value_type = Option<clarion_model::TimeZone>, example = "Europe/Berlin")]
     pub time_zone: Option<String>,
     /// Recurring: no firing before this moment (RFC 3339).
     pub starts_at: Option<String>,
@@ -325,7 +325,8 @@ pub struct PreviewInput {
     pub cron: Option<String>,
     /// A one-off moment (or give `cron`), as in a schedule.
     pub at: Option<String>,
-    #[schema(example = "Europe/Berlin", max_length = 64)]
+    /// An IANA time zone (default `UTC`).
+    #[schema(value_type = Option<clarion_model::TimeZone>, example = "Europe/Berlin")]
     pub time_zone: Option<String>,
     /// List fire times after this moment (RFC 3339; default now).
     #[schema(example = "2027-03-20T00:00:00Z")]
