@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clarion_model::Timestamp;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection,
     sea_query::{Expr, ExprTrait, OnConflict, Order, Query},
@@ -536,10 +535,7 @@ async fn settle(
         .value("status", status)
         .value("run_id", run)
         .value("reason", reason)
-        .value(
-            "updated_at",
-            Timestamp::from_millis(now.timestamp_millis()).millis(),
-        )
+        .value("updated_at", now.timestamp_millis())
         .and_where(Expr::col("id").eq(firing))
         .to_owned();
     db.execute(&update).await?;

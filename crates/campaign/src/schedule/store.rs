@@ -266,7 +266,7 @@ pub async fn put(
             max_runs.and_then(|n| i64::try_from(n).ok()),
         ),
     };
-    let stamp = Timestamp::from_millis(now.timestamp_millis()).millis();
+    let stamp = now.timestamp_millis();
     let values: [(&str, sea_orm::Value); 11] = [
         ("kind", kind.into()),
         ("at", millis(at).into()),
