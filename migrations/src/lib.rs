@@ -10,6 +10,7 @@ mod m20261122_000003_campaigns;
 mod m20261129_000004_sending;
 mod m20261203_000006_webhook_endpoints;
 mod m20261203_000007_suppression;
+mod m20261203_000008_schedules;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_sending::Migration),
             Box::new(m20261203_000006_webhook_endpoints::Migration),
             Box::new(m20261203_000007_suppression::Migration),
+            Box::new(m20261203_000008_schedules::Migration),
         ]
     }
 }

@@ -1,9 +1,10 @@
 //! The `clarion` binary as a user runs it: import, keys, migrate, serve, traits, the API
-//! against its OpenAPI document, and sending through a killed worker or a lost queue.
+//! against its OpenAPI document, sending through a killed worker or a lost queue, and schedules fired by scheduler processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
 mod conformance;
 mod import;
+mod scheduling;
 mod sending;
 mod traits;

@@ -18,10 +18,10 @@ use serde_json::{Value as Json, json};
 
 /// A `clarion` process of a test. Dropping it kills it, so a failing test leaves nothing
 /// running; its output goes to a log file whose end is printed when the test fails.
-struct Process {
+pub(crate) struct Process {
     name: &'static str,
     child: Child,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Process {
@@ -32,7 +32,7 @@ impl Process {
     }
 
     /// Panics with the process's log if it exited.
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!(
                 "{} exited early ({status}); its log ends:\n{}",
@@ -61,14 +61,14 @@ fn tail(path: &Path) -> String {
 }
 
 /// A point in time a wait must end by.
-struct Deadline {
+pub(crate) struct Deadline {
     at: Instant,
     limit: Duration,
     what: &'static str,
 }
 
 impl Deadline {
-    fn after(limit: Duration, what: &'static str) -> Self {
+    pub(crate) fn after(limit: Duration, what: &'static str) -> Self {
         Self {
             at: Instant::now() + limit,
             limit,
@@ -77,7 +77,7 @@ impl Deadline {
     }
 
     /// Panics, saying what was awaited and where things stand, once the deadline passed.
-    fn check(&self, state: impl FnOnce() -> String) {
+    pub(crate) fn check(&self, state: impl FnOnce() -> String) {
         if Instant::now() > self.at {
             panic!(
                 "{} did not happen within {:?}; {}",
@@ -91,16 +91,16 @@ impl Deadline {
 
 /// One Clarion installation of a test: its own PostgreSQL database, Redis key prefix, outbox
 /// and logs.
-struct Installation {
+pub(crate) struct Installation {
     // Closed before the database is dropped.
-    conn: DatabaseConnection,
+    pub(crate) conn: DatabaseConnection,
     db: TestDb,
     prefix: String,
     dir: tempfile::TempDir,
 }
 
 impl Installation {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let db = TestDb::new(Backend::Postgres).await;
         let (output, _, stderr) = run(clarion(&db).arg("migrate"));
         assert!(output.status.success(), "{stderr}");
@@ -115,12 +115,12 @@ impl Installation {
         }
     }
 
-    fn outbox(&self) -> PathBuf {
+    pub(crate) fn outbox(&self) -> PathBuf {
         self.dir.path().join("outbox")
     }
 
     /// A `clarion` command of this installation, with `[sending]` settings changed.
-    fn command(&self, sending: &[(&str, &str)]) -> Command {
+    pub(crate) fn command(&self, sending: &[(&str, &str)]) -> Command {
         let mut command = clarion(&self.db);
         command
             .env("CLARION__REDIS__KEY_PREFIX", &self.prefix)
@@ -133,7 +133,12 @@ impl Installation {
     }
 
     /// Starts `clarion serve --role ROLES`.
-    fn serve(&self, name: &'static str, roles: &str, sending: &[(&str, &str)]) -> Process {
+    pub(crate) fn serve(
+        &self,
+        name: &'static str,
+        roles: &str,
+        sending: &[(&str, &str)],
+    ) -> Process {
         let log = self
             .dir
             .path()
@@ -327,7 +332,7 @@ fn delete_redis_keys(prefix: &str) -> redis::RedisResult<Vec<String>> {
 }
 
 /// How many `.eml` files the outbox holds.
-fn count_messages(outbox: &Path) -> usize {
+pub(crate) fn count_messages(outbox: &Path) -> usize {
     std::fs::read_dir(outbox)
         .unwrap()
         .filter(|entry| {

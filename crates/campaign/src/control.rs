@@ -27,7 +27,7 @@ use crate::{
 /// Rows read per page when enqueueing a run's queued deliveries again.
 const REQUEUE_PAGE: u64 = 5_000;
 
-/// The latest run of a campaign.
+/// A run of a campaign: one launch, by hand or by its schedule.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Run {
     pub id: i64,
@@ -44,39 +44,22 @@ pub struct Run {
     pub finished_at: Option<Timestamp>,
 }
 
-/// The latest run of campaign `id`, if it was launched.
-///
-/// # Errors
-/// Database failures.
-pub async fn latest_run(
-    db: &DatabaseConnection,
-    workspace: WorkspaceId,
-    id: CampaignId,
-) -> Result<Option<Run>, CampaignError> {
-    let select = Query::select()
-        .columns([
-            "id",
-            "status",
-            "status_reason",
-            "audience",
-            "queued",
-            "suppressed",
-            "holdout",
-            "started_at",
-            "updated_at",
-            "finished_at",
-        ])
-        .from("campaign_runs")
-        .and_where(Expr::col("campaign_id").eq(id.0))
-        .and_where(Expr::col("workspace_id").eq(workspace.0))
-        .order_by("id", Order::Desc)
-        .limit(1)
-        .to_owned();
-    let Some(row) = db.query_one(&select).await? else {
-        return Ok(None);
-    };
+const RUN_COLUMNS: [&str; 10] = [
+    "id",
+    "status",
+    "status_reason",
+    "audience",
+    "queued",
+    "suppressed",
+    "holdout",
+    "started_at",
+    "updated_at",
+    "finished_at",
+];
+
+fn read_run(row: &sea_orm::QueryResult, id: CampaignId) -> Result<Run, CampaignError> {
     let status: String = row.try_get("", "status")?;
-    Ok(Some(Run {
+    Ok(Run {
         id: row.try_get("", "id")?,
         campaign_id: id,
         status: RunStatus::parse(&status)
@@ -91,7 +74,57 @@ pub async fn latest_run(
         finished_at: row
             .try_get::<Option<i64>>("", "finished_at")?
             .map(Timestamp::from_millis),
-    }))
+    })
+}
+
+/// The latest run of campaign `id`, if it was launched.
+///
+/// # Errors
+/// Database failures.
+pub async fn latest_run(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    id: CampaignId,
+) -> Result<Option<Run>, CampaignError> {
+    let select = Query::select()
+        .columns(RUN_COLUMNS)
+        .from("campaign_runs")
+        .and_where(Expr::col("campaign_id").eq(id.0))
+        .and_where(Expr::col("workspace_id").eq(workspace.0))
+        .order_by("id", Order::Desc)
+        .limit(1)
+        .to_owned();
+    db.query_one(&select)
+        .await?
+        .map(|row| read_run(&row, id))
+        .transpose()
+}
+
+/// Every run of campaign `id` (a launch by hand, or one per fired schedule slot), the latest
+/// first.
+///
+/// # Errors
+/// [`CampaignError::NotFound`]; database failures.
+pub async fn runs(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    id: CampaignId,
+) -> Result<Vec<Run>, CampaignError> {
+    if crate::store::get(db, workspace, id).await?.is_none() {
+        return Err(CampaignError::NotFound(format!("campaign {id}")));
+    }
+    let select = Query::select()
+        .columns(RUN_COLUMNS)
+        .from("campaign_runs")
+        .and_where(Expr::col("campaign_id").eq(id.0))
+        .and_where(Expr::col("workspace_id").eq(workspace.0))
+        .order_by("id", Order::Desc)
+        .to_owned();
+    db.query_all(&select)
+        .await?
+        .iter()
+        .map(|row| read_run(row, id))
+        .collect()
 }
 
 async fn launched_run(

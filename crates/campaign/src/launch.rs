@@ -89,14 +89,53 @@ pub async fn launch(
     id: CampaignId,
     launched_by: Option<i64>,
 ) -> Result<LaunchReport, CampaignError> {
+    launch_from(
+        db,
+        queues,
+        settings,
+        workspace,
+        id,
+        launched_by,
+        &[Status::Draft],
+    )
+    .await
+}
+
+/// Launches campaign `id` for a slot of its schedule: a new run with its own deliveries,
+/// whether the campaign is a draft or ran before (a recurring campaign runs again and again;
+/// each run re-reads the segments).
+///
+/// # Errors
+/// As [`launch`]; [`CampaignError::Conflict`] when the campaign is paused or cancelled.
+#[tracing::instrument(skip_all, fields(campaign = id.0))]
+pub async fn launch_scheduled(
+    db: &DatabaseConnection,
+    queues: &Queues,
+    settings: &SendingSettings,
+    workspace: WorkspaceId,
+    id: CampaignId,
+) -> Result<LaunchReport, CampaignError> {
+    let from = [Status::Draft, Status::Sending, Status::Sent];
+    launch_from(db, queues, settings, workspace, id, None, &from).await
+}
+
+async fn launch_from(
+    db: &DatabaseConnection,
+    queues: &Queues,
+    settings: &SendingSettings,
+    workspace: WorkspaceId,
+    id: CampaignId,
+    launched_by: Option<i64>,
+    from: &[Status],
+) -> Result<LaunchReport, CampaignError> {
     let started = Instant::now();
-    let campaign = launchable(db, settings, workspace, id).await?;
+    let campaign = launchable(db, settings, workspace, id, from).await?;
     // Open the queues first: with Redis down, refuse before anything changes.
     let mut opened = Vec::new();
     for &channel in &campaign.channels {
         opened.push((channel, queues.open(channel).await?));
     }
-    claim(db, workspace, id).await?;
+    claim(db, workspace, id, from).await?;
     let run_id = start_run(db, workspace, id, launched_by).await?;
     // Pages are checked against the suppression list only for channels that have one.
     let mut listed = Vec::new();
@@ -157,11 +196,12 @@ async fn launchable(
     settings: &SendingSettings,
     workspace: WorkspaceId,
     id: CampaignId,
+    from: &[Status],
 ) -> Result<Campaign, CampaignError> {
     let campaign = store::get(db, workspace, id)
         .await?
         .ok_or_else(|| CampaignError::NotFound(format!("campaign {id}")))?;
-    if campaign.status != Status::Draft {
+    if !from.contains(&campaign.status) {
         return Err(CampaignError::Conflict(format!(
             "campaign {id} is {} and was launched already; duplicate it to send it again",
             campaign.status.as_str()
@@ -208,11 +248,13 @@ async fn missing_endpoints(
     }
 }
 
-/// Moves the campaign from draft to sending, unless another request did so first.
+/// Moves the campaign from one of `from` (a draft, for a launch by hand) to sending, unless
+/// another request did so first.
 async fn claim(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     id: CampaignId,
+    from: &[Status],
 ) -> Result<(), CampaignError> {
     let claim = Query::update()
         .table("campaigns")
@@ -220,7 +262,7 @@ async fn claim(
         .value("updated_at", Timestamp::now().millis())
         .and_where(Expr::col("id").eq(id.0))
         .and_where(Expr::col("workspace_id").eq(workspace.0))
-        .and_where(Expr::col("status").eq(Status::Draft.as_str()))
+        .and_where(Expr::col("status").is_in(from.iter().map(|s| s.as_str())))
         .to_owned();
     if db.execute(&claim).await?.rows_affected() != 1 {
         return Err(CampaignError::Conflict(format!(

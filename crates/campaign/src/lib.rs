@@ -33,6 +33,8 @@
 //! * [`feedback`]: bounces (SMTP answers at send time, provider reports) and complaints: the
 //!   contact's status, the suppression list and `email_bounce` / `email_complaint` events.
 //! * [`providers`]: the verified event webhooks of SES (SNS), SendGrid, Postmark and Mailgun.
+//! * [`schedule`]: one-off and recurring schedules, their fire times in a time zone
+//!   (daylight-saving changes included), and the scheduler that fires each slot once.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
@@ -52,6 +54,7 @@ pub mod launch;
 pub mod preview;
 pub mod providers;
 pub mod render;
+pub mod schedule;
 pub mod sending;
 pub mod store;
 pub mod suppression;
@@ -71,6 +74,7 @@ pub use campaign::{
 pub use clarion_model::{CampaignId, DeliveryJob, DeliveryStatus, Goal, RunStatus, VariantId};
 pub use launch::LaunchReport;
 pub use preview::{ContactPreview, PreviewReport, PreviewRequest, Warning, WarningKind};
+pub use schedule::fire::SchedulingSettings;
 pub use sending::{Queues, SendingSettings};
 pub use validate::Issue;
 pub use worker::{Worker, WorkerParts};

@@ -1,15 +1,17 @@
 //! The background roles of a `clarion serve` process, beside the HTTP API: delivery workers
-//! (loops per channel), the supervisor, and the periodic segment sweep and trait
+//! (loops per channel), the supervisor, the campaign scheduler, and the periodic segment sweep and trait
 //! recomputation. Each is built from the shared [`AppState`] and stops when told to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clarion_campaign::schedule::fire::{Fired, Lease, Scheduler, SystemClock};
 use clarion_campaign::{Worker, control};
 use clarion_model::Channel;
 use clarion_server::AppState;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 /// A name for this process's queue consumers, unique per host and process.
 #[must_use]
@@ -149,4 +151,128 @@ async fn take_lock(redis: &redis::aio::ConnectionManager, key: &str, period: Dur
             true
         }
     }
+}
+
+/// Runs the campaign scheduler until `stop` turns true: tokio-cron-scheduler wakes it at the
+/// next fire time of any schedule (rebuilt from the tables at start and every
+/// `scheduling.resync_interval_secs`, which also renews the firing lease), and each wake-up
+/// fires the due slots if this process holds the lease. Fire times are computed by
+/// clarion-campaign, daylight-saving changes included.
+pub fn spawn_scheduler(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHandle<()> {
+    let settings = &state.settings;
+    let lease = Lease::new(
+        state.redis.clone(),
+        &settings.redis.key_prefix,
+        consumer_name(),
+        Duration::from_secs(settings.scheduling.lease_secs),
+    );
+    let scheduler = Arc::new(Scheduler::new(
+        state.db.clone(),
+        state.queues.clone(),
+        settings.sending.clone(),
+        settings.scheduling.clone(),
+        lease,
+        Arc::new(SystemClock),
+    ));
+    let resync = Duration::from_secs(settings.scheduling.resync_interval_secs);
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        match drive(Arc::clone(&scheduler), resync).await {
+            Ok(mut jobs) => {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+                if let Err(error) = jobs.shutdown().await {
+                    tracing::warn!(%error, "the scheduler's timer did not stop cleanly");
+                }
+                if let Err(error) = scheduler.lease().release().await {
+                    tracing::debug!(%error, "the scheduler lease was not released; it runs out by itself");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "the campaign scheduler could not start; schedules will not fire from this process");
+            }
+        }
+    })
+}
+
+/// The timer's state: the one-shot job armed for the next fire time.
+struct Wake {
+    jobs: JobScheduler,
+    armed: tokio::sync::Mutex<Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>>,
+}
+
+/// Starts the timer: a repeated job that resyncs with the tables, and a first round at once
+/// (slots missed while the process was down are handled by their catch-up policy).
+async fn drive(
+    scheduler: Arc<Scheduler>,
+    resync: Duration,
+) -> Result<JobScheduler, JobSchedulerError> {
+    let jobs = JobScheduler::new().await?;
+    let wake = Arc::new(Wake {
+        jobs: jobs.clone(),
+        armed: tokio::sync::Mutex::new(None),
+    });
+    let (s, w) = (Arc::clone(&scheduler), Arc::clone(&wake));
+    jobs.add(Job::new_repeated_async(resync, move |_, _| {
+        round(Arc::clone(&s), Arc::clone(&w))
+    })?)
+    .await?;
+    jobs.start().await?;
+    round(scheduler, wake).await;
+    Ok(jobs)
+}
+
+/// One wake-up: fire what is due, then arm the timer for the next fire time.
+fn round(
+    scheduler: Arc<Scheduler>,
+    wake: Arc<Wake>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        match scheduler.tick().await {
+            Ok(fired) if fired != Fired::default() => tracing::info!(
+                launched = fired.launched,
+                skipped = fired.skipped,
+                failed = fired.failed,
+                taken = fired.taken,
+                "schedules fired"
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "firing schedules failed; trying again at the next round")
+            }
+        }
+        let next = match scheduler.next_wake().await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the next fire time; trying again at the next round");
+                return;
+            }
+        };
+        let mut armed = wake.armed.lock().await;
+        if armed.as_ref().map(|(at, _)| *at) == next {
+            return;
+        }
+        if let Some((_, job)) = armed.take() {
+            let _ = wake.jobs.remove(&job).await;
+        }
+        let Some(at) = next else {
+            return;
+        };
+        let delay = (at - scheduler.now()).to_std().unwrap_or(Duration::ZERO);
+        let (s, w) = (Arc::clone(&scheduler), Arc::clone(&wake));
+        let job = Job::new_one_shot_async(delay, move |_, _| {
+            let (s, w) = (Arc::clone(&s), Arc::clone(&w));
+            Box::pin(async move {
+                // Free the slot first, so this round arms the next one.
+                w.armed.lock().await.take();
+                round(s, w).await;
+            })
+        });
+        match job {
+            Ok(job) => match wake.jobs.add(job).await {
+                Ok(id) => *armed = Some((at, id)),
+                Err(error) => tracing::warn!(%error, "cannot arm the scheduler's timer"),
+            },
+            Err(error) => tracing::warn!(%error, "cannot arm the scheduler's timer"),
+        }
+    })
 }

@@ -31,6 +31,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub tracking: TrackingSettings,
     pub sending: clarion_campaign::SendingSettings,
+    pub scheduling: clarion_campaign::SchedulingSettings,
     pub email: clarion_dispatch::EmailConfig,
     pub webhook: clarion_dispatch::WebhookConfig,
     /// `[bounces]`: when soft bounces make an address `bounced`.
@@ -277,6 +278,9 @@ impl Settings {
             return Err(ConfigError::Invalid { key, reason });
         }
         if let Err((key, reason)) = self.providers.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.scheduling.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if !self.sending.webhook_url.is_empty() && self.webhook.secret.expose_secret().is_empty() {

@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, providers, segments, sending, suggest,
-    suppressions, templates, tracking, traits, webhook_endpoints,
+    campaigns, contacts, crosstab, events, health, providers, schedules, segments, sending,
+    suggest, suppressions, templates, tracking, traits, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -39,6 +39,8 @@ use crate::error::ApiError;
         campaigns::audience, templates::validate,
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
+        schedules::preview, schedules::put, schedules::get, schedules::cancel, schedules::pause,
+        schedules::resume, schedules::runs,
         traits::get,
         webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
         webhook_endpoints::update, webhook_endpoints::delete, webhook_endpoints::disable,
@@ -85,6 +87,10 @@ use crate::error::ApiError;
         clarion_campaign::RunStatus, clarion_campaign::DeliveryStatus,
         clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
         clarion_campaign::deliveries::DeliveryView,
+        clarion_campaign::schedule::ScheduleInput, clarion_campaign::schedule::CatchUp,
+        clarion_campaign::schedule::PreviewInput, clarion_campaign::schedule::PreviewAnswer,
+        clarion_campaign::schedule::store::ScheduleView, clarion_campaign::schedule::store::ScheduleState,
+        clarion_campaign::schedule::store::Firing, schedules::RunList,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
         webhook_endpoints::EndpointList, clarion_campaign::endpoints::EndpointInput,
         clarion_campaign::endpoints::EndpointPatch, clarion_campaign::endpoints::Endpoint,
@@ -106,6 +112,7 @@ use crate::error::ApiError;
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
+        (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
         (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod events;
 pub mod health;
 pub mod providers;
+pub mod schedules;
 pub mod segments;
 pub mod sending;
 pub mod suggest;
@@ -44,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(campaigns::configure)
             .configure(sending::configure)
             .configure(suppressions::configure)
+            .configure(schedules::configure)
             .configure(templates::configure)
             .configure(traits::configure)
             .configure(webhook_endpoints::configure),

@@ -10,6 +10,7 @@ mod events;
 mod insights;
 mod operations;
 mod providers;
+mod schedules;
 mod segments;
 mod sending;
 mod suppressions;
