@@ -1,0 +1,53 @@
+//! Clarion's KPI tracker.
+//!
+//! A KPI is only worth showing if it is right, so every figure this crate computes says how:
+//! numerator, denominator, what is excluded, and the formula of its interval or test.
+//!
+//! - [`stats`]: the statistics behind every reported rate and comparison: rates that are
+//!   `None` on an empty denominator, Wilson intervals for proportions, the comparison of two
+//!   proportions (conversion against the holdout, two segments) and of two means (revenue per
+//!   contact, Welch's t-test), each with the absolute difference, its interval and two-sided
+//!   p-value, and the relative lift with its delta-method interval. Below a minimum sample a
+//!   comparison gives no verdict.
+//!
+//! Every [`KpiError`] carries its API error code ([`Coded`]).
+
+pub mod stats;
+
+use clarion_model::{Coded, ErrorCode, FieldError};
+
+/// Everything that can go wrong in the KPI tracker.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KpiError {
+    /// A setting or request parameter is out of range; `field` names it.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A model cannot be fitted to the data it was given (too few customers, no repeat
+    /// purchase, no finite optimum); `model` names it (`bg_nbd`, `gamma_gamma`).
+    #[error("cannot fit {model}: {message}")]
+    Model { model: String, message: String },
+}
+
+impl KpiError {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        KpiError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Coded for KpiError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            KpiError::Invalid { .. } | KpiError::Model { .. } => ErrorCode::ValidationFailed,
+        }
+    }
+
+    fn details(&self) -> Vec<FieldError> {
+        match self {
+            KpiError::Invalid { field, message } => vec![FieldError::field(field, message)],
+            KpiError::Model { .. } => Vec::new(),
+        }
+    }
+}
