@@ -9,15 +9,20 @@
 //!   contact, Welch's t-test), each with the absolute difference, its interval and two-sided
 //!   p-value, and the relative lift with its delta-method interval. Below a minimum sample a
 //!   comparison gives no verdict.
+//! - [`clv`]: customer lifetime value: historic (net revenue to date) and predicted, with the
+//!   BG/NBD model of repeat purchases and the Gamma-Gamma model of order value fitted by
+//!   maximum likelihood; per customer the probability of being alive, the expected purchases
+//!   and order value, and the discounted CLV over a horizon.
 //!
 //! Every [`KpiError`] carries its API error code ([`Coded`]).
 
+pub mod clv;
 pub mod stats;
 
 use clarion_model::{Coded, ErrorCode, FieldError};
 
 /// Everything that can go wrong in the KPI tracker.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum KpiError {
     /// A setting or request parameter is out of range; `field` names it.
     #[error("{field}: {message}")]

@@ -2,4 +2,5 @@
 //! computations (statsmodels and scipy over generated data).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod clv;
 mod stats;
