@@ -27,6 +27,7 @@
 //! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
 //!   ingestion.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
+//! * [`traits`]: computed traits and CLV predictions recomputed together (segment, then kpi).
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
 //! assignment hash are the model's ([`clarion_model`]); current segment members are read
@@ -45,6 +46,7 @@ pub mod render;
 pub mod sending;
 pub mod store;
 pub mod throttle;
+pub mod traits;
 pub mod validate;
 pub mod worker;
 

@@ -13,10 +13,17 @@
 //!   BG/NBD model of repeat purchases and the Gamma-Gamma model of order value fitted by
 //!   maximum likelihood; per customer the probability of being alive, the expected purchases
 //!   and order value, and the discounted CLV over a horizon.
+//! - [`machine`]: opens and clicks by machines (bots and scanners by user agent, Apple's
+//!   privacy proxy, click bursts, the honeypot link) told apart from people's.
+//! - [`predictions`]: the CLV models fitted on a workspace's purchases and every buyer's
+//!   predictions stored, for reports and for the traits rules read (`p_alive`,
+//!   `predicted_clv`, ...).
 //!
 //! Every [`KpiError`] carries its API error code ([`Coded`]).
 
 pub mod clv;
+pub mod machine;
+pub mod predictions;
 pub mod stats;
 
 use clarion_model::{Coded, ErrorCode, FieldError};
@@ -31,6 +38,8 @@ pub enum KpiError {
     /// purchase, no finite optimum); `model` names it (`bg_nbd`, `gamma_gamma`).
     #[error("cannot fit {model}: {message}")]
     Model { model: String, message: String },
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
 }
 
 impl KpiError {
@@ -46,13 +55,14 @@ impl Coded for KpiError {
     fn code(&self) -> ErrorCode {
         match self {
             KpiError::Invalid { .. } | KpiError::Model { .. } => ErrorCode::ValidationFailed,
+            KpiError::Db(db) => db.code(),
         }
     }
 
     fn details(&self) -> Vec<FieldError> {
         match self {
             KpiError::Invalid { field, message } => vec![FieldError::field(field, message)],
-            KpiError::Model { .. } => Vec::new(),
+            KpiError::Model { .. } | KpiError::Db(_) => Vec::new(),
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct AppState {
     pub tracker: clarion_template::Tracker,
     /// The delivery queues (one per channel) that launches fill and workers drain.
     pub queues: clarion_campaign::Queues,
+    /// Tells machine opens and clicks from people's (`[engagement]` configuration).
+    pub machines: clarion_kpi::machine::MachineFilter,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
         }
         let redis = connect_redis(settings.redis.url.expose_secret())?;
         let tracker = crate::tracking::tracker(&settings)?;
+        let machines = clarion_kpi::machine::MachineFilter::new(&settings.engagement)?;
         let queues = clarion_campaign::Queues::new(
             redis::Client::open(settings.redis.url.expose_secret())?,
             redis.clone(),
@@ -50,6 +53,7 @@ impl AppState {
             redis,
             tracker,
             queues,
+            machines,
         })
     }
 
