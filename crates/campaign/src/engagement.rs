@@ -4,13 +4,23 @@
 //!
 //! The tracking endpoints verify the signed token and call these; nothing here trusts a
 //! delivery id or contact id that did not come out of a verified token.
+//!
+//! Opens and clicks by machines are stored with the reason in the event's `machine`
+//! property (`clarion_kpi::machine`): bots by user agent and Apple's privacy proxy when they
+//! are recorded, and click bursts and honeypot clicks once the message's clicks around them
+//! are known, which flags those clicks too. Reports leave flagged events out of unique
+//! counts.
+
+use std::net::IpAddr;
 
 use clarion_contacts::{ContactsError, Ingest, events::IngestOptions};
+use clarion_kpi::machine::{MachineFilter, MachineReason};
 use clarion_model::{
-    ContactId, EventInput, EventKind, ExternalId, IdempotencyKey, ModelError, WorkspaceId,
+    ContactId, EventInput, EventKind, ExternalId, IdempotencyKey, ModelError, Timestamp,
+    WorkspaceId,
 };
 use sea_orm::{
-    ConnectionTrait,
+    ConnectionTrait, DbBackend, Statement, Value as SqlValue,
     sea_query::{Expr, ExprTrait, JoinType, Query},
 };
 use serde_json::{Map, Value, json};
@@ -82,34 +92,208 @@ pub enum Recorded {
     UnknownDelivery,
 }
 
-/// Records a click (`email_click`, with `properties` such as the `url`) or an open
-/// (`email_open`) on delivery `id`. Opens and clicks repeat, and each one counts, so they carry
-/// no idempotency key.
-pub async fn record(
+/// What the tracking request showed about who made it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Requester<'a> {
+    pub user_agent: Option<&'a str>,
+    /// The client's address (as forwarded by a trusted proxy, or the peer's).
+    pub address: Option<IpAddr>,
+}
+
+/// Records an open (`email_open`) on delivery `id`, flagged as a machine's when the request
+/// is a bot's or Apple's privacy proxy. Opens repeat, and each one counts, so they carry no
+/// idempotency key.
+pub async fn record_open(
+    ingest: &Ingest,
+    filter: &MachineFilter,
+    id: i64,
+    requester: Requester<'_>,
+) -> Result<Recorded, EngagementError> {
+    let reason = filter.classify_open(requester.user_agent, requester.address);
+    record(ingest, id, "email_open", Map::new(), reason)
+        .await
+        .map(|(recorded, _)| recorded)
+}
+
+/// Records a click (`email_click` with its `url`) on delivery `id`. A bot's click is flagged
+/// at once; a click on the message's honeypot link (`honeypot`) is a machine's, and so are
+/// the message's clicks within the burst window around it; several different links clicked
+/// within that window are a burst, all of whose clicks are flagged. The burst check runs
+/// after the click is stored, so of clicks arriving together the last one sees them all.
+pub async fn record_click(
+    ingest: &Ingest,
+    filter: &MachineFilter,
+    id: i64,
+    url: &str,
+    honeypot: bool,
+    requester: Requester<'_>,
+) -> Result<Recorded, EngagementError> {
+    let reason = if honeypot {
+        Some(MachineReason::Honeypot)
+    } else {
+        filter.classify_click(requester.user_agent)
+    };
+    let mut properties = Map::new();
+    properties.insert("url".to_owned(), Value::String(url.to_owned()));
+    let (recorded, recipient) = record(ingest, id, "email_click", properties, reason).await?;
+    if let Some(recipient) = recipient {
+        flag_bursts(ingest.db(), filter, &recipient, id).await?;
+    }
+    Ok(recorded)
+}
+
+/// Records an open or a click (with `properties` such as the `url`) on delivery `id`,
+/// with `machine` as its `machine` property when it is a machine's.
+async fn record(
     ingest: &Ingest,
     id: i64,
     kind: &str,
     mut properties: Map<String, Value>,
-) -> Result<Recorded, EngagementError> {
+    machine: Option<MachineReason>,
+) -> Result<(Recorded, Option<Recipient>), EngagementError> {
     let Some(recipient) = recipient(ingest.db(), id).await? else {
-        return Ok(Recorded::UnknownDelivery);
+        return Ok((Recorded::UnknownDelivery, None));
     };
     properties.insert("campaign_id".to_owned(), json!(recipient.campaign_id));
     properties.insert("delivery_id".to_owned(), json!(id));
+    if let Some(reason) = machine {
+        properties.insert("machine".to_owned(), json!(reason.as_str()));
+    }
     let stored = store_event(
         ingest,
         recipient.workspace,
-        recipient.external_id,
+        recipient.external_id.clone(),
         kind,
         properties,
         None,
     )
     .await?;
     Ok(if stored {
-        Recorded::Stored
+        (Recorded::Stored, Some(recipient))
     } else {
-        Recorded::UnknownDelivery
+        (Recorded::UnknownDelivery, None)
     })
+}
+
+/// A click of one delivery as the burst check reads it.
+struct Click {
+    id: i64,
+    at: i64,
+    url: String,
+    machine: Option<String>,
+}
+
+/// Flags the delivery's recent clicks when they form a burst or surround a honeypot click:
+/// looks at the clicks of the last two windows, and flags every click of a burst or within a
+/// window of a honeypot click that is not flagged yet.
+async fn flag_bursts(
+    db: &impl ConnectionTrait,
+    filter: &MachineFilter,
+    recipient: &Recipient,
+    delivery: i64,
+) -> Result<(), EngagementError> {
+    let window = filter.settings().burst_window_ms;
+    let now = Timestamp::now().millis();
+    let backend = db.get_database_backend();
+    let (property, delivery_value) = match backend {
+        DbBackend::Postgres => (
+            "properties ->> 'delivery_id'",
+            SqlValue::from(delivery.to_string()),
+        ),
+        _ => (
+            "json_extract(properties, '$.delivery_id')",
+            SqlValue::from(delivery),
+        ),
+    };
+    let machine = match backend {
+        DbBackend::Postgres => "properties ->> 'machine'",
+        _ => "json_extract(properties, '$.machine')",
+    };
+    let url = match backend {
+        DbBackend::Postgres => "properties ->> 'url'",
+        _ => "json_extract(properties, '$.url')",
+    };
+    let sql = format!(
+        "SELECT id, occurred_at, {url} AS url, {machine} AS machine FROM events \
+         WHERE contact_id = {p1} AND kind = 'email_click' AND occurred_at >= {p2} AND {property} = {p3} \
+         ORDER BY occurred_at",
+        p1 = placeholder(backend, 1),
+        p2 = placeholder(backend, 2),
+        p3 = placeholder(backend, 3),
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                SqlValue::from(recipient.contact.0),
+                SqlValue::from(now - 2 * window),
+                delivery_value,
+            ],
+        ))
+        .await?;
+    let mut clicks = Vec::with_capacity(rows.len());
+    for row in rows {
+        clicks.push(Click {
+            id: row.try_get("", "id")?,
+            at: row.try_get("", "occurred_at")?,
+            url: row
+                .try_get::<Option<String>>("", "url")?
+                .unwrap_or_default(),
+            machine: row.try_get("", "machine")?,
+        });
+    }
+    let timeline: Vec<(i64, String)> = clicks.iter().map(|c| (c.at, c.url.clone())).collect();
+    let honeypots: Vec<i64> = clicks
+        .iter()
+        .filter(|c| c.machine.as_deref() == Some(MachineReason::Honeypot.as_str()))
+        .map(|c| c.at)
+        .collect();
+    let mut flags: Vec<(i64, MachineReason)> = Vec::new();
+    for click in clicks.iter().filter(|c| c.machine.is_none()) {
+        if honeypots.iter().any(|h| (h - click.at).abs() <= window) {
+            flags.push((click.id, MachineReason::Honeypot));
+        } else if filter.is_burst(click.at, &timeline) {
+            flags.push((click.id, MachineReason::ClickBurst));
+        }
+    }
+    for reason in [MachineReason::Honeypot, MachineReason::ClickBurst] {
+        let ids: Vec<i64> = flags
+            .iter()
+            .filter(|(_, r)| *r == reason)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let set = match backend {
+            DbBackend::Postgres => format!(
+                "properties = jsonb_set(properties, '{{machine}}', to_jsonb(CAST({} AS TEXT)))",
+                placeholder(backend, 1)
+            ),
+            _ => "properties = json_set(properties, '$.machine', ?)".to_owned(),
+        };
+        let list: Vec<String> = (0..ids.len())
+            .map(|i| placeholder(backend, i + 2))
+            .collect();
+        let mut values = vec![SqlValue::from(reason.as_str().to_owned())];
+        values.extend(ids.iter().map(|id| SqlValue::from(*id)));
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!("UPDATE events SET {set} WHERE id IN ({})", list.join(", ")),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The `n`th (1-based) bound parameter of a statement.
+fn placeholder(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
 }
 
 /// What an unsubscribe request did.

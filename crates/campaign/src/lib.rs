@@ -36,6 +36,7 @@
 //! * [`schedule`]: one-off and recurring schedules, their fire times in a time zone
 //!   (daylight-saving changes included), and the scheduler that fires each slot once.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
+//! * [`traits`]: computed traits and CLV predictions recomputed together (segment, then kpi).
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
 //! assignment hash are the model's ([`clarion_model`]); current segment members are read
@@ -59,6 +60,7 @@ pub mod sending;
 pub mod store;
 pub mod suppression;
 pub mod throttle;
+pub mod traits;
 pub mod validate;
 pub mod worker;
 

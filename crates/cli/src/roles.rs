@@ -92,7 +92,7 @@ pub fn spawn_supervisor(state: &AppState, stop: &watch::Receiver<bool>) -> JoinH
 }
 
 /// Runs the segment sweep every `segments.sweep_interval_secs`, and every
-/// `traits.recompute_interval_minutes` recomputes traits first. With several Clarion
+/// `traits.recompute_interval_minutes` recomputes traits and CLV predictions first. With several Clarion
 /// processes on one Redis, a lock makes one of them do each job per interval.
 pub fn spawn_sweeper(state: &AppState) -> JoinHandle<()> {
     let db = state.db.clone();
@@ -101,6 +101,7 @@ pub fn spawn_sweeper(state: &AppState) -> JoinHandle<()> {
     let period = Duration::from_secs(state.settings.segments.sweep_interval_secs);
     let traits_period = Duration::from_secs(state.settings.traits.recompute_interval_minutes * 60);
     let computation = state.settings.traits.computation();
+    let clv = state.settings.traits.clv;
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,7 +112,7 @@ pub fn spawn_sweeper(state: &AppState) -> JoinHandle<()> {
                 traits_due = Instant::now() + traits_period;
                 if take_lock(&redis, &format!("{key_prefix}:lock:traits"), traits_period).await {
                     if let Err(error) =
-                        clarion_segment::sweep::recompute_traits_all(&db, &computation).await
+                        clarion_campaign::traits::recompute_all(&db, &computation, &clv).await
                     {
                         tracing::warn!(%error, "trait recomputation failed; trying again next interval");
                     }

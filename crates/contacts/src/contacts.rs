@@ -354,7 +354,12 @@ pub async fn delete(
             .to_owned(),
     )
     .await?;
-    for table in ["segment_memberships", "contact_traits", "contact_interests"] {
+    for table in [
+        "segment_memberships",
+        "contact_traits",
+        "contact_interests",
+        "contact_predictions",
+    ] {
         txn.execute(
             &Query::delete()
                 .from_table(table)

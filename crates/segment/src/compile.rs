@@ -18,8 +18,10 @@
 //! - `within: "90d"` holds events with `now - 90d <= occurred_at <= now`; `between` holds
 //!   events from the start of its first date to the end of its second.
 //! - `sum` over no events is 0; `count` over none is 0.
-//! - Traits read the contact's row of `contact_traits` (see [`crate::traits`]); a contact
-//!   without one (no purchases) has missing traits, like a missing attribute. Interests read
+//! - Traits read the contact's row of `contact_traits` (see [`crate::traits`]), the predicted
+//!   CLV traits (`p_alive`, `expected_purchases`, `expected_order_value`, `predicted_clv`)
+//!   its row of `contact_predictions`; a contact without one (no purchases) has missing
+//!   traits, like a missing attribute. Interests read
 //!   `contact_interests`, where a category without a row scores 0; `exists` asks for a
 //!   score above 0 and `not_exists` for none.
 //! - String operators are case-sensitive, and strings order by code point (PostgreSQL
@@ -35,7 +37,7 @@ use sea_orm::{
 use crate::{
     RuleError, SegmentError,
     rule::{Aggregate, EventCondition, Literal, Measure, Op, Operand, Rule, Window},
-    validate::{Field, TRAITS, ValidRule, date_interval, property_type},
+    validate::{Field, TRAITS, ValidRule, date_interval, property_type, trait_table},
 };
 
 /// The query listing the ids of the contacts of `workspace` that satisfy `rule` at `now`
@@ -221,7 +223,10 @@ impl Compiler<'_> {
                             message: format!("unknown trait {:?}", c.name),
                         }])
                     })?;
-                leaf(self.computed_trait(column, ty, c.op, &c.value), false)
+                leaf(
+                    self.computed_trait(trait_table(column), column, ty, c.op, &c.value),
+                    false,
+                )
             }
             Rule::Interest(c) => leaf(self.interest(&c.name, c.op, &c.value), false),
             Rule::Segment(slug) if self.valid.static_segment(slug).is_some() => {
@@ -245,10 +250,12 @@ impl Compiler<'_> {
         })
     }
 
-    /// A trait, from the contact's row of `contact_traits`; a contact without one has no
-    /// traits, which satisfies no comparison, only `not_exists`.
+    /// A trait, from the contact's row of `table` (`contact_traits`, or `contact_predictions`
+    /// for the predicted CLV traits); a contact without one has no traits, which satisfies
+    /// no comparison, only `not_exists`.
     fn computed_trait(
         &self,
+        table: &'static str,
         column: &'static str,
         ty: AttributeType,
         op: Op,
@@ -256,7 +263,7 @@ impl Compiler<'_> {
     ) -> Expr {
         let mut row = Query::select();
         row.expr(Expr::val(1))
-            .from_as("contact_traits", "t")
+            .from_as(table, "t")
             .and_where(Expr::col(("t", "contact_id")).equals(("c", "id")));
         match op {
             Op::Exists => Expr::exists(row),

@@ -65,7 +65,8 @@ fn workspaces() -> SelectStatement {
     Query::select().column("id").from("workspaces").to_owned()
 }
 
-async fn workspace_ids(db: &DatabaseConnection) -> Result<Vec<WorkspaceId>, SegmentError> {
+/// The ids of every workspace.
+pub async fn workspace_ids(db: &DatabaseConnection) -> Result<Vec<WorkspaceId>, SegmentError> {
     Ok(
         WorkspaceRow::find_by_statement(db.get_database_backend().build(&workspaces()))
             .all(db)

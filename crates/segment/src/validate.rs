@@ -58,7 +58,11 @@ pub const BUILT_IN: &[(&str, AttributeType)] = &[
 ];
 
 /// The traits rules can name, with their types; each is the column of the same name in
-/// `contact_traits`, computed by [`crate::traits::recompute`] (see there for what each means).
+/// [`trait_table`]: `contact_traits`, computed by [`crate::traits::recompute`] (see there
+/// for what each means), or, for the predicted CLV traits, `contact_predictions`, written by
+/// `clarion_kpi::predictions` (`p_alive`: the probability that the customer is still
+/// active; `expected_purchases` and `predicted_clv`: purchases and discounted value expected
+/// over the configured horizon; `expected_order_value`).
 pub const TRAITS: &[(&str, AttributeType)] = &[
     ("orders", AttributeType::Number),
     ("revenue", AttributeType::Number),
@@ -70,7 +74,28 @@ pub const TRAITS: &[(&str, AttributeType)] = &[
     ("rfm_monetary", AttributeType::Number),
     ("rfm_segment", AttributeType::String),
     ("clv", AttributeType::Number),
+    ("p_alive", AttributeType::Number),
+    ("expected_purchases", AttributeType::Number),
+    ("expected_order_value", AttributeType::Number),
+    ("predicted_clv", AttributeType::Number),
 ];
+
+/// The traits stored by the CLV predictions rather than the trait recomputation.
+pub const PREDICTED_TRAITS: [&str; 4] = [
+    "p_alive",
+    "expected_purchases",
+    "expected_order_value",
+    "predicted_clv",
+];
+
+/// The table holding a trait's column: one row per contact with the trait computed.
+pub fn trait_table(name: &str) -> &'static str {
+    if PREDICTED_TRAITS.contains(&name) {
+        "contact_predictions"
+    } else {
+        "contact_traits"
+    }
+}
 
 /// What a rule may refer to in one workspace: its custom attributes and its segments.
 #[derive(Debug, Clone, Default)]

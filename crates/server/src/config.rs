@@ -30,6 +30,9 @@ pub struct Settings {
     pub traits: TraitsSettings,
     pub log: LogSettings,
     pub tracking: TrackingSettings,
+    /// `[engagement]`: which opens and clicks are machines'.
+    #[serde(default)]
+    pub engagement: clarion_kpi::machine::MachineSettings,
     pub sending: clarion_campaign::SendingSettings,
     pub scheduling: clarion_campaign::SchedulingSettings,
     pub email: clarion_dispatch::EmailConfig,
@@ -83,6 +86,9 @@ pub struct TraitsSettings {
     pub recompute_interval_minutes: u64,
     pub purchases: clarion_segment::traits::PurchaseSettings,
     pub interests: clarion_segment::traits::InterestSettings,
+    /// `[traits.clv]`: the horizon, discounting and time unit of predicted CLV.
+    #[serde(default)]
+    pub clv: clarion_kpi::clv::ClvSettings,
 }
 
 impl TraitsSettings {
@@ -269,6 +275,20 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "traits",
                 reason: format!("traits.{key}: {message}"),
+            });
+        }
+        if let Err(clarion_kpi::KpiError::Invalid { field, message }) =
+            clarion_kpi::machine::MachineFilter::new(&self.engagement)
+        {
+            return Err(ConfigError::Invalid {
+                key: "engagement",
+                reason: format!("engagement.{field}: {message}"),
+            });
+        }
+        if let Err(clarion_kpi::KpiError::Invalid { field, message }) = self.traits.clv.check() {
+            return Err(ConfigError::Invalid {
+                key: "traits.clv",
+                reason: format!("traits.clv.{field}: {message}"),
             });
         }
         if let Err((key, reason)) = self.sending.validate() {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub webhooks: WebhookSender,
     /// Verifies and applies the email providers' bounce and complaint webhooks.
     pub providers: clarion_campaign::providers::Receiver,
+    /// Tells machine opens and clicks from people's (`[engagement]` configuration).
+    pub machines: clarion_kpi::machine::MachineFilter,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
         let tracker = crate::tracking::tracker(&settings)?;
         clarion_dispatch::install_crypto_provider();
         let webhooks = WebhookSender::new(&settings.webhook)?;
+        let machines = clarion_kpi::machine::MachineFilter::new(&settings.engagement)?;
         let queues = clarion_campaign::Queues::new(
             redis::Client::open(settings.redis.url.expose_secret())?,
             redis.clone(),
@@ -65,6 +68,7 @@ impl AppState {
             tracker,
             queues,
             webhooks,
+            machines,
         })
     }
 

@@ -19,7 +19,7 @@ use crate::error::{TemplateError, TemplateIssue};
 use crate::html::{
     CHECK_FILTER, DynamicLink, FORBIDDEN_DETAIL, HREF_FN, LINK_FILTER, LinkContext, STATIC_LINK_FN,
     StaticLink, check_filter, derive_text_template, href_fn, html_to_text, instrument_links,
-    line_column, link_filter, pixel_html, rewrite_for_tracking, static_link_fn, tidy_text,
+    line_column, link_filter, rewrite_for_tracking, static_link_fn, tidy_text, trailer_html,
 };
 use crate::locale::{date_filter, datetime_filter, money_filter, number_filter};
 use crate::tracking::{LIST_UNSUBSCRIBE_POST, MessageTracking};
@@ -521,10 +521,10 @@ impl CompiledEmail {
             Arc::clone(&self.static_links),
             Arc::clone(&self.dynamic_links),
         ));
-        let pixel = if self.links == LinkMode::InTemplate && tracking.track_opens {
-            Value::from_safe_string(pixel_html(&tracking.tracker.open_url(tracking.delivery_id)))
-        } else {
-            Value::from("")
+        // The open pixel and the honeypot link.
+        let pixel = match trailer_html(tracking) {
+            Some(trailer) if self.links == LinkMode::InTemplate => Value::from_safe_string(trailer),
+            _ => Value::from(""),
         };
         let value = ctx.to_tracked_value(&unsubscribe_url, links, pixel);
         let field = |name: &'static str| match self.static_fields.iter().find(|(f, _)| *f == name) {

@@ -33,6 +33,8 @@ pub const MIN_KEY_LEN: usize = 16;
 
 /// Path prefix of click-tracking URLs, after the base URL.
 pub const CLICK_PATH: &str = "/t/c/";
+/// Path of the honeypot target, after the base URL (reached only through a signed click URL).
+pub const HONEYPOT_PATH: &str = "/t/trap";
 /// Path prefix of open-pixel URLs, after the base URL.
 pub const OPEN_PATH: &str = "/t/o/";
 /// Path prefix of unsubscribe URLs (page and RFC 8058 one-click POST), after the base URL.
@@ -267,6 +269,33 @@ impl Tracker {
             url.copy_from_slice(target.as_bytes());
         }
         self.url(CLICK_PATH, Kind::Click, payload)
+    }
+
+    /// Where the honeypot link of every tracked HTML message leads: a path under the base
+    /// URL that no message links to otherwise. A click on it records a machine's click.
+    #[must_use]
+    pub fn honeypot_target(&self) -> String {
+        format!("{}{HONEYPOT_PATH}", self.inner.base_url)
+    }
+
+    /// The signed click URL of `delivery_id`'s honeypot link.
+    #[must_use]
+    pub fn honeypot_url(&self, delivery_id: &str) -> String {
+        self.click_url(delivery_id, &self.honeypot_target())
+    }
+
+    /// Whether a verified click's target is the honeypot: an origin followed by exactly the
+    /// honeypot path. The origin is not compared, so links signed under an earlier base URL
+    /// (or by another process's) are recognised too; the signature is what makes it ours.
+    #[must_use]
+    pub fn is_honeypot(&self, target: &ClickTarget) -> bool {
+        let Some(origin) = target.url.strip_suffix(HONEYPOT_PATH) else {
+            return false;
+        };
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        host.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#']))
     }
 
     /// The signed open-pixel URL of `delivery_id`.

@@ -1,6 +1,8 @@
-//! Tests of the campaign crate's parts that need only Redis. Launch, workers and the
-//! lifecycle are tested end to end through the API (crates/server/tests/api/sending.rs) and
-//! against the built binary (tests/e2e/sending.rs).
+//! Tests of the campaign crate's own parts: the throttle (Redis) and the recomputation of
+//! traits with CLV predictions (SQLite and PostgreSQL). Launch, workers and the lifecycle are
+//! tested end to end through the API (crates/server/tests/api/sending.rs) and against the
+//! built binary (tests/e2e/sending.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod clv_traits;
 mod throttle;

@@ -7,9 +7,15 @@
 //! unsubscribes are stored as `email_click`, `email_open` and `unsubscribe` events of the
 //! delivery's contact, like any ingested event. Links signed for a campaign preview (delivery
 //! id `preview`) work but record nothing.
+//!
+//! Opens and clicks by machines are recorded with the reason (`machine` property; see
+//! `clarion_kpi::machine`): the `User-Agent` header and the client's address (from
+//! `Forwarded` / `X-Forwarded-For` when present, else the peer) are what the request shows.
+//! The hidden honeypot link of every tracked HTML message is a click URL to `/t/trap`: its
+//! click is recorded as a machine's and answered with an empty page instead of a redirect.
 
 use actix_web::{
-    HttpResponse,
+    HttpRequest, HttpResponse,
     http::{
         StatusCode,
         header::{self, HeaderValue},
@@ -17,11 +23,10 @@ use actix_web::{
     web,
 };
 use clarion_campaign::{
-    engagement::{self, Recorded, Unsubscribed},
+    engagement::{self, Recorded, Requester, Unsubscribed},
     preview::PREVIEW_DELIVERY,
 };
 use clarion_model::ContactId;
-use serde_json::{Map, Value};
 
 use crate::state::AppState;
 
@@ -61,7 +66,8 @@ impl DeliveryRef {
     }
 }
 
-/// Redirects to the link's target and records an `email_click` event.
+/// Redirects to the link's target and records an `email_click` event (flagged as a
+/// machine's for bots, bursts and the honeypot link, which answers an empty page).
 ///
 /// Only a token the installation signed redirects, and only to the URL inside it, so this is
 /// never an open redirect; any other token gets a 400 page.
@@ -69,13 +75,19 @@ impl DeliveryRef {
     params(("token" = String, Path, description = "The signed click token of a message link")),
     responses(
         (status = 302, description = "Redirect to the link's target", headers(("Location" = String))),
+        (status = 200, description = "The hidden honeypot link: an empty page (the click is recorded as a machine's)", content_type = "text/html"),
         (status = 400, description = "The link is broken or was altered", content_type = "text/html")))]
 #[tracing::instrument(skip_all)]
-pub async fn click(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+pub async fn click(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    token: web::Path<String>,
+) -> HttpResponse {
     let Ok(target) = state.tracker.verify_click(&token) else {
         count(&state, "click", "invalid");
         return broken_link();
     };
+    let honeypot = state.tracker.is_honeypot(&target);
     let Ok(location) = HeaderValue::from_str(&location(&target.url)) else {
         count(&state, "click", "invalid");
         return broken_link();
@@ -84,12 +96,30 @@ pub async fn click(state: web::Data<AppState>, token: web::Path<String>) -> Http
         DeliveryRef::Preview => "preview",
         DeliveryRef::Unknown => "unknown_delivery",
         DeliveryRef::Id(id) => {
-            let mut properties = Map::new();
-            properties.insert("url".to_owned(), Value::String(target.url.clone()));
-            record_engagement(&state, id, "email_click", properties).await
+            let address = client_address(&request);
+            let requester = Requester {
+                user_agent: user_agent(&request),
+                address,
+            };
+            let recorded = engagement::record_click(
+                &state.ingest,
+                &state.machines,
+                id,
+                &target.url,
+                honeypot,
+                requester,
+            )
+            .await;
+            outcome_of(recorded, "email_click")
         }
     };
     count(&state, "click", outcome);
+    if honeypot {
+        return HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body("");
+    }
     // A failure to record does not cost the reader the page they asked for.
     HttpResponse::Found()
         .insert_header((header::LOCATION, location))
@@ -105,13 +135,25 @@ pub async fn click(state: web::Data<AppState>, token: web::Path<String>) -> Http
     params(("token" = String, Path, description = "The signed open token of a message")),
     responses((status = 200, description = "A transparent 1x1 GIF", content_type = "image/gif")))]
 #[tracing::instrument(skip_all)]
-pub async fn open(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+pub async fn open(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    token: web::Path<String>,
+) -> HttpResponse {
     let outcome = match state.tracker.verify_open(&token) {
         Err(_) => "invalid",
         Ok(delivery_id) => match DeliveryRef::parse(&delivery_id) {
             DeliveryRef::Preview => "preview",
             DeliveryRef::Unknown => "unknown_delivery",
-            DeliveryRef::Id(id) => record_engagement(&state, id, "email_open", Map::new()).await,
+            DeliveryRef::Id(id) => {
+                let requester = Requester {
+                    user_agent: user_agent(&request),
+                    address: client_address(&request),
+                };
+                let recorded =
+                    engagement::record_open(&state.ingest, &state.machines, id, requester).await;
+                outcome_of(recorded, "email_open")
+            }
         },
     };
     count(&state, "open", outcome);
@@ -212,13 +254,27 @@ pub async fn unsubscribe(state: web::Data<AppState>, token: web::Path<String>) -
 
 /// Records a click or open on delivery `id`; returns the outcome for the metrics. Failures
 /// are logged, never shown to the reader.
-async fn record_engagement(
-    state: &AppState,
-    id: i64,
-    kind: &str,
-    properties: Map<String, Value>,
-) -> &'static str {
-    match engagement::record(&state.ingest, id, kind, properties).await {
+/// The request's `User-Agent`, when it is readable text.
+fn user_agent(request: &HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The client's address: the `Forwarded` / `X-Forwarded-For` one a proxy reports, else the
+/// peer's. It only decides whether an open is Apple's proxy, so a forged header can only make
+/// a request count as a machine's.
+fn client_address(request: &HttpRequest) -> Option<std::net::IpAddr> {
+    let info = request.connection_info();
+    let text = info.realip_remote_addr()?;
+    text.parse()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+fn outcome_of(recorded: Result<Recorded, engagement::EngagementError>, kind: &str) -> &'static str {
+    match recorded {
         Ok(Recorded::Stored) => "recorded",
         Ok(Recorded::UnknownDelivery) => "unknown_delivery",
         Err(error) => {

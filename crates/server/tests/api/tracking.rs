@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 const KEY: &str = "tracking-test-signing-key-0001";
 const TARGET: &str = "https://shop.example/sale?utm_source=clarion&x=1";
+/// What a person's mail client sends when it shows images or follows a link.
+const PERSON: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
 
 /// A server, a tracker signing with its key, and one sent delivery to Anna (Ben has none).
 struct Fixture {
@@ -24,6 +26,7 @@ struct Fixture {
     /// Does not follow redirects, so the test sees them.
     client: reqwest::Client,
     campaign: i64,
+    run: i64,
     delivery: i64,
     anna: i64,
     ben: i64,
@@ -80,6 +83,7 @@ impl Fixture {
             Tracker::new(&app.address, TrackingKeys::new(&[KEY.as_bytes()]).unwrap()).unwrap();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .user_agent(PERSON)
             .build()
             .unwrap();
         Fixture {
@@ -87,6 +91,7 @@ impl Fixture {
             tracker,
             client,
             campaign,
+            run,
             delivery,
             anna,
             ben,
@@ -95,6 +100,30 @@ impl Fixture {
 
     async fn get(&self, url: &str) -> reqwest::Response {
         self.client.get(url).send().await.unwrap()
+    }
+
+    /// A GET with other headers, as a bot, a scanner or a proxy sends it.
+    async fn get_as(&self, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.client.get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Another sent delivery of the fixture's run, to `contact`.
+    async fn delivery_to(&self, contact: i64) -> i64 {
+        let now = clarion_model::Timestamp::now().millis();
+        id(
+            &self.app,
+            &format!(
+                "INSERT INTO deliveries (workspace_id, run_id, campaign_id, contact_id, channel, \
+                 variant_id, segment_id, status, attempts, created_at, updated_at, sent_at) \
+                 VALUES (1, {}, {}, {contact}, 'email', 1, 1, 'sent', 1, {now}, {now}, {now}) RETURNING id",
+                self.run, self.campaign
+            ),
+        )
+        .await
     }
 
     /// The RFC 8058 one-click POST a mailbox provider sends.
@@ -257,6 +286,98 @@ async fn opens_answer_a_pixel_and_are_recorded(backend: Backend) {
     assert!(f.all_events("ben").await.is_empty());
 }
 
+/// The `machine` flags of a contact's events of one kind, oldest first.
+async fn machine_flags(f: &Fixture, contact: &str, kind: &str) -> Vec<Option<String>> {
+    let mut flags: Vec<Option<String>> = f
+        .events(contact, kind)
+        .await
+        .iter()
+        .map(|e| e["properties"]["machine"].as_str().map(str::to_owned))
+        .collect();
+    flags.reverse();
+    flags
+}
+
+/// Opens and clicks by machines are recorded with the reason and people's are not: bots by
+/// user agent, Apple's privacy proxy (by its user agent or its network), a scanner clicking
+/// every link at once, and the honeypot link, which also flags the clicks around it.
+async fn machine_opens_and_clicks_are_flagged(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let open = f.tracker.open_url(&f.delivery.to_string());
+    assert_pixel(f.get(&open).await).await;
+    let googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    assert_pixel(f.get_as(&open, &[("user-agent", googlebot)]).await).await;
+    assert_pixel(f.get_as(&open, &[("user-agent", "Mozilla/5.0")]).await).await;
+    assert_pixel(f.get_as(&open, &[("x-forwarded-for", "17.58.12.9")]).await).await;
+    assert_eq!(
+        machine_flags(&f, "anna", "email_open").await,
+        [
+            None,
+            Some("bot_user_agent".into()),
+            Some("privacy_proxy".into()),
+            Some("privacy_proxy".into())
+        ]
+    );
+
+    // A person clicks one link twice: not a burst.
+    let url = f.tracker.click_url(&f.delivery.to_string(), TARGET);
+    for _ in 0..2 {
+        assert_eq!(f.get(&url).await.status(), StatusCode::FOUND);
+    }
+    assert_eq!(machine_flags(&f, "anna", "email_click").await, [None, None]);
+
+    // A security scanner (a browser's user agent) follows all three links of Ben's message at once.
+    let ben_delivery = f.delivery_to(f.ben).await.to_string();
+    let links: Vec<String> = [
+        "https://shop.example/a",
+        "https://shop.example/b",
+        "https://shop.example/c",
+    ]
+    .iter()
+    .map(|target| f.tracker.click_url(&ben_delivery, target))
+    .collect();
+    let responses = futures::future::join_all(links.iter().map(|l| f.get(l))).await;
+    assert!(responses.iter().all(|r| r.status() == StatusCode::FOUND));
+    assert_eq!(
+        machine_flags(&f, "ben", "email_click").await,
+        vec![Some("click_burst".to_owned()); 3]
+    );
+
+    // Cara's message: a click, then the hidden honeypot link, then another click.
+    let (status, body) = f
+        .app
+        .post(
+            "/api/v1/contacts/batch",
+            &json!({"contacts": [{"external_id": "cara", "email": "cara@example.com"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cara = id(&f.app, "SELECT id FROM contacts WHERE external_id = 'cara'").await;
+    let cara_delivery = f.delivery_to(cara).await.to_string();
+    let first = f
+        .tracker
+        .click_url(&cara_delivery, "https://shop.example/a");
+    assert_eq!(f.get(&first).await.status(), StatusCode::FOUND);
+    let trap = f.get(&f.tracker.honeypot_url(&cara_delivery)).await;
+    assert_eq!(
+        trap.status(),
+        StatusCode::OK,
+        "the honeypot redirects nowhere"
+    );
+    assert!(trap.headers().get(header::LOCATION).is_none());
+    assert_eq!(trap.text().await.unwrap(), "");
+    let after = f
+        .tracker
+        .click_url(&cara_delivery, "https://shop.example/b");
+    assert_eq!(f.get(&after).await.status(), StatusCode::FOUND);
+    assert_eq!(
+        machine_flags(&f, "cara", "email_click").await,
+        vec![Some("honeypot".to_owned()); 3]
+    );
+    // Anna's clicks were never touched by the machines' flags on other messages.
+    assert_eq!(machine_flags(&f, "anna", "email_click").await, [None, None]);
+}
+
 async fn one_click_unsubscribes_once_and_repeats_harmlessly(backend: Backend) {
     let f = Fixture::new(backend).await;
     let (status, body) = f
@@ -363,6 +484,7 @@ async fn preview_links_work_but_record_nothing(backend: Backend) {
 on_both_backends!(
     clicks_redirect_to_the_target_and_are_recorded,
     opens_answer_a_pixel_and_are_recorded,
+    machine_opens_and_clicks_are_flagged,
     one_click_unsubscribes_once_and_repeats_harmlessly,
     unsubscribing_works_after_the_delivery_is_gone,
     preview_links_work_but_record_nothing,

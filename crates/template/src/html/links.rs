@@ -18,20 +18,16 @@ use crate::error::{TemplateError, TemplateIssue};
 use crate::tracking::MessageTracking;
 
 /// Rewrites rendered HTML for one message: `http(s)` links of `<a>` and `<area>` become
-/// signed click URLs (unless marked `data-notrack`, which is removed), the open pixel is added
-/// before `</body>` (or at the end when there is no body end tag), and any link with a
-/// forbidden scheme fails the message.
+/// signed click URLs (unless marked `data-notrack`, which is removed), the open pixel and the
+/// hidden honeypot link ([`trailer_html`]) are added before `</body>` (or at the end when
+/// there is no body end tag), and any link with a forbidden scheme fails the message.
 pub(crate) fn rewrite_for_tracking(
     html: &str,
     tracking: &MessageTracking<'_>,
 ) -> Result<String, TemplateError> {
     let forbidden: RefCell<Option<String>> = RefCell::new(None);
     let pixel_placed = Rc::new(Cell::new(false));
-    let pixel = if tracking.track_opens {
-        Some(pixel_html(&tracking.tracker.open_url(tracking.delivery_id)))
-    } else {
-        None
-    };
+    let pixel = trailer_html(tracking);
     let own_base = tracking.tracker.base_url();
 
     let mut element_handlers = vec![(
@@ -105,6 +101,30 @@ pub(crate) fn rewrite_for_tracking(
         None => TemplateError::Rewrite(e.to_string()),
     })
 }
+
+/// What goes at the end of a tracked HTML message: the open pixel (when opens are tracked)
+/// and the honeypot link (when links are): an empty link hidden from people in every mail
+/// client (no text, not displayed, out of the tab order and of screen readers, left out of
+/// the text part), which only machines following every URL of a message click.
+pub(crate) fn trailer_html(tracking: &MessageTracking<'_>) -> Option<String> {
+    let mut out = String::new();
+    if tracking.track_opens {
+        out.push_str(&pixel_html(
+            &tracking.tracker.open_url(tracking.delivery_id),
+        ));
+    }
+    if tracking.track_links {
+        out.push_str(&format!(
+            "<a href=\"{}\" {HONEYPOT_ATTRIBUTE} aria-hidden=\"true\" tabindex=\"-1\" \
+             style=\"display:none;font-size:0;line-height:0;max-height:0;overflow:hidden;mso-hide:all\"></a>",
+            tracking.tracker.honeypot_url(tracking.delivery_id)
+        ));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Marks the honeypot link, so that the text part leaves it out.
+pub(crate) const HONEYPOT_ATTRIBUTE: &str = "data-clarion-trap";
 
 pub(crate) fn pixel_html(url: &str) -> String {
     format!(

@@ -18,9 +18,10 @@ use lol_html::{DocumentContentHandlers, ElementContentHandlers, Selector, Settin
 use crate::error::TemplateError;
 
 pub(crate) use links::{
-    CHECK_FILTER, DynamicLink, FORBIDDEN_DETAIL, HREF_FN, LINK_FILTER, LINKS_VAR, LinkContext,
-    PIXEL_VAR, STATIC_LINK_FN, StaticLink, check_filter, forbidden_links_in_source, href_fn,
-    instrument_links, link_filter, pixel_html, rewrite_for_tracking, static_link_fn,
+    CHECK_FILTER, DynamicLink, FORBIDDEN_DETAIL, HONEYPOT_ATTRIBUTE, HREF_FN, LINK_FILTER,
+    LINKS_VAR, LinkContext, PIXEL_VAR, STATIC_LINK_FN, StaticLink, check_filter,
+    forbidden_links_in_source, href_fn, instrument_links, link_filter, rewrite_for_tracking,
+    static_link_fn, trailer_html,
 };
 pub(crate) use text::{derive_text_template, html_to_text, tidy_text};
 

@@ -7,8 +7,8 @@ use lol_html::html_content::{ContentType, Element};
 use lol_html::{DocumentContentHandlers, ElementContentHandlers, rewrite_str};
 
 use super::{
-    ANY, BLOCK, BREAK, CELL, DROPPED, HREF, IMAGE, LIST_ITEM, decode_entities, has_raw_block,
-    is_http_url, sel, with_handlers,
+    ANY, BLOCK, BREAK, CELL, DROPPED, HONEYPOT_ATTRIBUTE, HREF, IMAGE, LIST_ITEM, decode_entities,
+    has_raw_block, is_http_url, sel, with_handlers,
 };
 use crate::error::TemplateError;
 
@@ -145,6 +145,10 @@ fn mark_text(html: &str) -> Result<String, TemplateError> {
             sel(&HREF)?,
             ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
                 if el.tag_name() != "a" {
+                    return Ok(());
+                }
+                if el.has_attribute(HONEYPOT_ATTRIBUTE) {
+                    el.remove();
                     return Ok(());
                 }
                 let raw = el.get_attribute("href").unwrap_or_default();

@@ -36,7 +36,7 @@ fn links_become_signed_click_urls_except_opted_out_ones() {
     );
     let out = render(&content, &ctx);
     let links = hrefs(&out.html);
-    assert_eq!(links.len(), 8, "{}", out.html);
+    assert_eq!(links.len(), 9, "{}", out.html);
 
     let t = tracker();
     let expected = [
@@ -67,6 +67,40 @@ fn links_become_signed_click_urls_except_opted_out_ones() {
         links[7], "https://cdn.example/x.css",
         "stylesheets are not links to track"
     );
+    // Last, the hidden honeypot link: a signed click on the trap, absent from the text part.
+    let trap = t.verify_click(&token(&links[8], CLICK_PATH)).unwrap();
+    assert!(t.is_honeypot(&trap), "{}", trap.url);
+    assert_eq!(trap.delivery_id, "dlv-1");
+    assert!(
+        out.html.contains("aria-hidden=\"true\"") && out.html.contains("display:none"),
+        "{}",
+        out.html
+    );
+    assert!(!out.text.contains("/t/c/"), "{}", out.text);
+    assert!(!out.text.contains(&links[8]), "{}", out.text);
+}
+
+#[test]
+fn every_tracked_html_message_has_one_honeypot_link() {
+    let t = tracker();
+    for html in [
+        "<html><body><p>No links at all.</p></body></html>",
+        "<p>No body tag, one <a href=\"https://shop.example/\">link</a>.</p>",
+    ] {
+        let out = render(&email(html), &context(json!({})));
+        let traps: Vec<String> = hrefs(&out.html)
+            .into_iter()
+            .filter(|link| {
+                link.starts_with(&format!("{TRACKING_BASE}{CLICK_PATH}"))
+                    && t.is_honeypot(&t.verify_click(&token(link, CLICK_PATH)).unwrap())
+            })
+            .collect();
+        assert_eq!(traps.len(), 1, "{}", out.html);
+        assert!(!out.text.contains(&traps[0]), "{}", out.text);
+    }
+    // A link to the trap is never made for a person: not one of the message's own links.
+    let own = t.click_url("dlv-1", "https://shop.example/");
+    assert!(!t.is_honeypot(&t.verify_click(&token(&own, CLICK_PATH)).unwrap()));
 }
 
 #[test]
@@ -357,7 +391,8 @@ fn the_same_target_twice_in_a_message_gets_the_same_click_url() {
         &context(json!({"products": ["https://shop.example/1", "https://shop.example/2"]})),
     );
     let links = hrefs(&out.html);
-    assert_eq!(links.len(), 4);
+    // The four links, then the honeypot.
+    assert_eq!(links.len(), 5);
     assert_eq!(links[0], links[1]);
     assert_eq!(links[2], links[3]);
     assert_ne!(links[0], links[2]);
