@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
-    traits,
+    campaigns, contacts, crosstab, events, health, kpi, segments, sending, suggest, templates,
+    tracking, traits,
 };
 use crate::error::ApiError;
 
@@ -40,6 +40,7 @@ use crate::error::ApiError;
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
+        kpi::campaign_report, kpi::get_settings, kpi::put_settings,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
     components(schemas(
@@ -79,6 +80,12 @@ use crate::error::ApiError;
         clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
         clarion_campaign::deliveries::DeliveryView,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
+        clarion_kpi::KpiSettings, clarion_kpi::Attribution, clarion_kpi::campaign::CampaignReport,
+        clarion_kpi::campaign::Figures, clarion_kpi::campaign::Uplift,
+        clarion_kpi::campaign::GroupOutcome, clarion_kpi::campaign::Verdict,
+        clarion_kpi::campaign::Breakdown, clarion_kpi::campaign::SeriesPoint,
+        clarion_kpi::campaign::Step, clarion_kpi::stats::Comparison,
+        clarion_kpi::stats::Interval, clarion_kpi::stats::RelativeLift, clarion_kpi::stats::Method,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -88,6 +95,7 @@ use crate::error::ApiError;
         (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
+        (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout; JSON or CSV"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )

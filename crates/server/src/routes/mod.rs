@@ -6,6 +6,7 @@ pub mod crosstab;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod kpi;
 pub mod segments;
 pub mod sending;
 pub mod suggest;
@@ -39,7 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(campaigns::configure)
             .configure(sending::configure)
             .configure(templates::configure)
-            .configure(traits::configure),
+            .configure(traits::configure)
+            .configure(kpi::configure),
     );
 }
 

@@ -34,15 +34,15 @@ const HOOK_PATH: &str = "/hooks/clarion";
 
 /// A server wired to a real SMTP server and webhook receiver, and a delivery worker built
 /// from the server's own state the way `clarion serve` builds it.
-struct Sending {
-    app: TestApp,
-    smtp: SmtpServer,
+pub(crate) struct Sending {
+    pub(crate) app: TestApp,
+    pub(crate) smtp: SmtpServer,
     receiver: WebhookReceiver,
     worker: Worker,
 }
 
 impl Sending {
-    async fn start(backend: Backend) -> Sending {
+    pub(crate) async fn start(backend: Backend) -> Sending {
         Self::start_with(backend, |_| {}).await
     }
 
@@ -73,7 +73,7 @@ impl Sending {
     }
 
     /// One pass of the worker over `channel`'s queue.
-    async fn drain(&self, channel: Channel) -> RunStats {
+    pub(crate) async fn drain(&self, channel: Channel) -> RunStats {
         self.worker
             .run_once(&self.app.state.queues, channel, "test-consumer")
             .await
@@ -106,7 +106,7 @@ impl Sending {
             .unwrap()
     }
 
-    async fn launch(&self, id: i64) -> Json {
+    pub(crate) async fn launch(&self, id: i64) -> Json {
         let (status, report) = self
             .app
             .post(&format!("/api/v1/campaigns/{id}/launch"), &json!(null))

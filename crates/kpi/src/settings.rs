@@ -1,0 +1,169 @@
+//! A workspace's KPI settings: the attribution model and the minimum sample below which a
+//! comparison says "not enough data". A workspace without a stored row uses
+//! [`KpiSettings::default`].
+
+use clarion_model::{Timestamp, WorkspaceId};
+use sea_orm::{
+    ConnectionTrait,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::KpiError;
+
+/// Which delivery a goal event is credited to when several campaigns' attribution windows
+/// cover it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// The most recent delivery sent before the event (ties: the higher delivery id).
+    #[default]
+    LastTouch,
+    /// The earliest delivery whose window still covers the event (ties: the lower id).
+    FirstTouch,
+}
+
+impl Attribution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribution::LastTouch => "last_touch",
+            Attribution::FirstTouch => "first_touch",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "last_touch" => Some(Attribution::LastTouch),
+            "first_touch" => Some(Attribution::FirstTouch),
+            _ => None,
+        }
+    }
+}
+
+/// How a workspace's KPIs are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KpiSettings {
+    /// The attribution model of campaign conversions (default `last_touch`).
+    #[serde(default)]
+    pub attribution: Attribution,
+    /// The fewest contacts each side of a comparison needs before a verdict is given
+    /// (default 100, at least 2); below it the comparison answers `not_enough_data`.
+    #[serde(default = "default_min_sample")]
+    #[schema(minimum = 2, maximum = 1_000_000_000)]
+    pub min_sample: u64,
+    /// The confidence level of intervals and the significance of comparisons: a difference
+    /// is significant when its p-value is below `1 - confidence_level` (default 0.95).
+    #[serde(default = "default_level")]
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    pub confidence_level: f64,
+}
+
+fn default_level() -> f64 {
+    0.95
+}
+
+fn default_min_sample() -> u64 {
+    100
+}
+
+impl Default for KpiSettings {
+    fn default() -> Self {
+        KpiSettings {
+            attribution: Attribution::default(),
+            min_sample: default_min_sample(),
+            confidence_level: default_level(),
+        }
+    }
+}
+
+impl KpiSettings {
+    /// Checks the ranges the schema states.
+    ///
+    /// # Errors
+    /// [`KpiError::Invalid`] naming the field.
+    pub fn check(&self) -> Result<(), KpiError> {
+        if !(2..=1_000_000_000).contains(&self.min_sample) {
+            return Err(KpiError::invalid(
+                "min_sample",
+                format!("must be 2 to 1000000000, not {}", self.min_sample),
+            ));
+        }
+        if !(self.confidence_level > 0.0 && self.confidence_level < 1.0) {
+            return Err(KpiError::invalid(
+                "confidence_level",
+                format!("must lie strictly between 0 and 1, not {}", self.confidence_level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings of a comparison under these settings.
+    pub fn comparison(&self) -> crate::stats::ComparisonSettings {
+        crate::stats::ConfidenceLevel::new(self.confidence_level)
+            .and_then(|level| crate::stats::ComparisonSettings::new(level, self.min_sample))
+            .unwrap_or_default()
+    }
+}
+
+/// The settings of `workspace` (the defaults when none are stored).
+pub async fn get(db: &impl ConnectionTrait, workspace: WorkspaceId) -> Result<KpiSettings, KpiError> {
+    let select = Query::select()
+        .columns(["attribution", "min_sample", "confidence_level"])
+        .from("kpi_settings")
+        .and_where(Expr::col("workspace_id").eq(workspace.0))
+        .to_owned();
+    let Some(row) = db.query_one(&select).await? else {
+        return Ok(KpiSettings::default());
+    };
+    let attribution: String = row.try_get("", "attribution")?;
+    let min_sample: i64 = row.try_get("", "min_sample")?;
+    Ok(KpiSettings {
+        attribution: Attribution::parse(&attribution).unwrap_or_default(),
+        min_sample: u64::try_from(min_sample).unwrap_or(2),
+        confidence_level: row.try_get("", "confidence_level")?,
+    })
+}
+
+/// Stores the settings of `workspace`. When the attribution model changes, every run's
+/// roll-ups are recomputed under the new one before this returns.
+///
+/// # Errors
+/// [`KpiError::Invalid`] for a value out of range; database errors.
+pub async fn put(
+    db: &sea_orm::DatabaseConnection,
+    workspace: WorkspaceId,
+    settings: KpiSettings,
+) -> Result<KpiSettings, KpiError> {
+    settings.check()?;
+    let before = get(db, workspace).await?;
+    let insert = Query::insert()
+        .into_table("kpi_settings")
+        .columns([
+            "workspace_id",
+            "attribution",
+            "min_sample",
+            "confidence_level",
+            "updated_at",
+        ])
+        .values([
+            workspace.0.into(),
+            settings.attribution.as_str().into(),
+            i64::try_from(settings.min_sample).unwrap_or(i64::MAX).into(),
+            settings.confidence_level.into(),
+            Timestamp::now().millis().into(),
+        ])
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+        .on_conflict(
+            OnConflict::column("workspace_id")
+                .update_columns(["attribution", "min_sample", "confidence_level", "updated_at"])
+                .to_owned(),
+        )
+        .to_owned();
+    db.execute(&insert).await?;
+    if before.attribution != settings.attribution {
+        crate::rollup::rebuild_workspace(db, workspace).await?;
+    }
+    Ok(settings)
+}

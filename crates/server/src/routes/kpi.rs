@@ -1,0 +1,130 @@
+//! KPI reports under `/api/v1/kpi`: the campaign report (figures per run, variant, segment and
+//! channel, series, uplift against the holdout) and the workspace's KPI settings. Every report
+//! answers JSON, or CSV with `format=csv`; viewers may read them.
+
+use actix_web::{HttpResponse, web};
+use clarion_kpi::{
+    KpiSettings,
+    campaign::{self, CampaignReport, Step},
+};
+use clarion_model::{CampaignId, ErrorCode, Role};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::IntoParams;
+
+use super::parse_body;
+use crate::{auth::Caller, error::ApiError, state::AppState};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/kpi/campaigns/{id}", web::get().to(campaign_report))
+        .route("/kpi/settings", web::get().to(get_settings))
+        .route("/kpi/settings", web::put().to(put_settings));
+}
+
+/// Query parameters of the campaign report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignReportQuery {
+    /// The run (launch) to report on; the latest by default.
+    #[param(minimum = 1)]
+    pub run: Option<i64>,
+    /// Add a series of the time-based figures per `hour` or `day` since launch (in CSV, the
+    /// series is the export).
+    pub series: Option<Step>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+/// Whether a report was asked for as CSV.
+fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("format must be json or csv, not {other:?}"),
+        )),
+    }
+}
+
+fn csv_answer(name: &str, body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}.csv\""),
+        ))
+        .body(body)
+}
+
+/// The report of one run of a campaign: audience, holdout, sent, failed, suppressed by reason,
+/// bounces, unique opens and clicks, click-to-open rate, unsubscribes, complaints, attributed
+/// conversions and revenue, conversion rate, revenue per recipient and average order value, in
+/// total and per variant, target segment and channel; the intent-to-treat comparison against
+/// the holdout (conversion rate and revenue per contact, with intervals, p-values and relative
+/// lift); optionally a series per hour or day since launch. Read from roll-ups kept current as
+/// events and deliveries arrive. A rate with an empty denominator is `null`.
+#[utoipa::path(get, path = "/api/v1/kpi/campaigns/{id}", tag = "kpi",
+    params(("id" = i64, Path, description = "The campaign's id"), CampaignReportQuery),
+    responses((status = 200, description = "JSON, or text/csv with format=csv",
+            content((CampaignReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ApiError), (status = 404, description = "No such campaign, or no such run of it", body = ApiError),
+        (status = 409, description = "The campaign has not been launched", body = ApiError)),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(workspace = caller.workspace.0))]
+pub async fn campaign_report(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    query: web::Query<CampaignReportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let id = path.into_inner();
+    let report = campaign::report(
+        &state.db,
+        caller.workspace,
+        CampaignId(id),
+        query.run,
+        query.series,
+    )
+    .await?;
+    if csv {
+        return Ok(csv_answer(
+            &format!("campaign-{id}-run-{}", report.run_id),
+            campaign::to_csv(&report)?,
+        ));
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// How this workspace's KPIs are computed: the attribution model, the minimum sample of a
+/// comparison and the confidence level.
+#[utoipa::path(get, path = "/api/v1/kpi/settings", tag = "kpi",
+    responses((status = 200, body = KpiSettings)),
+    security(("api_key" = [])))]
+pub async fn get_settings(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(clarion_kpi::settings::get(&state.db, caller.workspace).await?))
+}
+
+/// Changes this workspace's KPI settings (admins). A change of the attribution model
+/// recomputes every run's roll-ups before the answer.
+#[utoipa::path(put, path = "/api/v1/kpi/settings", tag = "kpi",
+    request_body = KpiSettings,
+    responses((status = 200, body = KpiSettings), (status = 422, body = ApiError)),
+    security(("api_key" = [])))]
+pub async fn put_settings(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<Box<RawValue>>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Admin)?;
+    let settings: KpiSettings = parse_body(body.get())?;
+    Ok(HttpResponse::Ok().json(clarion_kpi::settings::put(&state.db, caller.workspace, settings).await?))
+}
