@@ -1,19 +1,87 @@
 //! Clarion's KPI tracker.
 //!
-//! Reports read narrow roll-up tables, never scans of raw events: [`rollup`] keeps them current
-//! as events arrive (an ingestion [`clarion_contacts::Listener`]) and as the delivery workers
-//! record outcomes, and [`campaign`] answers the campaign report from them. Every figure is
-//! defined where it is computed, with its numerator, denominator, time window and what it
-//! leaves out; the README's KPI section repeats the definitions for users.
+//! A KPI is only worth showing if it is right, so every figure this crate computes says how:
+//! numerator, denominator, time window, what is excluded, and the formula of its interval or
+//! test.
+//!
+//! - [`stats`]: the statistics behind every reported rate and comparison: rates that are
+//!   `None` on an empty denominator, Wilson intervals for proportions, the comparison of two
+//!   proportions (conversion against the holdout, two segments) and of two means (revenue per
+//!   contact, Welch's t-test), each with the absolute difference, its interval and two-sided
+//!   p-value, and the relative lift with its delta-method interval. Below a minimum sample a
+//!   comparison gives no verdict.
+//! - [`rollup`]: the roll-ups reports read instead of raw events, kept current by an
+//!   ingestion [`clarion_contacts::Listener`] and by the delivery workers as they record
+//!   outcomes.
+//! - [`campaign`]: the campaign report (per run, variant, segment, channel, series), with
+//!   attribution and the intent-to-treat comparison against the holdout.
+//! - [`segment`]: conversion of any segment for any goal and period, breakdowns, and the
+//!   comparison of two segments.
+//! - [`settings`]: each workspace's attribution model, minimum sample and confidence level.
 //!
 //! The crate depends on the model and the database only, never on campaigns or the server:
-//! it reads the outbox (`deliveries`, `campaign_runs`, `campaigns`) and `events` tables as
-//! they are.
+//! it reads the outbox (`deliveries`, `campaign_runs`, `campaigns`), `events` and
+//! `segment_memberships` tables as they are.
+//!
+//! Every [`KpiError`] carries its API error code ([`Coded`]).
 
 pub mod campaign;
-mod error;
 pub mod rollup;
+pub mod segment;
 pub mod settings;
+pub mod stats;
 
-pub use error::KpiError;
+use clarion_model::{Coded, ErrorCode, FieldError};
+
 pub use settings::{Attribution, KpiSettings};
+
+/// Everything that can go wrong in the KPI tracker.
+#[derive(Debug, thiserror::Error)]
+pub enum KpiError {
+    /// A setting or request parameter is out of range; `field` names it.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A model cannot be fitted to the data it was given (too few customers, no repeat
+    /// purchase, no finite optimum); `model` names it (`bg_nbd`, `gamma_gamma`).
+    #[error("cannot fit {model}: {message}")]
+    Model { model: String, message: String },
+    #[error("database error")]
+    Db(#[from] sea_orm::DbErr),
+    /// What a report is about does not exist, e.g. `campaign 7`.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The report cannot be made yet, e.g. of a campaign that was never launched.
+    #[error("{0}")]
+    Conflict(String),
+    /// CSV could not be written (only ever into memory, so a bug if it happens).
+    #[error("CSV export failed: {0}")]
+    Csv(String),
+}
+
+impl KpiError {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        KpiError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Coded for KpiError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            KpiError::Invalid { .. } | KpiError::Model { .. } => ErrorCode::ValidationFailed,
+            KpiError::Db(db) => db.code(),
+            KpiError::NotFound(_) => ErrorCode::NotFound,
+            KpiError::Conflict(_) => ErrorCode::Conflict,
+            KpiError::Csv(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn details(&self) -> Vec<FieldError> {
+        match self {
+            KpiError::Invalid { field, message } => vec![FieldError::field(field, message)],
+            _ => Vec::new(),
+        }
+    }
+}

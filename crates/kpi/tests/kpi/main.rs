@@ -1,5 +1,7 @@
-//! The KPI tracker against independent computations over generated data, on SQLite and
-//! PostgreSQL.
+//! clarion-kpi's statistics and models against published figures and independent
+//! computations (statsmodels and scipy over generated data), and its reports against
+//! computations in plain Rust over generated rows, on SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod campaign_report;
+mod stats;
