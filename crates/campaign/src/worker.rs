@@ -590,11 +590,16 @@ impl Worker {
         let mut by_workspace: HashMap<WorkspaceId, Vec<ContactId>> = HashMap::new();
         for (row, fate) in decided {
             if !matches!(fate, Fate::Retry(..)) {
-                by_workspace.entry(row.workspace).or_default().push(row.contact);
+                by_workspace
+                    .entry(row.workspace)
+                    .or_default()
+                    .push(row.contact);
             }
         }
         for (workspace, contacts) in by_workspace {
-            if let Err(error) = clarion_kpi::rollup::refresh(&self.parts.db, workspace, &contacts).await {
+            if let Err(error) =
+                clarion_kpi::rollup::refresh(&self.parts.db, workspace, &contacts).await
+            {
                 tracing::warn!(%error, contacts = contacts.len(), "KPI roll-ups of sent deliveries could not be updated");
             }
         }

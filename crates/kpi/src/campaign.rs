@@ -233,9 +233,7 @@ impl Group {
         for ((row_channel, metric), sums) in &self.0 {
             let take = match channel {
                 Some(c) => row_channel == c,
-                None => {
-                    (row_channel.is_empty()) == CONTACT_METRICS.contains(&metric.as_str())
-                }
+                None => (row_channel.is_empty()) == CONTACT_METRICS.contains(&metric.as_str()),
             };
             if take {
                 let entry = metrics.entry(metric.as_str()).or_default();
@@ -243,7 +241,11 @@ impl Group {
                 entry.amount += sums.amount;
             }
         }
-        let count = |m: &str| metrics.get(m).map_or(0, |s| u64::try_from(s.n).unwrap_or(0));
+        let count = |m: &str| {
+            metrics
+                .get(m)
+                .map_or(0, |s| u64::try_from(s.n).unwrap_or(0))
+        };
         let mut figures = Figures {
             audience: count("audience"),
             holdout: count("holdout"),
@@ -277,15 +279,24 @@ impl Group {
         }
         figures.click_to_open_rate = stats::rate(figures.unique_clicks, figures.unique_opens);
         figures.conversion_rate = stats::rate(figures.converters, figures.recipients);
-        figures.revenue_per_recipient =
-            ratio(figures.attributed_revenue, figures.recipients);
+        figures.revenue_per_recipient = ratio(figures.attributed_revenue, figures.recipients);
         figures.average_order_value =
             ratio(figures.attributed_revenue, figures.attributed_conversions);
         figures
     }
 
-    fn outcome(&self, group: &str, reachable: &str, settings: &ComparisonSettings) -> (GroupOutcome, Proportion, Option<Summary>) {
-        let get = |metric: &str| self.0.get(&(String::new(), metric.to_owned())).copied().unwrap_or_default();
+    fn outcome(
+        &self,
+        group: &str,
+        reachable: &str,
+        settings: &ComparisonSettings,
+    ) -> (GroupOutcome, Proportion, Option<Summary>) {
+        let get = |metric: &str| {
+            self.0
+                .get(&(String::new(), metric.to_owned()))
+                .copied()
+                .unwrap_or_default()
+        };
         let contacts = u64::try_from(get(reachable).n).unwrap_or(0);
         let converters = u64::try_from(get(&format!("itt_converters_{group}")).n).unwrap_or(0);
         let revenue = get(&format!("itt_revenue_{group}"));
@@ -375,7 +386,8 @@ pub async fn report(
 
     let counts = Query::select()
         .columns(["variant_id", "segment_id", "channel", "metric", "bucket"])
-        .expr_as(Func::sum(Expr::col("n")), "n")
+        // PostgreSQL sums BIGINT into NUMERIC.
+        .expr_as(Expr::cust("CAST(SUM(n) AS BIGINT)"), "n")
         .expr_as(Func::sum(Expr::col("amount")), "amount")
         .expr_as(Func::sum(Expr::col("amount_sq")), "amount_sq")
         .from("kpi_run_counts")
@@ -398,8 +410,14 @@ pub async fn report(
             sq: row.try_get("", "amount_sq")?,
         };
         total.add(&channel, &metric, sums);
-        variants.entry(variant).or_default().add(&channel, &metric, sums);
-        segments.entry(segment).or_default().add(&channel, &metric, sums);
+        variants
+            .entry(variant)
+            .or_default()
+            .add(&channel, &metric, sums);
+        segments
+            .entry(segment)
+            .or_default()
+            .add(&channel, &metric, sums);
         if let Some(step) = series
             && !channel.is_empty()
         {
@@ -451,10 +469,9 @@ pub async fn report(
             .map(|offset| {
                 let mut point = points.remove(&offset).unwrap_or_default();
                 point.offset = offset;
-                point.start = Timestamp::from_millis(
-                    started_at + offset * step.hours() * 3_600_000,
-                )
-                .to_rfc3339();
+                point.start =
+                    Timestamp::from_millis(started_at + offset * step.hours() * 3_600_000)
+                        .to_rfc3339();
                 point
             })
             .collect()

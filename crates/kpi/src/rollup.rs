@@ -128,23 +128,24 @@ pub fn contributions(
     for delivery in deliveries {
         by_run.entry(delivery.run_id).or_default().push(delivery);
     }
-    let mut add = |run: &DeliveryFact, channel: &str, metric: &str, bucket: i64, n: i64, amount: f64| {
-        let entry = facts
-            .entry(FactKey {
-                run_id: run.run_id,
-                channel: channel.to_owned(),
-                metric: metric.to_owned(),
-                bucket: bucket.max(0),
-            })
-            .or_insert(FactValue {
-                variant_id: run.variant_id,
-                segment_id: run.segment_id,
-                n: 0,
-                amount: 0.0,
-            });
-        entry.n += n;
-        entry.amount += amount;
-    };
+    let mut add =
+        |run: &DeliveryFact, channel: &str, metric: &str, bucket: i64, n: i64, amount: f64| {
+            let entry = facts
+                .entry(FactKey {
+                    run_id: run.run_id,
+                    channel: channel.to_owned(),
+                    metric: metric.to_owned(),
+                    bucket: Ord::max(bucket, 0),
+                })
+                .or_insert(FactValue {
+                    variant_id: run.variant_id,
+                    segment_id: run.segment_id,
+                    n: 0,
+                    amount: 0.0,
+                });
+            entry.n += n;
+            entry.amount += amount;
+        };
     let hour = |run: &DeliveryFact, at: i64| (at - run.started_at).div_euclid(HOUR_MS);
 
     // Engagement events by delivery, in time order.
@@ -185,7 +186,18 @@ pub fn contributions(
         };
         let group = if holdout { "h" } else { "t" };
         if reachable {
-            add(first, "", if holdout { "holdout_reachable" } else { "treatment_reachable" }, 0, 1, 0.0);
+            add(
+                first,
+                "",
+                if holdout {
+                    "holdout_reachable"
+                } else {
+                    "treatment_reachable"
+                },
+                0,
+                1,
+                0.0,
+            );
             let (count, revenue) = sorted
                 .iter()
                 .filter(|e| {
@@ -193,10 +205,19 @@ pub fn contributions(
                         && first.started_at <= e.occurred_at
                         && e.occurred_at < first.started_at + first.window_ms
                 })
-                .fold((0, 0.0), |(n, sum), e| (n + 1, sum + e.amount.unwrap_or(0.0)));
+                .fold((0, 0.0), |(n, sum), e| {
+                    (n + 1, sum + e.amount.unwrap_or(0.0))
+                });
             if count > 0 {
                 add(first, "", &format!("itt_converters_{group}"), 0, 1, 0.0);
-                add(first, "", &format!("itt_revenue_{group}"), 0, count, revenue);
+                add(
+                    first,
+                    "",
+                    &format!("itt_revenue_{group}"),
+                    0,
+                    count,
+                    revenue,
+                );
             }
         }
 
@@ -216,13 +237,34 @@ pub fn contributions(
                     add(delivery, channel, "sent", hour(delivery, at), 1, 0.0);
                     add(delivery, channel, "recipients", 0, 1, 0.0);
                 }
-                "failed" => add(delivery, channel, "failed", hour(delivery, delivery.updated_at), 1, 0.0),
+                "failed" => add(
+                    delivery,
+                    channel,
+                    "failed",
+                    hour(delivery, delivery.updated_at),
+                    1,
+                    0.0,
+                ),
                 "cancelled" => {
-                    add(delivery, channel, "cancelled", hour(delivery, delivery.updated_at), 1, 0.0);
+                    add(
+                        delivery,
+                        channel,
+                        "cancelled",
+                        hour(delivery, delivery.updated_at),
+                        1,
+                        0.0,
+                    );
                 }
                 "suppressed" => {
                     let reason = delivery.reason.as_deref().unwrap_or("unknown");
-                    add(delivery, channel, &format!("suppressed:{reason}"), 0, 1, 0.0);
+                    add(
+                        delivery,
+                        channel,
+                        &format!("suppressed:{reason}"),
+                        0,
+                        1,
+                        0.0,
+                    );
                 }
                 _ => add(delivery, channel, "pending", 0, 1, 0.0),
             }
@@ -231,7 +273,14 @@ pub fn contributions(
                     .iter()
                     .find(|e| e.kind == kind && e.delivery_id == Some(delivery.id))
                 {
-                    add(delivery, channel, metric, hour(delivery, first_event.occurred_at), 1, 0.0);
+                    add(
+                        delivery,
+                        channel,
+                        metric,
+                        hour(delivery, first_event.occurred_at),
+                        1,
+                        0.0,
+                    );
                 }
             }
             if let Some(events) = attributed.get(&delivery.id) {
@@ -375,6 +424,10 @@ pub async fn rebuild_workspace(
     Ok(())
 }
 
+/// Changes of the run totals: (run, variant, segment, channel, metric, bucket) -> (count,
+/// amount, squares of amounts).
+type Deltas = BTreeMap<(i64, i64, i64, String, String, i64), (i64, f64, f64)>;
+
 async fn refresh_chunk(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
@@ -404,8 +457,7 @@ async fn refresh_chunk(
     }
     let events = load_events(&txn, workspace, &deliveries).await?;
 
-    let mut deltas: BTreeMap<(i64, i64, i64, String, String, i64), (i64, f64, f64)> =
-        BTreeMap::new();
+    let mut deltas: Deltas = BTreeMap::new();
     let mut changed: Vec<i64> = Vec::new();
     let mut inserts: Vec<(i64, FactKey, FactValue)> = Vec::new();
     let touched: BTreeSet<i64> = deliveries.keys().chain(old.keys()).copied().collect();
@@ -544,7 +596,9 @@ async fn load_events(
         .await?;
     for row in rows {
         let delivery_id = if ENGAGEMENT.iter().any(|(k, _)| *k == row.kind) {
-            row.properties.get("delivery_id").and_then(serde_json::Value::as_i64)
+            row.properties
+                .get("delivery_id")
+                .and_then(serde_json::Value::as_i64)
         } else {
             None
         };
@@ -582,20 +636,22 @@ async fn load_facts(
         .to_owned();
     let mut out: HashMap<i64, BTreeMap<FactKey, FactValue>> = HashMap::new();
     for row in db.query_all(&select).await? {
-        out.entry(row.try_get("", "contact_id")?).or_default().insert(
-            FactKey {
-                run_id: row.try_get("", "run_id")?,
-                channel: row.try_get("", "channel")?,
-                metric: row.try_get("", "metric")?,
-                bucket: row.try_get("", "bucket")?,
-            },
-            FactValue {
-                variant_id: row.try_get("", "variant_id")?,
-                segment_id: row.try_get("", "segment_id")?,
-                n: row.try_get("", "n")?,
-                amount: row.try_get("", "amount")?,
-            },
-        );
+        out.entry(row.try_get("", "contact_id")?)
+            .or_default()
+            .insert(
+                FactKey {
+                    run_id: row.try_get("", "run_id")?,
+                    channel: row.try_get("", "channel")?,
+                    metric: row.try_get("", "metric")?,
+                    bucket: row.try_get("", "bucket")?,
+                },
+                FactValue {
+                    variant_id: row.try_get("", "variant_id")?,
+                    segment_id: row.try_get("", "segment_id")?,
+                    n: row.try_get("", "n")?,
+                    amount: row.try_get("", "amount")?,
+                },
+            );
     }
     Ok(out)
 }
@@ -645,7 +701,7 @@ async fn write_facts(
 /// the same rows in the same order.
 async fn write_deltas(
     db: &impl ConnectionTrait,
-    deltas: &BTreeMap<(i64, i64, i64, String, String, i64), (i64, f64, f64)>,
+    deltas: &Deltas,
 ) -> Result<(), KpiError> {
     let rows: Vec<_> = deltas
         .iter()
@@ -690,7 +746,10 @@ async fn write_deltas(
                 "bucket",
             ])
             .value("n", Expr::cust("kpi_run_counts.n + excluded.n"))
-            .value("amount", Expr::cust("kpi_run_counts.amount + excluded.amount"))
+            .value(
+                "amount",
+                Expr::cust("kpi_run_counts.amount + excluded.amount"),
+            )
             .value(
                 "amount_sq",
                 Expr::cust("kpi_run_counts.amount_sq + excluded.amount_sq"),

@@ -56,7 +56,12 @@ pub enum Breakdown {
     Trait(&'static str),
 }
 
-const TRAITS: [&str; 4] = ["rfm_segment", "rfm_recency", "rfm_frequency", "rfm_monetary"];
+const TRAITS: [&str; 4] = [
+    "rfm_segment",
+    "rfm_recency",
+    "rfm_frequency",
+    "rfm_monetary",
+];
 
 impl Breakdown {
     /// Reads `segment:SLUG`, `attr:NAME` or `trait:NAME`.
@@ -65,7 +70,10 @@ impl Breakdown {
     /// [`KpiError::Invalid`] naming `by`.
     pub fn parse(value: &str) -> Result<Self, KpiError> {
         let (kind, name) = value.split_once(':').ok_or_else(|| {
-            KpiError::invalid("by", format!("{value:?} is not segment:SLUG, attr:NAME or trait:NAME"))
+            KpiError::invalid(
+                "by",
+                format!("{value:?} is not segment:SLUG, attr:NAME or trait:NAME"),
+            )
         })?;
         match kind {
             "segment" if !name.is_empty() => Ok(Breakdown::Segment(name.to_owned())),
@@ -77,7 +85,10 @@ impl Breakdown {
                 .find(|t| **t == name)
                 .map(|t| Breakdown::Trait(t))
                 .ok_or_else(|| {
-                    KpiError::invalid("by", format!("{name:?} is not a trait ({})", TRAITS.join(", ")))
+                    KpiError::invalid(
+                        "by",
+                        format!("{name:?} is not a trait ({})", TRAITS.join(", ")),
+                    )
                 }),
             _ => Err(KpiError::invalid(
                 "by",
@@ -182,9 +193,11 @@ impl Sums {
 
 fn placeholders(backend: DbBackend, values: &mut Vec<Value>, value: Value) -> String {
     values.push(value);
+    // Numbered on both backends (SQLite reads `?NNN`): the statement is assembled out of
+    // the order its parameters are collected in.
     match backend {
         DbBackend::Postgres => format!("${}", values.len()),
-        _ => "?".to_owned(),
+        _ => format!("?{}", values.len()),
     }
 }
 
@@ -234,7 +247,9 @@ pub async fn conversion(
     let members = match query.basis {
         Basis::Current => {
             let s = placeholders(backend, &mut values, segment.into());
-            format!("SELECT DISTINCT contact_id FROM segment_memberships WHERE segment_id = {s} AND exited_at IS NULL")
+            format!(
+                "SELECT DISTINCT contact_id FROM segment_memberships WHERE segment_id = {s} AND exited_at IS NULL"
+            )
         }
         Basis::PeriodStart => {
             let s = placeholders(backend, &mut values, segment.into());
@@ -280,8 +295,8 @@ pub async fn conversion(
     let t = placeholders(backend, &mut values, query.to.millis().into());
     let sql = format!(
         "SELECT g.k AS k, COUNT(*) AS members, \
-                SUM(CASE WHEN g.orders > 0 THEN 1 ELSE 0 END) AS converters, \
-                SUM(g.orders) AS orders, SUM(g.revenue) AS revenue, SUM(g.revenue * g.revenue) AS revenue_sq \
+                CAST(SUM(CASE WHEN g.orders > 0 THEN 1 ELSE 0 END) AS BIGINT) AS converters, \
+                CAST(SUM(g.orders) AS BIGINT) AS orders, SUM(g.revenue) AS revenue, SUM(g.revenue * g.revenue) AS revenue_sq \
          FROM (SELECT m.contact_id, {key} AS k, \
                       (SELECT COUNT(*) FROM events e WHERE e.contact_id = m.contact_id AND e.workspace_id = {w} \
                          AND e.kind = {k} AND e.occurred_at >= {f} AND e.occurred_at < {t}) AS orders, \
@@ -293,7 +308,13 @@ pub async fn conversion(
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    let mut total = Sums { members: 0, converters: 0, orders: 0, revenue: 0.0, revenue_sq: 0.0 };
+    let mut total = Sums {
+        members: 0,
+        converters: 0,
+        orders: 0,
+        revenue: 0.0,
+        revenue_sq: 0.0,
+    };
     let mut groups = Vec::new();
     for row in rows {
         let int = |name: &str| -> Result<u64, KpiError> {
@@ -317,7 +338,10 @@ pub async fn conversion(
         total.revenue += sums.revenue;
         total.revenue_sq += sums.revenue_sq;
         let key: Option<String> = row.try_get("", "k")?;
-        groups.push(Group { key, figures: sums.figures(level) });
+        groups.push(Group {
+            key,
+            figures: sums.figures(level),
+        });
     }
     Ok(SegmentConversion {
         segment: slug.to_owned(),
@@ -354,9 +378,129 @@ pub async fn compare(
         )
     };
     Ok(SegmentComparison {
-        conversion: stats::compare_proportions(proportion(&a.figures), proportion(&b.figures), &settings),
-        revenue_per_member: stats::compare_means(summary(&a.figures), summary(&b.figures), &settings),
+        conversion: stats::compare_proportions(
+            proportion(&a.figures),
+            proportion(&b.figures),
+            &settings,
+        ),
+        revenue_per_member: stats::compare_means(
+            summary(&a.figures),
+            summary(&b.figures),
+            &settings,
+        ),
         first: a,
         second: b,
     })
+}
+
+const CSV_COLUMNS: [&str; 11] = [
+    "members",
+    "converters",
+    "conversion_rate",
+    "conversion_low",
+    "conversion_high",
+    "orders",
+    "revenue",
+    "revenue_per_member",
+    "average_order_value",
+    "revenue_sd",
+    "basis",
+];
+
+fn cells(c: &Conversion, basis: Basis) -> Vec<String> {
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    vec![
+        c.members.to_string(),
+        c.converters.to_string(),
+        opt(c.conversion_rate),
+        opt(c.conversion_interval.map(|i| i.low)),
+        opt(c.conversion_interval.map(|i| i.high)),
+        c.orders.to_string(),
+        c.revenue.to_string(),
+        opt(c.revenue_per_member),
+        opt(c.average_order_value),
+        opt(c.revenue_sd),
+        match basis {
+            Basis::Current => "current",
+            Basis::PeriodStart => "period_start",
+        }
+        .to_owned(),
+    ]
+}
+
+fn write_csv(rows: Vec<Vec<String>>) -> Result<String, KpiError> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        out.write_record(&row)
+            .map_err(|e| KpiError::Csv(e.to_string()))?;
+    }
+    let bytes = out.into_inner().map_err(|e| KpiError::Csv(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| KpiError::Csv(e.to_string()))
+}
+
+/// A conversion report as CSV: `segment,group,` then the figures; the first row is the
+/// whole segment (empty group), then one row per group of the breakdown. Empty cells are
+/// `null`s.
+///
+/// # Errors
+/// [`KpiError::Csv`] (never for a report this module made).
+pub fn conversion_csv(report: &SegmentConversion) -> Result<String, KpiError> {
+    let mut header = vec!["segment".to_owned(), "group".to_owned()];
+    header.extend(CSV_COLUMNS.iter().map(|c| (*c).to_owned()));
+    let mut rows = vec![header];
+    let mut total = vec![report.segment.clone(), String::new()];
+    total.extend(cells(&report.figures, report.basis));
+    rows.push(total);
+    for group in report.breakdown.iter().flatten() {
+        let mut row = vec![
+            report.segment.clone(),
+            group.key.clone().unwrap_or_else(|| "null".to_owned()),
+        ];
+        row.extend(cells(&group.figures, report.basis));
+        rows.push(row);
+    }
+    write_csv(rows)
+}
+
+/// A comparison as CSV: one row per segment, then a `difference` row with the differences
+/// (second minus first) of the conversion rate and of the revenue per member with their
+/// intervals and p-values.
+///
+/// # Errors
+/// [`KpiError::Csv`] (never for a report this module made).
+pub fn comparison_csv(report: &SegmentComparison) -> Result<String, KpiError> {
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut header = vec!["segment".to_owned()];
+    header.extend(CSV_COLUMNS.iter().map(|c| (*c).to_owned()));
+    header.extend(
+        [
+            "conversion_difference",
+            "conversion_difference_low",
+            "conversion_difference_high",
+            "conversion_p_value",
+            "revenue_per_member_difference",
+            "revenue_per_member_difference_low",
+            "revenue_per_member_difference_high",
+            "revenue_per_member_p_value",
+        ]
+        .iter()
+        .map(|c| (*c).to_owned()),
+    );
+    let mut rows = vec![header];
+    for side in [&report.first, &report.second] {
+        let mut row = vec![side.segment.clone()];
+        row.extend(cells(&side.figures, side.basis));
+        row.extend(std::iter::repeat_n(String::new(), 8));
+        rows.push(row);
+    }
+    let mut row = vec!["difference".to_owned()];
+    row.extend(std::iter::repeat_n(String::new(), CSV_COLUMNS.len()));
+    for comparison in [&report.conversion, &report.revenue_per_member] {
+        row.push(opt(comparison.map(|c| c.difference)));
+        row.push(opt(comparison.map(|c| c.difference_interval.low)));
+        row.push(opt(comparison.map(|c| c.difference_interval.high)));
+        row.push(opt(comparison.map(|c| c.p_value)));
+    }
+    rows.push(row);
+    write_csv(rows)
 }

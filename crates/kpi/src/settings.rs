@@ -93,7 +93,10 @@ impl KpiSettings {
         if !(self.confidence_level > 0.0 && self.confidence_level < 1.0) {
             return Err(KpiError::invalid(
                 "confidence_level",
-                format!("must lie strictly between 0 and 1, not {}", self.confidence_level),
+                format!(
+                    "must lie strictly between 0 and 1, not {}",
+                    self.confidence_level
+                ),
             ));
         }
         Ok(())
@@ -108,7 +111,10 @@ impl KpiSettings {
 }
 
 /// The settings of `workspace` (the defaults when none are stored).
-pub async fn get(db: &impl ConnectionTrait, workspace: WorkspaceId) -> Result<KpiSettings, KpiError> {
+pub async fn get(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+) -> Result<KpiSettings, KpiError> {
     let select = Query::select()
         .columns(["attribution", "min_sample", "confidence_level"])
         .from("kpi_settings")
@@ -150,14 +156,21 @@ pub async fn put(
         .values([
             workspace.0.into(),
             settings.attribution.as_str().into(),
-            i64::try_from(settings.min_sample).unwrap_or(i64::MAX).into(),
+            i64::try_from(settings.min_sample)
+                .unwrap_or(i64::MAX)
+                .into(),
             settings.confidence_level.into(),
             Timestamp::now().millis().into(),
         ])
         .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
         .on_conflict(
             OnConflict::column("workspace_id")
-                .update_columns(["attribution", "min_sample", "confidence_level", "updated_at"])
+                .update_columns([
+                    "attribution",
+                    "min_sample",
+                    "confidence_level",
+                    "updated_at",
+                ])
                 .to_owned(),
         )
         .to_owned();

@@ -100,18 +100,24 @@ struct World {
 }
 
 async fn exec(db: &DatabaseConnection, sql: &str) {
-    db.execute_raw(Statement::from_string(db.get_database_backend(), sql.to_owned()))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 async fn id_of(db: &DatabaseConnection, sql: &str) -> i64 {
-    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql.to_owned()))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "id")
-        .unwrap()
+    db.query_one_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "id")
+    .unwrap()
 }
 
 async fn ingest_events(world: &mut World, events: Vec<Happening>) {
@@ -158,7 +164,11 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
         .map(|i| serde_json::from_value(json!({"external_id": format!("c{i:03}")})).unwrap())
         .collect();
     ingest
-        .contacts(DEFAULT_WORKSPACE, contacts.into_iter().enumerate().collect(), true)
+        .contacts(
+            DEFAULT_WORKSPACE,
+            contacts.into_iter().enumerate().collect(),
+            true,
+        )
         .await
         .unwrap();
     let mut segments = Vec::new();
@@ -168,7 +178,13 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
              VALUES (1, '{slug}', '{slug}', '', 'custom', 'static', NULL, 0, 0)"
         ))
         .await;
-        segments.push(id_of(&db, &format!("SELECT id FROM segments WHERE slug = '{slug}'")).await);
+        segments.push(
+            id_of(
+                &db,
+                &format!("SELECT id FROM segments WHERE slug = '{slug}'"),
+            )
+            .await,
+        );
     }
     let specs: [(&str, &'static str, i64, i64, Vec<&'static str>); 3] = [
         ("one", "purchase", 48, 0, vec!["email"]),
@@ -183,7 +199,11 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
              VALUES (1, '{name}', 'sending', '{goal}', {hours}, 10, '{}', 0, 0)", channels.join(",")
         ))
         .await;
-        let id = id_of(&db, &format!("SELECT id FROM campaigns WHERE name = '{name}'")).await;
+        let id = id_of(
+            &db,
+            &format!("SELECT id FROM campaigns WHERE name = '{name}'"),
+        )
+        .await;
         let mut variants = Vec::new();
         for variant in ["A", "B"] {
             exec(&db, &format!(
@@ -200,8 +220,20 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
              VALUES (1, {id}, 'running', 0, 0, 0, 0, {started}, {started})"
         ))
         .await;
-        let run = id_of(&db, &format!("SELECT id FROM campaign_runs WHERE campaign_id = {id}")).await;
-        campaigns.push(Campaign { id, run, goal, window: hours * HOUR, started, channels, variants });
+        let run = id_of(
+            &db,
+            &format!("SELECT id FROM campaign_runs WHERE campaign_id = {id}"),
+        )
+        .await;
+        campaigns.push(Campaign {
+            id,
+            run,
+            goal,
+            window: hours * HOUR,
+            started,
+            channels,
+            variants,
+        });
     }
 
     let externals: HashMap<i64, String> = db
@@ -212,7 +244,12 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.try_get("", "id").unwrap(), r.try_get("", "external_id").unwrap()))
+        .map(|r| {
+            (
+                r.try_get("", "id").unwrap(),
+                r.try_get("", "external_id").unwrap(),
+            )
+        })
         .collect();
     let contact_ids: BTreeSet<i64> = externals.keys().copied().collect();
     let mut deliveries = Vec::new();
@@ -243,7 +280,11 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
                 if holdout {
                     d.launch_status = "holdout";
                     if rng.chance(0.2) {
-                        d.reason = Some(if channel == "email" { "no email address" } else { "unsubscribed" });
+                        d.reason = Some(if channel == "email" {
+                            "no email address"
+                        } else {
+                            "unsubscribed"
+                        });
                     }
                 } else if rng.chance(0.12) {
                     d.launch_status = "suppressed";
@@ -272,7 +313,15 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
     for campaign in &campaigns {
         rollup::rebuild_run(&db, campaign.run).await.unwrap();
     }
-    World { db, ingest, campaigns, deliveries, stored: Vec::new(), externals, _test_db: test_db }
+    World {
+        db,
+        ingest,
+        campaigns,
+        deliveries,
+        stored: Vec::new(),
+        externals,
+        _test_db: test_db,
+    }
 }
 
 /// The outcomes the workers record: most queued rows are sent, some fail, are suppressed after
@@ -283,7 +332,12 @@ async fn settle(world: &mut World, rng: &mut Rng) {
         if d.status != "queued" {
             continue;
         }
-        let started = world.campaigns.iter().find(|c| c.run == d.run).unwrap().started;
+        let started = world
+            .campaigns
+            .iter()
+            .find(|c| c.run == d.run)
+            .unwrap()
+            .started;
         let at = started + rng.below(6 * HOUR as u64) as i64;
         let roll = rng.below(100);
         let (status, reason, attempts, sent_at) = match roll {
@@ -308,7 +362,9 @@ async fn settle(world: &mut World, rng: &mut Rng) {
         touched.insert(d.contact);
     }
     let contacts: Vec<ContactId> = touched.into_iter().map(ContactId).collect();
-    rollup::refresh(&world.db, DEFAULT_WORKSPACE, &contacts).await.unwrap();
+    rollup::refresh(&world.db, DEFAULT_WORKSPACE, &contacts)
+        .await
+        .unwrap();
 }
 
 /// Goal events spread around the launches (before them too), some exactly on window edges,
@@ -321,29 +377,49 @@ fn happenings(world: &World, rng: &mut Rng) -> Vec<Happening> {
         for _ in 0..rng.below(4) {
             let at = t0() - 20 * HOUR + rng.below(120 * HOUR as u64) as i64;
             let amount = rng.chance(0.9).then(|| (rng.below(20_000) as f64) / 100.0);
-            out.push(Happening { contact, external_id: external(contact), kind: "purchase", at, amount, delivery: None });
+            out.push(Happening {
+                contact,
+                external_id: external(contact),
+                kind: "purchase",
+                at,
+                amount,
+                delivery: None,
+            });
         }
         if rng.chance(0.3) {
             let at = t0() + rng.below(90 * HOUR as u64) as i64;
-            out.push(Happening { contact, external_id: external(contact), kind: "signup", at, amount: None, delivery: None });
+            out.push(Happening {
+                contact,
+                external_id: external(contact),
+                kind: "signup",
+                at,
+                amount: None,
+                delivery: None,
+            });
         }
     }
     for d in &world.deliveries {
         let campaign = world.campaigns.iter().find(|c| c.run == d.run).unwrap();
-        let here = |kind: &'static str, at: i64, amount: Option<f64>, delivery: Option<i64>| Happening {
-            contact: d.contact,
-            external_id: external(d.contact),
-            kind,
-            at,
-            amount,
-            delivery,
-        };
+        let here =
+            |kind: &'static str, at: i64, amount: Option<f64>, delivery: Option<i64>| Happening {
+                contact: d.contact,
+                external_id: external(d.contact),
+                kind,
+                at,
+                amount,
+                delivery,
+            };
         // Window edges: the launch and the end of the intent-to-treat window.
         if d.channel == "email" && rng.chance(0.05) {
             out.push(here(campaign.goal, campaign.started, Some(11.0), None));
         }
         if d.channel == "email" && rng.chance(0.05) {
-            out.push(here(campaign.goal, campaign.started + campaign.window, Some(13.0), None));
+            out.push(here(
+                campaign.goal,
+                campaign.started + campaign.window,
+                Some(13.0),
+                None,
+            ));
         }
         let Some(sent) = d.sent_at else { continue };
         // Attribution edges: at the sending, and at the end of its window (not attributed).
@@ -351,26 +427,57 @@ fn happenings(world: &World, rng: &mut Rng) -> Vec<Happening> {
             out.push(here(campaign.goal, sent, Some(7.5), None));
         }
         if rng.chance(0.08) {
-            out.push(here(campaign.goal, sent + campaign.window, Some(9.25), None));
+            out.push(here(
+                campaign.goal,
+                sent + campaign.window,
+                Some(9.25),
+                None,
+            ));
         }
         if d.channel != "email" {
             continue;
         }
         for _ in 0..rng.below(4) {
-            out.push(here("email_open", sent + rng.below(48 * HOUR as u64) as i64, None, Some(d.id)));
+            out.push(here(
+                "email_open",
+                sent + rng.below(48 * HOUR as u64) as i64,
+                None,
+                Some(d.id),
+            ));
         }
         for _ in 0..rng.below(3) {
-            out.push(here("email_click", sent + rng.below(48 * HOUR as u64) as i64, None, Some(d.id)));
+            out.push(here(
+                "email_click",
+                sent + rng.below(48 * HOUR as u64) as i64,
+                None,
+                Some(d.id),
+            ));
         }
-        for (kind, p) in [("unsubscribe", 0.05), ("email_bounce", 0.03), ("email_complaint", 0.02)] {
+        for (kind, p) in [
+            ("unsubscribe", 0.05),
+            ("email_bounce", 0.03),
+            ("email_complaint", 0.02),
+        ] {
             if rng.chance(p) {
-                out.push(here(kind, sent + rng.below(10 * HOUR as u64) as i64, None, Some(d.id)));
+                out.push(here(
+                    kind,
+                    sent + rng.below(10 * HOUR as u64) as i64,
+                    None,
+                    Some(d.id),
+                ));
             }
         }
     }
     // An open that names no delivery counts nowhere.
     if let Some(&contact) = contacts.iter().next() {
-        out.push(Happening { contact, external_id: external(contact), kind: "email_open", at: t0() + HOUR, amount: None, delivery: None });
+        out.push(Happening {
+            contact,
+            external_id: external(contact),
+            kind: "email_open",
+            at: t0() + HOUR,
+            amount: None,
+            delivery: None,
+        });
     }
     out
 }
@@ -395,9 +502,10 @@ fn rate(n: u64, d: u64) -> Option<f64> {
 fn finish(f: &mut Figures) {
     f.click_to_open_rate = rate(f.unique_clicks, f.unique_opens);
     f.conversion_rate = rate(f.converters, f.recipients);
-    f.revenue_per_recipient = (f.recipients > 0).then(|| f.attributed_revenue / f.recipients as f64);
-    f.average_order_value =
-        (f.attributed_conversions > 0).then(|| f.attributed_revenue / f.attributed_conversions as f64);
+    f.revenue_per_recipient =
+        (f.recipients > 0).then(|| f.attributed_revenue / f.recipients as f64);
+    f.average_order_value = (f.attributed_conversions > 0)
+        .then(|| f.attributed_revenue / f.attributed_conversions as f64);
 }
 
 fn expected(world: &World, campaign: &Campaign, attribution: Attribution) -> Expected {
@@ -406,7 +514,11 @@ fn expected(world: &World, campaign: &Campaign, attribution: Attribution) -> Exp
     let mut credited: HashMap<i64, Vec<&Happening>> = HashMap::new();
     for e in &world.stored {
         let mut best: Option<&Delivery> = None;
-        for d in world.deliveries.iter().filter(|d| d.contact == e.contact && d.status == "sent") {
+        for d in world
+            .deliveries
+            .iter()
+            .filter(|d| d.contact == e.contact && d.status == "sent")
+        {
             let c = window_of(d.run);
             let sent = d.sent_at.unwrap();
             if c.goal != e.kind || e.at < sent || e.at >= sent + c.window {
@@ -430,20 +542,35 @@ fn expected(world: &World, campaign: &Campaign, attribution: Attribution) -> Exp
     }
 
     let mut out = Expected::default();
-    let rows: Vec<&Delivery> = world.deliveries.iter().filter(|d| d.run == campaign.run).collect();
+    let rows: Vec<&Delivery> = world
+        .deliveries
+        .iter()
+        .filter(|d| d.run == campaign.run)
+        .collect();
     let members: BTreeSet<i64> = rows.iter().map(|d| d.contact).collect();
     for &contact in &members {
         let mine: Vec<&&Delivery> = rows.iter().filter(|d| d.contact == contact).collect();
         let variant = mine[0].variant;
         let holdout = mine.iter().any(|d| d.launch_status == "holdout");
-        let mut figures_of = |f: &mut Figures, channel: Option<&str>| {
-            let list: Vec<&&&Delivery> = mine.iter().filter(|d| channel.is_none_or(|c| d.channel == c)).collect();
+        let figures_of = |f: &mut Figures, channel: Option<&str>| {
+            let list: Vec<&&&Delivery> = mine
+                .iter()
+                .filter(|d| channel.is_none_or(|c| d.channel == c))
+                .collect();
             if list.is_empty() {
                 return;
             }
-            f.audience += if channel.is_some() { list.len() as u64 } else { 1 };
+            f.audience += if channel.is_some() {
+                list.len() as u64
+            } else {
+                1
+            };
             if holdout {
-                f.holdout += if channel.is_some() { list.len() as u64 } else { 1 };
+                f.holdout += if channel.is_some() {
+                    list.len() as u64
+                } else {
+                    1
+                };
                 return;
             }
             let mut recipient = false;
@@ -459,10 +586,19 @@ fn expected(world: &World, campaign: &Campaign, attribution: Attribution) -> Exp
                     }
                     "failed" => f.failed += 1,
                     "cancelled" => f.cancelled += 1,
-                    "suppressed" => *f.suppressed.entry(d.reason.unwrap().to_owned()).or_default() += 1,
+                    "suppressed" => {
+                        *f.suppressed
+                            .entry(d.reason.unwrap().to_owned())
+                            .or_default() += 1
+                    }
                     _ => f.pending += 1,
                 }
-                let named = |kind: &str| world.stored.iter().any(|e| e.kind == kind && e.delivery == Some(d.id));
+                let named = |kind: &str| {
+                    world
+                        .stored
+                        .iter()
+                        .any(|e| e.kind == kind && e.delivery == Some(d.id))
+                };
                 f.unique_opens += u64::from(named("email_open"));
                 f.unique_clicks += u64::from(named("email_click"));
                 f.unsubscribes += u64::from(named("unsubscribe"));
@@ -474,7 +610,8 @@ fn expected(world: &World, campaign: &Campaign, attribution: Attribution) -> Exp
                         f.converters += 1;
                     }
                     f.attributed_conversions += events.len() as u64;
-                    f.attributed_revenue += events.iter().map(|e| e.amount.unwrap_or(0.0)).sum::<f64>();
+                    f.attributed_revenue +=
+                        events.iter().map(|e| e.amount.unwrap_or(0.0)).sum::<f64>();
                 }
             }
             if channel.is_none() {
@@ -505,7 +642,10 @@ fn expected(world: &World, campaign: &Campaign, attribution: Attribution) -> Exp
                 })
                 .collect();
             let revenue: f64 = goal.iter().map(|e| e.amount.unwrap_or(0.0)).sum();
-            for slot in [&mut out.itt[usize::from(holdout)], &mut out.variant_itt.entry(variant).or_default()[usize::from(holdout)]] {
+            for slot in [
+                &mut out.itt[usize::from(holdout)],
+                &mut out.variant_itt.entry(variant).or_default()[usize::from(holdout)],
+            ] {
                 slot.0 += 1;
                 slot.1 += u64::from(!goal.is_empty());
                 slot.2 += revenue;
@@ -514,10 +654,16 @@ fn expected(world: &World, campaign: &Campaign, attribution: Attribution) -> Exp
         }
         for d in mine {
             if let Some(sent) = d.sent_at {
-                out.days.entry((sent - campaign.started) / (24 * HOUR)).or_default().0 += 1;
+                out.days
+                    .entry((sent - campaign.started) / (24 * HOUR))
+                    .or_default()
+                    .0 += 1;
             }
             for e in credited.get(&d.id).into_iter().flatten() {
-                out.days.entry((e.at - campaign.started) / (24 * HOUR)).or_default().1 += 1;
+                out.days
+                    .entry((e.at - campaign.started) / (24 * HOUR))
+                    .or_default()
+                    .1 += 1;
             }
         }
     }
@@ -547,68 +693,128 @@ fn assert_figures(what: &str, got: &Figures, want: &Figures) {
         f.attributed_revenue = 0.0;
     }
     assert_eq!(got_exact, want_exact, "{what}: counts");
-    assert!(close(got.attributed_revenue, want.attributed_revenue), "{what}: revenue {} vs {}", got.attributed_revenue, want.attributed_revenue);
-    assert!(opt(got.click_to_open_rate, want.click_to_open_rate), "{what}: click-to-open");
-    assert!(opt(got.conversion_rate, want.conversion_rate), "{what}: conversion rate");
-    assert!(opt(got.revenue_per_recipient, want.revenue_per_recipient), "{what}: revenue per recipient");
-    assert!(opt(got.average_order_value, want.average_order_value), "{what}: average order value");
+    assert!(
+        close(got.attributed_revenue, want.attributed_revenue),
+        "{what}: revenue {} vs {}",
+        got.attributed_revenue,
+        want.attributed_revenue
+    );
+    assert!(
+        opt(got.click_to_open_rate, want.click_to_open_rate),
+        "{what}: click-to-open"
+    );
+    assert!(
+        opt(got.conversion_rate, want.conversion_rate),
+        "{what}: conversion rate"
+    );
+    assert!(
+        opt(got.revenue_per_recipient, want.revenue_per_recipient),
+        "{what}: revenue per recipient"
+    );
+    assert!(
+        opt(got.average_order_value, want.average_order_value),
+        "{what}: average order value"
+    );
 }
 
 fn assert_itt(what: &str, report: &campaign::Uplift, want: &[(u64, u64, f64, f64); 2]) {
     for (group, w) in [(&report.treatment, want[0]), (&report.holdout, want[1])] {
         assert_eq!(group.contacts, w.0, "{what}: contacts");
         assert_eq!(group.converters, w.1, "{what}: converters");
-        assert!(close(group.revenue, w.2), "{what}: revenue {} vs {}", group.revenue, w.2);
-        assert_eq!(group.conversion_rate.is_none(), w.0 == 0, "{what}: an empty group has no rate");
+        assert!(
+            close(group.revenue, w.2),
+            "{what}: revenue {} vs {}",
+            group.revenue,
+            w.2
+        );
+        assert_eq!(
+            group.conversion_rate.is_none(),
+            w.0 == 0,
+            "{what}: an empty group has no rate"
+        );
         if w.0 > 1 {
             let n = w.0 as f64;
             let mean = w.2 / n;
             let sd = ((w.3 - n * mean * mean) / (n - 1.0)).max(0.0).sqrt();
-            assert!(close(group.revenue_sd.unwrap(), sd), "{what}: sd {:?} vs {sd}", group.revenue_sd);
+            assert!(
+                close(group.revenue_sd.unwrap(), sd),
+                "{what}: sd {:?} vs {sd}",
+                group.revenue_sd
+            );
         }
     }
 }
 
 async fn check(world: &World, attribution: Attribution, min_sample: u64) {
     for campaign in &world.campaigns {
-        let report: CampaignReport =
-            campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(campaign.id), None, Some(Step::Day))
-                .await
-                .unwrap();
+        let report: CampaignReport = campaign::report(
+            &world.db,
+            DEFAULT_WORKSPACE,
+            CampaignId(campaign.id),
+            None,
+            Some(Step::Day),
+        )
+        .await
+        .unwrap();
         let want = expected(world, campaign, attribution);
         let name = format!("campaign {}", campaign.id);
         assert_eq!(report.run_id, campaign.run);
         assert_eq!(report.attribution, attribution);
         assert_figures(&format!("{name} totals"), &report.totals, &want.totals);
-        let variants: BTreeMap<i64, &Figures> =
-            report.variants.iter().map(|b| (b.id.unwrap(), &b.figures)).collect();
+        let variants: BTreeMap<i64, &Figures> = report
+            .variants
+            .iter()
+            .map(|b| (b.id.unwrap(), &b.figures))
+            .collect();
         assert_eq!(variants.len(), want.variants.len(), "{name}: variants");
         for (id, figures) in &want.variants {
             assert_figures(&format!("{name} variant {id}"), variants[id], figures);
         }
-        let channels: BTreeMap<&str, &Figures> =
-            report.channels.iter().map(|b| (b.name.as_str(), &b.figures)).collect();
+        let channels: BTreeMap<&str, &Figures> = report
+            .channels
+            .iter()
+            .map(|b| (b.name.as_str(), &b.figures))
+            .collect();
         for (channel, figures) in &want.channels {
-            assert_figures(&format!("{name} channel {channel}"), channels[channel.as_str()], figures);
+            assert_figures(
+                &format!("{name} channel {channel}"),
+                channels[channel.as_str()],
+                figures,
+            );
         }
         assert_itt(&name, &report.uplift, &want.itt);
         for b in &report.variants {
-            assert_itt(&format!("{name} variant {:?}", b.id), b.uplift.as_ref().unwrap(), &want.variant_itt[&b.id.unwrap()]);
+            assert_itt(
+                &format!("{name} variant {:?}", b.id),
+                b.uplift.as_ref().unwrap(),
+                &want.variant_itt[&b.id.unwrap()],
+            );
         }
         // The verdict: none below the minimum sample; otherwise the difference of the rates.
         let [t, h] = want.itt;
         let uplift = &report.uplift;
         if t.0 < min_sample || h.0 < min_sample {
-            assert!(uplift.conversion.is_none(), "{name}: below the minimum sample");
+            assert!(
+                uplift.conversion.is_none(),
+                "{name}: below the minimum sample"
+            );
             assert_eq!(uplift.conversion_verdict, Verdict::NotEnoughData);
         } else {
             let c = uplift.conversion.as_ref().unwrap();
             let diff = t.1 as f64 / t.0 as f64 - h.1 as f64 / h.0 as f64;
-            assert!(close(c.difference, diff), "{name}: difference {} vs {diff}", c.difference);
+            assert!(
+                close(c.difference, diff),
+                "{name}: difference {} vs {diff}",
+                c.difference
+            );
             assert_eq!(c.significant, c.p_value < 0.05);
             assert_eq!(
                 uplift.conversion_verdict,
-                if c.significant { Verdict::Significant } else { Verdict::NotSignificant }
+                if c.significant {
+                    Verdict::Significant
+                } else {
+                    Verdict::NotSignificant
+                }
             );
         }
         // The series per day since launch, gaps filled with zeros (it runs on to the last
@@ -619,11 +825,24 @@ async fn check(world: &World, attribution: Attribution, min_sample: u64) {
         for (index, point) in series.iter().enumerate() {
             assert_eq!(point.offset, index as i64);
             let (sent, conversions) = want.days.get(&point.offset).copied().unwrap_or_default();
-            assert_eq!((point.sent, point.attributed_conversions), (sent, conversions), "{name}: day {}", point.offset);
+            assert_eq!(
+                (point.sent, point.attributed_conversions),
+                (sent, conversions),
+                "{name}: day {}",
+                point.offset
+            );
         }
         let sum = |f: fn(&campaign::SeriesPoint) -> u64| series.iter().map(f).sum::<u64>();
-        assert_eq!(sum(|p| p.unique_opens), want.totals.unique_opens, "{name}: opens over the series");
-        assert_eq!(sum(|p| p.failed), want.totals.failed, "{name}: failures over the series");
+        assert_eq!(
+            sum(|p| p.unique_opens),
+            want.totals.unique_opens,
+            "{name}: opens over the series"
+        );
+        assert_eq!(
+            sum(|p| p.failed),
+            want.totals.failed,
+            "{name}: failures over the series"
+        );
     }
 }
 
@@ -635,7 +854,8 @@ async fn campaign_report_matches_the_rows(backend: Backend) {
     let mut events = happenings(&world, &mut rng);
     // Half now, before the deliveries settle: the goal events around launch.
     let later = events.split_off(events.len() / 2);
-    let (engagement, early): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.delivery.is_some());
+    let (engagement, early): (Vec<_>, Vec<_>) =
+        events.into_iter().partition(|e| e.delivery.is_some());
     ingest_events(&mut world, early).await;
     check(&world, Attribution::LastTouch, 100).await;
 
@@ -649,20 +869,38 @@ async fn campaign_report_matches_the_rows(backend: Backend) {
     check(&world, Attribution::LastTouch, 100).await;
 
     // Refreshing again changes nothing; a small minimum sample gives verdicts.
-    let all: Vec<ContactId> = world.deliveries.iter().map(|d| ContactId(d.contact)).collect();
-    rollup::refresh(&world.db, DEFAULT_WORKSPACE, &all).await.unwrap();
-    let small = KpiSettings { min_sample: 20, ..KpiSettings::default() };
-    settings::put(&world.db, DEFAULT_WORKSPACE, small).await.unwrap();
+    let all: Vec<ContactId> = world
+        .deliveries
+        .iter()
+        .map(|d| ContactId(d.contact))
+        .collect();
+    rollup::refresh(&world.db, DEFAULT_WORKSPACE, &all)
+        .await
+        .unwrap();
+    let small = KpiSettings {
+        min_sample: 20,
+        ..KpiSettings::default()
+    };
+    settings::put(&world.db, DEFAULT_WORKSPACE, small)
+        .await
+        .unwrap();
     check(&world, Attribution::LastTouch, 20).await;
 
     // First touch recomputes every run.
-    let first = KpiSettings { attribution: Attribution::FirstTouch, ..small };
-    settings::put(&world.db, DEFAULT_WORKSPACE, first).await.unwrap();
+    let first = KpiSettings {
+        attribution: Attribution::FirstTouch,
+        ..small
+    };
+    settings::put(&world.db, DEFAULT_WORKSPACE, first)
+        .await
+        .unwrap();
     check(&world, Attribution::FirstTouch, 20).await;
 
     // The campaign without a holdout has no comparison, and says so.
     let three = world.campaigns[2].id;
-    let report = campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(three), None, None).await.unwrap();
+    let report = campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(three), None, None)
+        .await
+        .unwrap();
     assert_eq!(report.totals.holdout, 0);
     assert_eq!(report.uplift.holdout.contacts, 0);
     assert_eq!(report.uplift.holdout.conversion_rate, None);
@@ -677,22 +915,45 @@ async fn csv_export_has_a_row_per_group(backend: Backend) {
     let events = happenings(&world, &mut rng);
     ingest_events(&mut world, events).await;
     let campaign = world.campaigns[1].clone();
-    let report = campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(campaign.id), None, None)
-        .await
-        .unwrap();
+    let report = campaign::report(
+        &world.db,
+        DEFAULT_WORKSPACE,
+        CampaignId(campaign.id),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let text = campaign::to_csv(&report).unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header = reader.headers().unwrap().clone();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), 1 + report.variants.len() + report.segments.len() + report.channels.len());
+    assert_eq!(
+        rows.len(),
+        1 + report.variants.len() + report.segments.len() + report.channels.len()
+    );
     let column = |name: &str| header.iter().position(|h| h == name).unwrap();
     let want = expected(&world, &campaign, Attribution::LastTouch);
     assert_eq!(&rows[0][column("scope")], "total");
-    assert_eq!(rows[0][column("sent")].parse::<u64>().unwrap(), want.totals.sent);
+    assert_eq!(
+        rows[0][column("sent")].parse::<u64>().unwrap(),
+        want.totals.sent
+    );
     let suppressed: u64 = want.totals.suppressed.values().sum();
-    assert_eq!(rows[0][column("suppressed")].parse::<u64>().unwrap(), suppressed);
-    assert!(close(rows[0][column("attributed_revenue")].parse::<f64>().unwrap(), want.totals.attributed_revenue));
-    let webhook = rows.iter().find(|r| &r[column("scope")] == "channel" && &r[column("name")] == "webhook").unwrap();
+    assert_eq!(
+        rows[0][column("suppressed")].parse::<u64>().unwrap(),
+        suppressed
+    );
+    assert!(close(
+        rows[0][column("attributed_revenue")]
+            .parse::<f64>()
+            .unwrap(),
+        want.totals.attributed_revenue
+    ));
+    let webhook = rows
+        .iter()
+        .find(|r| &r[column("scope")] == "channel" && &r[column("name")] == "webhook")
+        .unwrap();
     // Webhooks are not opened: an empty rate cell, not 0.
     assert_eq!(&webhook[column("click_to_open_rate")], "");
 }
@@ -700,18 +961,33 @@ async fn csv_export_has_a_row_per_group(backend: Backend) {
 async fn unknown_campaigns_and_runs_are_named(backend: Backend) {
     let mut rng = Rng(11);
     let world = world(backend, &mut rng).await;
-    let missing = campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(9_999), None, None).await;
+    let missing =
+        campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(9_999), None, None).await;
     assert_eq!(missing.unwrap_err().to_string(), "campaign 9999 not found");
     let other_run = world.campaigns[0].run;
-    let wrong = campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(world.campaigns[1].id), Some(other_run), None).await;
+    let wrong = campaign::report(
+        &world.db,
+        DEFAULT_WORKSPACE,
+        CampaignId(world.campaigns[1].id),
+        Some(other_run),
+        None,
+    )
+    .await;
     assert_eq!(
         wrong.unwrap_err().to_string(),
-        format!("run {other_run} of campaign {} not found", world.campaigns[1].id)
+        format!(
+            "run {other_run} of campaign {} not found",
+            world.campaigns[1].id
+        )
     );
     exec(&world.db, "INSERT INTO campaigns (workspace_id, name, status, goal_event, goal_window_hours, holdout_percent, channels, created_at, updated_at) VALUES (1, 'draft', 'draft', 'purchase', 24, 0, 'email', 0, 0)").await;
     let draft = id_of(&world.db, "SELECT id FROM campaigns WHERE name = 'draft'").await;
-    let unlaunched = campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(draft), None, None).await;
-    assert_eq!(unlaunched.unwrap_err().to_string(), format!("campaign {draft} has not been launched"));
+    let unlaunched =
+        campaign::report(&world.db, DEFAULT_WORKSPACE, CampaignId(draft), None, None).await;
+    assert_eq!(
+        unlaunched.unwrap_err().to_string(),
+        format!("campaign {draft} has not been launched")
+    );
 }
 
 on_both_backends!(

@@ -40,7 +40,8 @@ use crate::error::ApiError;
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
-        kpi::campaign_report, kpi::get_settings, kpi::put_settings,
+        kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
+        kpi::get_settings, kpi::put_settings,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
     components(schemas(
@@ -86,6 +87,8 @@ use crate::error::ApiError;
         clarion_kpi::campaign::Breakdown, clarion_kpi::campaign::SeriesPoint,
         clarion_kpi::campaign::Step, clarion_kpi::stats::Comparison,
         clarion_kpi::stats::Interval, clarion_kpi::stats::RelativeLift, clarion_kpi::stats::Method,
+        clarion_kpi::segment::SegmentConversion, clarion_kpi::segment::SegmentComparison,
+        clarion_kpi::segment::Conversion, clarion_kpi::segment::Group, clarion_kpi::segment::Basis,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(

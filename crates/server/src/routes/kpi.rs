@@ -6,8 +6,9 @@ use actix_web::{HttpResponse, web};
 use clarion_kpi::{
     KpiSettings,
     campaign::{self, CampaignReport, Step},
+    segment::{self, Basis, Breakdown, ConversionQuery, SegmentComparison, SegmentConversion},
 };
-use clarion_model::{CampaignId, ErrorCode, Role};
+use clarion_model::{CampaignId, ErrorCode, Role, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::IntoParams;
@@ -17,6 +18,11 @@ use crate::{auth::Caller, error::ApiError, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/kpi/campaigns/{id}", web::get().to(campaign_report))
+        .route(
+            "/kpi/segments/{segment}/conversion",
+            web::get().to(segment_conversion),
+        )
+        .route("/kpi/segments/compare", web::get().to(segment_comparison))
         .route("/kpi/settings", web::get().to(get_settings))
         .route("/kpi/settings", web::put().to(put_settings));
 }
@@ -126,5 +132,144 @@ pub async fn put_settings(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin)?;
     let settings: KpiSettings = parse_body(body.get())?;
-    Ok(HttpResponse::Ok().json(clarion_kpi::settings::put(&state.db, caller.workspace, settings).await?))
+    Ok(HttpResponse::Ok()
+        .json(clarion_kpi::settings::put(&state.db, caller.workspace, settings).await?))
+}
+
+/// Query parameters of segment conversion.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConversionParams {
+    /// The goal event kind, e.g. `purchase`.
+    #[param(min_length = 1, max_length = 100)]
+    pub event: String,
+    /// The period's start (RFC 3339), included.
+    #[param(value_type = String, format = DateTime)]
+    pub from: String,
+    /// The period's end (RFC 3339), excluded; after `from`.
+    #[param(value_type = String, format = DateTime)]
+    pub to: String,
+    /// `current` members (default) or the members at `from` (`period_start`).
+    pub basis: Option<Basis>,
+    /// Split by `segment:SLUG`, `attr:NAME` or `trait:NAME` (rfm_segment, rfm_recency,
+    /// rfm_frequency, rfm_monetary).
+    #[param(pattern = "^(segment|attr|trait):.+$")]
+    pub by: Option<String>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+/// Query parameters of the comparison of two segments.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CompareParams {
+    /// The first segment's slug: the control.
+    #[param(min_length = 1)]
+    pub first: String,
+    /// The second segment's slug.
+    #[param(min_length = 1)]
+    pub second: String,
+    #[param(min_length = 1, max_length = 100)]
+    pub event: String,
+    #[param(value_type = String, format = DateTime)]
+    pub from: String,
+    #[param(value_type = String, format = DateTime)]
+    pub to: String,
+    pub basis: Option<Basis>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+fn period(
+    event: &str,
+    from: &str,
+    to: &str,
+    basis: Option<Basis>,
+) -> Result<ConversionQuery, ApiError> {
+    let time = |field: &str, value: &str| {
+        Timestamp::parse(value).map_err(|e| ApiError::invalid_field(field, e.to_string()))
+    };
+    let query = ConversionQuery {
+        event: event.to_owned(),
+        from: time("from", from)?,
+        to: time("to", to)?,
+        basis: basis.unwrap_or_default(),
+    };
+    if query.from >= query.to {
+        return Err(ApiError::invalid_field("to", "must lie after from"));
+    }
+    Ok(query)
+}
+
+/// Conversion of a segment for a goal event kind in a period `[from, to)`: members (current,
+/// or at `from` with `basis=period_start`), converters (members with a goal event in the
+/// period), the conversion rate with its Wilson interval, orders, revenue, revenue per member
+/// and average order value; optionally broken down by another segment, an attribute or a
+/// trait. A rate with an empty denominator is `null`.
+#[utoipa::path(get, path = "/api/v1/kpi/segments/{segment}/conversion", tag = "kpi",
+    params(("segment" = String, Path, description = "The segment's slug"), ConversionParams),
+    responses((status = 200, description = "JSON, or text/csv with format=csv",
+            content((SegmentConversion = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 422, body = ApiError)),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(workspace = caller.workspace.0))]
+pub async fn segment_conversion(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<ConversionParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let period = period(&query.event, &query.from, &query.to, query.basis)?;
+    let by = query.by.as_deref().map(Breakdown::parse).transpose()?;
+    let slug = path.into_inner();
+    let report =
+        segment::conversion(&state.db, caller.workspace, &slug, &period, by.as_ref()).await?;
+    if csv {
+        return Ok(csv_answer(
+            &format!("{slug}-conversion"),
+            segment::conversion_csv(&report)?,
+        ));
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Two segments' conversion for the same goal and period, and their comparison (the first is
+/// the control): the difference of the conversion rates and of the revenue per member, with
+/// intervals, p-values and relative lift; `null` below the workspace's minimum sample.
+#[utoipa::path(get, path = "/api/v1/kpi/segments/compare", tag = "kpi",
+    params(CompareParams),
+    responses((status = 200, description = "JSON, or text/csv with format=csv",
+            content((SegmentComparison = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 422, body = ApiError)),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(workspace = caller.workspace.0))]
+pub async fn segment_comparison(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<CompareParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let period = period(&query.event, &query.from, &query.to, query.basis)?;
+    let report = segment::compare(
+        &state.db,
+        caller.workspace,
+        &query.first,
+        &query.second,
+        &period,
+    )
+    .await?;
+    if csv {
+        return Ok(csv_answer(
+            "segment-comparison",
+            segment::comparison_csv(&report)?,
+        ));
+    }
+    Ok(HttpResponse::Ok().json(report))
 }

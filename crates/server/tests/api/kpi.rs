@@ -18,7 +18,9 @@ use crate::sending::Sending;
 
 /// The path of the first URL in `html` that contains `marker` (`/t/o/` or `/t/c/`).
 fn tracking_path(html: &str, marker: &str) -> String {
-    let start = html.find(marker).unwrap_or_else(|| panic!("{marker} in {html}"));
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {html}"));
     let end = html[start..]
         .find(['"', '\'', ' ', '>'])
         .map_or(html.len(), |e| start + e);
@@ -26,7 +28,14 @@ fn tracking_path(html: &str, marker: &str) -> String {
 }
 
 async fn get_as(s: &Sending, key: &str, path: &str) -> (u16, Json) {
-    let response = s.app.client.get(s.app.url(path)).bearer_auth(key).send().await.unwrap();
+    let response = s
+        .app
+        .client
+        .get(s.app.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
     read(response).await
 }
 
@@ -102,7 +111,10 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
         let response = no_redirects.get(s.app.url(&path)).send().await.unwrap();
         assert!(response.status().is_redirection(), "{}", response.status());
     }
-    let (status, held) = s.app.get(&format!("/api/v1/campaigns/{id}/deliveries?status=holdout")).await;
+    let (status, held) = s
+        .app
+        .get(&format!("/api/v1/campaigns/{id}/deliveries?status=holdout"))
+        .await;
     assert_eq!(status, 200, "{held}");
     let held_out: BTreeSet<String> = held["deliveries"]
         .as_array()
@@ -118,15 +130,27 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
     }
     // Bought before the launch: neither attributed nor counted for the holdout comparison.
     purchases.push(json!({"external_id": recipients[3], "kind": "purchase", "amount": 99.0, "occurred_at": at(now - 86_400_000)}));
-    let buying_holdout: Vec<&String> = held_out.iter().filter(|c| c.starts_with('c')).take(2).collect();
+    let buying_holdout: Vec<&String> = held_out
+        .iter()
+        .filter(|c| c.starts_with('c'))
+        .take(2)
+        .collect();
     for contact in &buying_holdout {
         purchases.push(json!({"external_id": contact, "kind": "purchase", "amount": 5.0, "occurred_at": at(now)}));
     }
-    let (status, body) = s.app.post("/api/v1/events/batch", &json!({ "events": purchases })).await;
+    let (status, body) = s
+        .app
+        .post("/api/v1/events/batch", &json!({ "events": purchases }))
+        .await;
     assert_eq!(status, 200, "{body}");
 
     // The viewer reads the report.
-    let (status, report) = get_as(&s, &s.app.viewer_key, &format!("/api/v1/kpi/campaigns/{id}?series=hour")).await;
+    let (status, report) = get_as(
+        &s,
+        &s.app.viewer_key,
+        &format!("/api/v1/kpi/campaigns/{id}?series=hour"),
+    )
+    .await;
     assert_eq!(status, 200, "{report}");
     let totals = &report["totals"];
     assert_eq!(totals["audience"], launch["audience"], "{report:#}");
@@ -146,9 +170,15 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
     // treated ones reachable at launch (the queued ones).
     let reachable_holdout = held_out.iter().filter(|c| c.starts_with('c')).count();
     let uplift = &report["uplift"];
-    assert_eq!(uplift["treatment"]["contacts"], launch["queued"], "{uplift:#}");
+    assert_eq!(
+        uplift["treatment"]["contacts"], launch["queued"],
+        "{uplift:#}"
+    );
     assert_eq!(uplift["treatment"]["converters"], 3);
-    assert_eq!(uplift["holdout"]["contacts"], reachable_holdout, "{uplift:#}");
+    assert_eq!(
+        uplift["holdout"]["contacts"], reachable_holdout,
+        "{uplift:#}"
+    );
     assert_eq!(uplift["holdout"]["converters"], buying_holdout.len());
     // Forty contacts are far below the default minimum sample of 100.
     assert_eq!(uplift["conversion"], Json::Null);
@@ -170,7 +200,12 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let text = response.text().await.unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header = reader.headers().unwrap().clone();
@@ -183,21 +218,50 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
 
 async fn reports_and_settings_check_roles_and_input(backend: Backend) {
     let s = Sending::start(backend).await;
-    let (admin, _) = store::keys::create(&s.app.db, DEFAULT_WORKSPACE, "admin", Role::Admin).await.unwrap();
+    let (admin, _) = store::keys::create(&s.app.db, DEFAULT_WORKSPACE, "admin", Role::Admin)
+        .await
+        .unwrap();
     let (status, body) = get_as(&s, &s.app.viewer_key, "/api/v1/kpi/settings").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"attribution": "last_touch", "min_sample": 100, "confidence_level": 0.95}));
+    assert_eq!(
+        body,
+        json!({"attribution": "last_touch", "min_sample": 100, "confidence_level": 0.95})
+    );
     for key in [&s.app.viewer_key, &s.app.marketer_key] {
-        let (status, body) = put_as(&s, key, "/api/v1/kpi/settings", &json!({"attribution": "first_touch"})).await;
+        let (status, body) = put_as(
+            &s,
+            key,
+            "/api/v1/kpi/settings",
+            &json!({"attribution": "first_touch"}),
+        )
+        .await;
         assert_eq!(status, 403, "{body}");
     }
-    let (status, body) = put_as(&s, &admin, "/api/v1/kpi/settings", &json!({"min_sample": 1})).await;
+    let (status, body) = put_as(
+        &s,
+        &admin,
+        "/api/v1/kpi/settings",
+        &json!({"min_sample": 1}),
+    )
+    .await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(body["details"]["errors"][0]["field"], "min_sample", "{body}");
-    let (status, body) = put_as(&s, &admin, "/api/v1/kpi/settings", &json!({"attribution": "first_touch", "min_sample": 50})).await;
+    assert_eq!(
+        body["details"]["errors"][0]["field"], "min_sample",
+        "{body}"
+    );
+    let (status, body) = put_as(
+        &s,
+        &admin,
+        "/api/v1/kpi/settings",
+        &json!({"attribution": "first_touch", "min_sample": 50}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (_, body) = get_as(&s, &s.app.viewer_key, "/api/v1/kpi/settings").await;
-    assert_eq!(body, json!({"attribution": "first_touch", "min_sample": 50, "confidence_level": 0.95}));
+    assert_eq!(
+        body,
+        json!({"attribution": "first_touch", "min_sample": 50, "confidence_level": 0.95})
+    );
 
     let (status, body) = s.app.get("/api/v1/kpi/campaigns/4242").await;
     assert_eq!(status, 404, "{body}");
@@ -209,9 +273,15 @@ async fn reports_and_settings_check_roles_and_input(backend: Backend) {
                 "email": {"subject": "x", "html": "<p>x</p>", "from": "a@shop.example"}}]}]}),
     )
     .await;
-    let (status, body) = s.app.get(&format!("/api/v1/kpi/campaigns/{}", draft["id"])).await;
+    let (status, body) = s
+        .app
+        .get(&format!("/api/v1/kpi/campaigns/{}", draft["id"]))
+        .await;
     assert_eq!(status, 409, "{body}");
-    let (status, body) = s.app.get(&format!("/api/v1/kpi/campaigns/{}?format=xml", draft["id"])).await;
+    let (status, body) = s
+        .app
+        .get(&format!("/api/v1/kpi/campaigns/{}?format=xml", draft["id"]))
+        .await;
     assert_eq!(status, 400, "{body}");
 }
 
