@@ -48,6 +48,12 @@ enum KpiSettings {
     Attribution,
     MinSample,
     ConfidenceLevel,
+    Churn,
+    ActivityEvent,
+    StartEvent,
+    CancelEvent,
+    InactivityDays,
+    TimeZone,
     UpdatedAt,
 }
 
@@ -170,6 +176,12 @@ impl MigrationTrait for Migration {
                     .col(text(KpiSettings::Attribution))
                     .col(big(KpiSettings::MinSample))
                     .col(double(KpiSettings::ConfidenceLevel))
+                    .col(text(KpiSettings::Churn))
+                    .col(text(KpiSettings::ActivityEvent))
+                    .col(text(KpiSettings::StartEvent))
+                    .col(text(KpiSettings::CancelEvent))
+                    .col(big(KpiSettings::InactivityDays))
+                    .col(text(KpiSettings::TimeZone))
                     .col(big(KpiSettings::UpdatedAt))
                     .foreign_key(
                         ForeignKey::create()

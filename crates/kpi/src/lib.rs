@@ -17,7 +17,10 @@
 //!   attribution and the intent-to-treat comparison against the holdout.
 //! - [`segment`]: conversion of any segment for any goal and period, breakdowns, and the
 //!   comparison of two segments.
-//! - [`settings`]: each workspace's attribution model, minimum sample and confidence level.
+//! - [`churn`]: churn per day, week or month in the workspace's time zone (by inactivity or
+//!   by an explicit cancel event), active contacts over time, retention by monthly cohort.
+//! - [`settings`]: each workspace's attribution model, minimum sample, confidence level and
+//!   churn definition.
 //!
 //! The crate depends on the model and the database only, never on campaigns or the server:
 //! it reads the outbox (`deliveries`, `campaign_runs`, `campaigns`), `events` and
@@ -26,6 +29,7 @@
 //! Every [`KpiError`] carries its API error code ([`Coded`]).
 
 pub mod campaign;
+pub mod churn;
 pub mod rollup;
 pub mod segment;
 pub mod settings;
@@ -33,7 +37,7 @@ pub mod stats;
 
 use clarion_model::{Coded, ErrorCode, FieldError};
 
-pub use settings::{Attribution, KpiSettings};
+pub use settings::{Attribution, ChurnDefinition, KpiSettings};
 
 /// Everything that can go wrong in the KPI tracker.
 #[derive(Debug, thiserror::Error)]

@@ -699,10 +699,7 @@ async fn write_facts(
 
 /// Adds the differences to the run totals, in key order so that concurrent refreshes lock
 /// the same rows in the same order.
-async fn write_deltas(
-    db: &impl ConnectionTrait,
-    deltas: &Deltas,
-) -> Result<(), KpiError> {
+async fn write_deltas(db: &impl ConnectionTrait, deltas: &Deltas) -> Result<(), KpiError> {
     let rows: Vec<_> = deltas
         .iter()
         .filter(|(_, (n, amount, sq))| *n != 0 || *amount != 0.0 || *sq != 0.0)

@@ -1,5 +1,5 @@
-//! A workspace's KPI settings: the attribution model and the minimum sample below which a
-//! comparison says "not enough data". A workspace without a stored row uses
+//! A workspace's KPI settings: the attribution model, the minimum sample below which a
+//! comparison says "not enough data", the confidence level, and how churn is defined. A workspace without a stored row uses
 //! [`KpiSettings::default`].
 
 use clarion_model::{Timestamp, WorkspaceId};
@@ -41,8 +41,29 @@ impl Attribution {
     }
 }
 
+/// When a contact counts as churned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChurnDefinition {
+    /// A contact churns `inactivity_days` after its last `activity_event` (default).
+    #[default]
+    Inactivity,
+    /// A contact is active from its `start_event` (or its first `activity_event`) until its
+    /// `cancel_event`.
+    Cancel,
+}
+
+impl ChurnDefinition {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChurnDefinition::Inactivity => "inactivity",
+            ChurnDefinition::Cancel => "cancel",
+        }
+    }
+}
+
 /// How a workspace's KPIs are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KpiSettings {
     /// The attribution model of campaign conversions (default `last_touch`).
@@ -58,6 +79,52 @@ pub struct KpiSettings {
     #[serde(default = "default_level")]
     #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub confidence_level: f64,
+    /// How churn is defined (default `inactivity`).
+    #[serde(default)]
+    pub churn: ChurnDefinition,
+    /// The event kind that makes a contact active (default `purchase`).
+    #[serde(default = "default_activity")]
+    #[schema(min_length = 1, max_length = 100)]
+    pub activity_event: String,
+    /// With `churn = cancel`, the event kind that starts a subscription (default
+    /// `subscription_started`).
+    #[serde(default = "default_start")]
+    #[schema(min_length = 1, max_length = 100)]
+    pub start_event: String,
+    /// With `churn = cancel`, the event kind that ends it (default `subscription_cancelled`).
+    #[serde(default = "default_cancel")]
+    #[schema(min_length = 1, max_length = 100)]
+    pub cancel_event: String,
+    /// With `churn = inactivity`, the days without an activity event after which a contact
+    /// has churned (default 90).
+    #[serde(default = "default_inactivity")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub inactivity_days: u32,
+    /// The IANA time zone in which days, weeks (from Monday) and months of churn and
+    /// retention reports begin (default `UTC`).
+    #[serde(default = "default_zone")]
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+}
+
+fn default_activity() -> String {
+    "purchase".to_owned()
+}
+
+fn default_start() -> String {
+    "subscription_started".to_owned()
+}
+
+fn default_cancel() -> String {
+    "subscription_cancelled".to_owned()
+}
+
+fn default_inactivity() -> u32 {
+    90
+}
+
+fn default_zone() -> String {
+    "UTC".to_owned()
 }
 
 fn default_level() -> f64 {
@@ -74,6 +141,12 @@ impl Default for KpiSettings {
             attribution: Attribution::default(),
             min_sample: default_min_sample(),
             confidence_level: default_level(),
+            churn: ChurnDefinition::default(),
+            activity_event: default_activity(),
+            start_event: default_start(),
+            cancel_event: default_cancel(),
+            inactivity_days: default_inactivity(),
+            time_zone: default_zone(),
         }
     }
 }
@@ -99,7 +172,35 @@ impl KpiSettings {
                 ),
             ));
         }
+        for (field, kind) in [
+            ("activity_event", &self.activity_event),
+            ("start_event", &self.start_event),
+            ("cancel_event", &self.cancel_event),
+        ] {
+            clarion_model::EventKind::parse(kind)
+                .map_err(|e| KpiError::invalid(field, e.to_string()))?;
+        }
+        if !(1..=3650).contains(&self.inactivity_days) {
+            return Err(KpiError::invalid(
+                "inactivity_days",
+                format!("must be 1 to 3650, not {}", self.inactivity_days),
+            ));
+        }
+        self.zone()?;
         Ok(())
+    }
+
+    /// The time zone of period boundaries.
+    ///
+    /// # Errors
+    /// [`KpiError::Invalid`] naming `time_zone`.
+    pub fn zone(&self) -> Result<chrono_tz::Tz, KpiError> {
+        self.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            KpiError::invalid(
+                "time_zone",
+                format!("{:?} is not an IANA time zone", self.time_zone),
+            )
+        })
     }
 
     /// The settings of a comparison under these settings.
@@ -116,7 +217,17 @@ pub async fn get(
     workspace: WorkspaceId,
 ) -> Result<KpiSettings, KpiError> {
     let select = Query::select()
-        .columns(["attribution", "min_sample", "confidence_level"])
+        .columns([
+            "attribution",
+            "min_sample",
+            "confidence_level",
+            "churn",
+            "activity_event",
+            "start_event",
+            "cancel_event",
+            "inactivity_days",
+            "time_zone",
+        ])
         .from("kpi_settings")
         .and_where(Expr::col("workspace_id").eq(workspace.0))
         .to_owned();
@@ -129,6 +240,16 @@ pub async fn get(
         attribution: Attribution::parse(&attribution).unwrap_or_default(),
         min_sample: u64::try_from(min_sample).unwrap_or(2),
         confidence_level: row.try_get("", "confidence_level")?,
+        churn: if row.try_get::<String>("", "churn")? == "cancel" {
+            ChurnDefinition::Cancel
+        } else {
+            ChurnDefinition::Inactivity
+        },
+        activity_event: row.try_get("", "activity_event")?,
+        start_event: row.try_get("", "start_event")?,
+        cancel_event: row.try_get("", "cancel_event")?,
+        inactivity_days: u32::try_from(row.try_get::<i64>("", "inactivity_days")?).unwrap_or(90),
+        time_zone: row.try_get("", "time_zone")?,
     })
 }
 
@@ -151,6 +272,12 @@ pub async fn put(
             "attribution",
             "min_sample",
             "confidence_level",
+            "churn",
+            "activity_event",
+            "start_event",
+            "cancel_event",
+            "inactivity_days",
+            "time_zone",
             "updated_at",
         ])
         .values([
@@ -160,6 +287,12 @@ pub async fn put(
                 .unwrap_or(i64::MAX)
                 .into(),
             settings.confidence_level.into(),
+            settings.churn.as_str().into(),
+            settings.activity_event.clone().into(),
+            settings.start_event.clone().into(),
+            settings.cancel_event.clone().into(),
+            i64::from(settings.inactivity_days).into(),
+            settings.time_zone.clone().into(),
             Timestamp::now().millis().into(),
         ])
         .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
@@ -169,6 +302,12 @@ pub async fn put(
                     "attribution",
                     "min_sample",
                     "confidence_level",
+                    "churn",
+                    "activity_event",
+                    "start_event",
+                    "cancel_event",
+                    "inactivity_days",
+                    "time_zone",
                     "updated_at",
                 ])
                 .to_owned(),

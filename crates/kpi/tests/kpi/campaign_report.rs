@@ -881,7 +881,7 @@ async fn campaign_report_matches_the_rows(backend: Backend) {
         min_sample: 20,
         ..KpiSettings::default()
     };
-    settings::put(&world.db, DEFAULT_WORKSPACE, small)
+    settings::put(&world.db, DEFAULT_WORKSPACE, small.clone())
         .await
         .unwrap();
     check(&world, Attribution::LastTouch, 20).await;

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod campaign_report;
+mod churn;
 mod segment_conversion;
 mod stats;

@@ -41,6 +41,7 @@ use crate::error::ApiError;
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
         kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
+        kpi::churn_report, kpi::retention_report,
         kpi::get_settings, kpi::put_settings,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
@@ -89,6 +90,8 @@ use crate::error::ApiError;
         clarion_kpi::stats::Interval, clarion_kpi::stats::RelativeLift, clarion_kpi::stats::Method,
         clarion_kpi::segment::SegmentConversion, clarion_kpi::segment::SegmentComparison,
         clarion_kpi::segment::Conversion, clarion_kpi::segment::Group, clarion_kpi::segment::Basis,
+        clarion_kpi::churn::ChurnReport, clarion_kpi::churn::ChurnPeriod, clarion_kpi::churn::Period,
+        clarion_kpi::churn::RetentionReport, clarion_kpi::churn::Cohort, clarion_kpi::settings::ChurnDefinition,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(

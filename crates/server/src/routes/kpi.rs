@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use clarion_kpi::{
     KpiSettings,
     campaign::{self, CampaignReport, Step},
+    churn::{self, ChurnReport, Period, RetentionReport},
     segment::{self, Basis, Breakdown, ConversionQuery, SegmentComparison, SegmentConversion},
 };
 use clarion_model::{CampaignId, ErrorCode, Role, Timestamp};
@@ -23,6 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(segment_conversion),
         )
         .route("/kpi/segments/compare", web::get().to(segment_comparison))
+        .route("/kpi/churn", web::get().to(churn_report))
+        .route("/kpi/retention", web::get().to(retention_report))
         .route("/kpi/settings", web::get().to(get_settings))
         .route("/kpi/settings", web::put().to(put_settings));
 }
@@ -270,6 +273,114 @@ pub async fn segment_comparison(
             "segment-comparison",
             segment::comparison_csv(&report)?,
         ));
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Query parameters of the churn report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChurnParams {
+    /// Count only this segment's current members (its slug); every contact by default.
+    pub segment: Option<String>,
+    /// `day`, `week` (from Monday) or `month` in the workspace's time zone.
+    pub period: Period,
+    /// The first period is the one containing this moment (RFC 3339).
+    #[param(value_type = String, format = DateTime)]
+    pub from: String,
+    /// Periods up to the one containing the moment before this one (RFC 3339); at most 1,000
+    /// periods.
+    #[param(value_type = String, format = DateTime)]
+    pub to: String,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+/// Query parameters of the retention table.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RetentionParams {
+    pub segment: Option<String>,
+    /// The first cohort is the month containing this moment (RFC 3339).
+    #[param(value_type = String, format = DateTime)]
+    pub from: String,
+    /// Cohorts and months after them (default 12).
+    #[param(minimum = 1, maximum = 120)]
+    pub months: Option<u32>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+fn moment(field: &str, value: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse(value).map_err(|e| ApiError::invalid_field(field, e.to_string()))
+}
+
+/// Churn per day, week or month: contacts active at each period's start, how many of them
+/// churned before its end and the rate, and the contacts that became active in it (the
+/// active contacts over time). Churn is defined per workspace (`/api/v1/kpi/settings`): by
+/// inactivity after the last activity event, or by an explicit cancel event.
+#[utoipa::path(get, path = "/api/v1/kpi/churn", tag = "kpi",
+    params(ChurnParams),
+    responses((status = 200, description = "JSON, or text/csv with format=csv",
+            content((ChurnReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 422, body = ApiError)),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(workspace = caller.workspace.0))]
+pub async fn churn_report(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ChurnParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let from = moment("from", &query.from)?;
+    let to = moment("to", &query.to)?;
+    let report = churn::churn(
+        &state.db,
+        caller.workspace,
+        query.segment.as_deref(),
+        query.period,
+        from,
+        to,
+    )
+    .await?;
+    if csv {
+        return Ok(csv_answer("churn", churn::churn_csv(&report)?));
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Retention by monthly cohort of first activity: for each cohort, its size and the share of
+/// it active in each month after.
+#[utoipa::path(get, path = "/api/v1/kpi/retention", tag = "kpi",
+    params(RetentionParams),
+    responses((status = 200, description = "JSON, or text/csv with format=csv",
+            content((RetentionReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 422, body = ApiError)),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(workspace = caller.workspace.0))]
+pub async fn retention_report(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<RetentionParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let from = moment("from", &query.from)?;
+    let report = churn::retention(
+        &state.db,
+        caller.workspace,
+        query.segment.as_deref(),
+        from,
+        query.months.unwrap_or(12),
+    )
+    .await?;
+    if csv {
+        return Ok(csv_answer("retention", churn::retention_csv(&report)?));
     }
     Ok(HttpResponse::Ok().json(report))
 }

@@ -225,7 +225,10 @@ async fn reports_and_settings_check_roles_and_input(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        json!({"attribution": "last_touch", "min_sample": 100, "confidence_level": 0.95})
+        json!({"attribution": "last_touch", "min_sample": 100, "confidence_level": 0.95,
+               "churn": "inactivity", "activity_event": "purchase",
+               "start_event": "subscription_started", "cancel_event": "subscription_cancelled",
+               "inactivity_days": 90, "time_zone": "UTC"})
     );
     for key in [&s.app.viewer_key, &s.app.marketer_key] {
         let (status, body) = put_as(
@@ -258,10 +261,17 @@ async fn reports_and_settings_check_roles_and_input(backend: Backend) {
     .await;
     assert_eq!(status, 200, "{body}");
     let (_, body) = get_as(&s, &s.app.viewer_key, "/api/v1/kpi/settings").await;
-    assert_eq!(
-        body,
-        json!({"attribution": "first_touch", "min_sample": 50, "confidence_level": 0.95})
-    );
+    assert_eq!(body["attribution"], "first_touch", "{body}");
+    assert_eq!(body["min_sample"], 50, "{body}");
+    let (status, body) = put_as(
+        &s,
+        &admin,
+        "/api/v1/kpi/settings",
+        &json!({"time_zone": "Mars/Olympus"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"]["errors"][0]["field"], "time_zone", "{body}");
 
     let (status, body) = s.app.get("/api/v1/kpi/campaigns/4242").await;
     assert_eq!(status, 404, "{body}");
@@ -283,6 +293,83 @@ async fn reports_and_settings_check_roles_and_input(backend: Backend) {
         .get(&format!("/api/v1/kpi/campaigns/{}?format=xml", draft["id"]))
         .await;
     assert_eq!(status, 400, "{body}");
+
+    // The other reports answer the viewer, name bad fields, and put null for empty rates.
+    let viewer = &s.app.viewer_key;
+    let period = "from=2026-01-01T00:00:00Z&to=2026-04-01T00:00:00Z";
+    let (status, body) = get_as(
+        &s,
+        viewer,
+        &format!("/api/v1/kpi/segments/nobody/conversion?event=purchase&{period}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["members"].clone(), body["conversion_rate"].clone()),
+        (json!(0), Json::Null),
+        "{body}"
+    );
+    let (status, body) = get_as(
+        &s,
+        viewer,
+        &format!("/api/v1/kpi/segments/compare?first=nobody&second=nobody&event=purchase&{period}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["conversion"], Json::Null, "{body}");
+    let (status, body) = get_as(
+        &s,
+        viewer,
+        &format!("/api/v1/kpi/segments/ghost/conversion?event=purchase&{period}"),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get_as(&s, viewer, "/api/v1/kpi/segments/nobody/conversion?event=purchase&from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"]["errors"][0]["field"], "to", "{body}");
+    let (status, body) = get_as(&s, viewer, "/api/v1/kpi/segments/nobody/conversion?event=purchase&from=yesterday&to=2026-01-01T00:00:00Z").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"]["errors"][0]["field"], "from", "{body}");
+    let (status, body) = get_as(
+        &s,
+        viewer,
+        &format!("/api/v1/kpi/churn?period=month&{period}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["periods"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(body["periods"][0]["churn_rate"], Json::Null, "{body}");
+    let (status, body) = get_as(
+        &s,
+        viewer,
+        "/api/v1/kpi/retention?from=2026-01-01T00:00:00Z&months=3",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cohorts"][0]["month"], "2026-01", "{body}");
+    let (status, body) = get_as(
+        &s,
+        viewer,
+        "/api/v1/kpi/retention?from=2026-01-01T00:00:00Z&months=0",
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let response = s
+        .app
+        .client
+        .get(
+            s.app
+                .url("/api/v1/kpi/retention?from=2026-01-01T00:00:00Z&months=2&format=csv"),
+        )
+        .bearer_auth(viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap().lines().next().unwrap(),
+        "cohort,size,month_0,month_1"
+    );
 }
 
 on_both_backends!(
