@@ -267,13 +267,13 @@ pub async fn conversion(
             let o = placeholders(backend, &mut values, other.unwrap_or_default().into());
             format!(
                 "CASE WHEN EXISTS (SELECT 1 FROM segment_memberships o WHERE o.segment_id = {o} \
-                 AND o.contact_id = m.contact_id AND o.exited_at IS NULL) THEN 'in' ELSE 'out' END"
+                 AND o.contact_id = p.contact_id AND o.exited_at IS NULL) THEN 'in' ELSE 'out' END"
             )
         }
         Some(Breakdown::Attribute(name)) => match backend {
             DbBackend::Postgres => {
                 let k = placeholders(backend, &mut values, name.as_str().into());
-                format!("(SELECT c.attributes ->> {k} FROM contacts c WHERE c.id = m.contact_id)")
+                format!("(SELECT c.attributes ->> {k} FROM contacts c WHERE c.id = p.contact_id)")
             }
             _ => {
                 let path = format!("$.\"{}\"", name.as_str());
@@ -281,28 +281,29 @@ pub async fn conversion(
                 let p2 = placeholders(backend, &mut values, path.into());
                 format!(
                     "(SELECT CASE json_type(c.attributes, {p1}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
-                     ELSE CAST(json_extract(c.attributes, {p2}) AS TEXT) END FROM contacts c WHERE c.id = m.contact_id)"
+                     ELSE CAST(json_extract(c.attributes, {p2}) AS TEXT) END FROM contacts c WHERE c.id = p.contact_id)"
                 )
             }
         },
         Some(Breakdown::Trait(name)) => format!(
-            "(SELECT CAST(t.{name} AS TEXT) FROM contact_traits t WHERE t.contact_id = m.contact_id)"
+            "(SELECT CAST(t.{name} AS TEXT) FROM contact_traits t WHERE t.contact_id = p.contact_id)"
         ),
     };
     let w = placeholders(backend, &mut values, workspace.0.into());
     let k = placeholders(backend, &mut values, query.event.clone().into());
     let f = placeholders(backend, &mut values, query.from.millis().into());
     let t = placeholders(backend, &mut values, query.to.millis().into());
+    // One pass: each member's goal events of the period joined and summed, then the members
+    // grouped by their breakdown key.
     let sql = format!(
         "SELECT g.k AS k, COUNT(*) AS members, \
                 CAST(SUM(CASE WHEN g.orders > 0 THEN 1 ELSE 0 END) AS BIGINT) AS converters, \
                 CAST(SUM(g.orders) AS BIGINT) AS orders, SUM(g.revenue) AS revenue, SUM(g.revenue * g.revenue) AS revenue_sq \
-         FROM (SELECT m.contact_id, {key} AS k, \
-                      (SELECT COUNT(*) FROM events e WHERE e.contact_id = m.contact_id AND e.workspace_id = {w} \
-                         AND e.kind = {k} AND e.occurred_at >= {f} AND e.occurred_at < {t}) AS orders, \
-                      (SELECT COALESCE(SUM(e.amount), 0.0) FROM events e WHERE e.contact_id = m.contact_id \
-                         AND e.workspace_id = {w} AND e.kind = {k} AND e.occurred_at >= {f} AND e.occurred_at < {t}) AS revenue \
-               FROM ({members}) m) g \
+         FROM (SELECT p.contact_id, p.orders, p.revenue, {key} AS k \
+               FROM (SELECT m.contact_id AS contact_id, COUNT(e.id) AS orders, COALESCE(SUM(e.amount), 0.0) AS revenue \
+                     FROM ({members}) m LEFT JOIN events e ON e.contact_id = m.contact_id AND e.workspace_id = {w} \
+                          AND e.kind = {k} AND e.occurred_at >= {f} AND e.occurred_at < {t} \
+                     GROUP BY m.contact_id) p) g \
          GROUP BY g.k ORDER BY g.k"
     );
     let rows = db

@@ -75,25 +75,26 @@ pub struct KpiSettings {
     #[schema(minimum = 2, maximum = 1_000_000_000)]
     pub min_sample: u64,
     /// The confidence level of intervals and the significance of comparisons: a difference
-    /// is significant when its p-value is below `1 - confidence_level` (default 0.95).
+    /// is significant when its p-value is below `1 - confidence_level` (0.5 to 0.999, default
+    /// 0.95).
     #[serde(default = "default_level")]
-    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    #[schema(minimum = 0.5, maximum = 0.999)]
     pub confidence_level: f64,
     /// How churn is defined (default `inactivity`).
     #[serde(default)]
     pub churn: ChurnDefinition,
     /// The event kind that makes a contact active (default `purchase`).
     #[serde(default = "default_activity")]
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(value_type = clarion_model::EventKind)]
     pub activity_event: String,
     /// With `churn = cancel`, the event kind that starts a subscription (default
     /// `subscription_started`).
     #[serde(default = "default_start")]
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(value_type = clarion_model::EventKind)]
     pub start_event: String,
     /// With `churn = cancel`, the event kind that ends it (default `subscription_cancelled`).
     #[serde(default = "default_cancel")]
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(value_type = clarion_model::EventKind)]
     pub cancel_event: String,
     /// With `churn = inactivity`, the days without an activity event after which a contact
     /// has churned (default 90).
@@ -103,7 +104,7 @@ pub struct KpiSettings {
     /// The IANA time zone in which days, weeks (from Monday) and months of churn and
     /// retention reports begin (default `UTC`).
     #[serde(default = "default_zone")]
-    #[schema(example = "Europe/Berlin")]
+    #[schema(value_type = clarion_model::TimeZone)]
     pub time_zone: String,
 }
 
@@ -163,13 +164,10 @@ impl KpiSettings {
                 format!("must be 2 to 1000000000, not {}", self.min_sample),
             ));
         }
-        if !(self.confidence_level > 0.0 && self.confidence_level < 1.0) {
+        if !(0.5..=0.999).contains(&self.confidence_level) {
             return Err(KpiError::invalid(
                 "confidence_level",
-                format!(
-                    "must lie strictly between 0 and 1, not {}",
-                    self.confidence_level
-                ),
+                format!("must be 0.5 to 0.999, not {}", self.confidence_level),
             ));
         }
         for (field, kind) in [
