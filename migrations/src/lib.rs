@@ -11,6 +11,7 @@ mod m20261129_000004_sending;
 mod m20261203_000006_webhook_endpoints;
 mod m20261203_000007_suppression;
 mod m20261203_000008_schedules;
+mod m20261203_000009_kpi;
 mod m20261203_000010_clv;
 
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_webhook_endpoints::Migration),
             Box::new(m20261203_000007_suppression::Migration),
             Box::new(m20261203_000008_schedules::Migration),
+            Box::new(m20261203_000009_kpi::Migration),
             Box::new(m20261203_000010_clv::Migration),
         ]
     }

@@ -305,6 +305,7 @@ pub async fn cancel(
         .and_where(Expr::col("status").eq(DeliveryStatus::Queued.as_str()))
         .to_owned();
     db.execute(&update).await?;
+    clarion_kpi::rollup::rebuild_run(db, run.id).await?;
     refreshed(db, workspace, id).await
 }
 
@@ -346,6 +347,9 @@ pub async fn retry_failed(
         update.and_where(Expr::col("channel").eq(channel.as_str()));
     }
     let retried = db.execute(&update).await?.rows_affected();
+    if retried > 0 {
+        clarion_kpi::rollup::rebuild_run(db, run.id).await?;
+    }
     transition(
         db,
         run.id,
@@ -557,7 +561,11 @@ pub async fn supervise(
             done.completed += 1;
             continue;
         }
-        done.failed += fail_crashing(db, run, stale, settings.max_attempts).await?;
+        let crashed = fail_crashing(db, run, stale, settings.max_attempts).await?;
+        if crashed > 0 {
+            clarion_kpi::rollup::rebuild_run(db, run).await?;
+        }
+        done.failed += crashed;
         done.abandoned += requeue(
             db,
             queues,

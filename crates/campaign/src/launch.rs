@@ -3,8 +3,9 @@
 //! One streaming pass over the current members of each group (targets in priority order,
 //! then the fallback's audience), a page at a time: each member is assigned a variant and the
 //! holdout with the same hash as previews and audience counts, gets one row per channel —
-//! `holdout`, `suppressed` with the reason ([`clarion_model::Suppression`], or the
-//! suppression list's entry: [`crate::suppression`]), or `queued` — written with one multi-row INSERT per page, and the queued rows' ids are
+//! `holdout` (with the reason it could not have been reached, if any), `suppressed` with the
+//! reason ([`clarion_model::Suppression`], or the suppression list's entry:
+//! [`crate::suppression`]), or `queued` — written with one multi-row INSERT per page, and the queued rows' ids are
 //! enqueued in pipelined batches before the next page is read. Memory holds one page, however
 //! large the audience. Rows are unique per run, contact and channel, so a repeated write is
 //! harmless.
@@ -172,6 +173,9 @@ async fn launch_from(
         outbox.write_group(&plan).await?;
     }
     let mut report = outbox.finish().await?;
+    // The run's KPI roll-ups start from its rows; events that arrive meanwhile are merged
+    // in by the ingestion listener, and refreshing a contact twice changes nothing.
+    clarion_kpi::rollup::rebuild_run(db, run_id).await?;
 
     record_counts(db, run_id, &report).await?;
     if report.queued == 0 {
@@ -441,8 +445,14 @@ impl Outbox<'_> {
             self.report.audience += 1;
             self.report.holdout += u64::from(holdout);
             for &channel in &campaign.channels {
+                // A held-out contact's reachability is recorded exactly as a treated one's
+                // (the reason, on its `holdout` row), so that the KPI comparison takes the
+                // same contacts from both groups: those reachable at launch.
                 let (status, reason) = if holdout {
-                    (DeliveryStatus::Holdout, None)
+                    (
+                        DeliveryStatus::Holdout,
+                        member.reachability(channel).err().map(|s| s.reason()),
+                    )
                 } else {
                     let on_list = listed
                         .get(&channel)

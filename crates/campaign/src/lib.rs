@@ -106,6 +106,9 @@ pub enum CampaignError {
     /// A stored row no longer reads as Clarion wrote it.
     #[error("stored campaign data is unreadable: {0}")]
     Corrupt(String),
+    /// The KPI roll-ups of a run could not be written.
+    #[error(transparent)]
+    Kpi(#[from] clarion_kpi::KpiError),
 }
 
 fn summary(issues: &[Issue]) -> String {
@@ -125,6 +128,7 @@ impl Coded for CampaignError {
             CampaignError::Conflict(_) => ErrorCode::Conflict,
             CampaignError::Queue(_) | CampaignError::Redis(_) => ErrorCode::Unavailable,
             CampaignError::Corrupt(_) => ErrorCode::Internal,
+            CampaignError::Kpi(kpi) => kpi.code(),
         }
     }
 

@@ -282,6 +282,7 @@ impl Worker {
 
         self.record(&decided).await?;
         self.apply_bounces(bounces).await;
+        self.roll_up(&decided).await;
         for (row, fate) in &decided {
             let outcome = match fate {
                 Fate::Sent(_) | Fate::Suppressed(_) => Outcome::Ack,
@@ -787,6 +788,27 @@ impl Worker {
             .execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
         Ok(())
+    }
+
+    /// Brings the KPI roll-ups of the settled deliveries' contacts up to date. The outcomes
+    /// are recorded already, so a failure is logged (rebuilding the run repairs it).
+    async fn roll_up(&self, decided: &[(Claimed, Fate)]) {
+        let mut by_workspace: HashMap<WorkspaceId, Vec<ContactId>> = HashMap::new();
+        for (row, fate) in decided {
+            if !matches!(fate, Fate::Retry(..)) {
+                by_workspace
+                    .entry(row.workspace)
+                    .or_default()
+                    .push(row.contact);
+            }
+        }
+        for (workspace, contacts) in by_workspace {
+            if let Err(error) =
+                clarion_kpi::rollup::refresh(&self.parts.db, workspace, &contacts).await
+            {
+                tracing::warn!(%error, contacts = contacts.len(), "KPI roll-ups of sent deliveries could not be updated");
+            }
+        }
     }
 
     /// Pauses a run whose deliveries fail too often, saying why.

@@ -87,6 +87,22 @@ pub enum BenchCommand {
         #[arg(long)]
         fresh: bool,
     },
+    /// KPI reports on PostgreSQL over the population of `bench segments` and a campaign run
+    /// to all of it: p50/p95 of each report beside a straightforward SQL query of the same
+    /// figures over the raw rows.
+    Kpi {
+        /// Contacts (ten events each).
+        #[arg(long, default_value_t = 100_000)]
+        contacts: u64,
+        /// Runs of each report.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// Generate the population anew even when a database of that size exists.
+        #[arg(long)]
+        fresh: bool,
+    },
     /// Redis job queue: pipelined enqueue beside `redis-benchmark` XADD at the same pipeline
     /// depth, measured in the same run, then consumption with a no-op handler.
     ///
@@ -246,6 +262,23 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
                     contacts,
                     events_per_contact,
                     latency_events: events,
+                    postgres_url,
+                    fresh,
+                },
+                &settings,
+            )
+            .await
+        }
+        BenchCommand::Kpi {
+            contacts,
+            iterations,
+            postgres_url,
+            fresh,
+        } => {
+            crate::bench_kpi::run(
+                crate::bench_kpi::KpiBench {
+                    contacts,
+                    iterations,
                     postgres_url,
                     fresh,
                 },

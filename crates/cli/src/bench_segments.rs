@@ -38,8 +38,8 @@ pub struct SegmentBench {
 }
 
 /// The instant the generated data is relative to: 2026-06-30T00:00:00Z.
-const NOW: i64 = 1_782_777_600_000;
-const DAY: i64 = 86_400_000;
+pub(crate) const NOW: i64 = 1_782_777_600_000;
+pub(crate) const DAY: i64 = 86_400_000;
 
 /// The benchmark's segment rule and the same selection written by hand.
 const RULE: &str = "country in (\"DE\", \"FR\", \"NL\") and purchase.count(90d) >= 2 and trait rfm_segment in (\"champions\", \"loyal\", \"potential_loyalists\", \"new\", \"promising\")";

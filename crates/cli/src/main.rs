@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_feedback;
+mod bench_kpi;
 mod bench_segments;
 mod bench_sending;
 mod campaign;

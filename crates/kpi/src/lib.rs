@@ -1,7 +1,8 @@
 //! Clarion's KPI tracker.
 //!
 //! A KPI is only worth showing if it is right, so every figure this crate computes says how:
-//! numerator, denominator, what is excluded, and the formula of its interval or test.
+//! numerator, denominator, time window, what is excluded, and the formula of its interval or
+//! test.
 //!
 //! - [`stats`]: the statistics behind every reported rate and comparison: rates that are
 //!   `None` on an empty denominator, Wilson intervals for proportions, the comparison of two
@@ -19,14 +20,37 @@
 //!   predictions stored, for reports and for the traits rules read (`p_alive`,
 //!   `predicted_clv`, ...).
 //!
+//! - [`rollup`]: the roll-ups reports read instead of raw events, kept current by an
+//!   ingestion [`clarion_contacts::Listener`] and by the delivery workers as they record
+//!   outcomes.
+//! - [`campaign`]: the campaign report (per run, variant, segment, channel, series), with
+//!   attribution and the intent-to-treat comparison against the holdout.
+//! - [`segment`]: conversion of any segment for any goal and period, breakdowns, and the
+//!   comparison of two segments.
+//! - [`churn`]: churn per day, week or month in the workspace's time zone (by inactivity or
+//!   by an explicit cancel event), active contacts over time, retention by monthly cohort.
+//! - [`settings`]: each workspace's attribution model, minimum sample, confidence level and
+//!   churn definition.
+//!
+//! The crate depends on the model and the database only, never on campaigns or the server:
+//! it reads the outbox (`deliveries`, `campaign_runs`, `campaigns`), `events` and
+//! `segment_memberships` tables as they are.
+//!
 //! Every [`KpiError`] carries its API error code ([`Coded`]).
 
+pub mod campaign;
+pub mod churn;
 pub mod clv;
 pub mod machine;
 pub mod predictions;
+pub mod rollup;
+pub mod segment;
+pub mod settings;
 pub mod stats;
 
 use clarion_model::{Coded, ErrorCode, FieldError};
+
+pub use settings::{Attribution, ChurnDefinition, KpiSettings};
 
 /// Everything that can go wrong in the KPI tracker.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +64,15 @@ pub enum KpiError {
     Model { model: String, message: String },
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
+    /// What a report is about does not exist, e.g. `campaign 7`.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The report cannot be made yet, e.g. of a campaign that was never launched.
+    #[error("{0}")]
+    Conflict(String),
+    /// CSV could not be written (only ever into memory, so a bug if it happens).
+    #[error("CSV export failed: {0}")]
+    Csv(String),
 }
 
 impl KpiError {
@@ -56,13 +89,16 @@ impl Coded for KpiError {
         match self {
             KpiError::Invalid { .. } | KpiError::Model { .. } => ErrorCode::ValidationFailed,
             KpiError::Db(db) => db.code(),
+            KpiError::NotFound(_) => ErrorCode::NotFound,
+            KpiError::Conflict(_) => ErrorCode::Conflict,
+            KpiError::Csv(_) => ErrorCode::Internal,
         }
     }
 
     fn details(&self) -> Vec<FieldError> {
         match self {
             KpiError::Invalid { field, message } => vec![FieldError::field(field, message)],
-            KpiError::Model { .. } | KpiError::Db(_) => Vec::new(),
+            _ => Vec::new(),
         }
     }
 }

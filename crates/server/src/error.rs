@@ -174,6 +174,7 @@ from_coded!(
     clarion_template::TemplateError,
     clarion_contacts::ContactsError,
     clarion_contacts::contacts::PatchError,
+    clarion_kpi::KpiError,
     crate::store::StoreError,
     clarion_campaign::providers::ProviderError,
     clarion_campaign::suppression::ImportError,

@@ -14,7 +14,8 @@ use crate::{config::Settings, db, metrics::Metrics};
 /// What every handler shares.
 pub struct AppState {
     pub db: DatabaseConnection,
-    /// Where contacts and events are written: it keeps segment memberships current.
+    /// Where contacts and events are written: it keeps segment memberships and KPI roll-ups
+    /// current.
     pub ingest: Ingest,
     pub settings: Settings,
     pub metrics: Metrics,
@@ -116,14 +117,16 @@ pub fn connect_redis(url: &str) -> redis::RedisResult<redis::aio::ConnectionMana
 }
 
 /// The ingestion entry point the configuration describes: with `segments.realtime`, segment
-/// memberships follow every batch. The API and the CSV import both use it.
+/// memberships follow every batch; the KPI roll-ups always do. The API and the CSV import both
+/// use it.
 pub fn ingest(db: &DatabaseConnection, settings: &Settings) -> Ingest {
-    let ingest = Ingest::new(db.clone());
+    let mut ingest = Ingest::new(db.clone());
     if settings.segments.realtime {
-        ingest.with_listener(std::sync::Arc::new(
+        ingest = ingest.with_listener(std::sync::Arc::new(
             clarion_segment::sweep::Memberships::new(db.clone()),
-        ))
-    } else {
-        ingest
+        ));
     }
+    ingest.with_listener(std::sync::Arc::new(clarion_kpi::rollup::Rollups::new(
+        db.clone(),
+    )))
 }

@@ -16,7 +16,7 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, providers, schedules, segments, sending,
+    campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, sending,
     suggest, suppressions, templates, tracking, traits, webhook_endpoints,
 };
 use crate::error::ApiError;
@@ -46,6 +46,9 @@ use crate::error::ApiError;
         webhook_endpoints::update, webhook_endpoints::delete, webhook_endpoints::disable,
         webhook_endpoints::enable, webhook_endpoints::rotate_secret,
         webhook_endpoints::finish_rotation, webhook_endpoints::test,
+        kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
+        kpi::churn_report, kpi::retention_report,
+        kpi::get_settings, kpi::put_settings,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
         suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
         suppressions::import, suppressions::export,
@@ -102,6 +105,16 @@ use crate::error::ApiError;
         clarion_campaign::suppression::Entry, clarion_campaign::suppression::Source,
         clarion_campaign::suppression::ImportReport, clarion_campaign::suppression::LineError,
         clarion_campaign::providers::Received,
+        clarion_kpi::KpiSettings, clarion_kpi::Attribution, clarion_kpi::campaign::CampaignReport,
+        clarion_kpi::campaign::Figures, clarion_kpi::campaign::Uplift,
+        clarion_kpi::campaign::GroupOutcome, clarion_kpi::campaign::Verdict,
+        clarion_kpi::campaign::Breakdown, clarion_kpi::campaign::SeriesPoint,
+        clarion_kpi::campaign::Step, clarion_kpi::stats::Comparison,
+        clarion_kpi::stats::Interval, clarion_kpi::stats::RelativeLift, clarion_kpi::stats::Method,
+        clarion_kpi::segment::SegmentConversion, clarion_kpi::segment::SegmentComparison,
+        clarion_kpi::segment::Conversion, clarion_kpi::segment::Group, clarion_kpi::segment::Basis,
+        clarion_kpi::churn::ChurnReport, clarion_kpi::churn::ChurnPeriod, clarion_kpi::churn::Period,
+        clarion_kpi::churn::RetentionReport, clarion_kpi::churn::Cohort, clarion_kpi::settings::ChurnDefinition,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -113,6 +126,7 @@ use crate::error::ApiError;
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
         (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs"),
+        (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout; JSON or CSV"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
         (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),

@@ -6,6 +6,7 @@ pub mod crosstab;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod kpi;
 pub mod providers;
 pub mod schedules;
 pub mod segments;
@@ -48,7 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(schedules::configure)
             .configure(templates::configure)
             .configure(traits::configure)
-            .configure(webhook_endpoints::configure),
+            .configure(webhook_endpoints::configure)
+            .configure(kpi::configure),
     );
 }
 

@@ -8,6 +8,7 @@ mod campaigns;
 mod contacts;
 mod events;
 mod insights;
+mod kpi;
 mod operations;
 mod providers;
 mod schedules;

@@ -1,0 +1,372 @@
+//! Churn, active contacts and retention against a brute-force reading of the definitions over
+//! generated events: activity exactly at period starts, churn moments exactly on boundaries,
+//! contacts that come back, cancels, an empty segment, months in a time zone with daylight
+//! saving time.
+
+use chrono::TimeZone as _;
+use clarion_contacts::{Ingest, events::IngestOptions};
+use clarion_kpi::{
+    ChurnDefinition, KpiSettings,
+    churn::{self, Period},
+    settings,
+};
+use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE, EventInput, Timestamp};
+use clarion_testkit::{Backend, TestDb, on_both_backends};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::json;
+
+const DAY: i64 = 86_400_000;
+const ZONE: chrono_tz::Tz = chrono_tz::Europe::Berlin;
+
+fn berlin(y: i32, m: u32, d: u32) -> i64 {
+    ZONE.with_ymd_and_hms(y, m, d, 0, 0, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+struct Data {
+    db: DatabaseConnection,
+    /// Per contact: (time, kind), and whether it is in segment `some`.
+    events: Vec<Vec<(i64, &'static str)>>,
+    members: Vec<bool>,
+    _test_db: TestDb,
+}
+
+/// Month starts in Berlin from January 2025 (13 of them: 12 months).
+fn months() -> Vec<i64> {
+    (0..13)
+        .map(|i| berlin(2025 + (i / 12), (i % 12) as u32 + 1, 1))
+        .collect()
+}
+
+async fn data(backend: Backend) -> Data {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.migrated().await;
+    let ingest = Ingest::new(db.clone());
+    let mut rng = Rng(5);
+    let n = 120;
+    let bounds = months();
+    let mut events = Vec::new();
+    for _ in 0..n {
+        let mut mine = Vec::new();
+        for _ in 0..rng.below(6) {
+            let kind = [
+                "purchase",
+                "purchase",
+                "subscription_started",
+                "subscription_cancelled",
+                "page_view",
+            ][rng.below(5) as usize];
+            let at = match rng.below(8) {
+                // Exactly at a month start, or 30 days before one (churn exactly on it).
+                0 => bounds[rng.below(12) as usize],
+                1 => bounds[1 + rng.below(12) as usize] - 30 * DAY,
+                _ => {
+                    berlin(2024, 12, 1) + rng.below(400) as i64 * DAY + rng.below(DAY as u64) as i64
+                }
+            };
+            mine.push((at, kind));
+        }
+        events.push(mine);
+    }
+    let members: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
+    let contacts: Vec<(usize, ContactUpsert)> = (0..n)
+        .map(|i| {
+            (
+                i,
+                serde_json::from_value(json!({"external_id": format!("k{i:03}")})).unwrap(),
+            )
+        })
+        .collect();
+    ingest
+        .contacts(DEFAULT_WORKSPACE, contacts, true)
+        .await
+        .unwrap();
+    let items: Vec<(usize, EventInput)> = events
+        .iter()
+        .enumerate()
+        .flat_map(|(i, mine)| mine.iter().map(move |(at, kind)| (i, *at, *kind)))
+        .enumerate()
+        .map(|(index, (i, at, kind))| {
+            let input = json!({"external_id": format!("k{i:03}"), "kind": kind, "occurred_at": Timestamp::from_millis(at).to_rfc3339()});
+            (index, serde_json::from_value(input).unwrap())
+        })
+        .collect();
+    let options = IngestOptions {
+        create_unknown_contacts: false,
+        max_future_millis: 0,
+        atomic: true,
+    };
+    ingest
+        .events(DEFAULT_WORKSPACE, items, options)
+        .await
+        .unwrap();
+    for slug in ["some", "none"] {
+        db.execute_raw(Statement::from_string(db.get_database_backend(), format!(
+            "INSERT INTO segments (workspace_id, slug, name, description, category, kind, rule, created_at, updated_at) \
+             VALUES (1, '{slug}', '{slug}', '', 'custom', 'static', NULL, 0, 0)"
+        )))
+        .await
+        .unwrap();
+    }
+    for (i, member) in members.iter().enumerate() {
+        if *member {
+            db.execute_raw(Statement::from_string(db.get_database_backend(), format!(
+                "INSERT INTO segment_memberships (segment_id, contact_id, entered_at, exited_at) \
+                 SELECT s.id, c.id, 0, NULL FROM segments s, contacts c WHERE s.slug = 'some' AND c.external_id = 'k{i:03}'"
+            )))
+            .await
+            .unwrap();
+        }
+    }
+    Data {
+        db,
+        events,
+        members,
+        _test_db: test_db,
+    }
+}
+
+/// Whether a contact is active at `x`, read straight from the definition.
+fn active(events: &[(i64, &str)], definition: ChurnDefinition, x: i64) -> bool {
+    match definition {
+        ChurnDefinition::Inactivity => events
+            .iter()
+            .any(|(t, k)| *k == "purchase" && *t <= x && x < t + 30 * DAY),
+        ChurnDefinition::Cancel => {
+            let mut seen: Vec<&(i64, &str)> = events.iter().filter(|(t, _)| *t <= x).collect();
+            seen.sort_by_key(|(t, k)| (*t, *k == "subscription_cancelled"));
+            let mut on = false;
+            for (_, kind) in seen {
+                match *kind {
+                    "subscription_started" | "purchase" => on = true,
+                    "subscription_cancelled" => on = false,
+                    _ => {}
+                }
+            }
+            on
+        }
+    }
+}
+
+/// The moments a contact may stop being active: 30 days after each activity, or its cancels.
+fn ends(events: &[(i64, &str)], definition: ChurnDefinition) -> Vec<i64> {
+    match definition {
+        ChurnDefinition::Inactivity => events
+            .iter()
+            .filter(|(_, k)| *k == "purchase")
+            .map(|(t, _)| t + 30 * DAY)
+            .collect(),
+        ChurnDefinition::Cancel => events
+            .iter()
+            .filter(|(_, k)| *k == "subscription_cancelled")
+            .map(|(t, _)| *t)
+            .collect(),
+    }
+}
+
+/// The moments a contact may become active.
+fn starts(events: &[(i64, &str)], definition: ChurnDefinition) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|(_, k)| {
+            *k == "purchase"
+                || (definition == ChurnDefinition::Cancel && *k == "subscription_started")
+        })
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+async fn churn_and_retention_follow_the_definitions(backend: Backend) {
+    let data = data(backend).await;
+    let bounds = months();
+    for definition in [ChurnDefinition::Inactivity, ChurnDefinition::Cancel] {
+        let kpi = KpiSettings {
+            churn: definition,
+            inactivity_days: 30,
+            time_zone: "Europe/Berlin".into(),
+            ..KpiSettings::default()
+        };
+        settings::put(&data.db, DEFAULT_WORKSPACE, kpi)
+            .await
+            .unwrap();
+        for segment in [None, Some("some")] {
+            let report = churn::churn(
+                &data.db,
+                DEFAULT_WORKSPACE,
+                segment,
+                Period::Month,
+                Timestamp::from_millis(bounds[0] + 5 * DAY),
+                Timestamp::from_millis(bounds[12]),
+            )
+            .await
+            .unwrap();
+            assert_eq!(report.periods.len(), 12, "{definition:?}");
+            // The data exercises what is counted.
+            assert!(
+                report
+                    .periods
+                    .iter()
+                    .any(|p| p.churned > 0 && p.became_active > 0),
+                "{report:?}"
+            );
+            for (p, period) in report.periods.iter().enumerate() {
+                let (s, e) = (bounds[p], bounds[p + 1]);
+                assert_eq!(
+                    (period.start.millis(), period.end.millis()),
+                    (s, e),
+                    "month {p} in Berlin"
+                );
+                let (mut at_start, mut churned, mut became) = (0, 0, 0);
+                for (i, events) in data.events.iter().enumerate() {
+                    if segment.is_some() && !data.members[i] {
+                        continue;
+                    }
+                    if active(events, definition, s) {
+                        at_start += 1;
+                        if ends(events, definition)
+                            .iter()
+                            .any(|&c| s <= c && c < e && !active(events, definition, c))
+                        {
+                            churned += 1;
+                        }
+                    }
+                    let wakes = starts(events, definition).iter().any(|&a| {
+                        s <= a
+                            && a < e
+                            && active(events, definition, a)
+                            && !active(events, definition, a - 1)
+                    });
+                    became += u64::from(wakes);
+                }
+                let what = format!("{definition:?} {segment:?} month {p}");
+                assert_eq!(
+                    (period.active_at_start, period.churned, period.became_active),
+                    (at_start, churned, became),
+                    "{what}"
+                );
+                assert_eq!(
+                    period.churn_rate,
+                    (at_start > 0).then(|| churned as f64 / at_start as f64),
+                    "{what}"
+                );
+            }
+        }
+        // Retention: cohorts of first activity, active in months after.
+        let report = churn::retention(
+            &data.db,
+            DEFAULT_WORKSPACE,
+            None,
+            Timestamp::from_millis(bounds[0]),
+            12,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.cohorts.len(), 12);
+        for (c, cohort) in report.cohorts.iter().enumerate() {
+            let mut size = 0;
+            let mut retained = vec![0u64; 12 - c];
+            for events in &data.events {
+                let first = starts(events, definition)
+                    .into_iter()
+                    .filter(|&a| active(events, definition, a))
+                    .min();
+                let Some(first) = first else { continue };
+                if !(bounds[c] <= first && first < bounds[c + 1]) {
+                    continue;
+                }
+                size += 1;
+                for (k, slot) in retained.iter_mut().enumerate() {
+                    let (s, e) = (bounds[c + k], bounds[c + k + 1]);
+                    let during = active(events, definition, s)
+                        || starts(events, definition)
+                            .iter()
+                            .any(|&a| s <= a && a < e && active(events, definition, a));
+                    *slot += u64::from(during);
+                }
+            }
+            assert_eq!(
+                (cohort.size, &cohort.retained),
+                (size, &retained),
+                "{definition:?} cohort {}",
+                cohort.month
+            );
+            assert_eq!(cohort.shares.len(), 12 - c);
+        }
+        assert_eq!(report.cohorts[2].month, "2025-03");
+        assert!(
+            report
+                .cohorts
+                .iter()
+                .any(|c| c.size > 0 && c.retained.iter().skip(1).any(|&r| r > 0 && r < c.size))
+        );
+    }
+    // An empty segment: nobody active, every rate null.
+    let report = churn::churn(
+        &data.db,
+        DEFAULT_WORKSPACE,
+        Some("none"),
+        Period::Week,
+        Timestamp::from_millis(bounds[0]),
+        Timestamp::from_millis(bounds[2]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report
+            .periods
+            .iter()
+            .all(|p| p.active_at_start == 0 && p.churn_rate.is_none())
+    );
+    // Weeks begin on Monday: 2025-01-01 was a Wednesday.
+    assert_eq!(report.periods[0].start.millis(), berlin(2024, 12, 30));
+    let csv = churn::churn_csv(&report).unwrap();
+    assert_eq!(csv.lines().count(), report.periods.len() + 1);
+}
+
+async fn bad_periods_are_named(backend: Backend) {
+    let data = data(backend).await;
+    let t = Timestamp::from_millis(berlin(2025, 1, 1));
+    let error = churn::churn(&data.db, DEFAULT_WORKSPACE, None, Period::Day, t, t)
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "to: must lie after from");
+    let far = Timestamp::from_millis(berlin(2030, 1, 1));
+    let error = churn::churn(&data.db, DEFAULT_WORKSPACE, None, Period::Day, t, far)
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "to: at most 1000 periods per report");
+    let error = churn::retention(&data.db, DEFAULT_WORKSPACE, None, t, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "months: must be 1 to 120, not 0");
+    let next = Timestamp::from_millis(t.millis() + DAY);
+    let error = churn::churn(
+        &data.db,
+        DEFAULT_WORKSPACE,
+        Some("nope"),
+        Period::Day,
+        t,
+        next,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.to_string(), "segment \"nope\" not found");
+}
+
+on_both_backends!(
+    churn_and_retention_follow_the_definitions,
+    bad_periods_are_named
+);
