@@ -240,18 +240,38 @@ pub async fn apply(
             }
         }
     }
-    suppression::add(ingest.db(), workspace, &entries).await?;
+    // A deadlock between concurrent reports of the same addresses is retried, like
+    // ingestion retries its own.
+    let mut attempt = 0;
+    loop {
+        match suppression::add(ingest.db(), workspace, &entries).await {
+            Err(error) if attempt < 3 && clarion_contacts::is_retryable(&error) => attempt += 1,
+            done => {
+                done?;
+                break;
+            }
+        }
+    }
 
     let ids = |items: &[&Resolved<'_>]| items.iter().map(|item| item.contact).collect::<Vec<_>>();
     bounced.append(&mut soft_over);
-    applied.marked += ingest
-        .mark_email(workspace, &ids(&complained), SubscriptionStatus::Complained)
-        .await?
-        .len() as u64;
-    applied.marked += ingest
-        .mark_email(workspace, &ids(&bounced), SubscriptionStatus::Bounced)
-        .await?
-        .len() as u64;
+    for (contacts, status) in [
+        (ids(&complained), SubscriptionStatus::Complained),
+        (ids(&bounced), SubscriptionStatus::Bounced),
+    ] {
+        let mut attempt = 0;
+        let changed = loop {
+            match ingest.mark_email(workspace, &contacts, status).await {
+                Err(ContactsError::Db(ref error))
+                    if attempt < 3 && clarion_contacts::is_retryable(error) =>
+                {
+                    attempt += 1;
+                }
+                done => break done?,
+            }
+        };
+        applied.marked += changed.len() as u64;
+    }
     Ok(applied)
 }
 

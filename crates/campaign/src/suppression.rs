@@ -161,6 +161,14 @@ pub async fn add(
 ) -> Result<u64, DbErr> {
     let now = Timestamp::now().millis();
     let mut added = 0;
+    // Rows in one order, each once: two writers inserting overlapping addresses then wait for
+    // each other in the same order instead of deadlocking on the unique index.
+    let mut entries: Vec<&NewEntry> = entries.iter().collect();
+    entries.sort_by(|a, b| {
+        (a.address.channel.as_str(), a.address.as_str())
+            .cmp(&(b.address.channel.as_str(), b.address.as_str()))
+    });
+    entries.dedup_by(|a, b| a.address == b.address);
     // 6 values a row; well under SQLite's 32,766 bind parameters per statement.
     for chunk in entries.chunks(2_000) {
         let mut insert = Query::insert();

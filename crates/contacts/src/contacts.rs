@@ -257,6 +257,10 @@ pub async fn mark_email(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // One lock order for every writer.
+    let mut ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let keep: &[&str] = match status {
         SubscriptionStatus::Bounced => &[
             SubscriptionStatus::Bounced.as_str(),
@@ -269,7 +273,7 @@ pub async fn mark_email(
         .value("email_status", status.as_str())
         .value("updated_at", Timestamp::now().millis())
         .and_where(Expr::col("workspace_id").eq(workspace.0))
-        .and_where(Expr::col("id").is_in(ids.iter().map(|id| id.0)))
+        .and_where(Expr::col("id").is_in(ids))
         .and_where(Expr::col("email_status").is_not_in(keep.iter().copied()))
         .returning_col("id")
         .to_owned();

@@ -60,10 +60,7 @@ pub async fn ses(
 /// SendGrid's signed Event Webhook: `bounce` and `spamreport` events (ECDSA P-256 signature
 /// over the timestamp and the body).
 #[utoipa::path(post, path = "/webhooks/sendgrid", tag = "provider webhooks",
-    request_body(content = String, content_type = "application/json", description = "A JSON array of SendGrid events"),
-    params(
-        ("X-Twilio-Email-Event-Webhook-Signature" = String, Header, description = "base64 DER ECDSA signature"),
-        ("X-Twilio-Email-Event-Webhook-Timestamp" = String, Header, description = "Unix time of signing")),
+    request_body(content = String, content_type = "application/json", description = "A JSON array of SendGrid events, signed in the headers X-Twilio-Email-Event-Webhook-Signature (base64 DER ECDSA) and X-Twilio-Email-Event-Webhook-Timestamp (Unix time of signing)"),
     responses((status = 200, body = Received),
         (status = 401, description = "The signature does not verify; nothing was recorded", body = ApiError),
         (status = 404, description = "providers.sendgrid is not configured", body = ApiError),
