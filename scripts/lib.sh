@@ -79,3 +79,22 @@ ensure_schemathesis() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$version" >&2 \
         || die "pip could not install schemathesis $version into $venv (is PyPI reachable?)"
 }
+
+# ensure_python_package VENV PACKAGE VERSION: PACKAGE==VERSION from PyPI in a Python virtual
+# environment at VENV (created with the machine's python3), for tests that check Clarion's
+# output with an independent library. Quick when already there.
+ensure_python_package() {
+    local venv="$1" package="$2" version="$3"
+    local installed
+    installed="$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$package'))" 2>/dev/null || true)"
+    [ "$installed" = "$version" ] && return
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        can_apt || die "the tests need Python's venv module: run 'sudo apt-get install python3-venv'"
+        apt_install python3-venv
+    fi
+    say "installing $package $version into $venv (for the tests)..."
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2 || die "python3 -m venv $venv failed"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$package==$version" >&2 \
+        || die "pip could not install $package $version into $venv (is PyPI reachable?)"
+}

@@ -8,6 +8,8 @@ mod m20261122_000001_foundation;
 mod m20261122_000002_segments;
 mod m20261122_000003_campaigns;
 mod m20261129_000004_sending;
+mod m20261203_000006_webhook_endpoints;
+mod m20261203_000007_suppression;
 mod m20261203_000009_kpi;
 
 pub struct Migrator;
@@ -20,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_segments::Migration),
             Box::new(m20261122_000003_campaigns::Migration),
             Box::new(m20261129_000004_sending::Migration),
+            Box::new(m20261203_000006_webhook_endpoints::Migration),
+            Box::new(m20261203_000007_suppression::Migration),
             Box::new(m20261203_000009_kpi::Migration),
         ]
     }

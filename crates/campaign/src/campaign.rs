@@ -102,6 +102,11 @@ pub struct WebhookVariant {
     /// Extra HTTP headers, name to value template.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The webhook endpoint to POST to, by id or name (`/api/v1/webhook-endpoints`); left
+    /// out, the call goes to `sending.webhook_url`, signed with `webhook.secret`. An id keeps
+    /// working when the endpoint is renamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 impl WebhookVariant {
@@ -272,6 +277,17 @@ impl Campaign {
     #[must_use]
     pub fn variant(&self, id: VariantId) -> Option<(Slot<'_>, &Variant)> {
         self.variants().find(|(_, v)| v.id == id)
+    }
+
+    /// Whether a variant sends webhooks to `sending.webhook_url` (it names no endpoint).
+    #[must_use]
+    pub fn uses_default_webhook_endpoint(&self) -> bool {
+        self.variants().any(|(_, variant)| {
+            variant
+                .webhook
+                .as_ref()
+                .is_some_and(|webhook| webhook.endpoint.is_none())
+        })
     }
 
     /// Whether the campaign sends on `channel`.

@@ -4,7 +4,8 @@
 //! then the fallback's audience), a page at a time: each member is assigned a variant and the
 //! holdout with the same hash as previews and audience counts, gets one row per channel —
 //! `holdout` (with the reason it could not have been reached, if any), `suppressed` with the
-//! reason ([`clarion_model::Suppression`]), or `queued` — written with one multi-row INSERT per page, and the queued rows' ids are
+//! reason ([`clarion_model::Suppression`], or the suppression list's entry:
+//! [`crate::suppression`]), or `queued` — written with one multi-row INSERT per page, and the queued rows' ids are
 //! enqueued in pipelined batches before the next page is read. Memory holds one page, however
 //! large the audience. Rows are unique per run, contact and channel, so a repeated write is
 //! harmless.
@@ -13,7 +14,7 @@
 //! `queued` and the supervisor ([`crate::control::supervise`]) enqueues them once the queue
 //! answers again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use clarion_model::{
@@ -34,7 +35,7 @@ use crate::{
     assign::{GroupPlan, groups, weights},
     campaign::{Campaign, Status},
     sending::{Queues, SendingSettings},
-    store,
+    store, suppression,
 };
 
 /// What a launch did.
@@ -98,6 +99,13 @@ pub async fn launch(
     }
     claim(db, workspace, id).await?;
     let run_id = start_run(db, workspace, id, launched_by).await?;
+    // Pages are checked against the suppression list only for channels that have one.
+    let mut listed = Vec::new();
+    for &channel in &campaign.channels {
+        if suppression::any(db, workspace, channel).await? {
+            listed.push(channel);
+        }
+    }
 
     let mut outbox = Outbox {
         db,
@@ -105,6 +113,7 @@ pub async fn launch(
         campaign: &campaign,
         run_id,
         opened: &opened,
+        listed: &listed,
         page: settings.launch_page,
         report: LaunchReport {
             run_id,
@@ -162,9 +171,12 @@ async fn launchable(
             campaign.status.as_str()
         )));
     }
-    if campaign.sends(Channel::Webhook) && settings.webhook_url.is_empty() {
+    if campaign.sends(Channel::Webhook)
+        && settings.webhook_url.is_empty()
+        && campaign.uses_default_webhook_endpoint()
+    {
         return Err(CampaignError::Conflict(
-            "the campaign sends webhooks, but no webhook receiver is configured: set sending.webhook_url and webhook.secret".into(),
+            "the campaign sends webhooks, but a variant names no webhook endpoint and no default receiver is configured: name an endpoint in each variant's webhook.endpoint, or set sending.webhook_url and webhook.secret".into(),
         ));
     }
     Ok(campaign)
@@ -263,6 +275,8 @@ struct Outbox<'a> {
     campaign: &'a Campaign,
     run_id: i64,
     opened: &'a [(Channel, Queue<DeliveryJob>)],
+    /// Channels with a suppression list in this workspace.
+    listed: &'a [Channel],
     page: u64,
     report: LaunchReport,
     phases: Phases,
@@ -289,7 +303,17 @@ impl Outbox<'_> {
             let step = Instant::now();
             let taken =
                 members::in_any_between(db, &plan.earlier, first.contact, last.contact).await?;
-            let rows = self.rows(plan, &weights, &page_members, &taken);
+            let mut listed = HashMap::new();
+            if !self.listed.is_empty() {
+                let ids: Vec<ContactId> = page_members.iter().map(|m| m.contact).collect();
+                for &channel in self.listed {
+                    listed.insert(
+                        channel,
+                        suppression::of_contacts(db, workspace, channel, &ids).await?,
+                    );
+                }
+            }
+            let rows = self.rows(plan, &weights, &page_members, &taken, &listed);
             self.phases.assign += step.elapsed();
 
             let step = Instant::now();
@@ -335,6 +359,7 @@ impl Outbox<'_> {
         weights: &[u32],
         page: &[Member],
         taken: &HashSet<ContactId>,
+        listed: &HashMap<Channel, HashMap<ContactId, suppression::Source>>,
     ) -> Vec<Row> {
         let campaign = self.campaign;
         let mut rows = Vec::with_capacity(page.len() * campaign.channels.len());
@@ -351,19 +376,19 @@ impl Outbox<'_> {
                 // A held-out contact's reachability is recorded exactly as a treated one's
                 // (the reason, on its `holdout` row), so that the KPI comparison takes the
                 // same contacts from both groups: those reachable at launch.
-                let (status, reason) = if holdout {
-                    (
-                        DeliveryStatus::Holdout,
-                        member.reachability(channel).err().map(|s| s.reason()),
-                    )
-                } else {
-                    match member.reachability(channel) {
-                        Ok(()) => (DeliveryStatus::Queued, None),
-                        Err(suppression) => {
-                            let reason = suppression.reason();
-                            *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
-                            (DeliveryStatus::Suppressed, Some(reason))
-                        }
+                let on_list = listed
+                    .get(&channel)
+                    .and_then(|sources| sources.get(&member.contact));
+                let reachable = member
+                    .reachability(channel)
+                    .map_err(|why| why.reason())
+                    .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())));
+                let (status, reason) = match reachable {
+                    _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
+                    Ok(()) => (DeliveryStatus::Queued, None),
+                    Err(reason) => {
+                        *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
+                        (DeliveryStatus::Suppressed, Some(reason))
                     }
                 };
                 rows.push(Row {

@@ -24,8 +24,15 @@
 //! * [`control`]: pause, resume, cancel, retry, and the supervisor that completes runs and
 //!   re-enqueues lost jobs.
 //! * [`deliveries`]: progress of a run and the deliveries of a campaign or contact.
+//! * [`endpoints`]: webhook endpoints with their own secrets (rotated with overlap), headers,
+//!   rate limits, timeouts and results; "send test".
 //! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
 //!   ingestion.
+//! * [`suppression`]: the suppression list of each workspace and channel, which launch and the
+//!   workers honour.
+//! * [`feedback`]: bounces (SMTP answers at send time, provider reports) and complaints: the
+//!   contact's status, the suppression list and `email_bounce` / `email_complaint` events.
+//! * [`providers`]: the verified event webhooks of SES (SNS), SendGrid, Postmark and Mailgun.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
@@ -38,12 +45,16 @@ pub mod campaign;
 pub mod contacts;
 pub mod control;
 pub mod deliveries;
+pub mod endpoints;
 pub mod engagement;
+pub mod feedback;
 pub mod launch;
 pub mod preview;
+pub mod providers;
 pub mod render;
 pub mod sending;
 pub mod store;
+pub mod suppression;
 pub mod throttle;
 pub mod validate;
 pub mod worker;

@@ -51,8 +51,22 @@ impl Throttle {
         wanted: usize,
         limit: u32,
     ) -> redis::RedisResult<usize> {
+        self.reserve_in(channel.as_str(), wanted, limit).await
+    }
+
+    /// Like [`Throttle::reserve`], for a limit of its own, e.g. one webhook endpoint's
+    /// (`scope` names it; the channels use their names).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn reserve_in(
+        &self,
+        scope: &str,
+        wanted: usize,
+        limit: u32,
+    ) -> redis::RedisResult<usize> {
         let second = now().as_secs();
-        let key = format!("{{{}:throttle}}:{}:{second}", self.prefix, channel.as_str());
+        let key = format!("{{{}:throttle}}:{scope}:{second}", self.prefix);
         let mut conn = self.conn.clone();
         let granted: i64 = self
             .script
@@ -91,7 +105,9 @@ fn now() -> Duration {
         .unwrap_or_default()
 }
 
-fn until_next_second() -> Duration {
+/// How long until the next second of the wall clock begins, when throttles grant anew.
+#[must_use]
+pub fn until_next_second() -> Duration {
     let into = now().subsec_millis();
     Duration::from_millis(u64::from(1000 - into.min(999)) + 1)
 }

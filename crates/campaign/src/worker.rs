@@ -9,15 +9,19 @@
 //!    (acknowledged). A row left in `sending` by a worker that died is taken over once its
 //!    claim is older than `sending.reclaim_after_secs`. So a message is sent twice only if a
 //!    worker died while it was in flight.
-//! 2. **Load and render**: the batch's contacts in one query, campaigns from a cache; each
-//!    message is rendered with tracking links signed for its delivery. A contact deleted or
-//!    unsubscribed since launch is suppressed; data that breaks the template fails that
-//!    delivery with the template's message.
+//! 2. **Load and render**: the batch's contacts in one query, the suppression list in one
+//!    more, campaigns from a cache; each message is rendered with tracking links signed for
+//!    its delivery. A contact deleted, unsubscribed or put on the suppression list since
+//!    launch is suppressed; data that breaks the template fails that delivery with the
+//!    template's message.
 //! 3. **Send** concurrently over the pooled SMTP connections or keep-alive HTTP client.
 //! 4. **Record** every outcome with one `UPDATE … FROM (VALUES …)` (again only rows still
 //!    `sending`), then settle the jobs: acknowledge, retry later (transient errors, status
 //!    back to `queued` with the reason), or dead-letter (permanent errors and exhausted
 //!    attempts, status `failed` with the reason).
+//! 5. **Bounces**: recipients the SMTP relay refused are applied as bounces
+//!    ([`crate::feedback`]): a 5xx marks the contact `bounced` and suppresses the address at
+//!    once, 4xx answers are counted as soft bounces.
 //!
 //! After recording, a run whose share of failed deliveries passes `sending.pause_error_rate`
 //! is paused with the reason, so a broken template or a dead receiver does not burn through
@@ -27,9 +31,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clarion_contacts::Ingest;
 use clarion_dispatch::{
-    DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendResult, Sender as _,
-    WebhookMessage, WebhookSender,
+    DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendReceipt, SendResult,
+    Sender as _, WebhookAttempt, WebhookMessage, WebhookSender,
 };
 use clarion_model::{
     CampaignId, Channel, ContactId, DeliveryJob, DeliveryStatus, RunStatus, SubscriptionStatus,
@@ -48,9 +53,11 @@ use crate::{
     campaign::Campaign,
     contacts::{self, ContactData},
     control,
+    endpoints::{self, EndpointRef, SendTarget, Tally},
+    feedback::{self, BounceSettings},
     render::MessageRenderer,
     sending::{Queues, SendingSettings},
-    store,
+    store, suppression,
     throttle::Throttle,
 };
 
@@ -61,11 +68,17 @@ pub struct WorkerParts {
     /// Signs tracking and unsubscribe links; must use the same keys as the tracking endpoints.
     pub tracker: Tracker,
     pub email: EmailSender,
-    /// None when no webhook secret is configured; webhook deliveries then fail with that reason.
+    /// Sends webhooks to endpoints (with their own secrets) and to `sending.webhook_url`
+    /// (with `webhook.secret`; without one those deliveries fail with that reason). None
+    /// fails every webhook delivery.
     pub webhook: Option<WebhookSender>,
     /// Offered as a `mailto:` in `List-Unsubscribe` when set.
     pub unsubscribe_mailto: Option<String>,
     pub throttle: Throttle,
+    /// Where bounces at send time are recorded (events, contact status, suppressions).
+    pub ingest: Ingest,
+    /// When soft bounces make an address `bounced`.
+    pub bounces: BounceSettings,
 }
 
 /// A delivery worker; share one per process (`Arc`) across its channel loops.
@@ -102,12 +115,19 @@ enum Fate {
     Failed(String),
     Retry(String, Option<Duration>),
     Suppressed(String),
+    /// Not sent yet and not an attempt: queued again after the delay (an endpoint's rate
+    /// limit is used up for this second, or the endpoint is disabled).
+    Postponed(String, Duration),
 }
 
 enum Message {
     Email(EmailMessage),
-    Webhook(WebhookMessage),
+    /// The call, and the endpoint it goes to (`None`: `sending.webhook_url`).
+    Webhook(WebhookMessage, Option<Arc<SendTarget>>),
 }
+
+/// The webhook endpoints a batch's variants name, by the reference they use.
+type Targets = HashMap<(WorkspaceId, EndpointRef), Arc<SendTarget>>;
 
 /// Most campaigns a worker keeps compiled in memory.
 const CAMPAIGN_CACHE: usize = 64;
@@ -201,6 +221,7 @@ impl Worker {
         let mut decided: Vec<(Claimed, Fate)> = Vec::with_capacity(claimed.len());
         let mut to_send: Vec<(Claimed, Message)> = Vec::with_capacity(claimed.len());
         let people = self.contacts(&claimed).await?;
+        let suppressed = self.suppressed(channel, &claimed).await?;
         let mut campaigns: HashMap<CampaignId, Arc<Campaign>> = HashMap::new();
         for row in &claimed {
             if !campaigns.contains_key(&row.campaign)
@@ -209,6 +230,10 @@ impl Worker {
                 campaigns.insert(row.campaign, campaign);
             }
         }
+        let targets = match channel {
+            Channel::Webhook => self.targets(&claimed, &campaigns).await?,
+            Channel::Email => Targets::new(),
+        };
         // One renderer per campaign and batch: each variant is compiled once per batch.
         let renderers: HashMap<CampaignId, MessageRenderer<'_>> = campaigns
             .iter()
@@ -226,23 +251,37 @@ impl Worker {
                 decided.push((row, Fate::Suppressed("the contact was deleted".into())));
                 continue;
             };
-            match self.message(channel, campaign, renderer, &row, contact) {
+            if let Some(source) = suppressed.get(&row.contact) {
+                decided.push((row, Fate::Suppressed(source.delivery_reason().into())));
+                continue;
+            }
+            match self.message(channel, campaign, renderer, &row, contact, &targets) {
                 Ok(message) => to_send.push((row, message)),
                 Err(fate) => decided.push((row, fate)),
             }
         }
+        if channel == Channel::Webhook {
+            to_send = self.within_endpoint_limits(to_send, &mut decided).await?;
+        }
 
         let (rows, messages): (Vec<Claimed>, Vec<Message>) = to_send.into_iter().unzip();
-        let results = self.send(channel, messages).await;
+        let results = self.send(channel, messages).await?;
+        let mut bounces = Vec::new();
         for (row, result) in rows.into_iter().zip(results) {
             let fate = match result {
                 Ok(receipt) => Fate::Sent(receipt.detail),
-                Err(error) => self.failure(&row, &error),
+                Err(error) => {
+                    if let Some(report) = bounce_report(&row, &error, people.get(&row.contact)) {
+                        bounces.push((row.workspace, report));
+                    }
+                    self.failure(&row, &error)
+                }
             };
             decided.push((row, fate));
         }
 
         self.record(&decided).await?;
+        self.apply_bounces(bounces).await;
         self.roll_up(&decided).await;
         for (row, fate) in &decided {
             let outcome = match fate {
@@ -252,6 +291,7 @@ impl Worker {
                     error: reason.clone(),
                     after: *after,
                 },
+                Fate::Postponed(_, after) => Outcome::Postpone { after: *after },
             };
             fates.insert(row.id, outcome);
         }
@@ -353,6 +393,42 @@ impl Worker {
         Ok(())
     }
 
+    /// The claimed rows' contacts that are on `channel`'s suppression list now.
+    async fn suppressed(
+        &self,
+        channel: Channel,
+        claimed: &[Claimed],
+    ) -> Result<HashMap<ContactId, suppression::Source>, DbErr> {
+        let mut by_workspace: HashMap<WorkspaceId, Vec<ContactId>> = HashMap::new();
+        for row in claimed {
+            by_workspace
+                .entry(row.workspace)
+                .or_default()
+                .push(row.contact);
+        }
+        let mut found = HashMap::new();
+        for (workspace, ids) in by_workspace {
+            found.extend(suppression::of_contacts(&self.parts.db, workspace, channel, &ids).await?);
+        }
+        Ok(found)
+    }
+
+    /// Applies the bounces of a batch. Its outcomes are recorded already, so a failure here
+    /// only logs: the delivery history keeps the relay's answer either way.
+    async fn apply_bounces(&self, bounces: Vec<(WorkspaceId, feedback::Report)>) {
+        let mut by_workspace: HashMap<WorkspaceId, Vec<feedback::Report>> = HashMap::new();
+        for (workspace, report) in bounces {
+            by_workspace.entry(workspace).or_default().push(report);
+        }
+        for (workspace, reports) in by_workspace {
+            if let Err(error) =
+                feedback::apply(&self.parts.ingest, &self.parts.bounces, workspace, &reports).await
+            {
+                tracing::warn!(%error, bounces = reports.len(), "recording bounces failed");
+            }
+        }
+    }
+
     async fn contacts(
         &self,
         claimed: &[Claimed],
@@ -400,6 +476,96 @@ impl Worker {
         Ok(Some(campaign))
     }
 
+    /// The webhook endpoints the variants of the batch name, in one query per workspace:
+    /// read for every batch, so a rotation, a new URL or a disabled endpoint counts at once.
+    async fn targets(
+        &self,
+        claimed: &[Claimed],
+        campaigns: &HashMap<CampaignId, Arc<Campaign>>,
+    ) -> Result<Targets, CampaignError> {
+        let mut wanted: HashMap<WorkspaceId, HashSet<EndpointRef>> = HashMap::new();
+        for row in claimed {
+            let Some((_, variant)) = campaigns
+                .get(&row.campaign)
+                .and_then(|campaign| campaign.variant(row.variant))
+            else {
+                continue;
+            };
+            if let Some(endpoint) = variant.webhook.as_ref().and_then(|w| w.endpoint.as_ref()) {
+                wanted
+                    .entry(row.workspace)
+                    .or_default()
+                    .insert(EndpointRef::parse(endpoint));
+            }
+        }
+        let mut targets = Targets::new();
+        for (workspace, refs) in wanted {
+            let refs: Vec<EndpointRef> = refs.into_iter().collect();
+            for (key, target) in endpoints::targets(&self.parts.db, workspace, &refs).await? {
+                targets.insert((workspace, key), target);
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Keeps each rate-limited endpoint's messages within what its limit grants this second
+    /// (shared by all workers through Redis); the rest wait for a later second without using
+    /// up an attempt.
+    async fn within_endpoint_limits(
+        &self,
+        to_send: Vec<(Claimed, Message)>,
+        decided: &mut Vec<(Claimed, Fate)>,
+    ) -> Result<Vec<(Claimed, Message)>, CampaignError> {
+        let mut wanted: HashMap<i64, (u32, usize)> = HashMap::new();
+        for (_, message) in &to_send {
+            if let Message::Webhook(_, Some(target)) = message
+                && let Some(limit) = target.rate_limit
+            {
+                wanted.entry(target.id).or_insert((limit, 0)).1 += 1;
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(to_send);
+        }
+        let mut granted: HashMap<i64, usize> = HashMap::with_capacity(wanted.len());
+        for (id, (limit, count)) in wanted {
+            let scope = format!("webhook-endpoint-{id}");
+            let got = self.parts.throttle.reserve_in(&scope, count, limit).await?;
+            granted.insert(id, got);
+        }
+        let mut kept = Vec::with_capacity(to_send.len());
+        for (row, message) in to_send {
+            let limited = match &message {
+                Message::Webhook(_, Some(target)) if target.rate_limit.is_some() => {
+                    Some(Arc::clone(target))
+                }
+                _ => None,
+            };
+            let Some(target) = limited else {
+                kept.push((row, message));
+                continue;
+            };
+            match granted.get_mut(&target.id) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    kept.push((row, message));
+                }
+                _ => decided.push((
+                    row,
+                    Fate::Postponed(
+                        format!(
+                            "waiting for the rate limit of webhook endpoint {:?} ({}/s)",
+                            target.name,
+                            target.rate_limit.unwrap_or_default()
+                        ),
+                        crate::throttle::until_next_second(),
+                    ),
+                )),
+            }
+        }
+        Ok(kept)
+    }
+
     /// Renders the message of one delivery, or says why there is none.
     fn message(
         &self,
@@ -408,6 +574,7 @@ impl Worker {
         renderer: &MessageRenderer<'_>,
         row: &Claimed,
         contact: &ContactData,
+        targets: &Targets,
     ) -> Result<Message, Fate> {
         // The contact may have changed since launch wrote the row as reachable.
         let status = contact
@@ -475,18 +642,43 @@ impl Worker {
                         return Err(Fate::Failed("the variant has no webhook content".into()));
                     }
                 };
-                Ok(Message::Webhook(WebhookMessage {
-                    url: self.parts.settings.webhook_url.clone(),
-                    webhook_id: format!("msg_{delivery_id}"),
-                    body: webhook.body.into_bytes(),
-                    headers: webhook.headers,
-                }))
+                let webhook_id = format!("msg_{delivery_id}");
+                let endpoint = variant.webhook.as_ref().and_then(|w| w.endpoint.as_deref());
+                let Some(endpoint) = endpoint else {
+                    return Ok(Message::Webhook(
+                        WebhookMessage {
+                            url: self.parts.settings.webhook_url.clone(),
+                            webhook_id,
+                            body: webhook.body.into_bytes(),
+                            headers: webhook.headers,
+                            signing: None,
+                            timeout: None,
+                        },
+                        None,
+                    ));
+                };
+                let key = (row.workspace, EndpointRef::parse(endpoint));
+                let Some(target) = targets.get(&key) else {
+                    return Err(Fate::Failed(format!("{} no longer exists", key.1)));
+                };
+                if !target.enabled {
+                    return Err(Fate::Postponed(
+                        format!("webhook endpoint {:?} is disabled", target.name),
+                        // Checked again after the first retry delay; a look is one query.
+                        Duration::from_millis(self.parts.settings.backoff_base_ms),
+                    ));
+                }
+                Ok(Message::Webhook(
+                    target.message(webhook_id, webhook.body.into_bytes(), webhook.headers),
+                    Some(Arc::clone(target)),
+                ))
             }
         }
     }
 
     /// Sends the batch's messages (moved, not copied: a batch of 20 KB emails is megabytes).
-    async fn send(&self, channel: Channel, batch: Vec<Message>) -> Vec<SendResult> {
+    /// Webhook results are added to their endpoints' results, one UPDATE per endpoint.
+    async fn send(&self, channel: Channel, batch: Vec<Message>) -> Result<Vec<SendResult>, DbErr> {
         let concurrency = self.parts.settings.concurrency;
         match channel {
             Channel::Email => {
@@ -494,30 +686,38 @@ impl Worker {
                     .into_iter()
                     .filter_map(|m| match m {
                         Message::Email(email) => Some(email),
-                        Message::Webhook(_) => None,
+                        Message::Webhook(..) => None,
                     })
                     .collect();
-                self.parts.email.send_many(&messages, concurrency).await
+                Ok(self.parts.email.send_many(&messages, concurrency).await)
             }
             Channel::Webhook => {
                 let Some(sender) = &self.parts.webhook else {
-                    return batch
+                    return Ok(batch
                         .iter()
                         .map(|_| {
                             Err(DispatchError::permanent(
                                 "no webhook secret is configured (webhook.secret)",
                             ))
                         })
-                        .collect();
+                        .collect());
                 };
-                let messages: Vec<WebhookMessage> = batch
+                let (messages, targets): (Vec<WebhookMessage>, Vec<Option<i64>>) = batch
                     .into_iter()
                     .filter_map(|m| match m {
-                        Message::Webhook(webhook) => Some(webhook),
+                        Message::Webhook(webhook, target) => Some((webhook, target.map(|t| t.id))),
                         Message::Email(_) => None,
                     })
-                    .collect();
-                sender.send_many(&messages, concurrency).await
+                    .unzip();
+                let attempts = sender.attempt_many(&messages, concurrency).await;
+                let mut tallies: HashMap<i64, Tally> = HashMap::new();
+                for (attempt, target) in attempts.iter().zip(&targets) {
+                    if let Some(id) = target {
+                        tally(tallies.entry(*id).or_default(), attempt);
+                    }
+                }
+                endpoints::record_results(&self.parts.db, &tallies).await?;
+                Ok(attempts.into_iter().map(|attempt| attempt.result).collect())
             }
         }
     }
@@ -547,33 +747,39 @@ impl Worker {
         }
         let backend = self.parts.db.get_database_backend();
         let now = Timestamp::now().millis();
-        let mut values: Vec<Value> = Vec::with_capacity(decided.len() * 5);
+        let mut values: Vec<Value> = Vec::with_capacity(decided.len() * 6);
         let mut rows = Vec::with_capacity(decided.len());
         for (row, fate) in decided {
-            let (status, reason, detail, sent_at) = match fate {
-                Fate::Sent(detail) => (DeliveryStatus::Sent, None, Some(detail), Some(now)),
-                Fate::Failed(reason) => (DeliveryStatus::Failed, Some(reason), None, None),
-                Fate::Retry(reason, _) => (DeliveryStatus::Queued, Some(reason), None, None),
-                Fate::Suppressed(reason) => (DeliveryStatus::Suppressed, Some(reason), None, None),
+            // A postponed delivery was not attempted: its claim's attempt is given back.
+            let (status, reason, detail, sent_at, given_back) = match fate {
+                Fate::Sent(detail) => (DeliveryStatus::Sent, None, Some(detail), Some(now), 0),
+                Fate::Failed(reason) => (DeliveryStatus::Failed, Some(reason), None, None, 0),
+                Fate::Retry(reason, _) => (DeliveryStatus::Queued, Some(reason), None, None, 0),
+                Fate::Suppressed(reason) => {
+                    (DeliveryStatus::Suppressed, Some(reason), None, None, 0)
+                }
+                Fate::Postponed(reason, _) => (DeliveryStatus::Queued, Some(reason), None, None, 1),
             };
             let n = values.len();
             rows.push(format!(
-                "(CAST({} AS BIGINT), {}, {}, {}, CAST({} AS BIGINT))",
+                "(CAST({} AS BIGINT), {}, {}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT))",
                 placeholder(backend, n + 1),
                 placeholder(backend, n + 2),
                 placeholder(backend, n + 3),
                 placeholder(backend, n + 4),
                 placeholder(backend, n + 5),
+                placeholder(backend, n + 6),
             ));
             values.push(row.id.into());
             values.push(status.as_str().into());
             values.push(reason.cloned().into());
             values.push(detail.map(|d| truncate(d, 1000)).into());
             values.push(sent_at.into());
+            values.push(i64::from(given_back).into());
         }
         let sql = format!(
             "UPDATE deliveries SET status = v.column2, reason = v.column3, detail = v.column4, \
-             sent_at = v.column5, updated_at = {now} \
+             sent_at = v.column5, attempts = deliveries.attempts - v.column6, updated_at = {now} \
              FROM (VALUES {}) AS v WHERE deliveries.id = v.column1 AND deliveries.status = 'sending'",
             rows.join(", ")
         );
@@ -622,7 +828,7 @@ impl Worker {
                         window.failed += 1;
                         reason.clone_into(&mut window.last_error);
                     }
-                    Fate::Retry(..) | Fate::Suppressed(_) => {}
+                    Fate::Retry(..) | Fate::Suppressed(_) | Fate::Postponed(..) => {}
                 }
             }
             for (&run, window) in guard.iter_mut() {
@@ -723,6 +929,51 @@ impl Worker {
             }
         }
     }
+}
+
+/// Adds one attempt to its endpoint's tally.
+fn tally(tally: &mut Tally, attempt: &WebhookAttempt) {
+    match &attempt.result {
+        Ok(SendReceipt { .. }) => tally.successes += 1,
+        Err(error) => {
+            tally.failures += 1;
+            tally.last_error = Some(error.reason().to_owned());
+        }
+    }
+    if attempt.status.is_some() {
+        tally.last_status = attempt.status;
+    }
+}
+
+/// The bounce report of a send the relay refused for the recipient, if it was that.
+fn bounce_report(
+    row: &Claimed,
+    error: &DispatchError,
+    contact: Option<&ContactData>,
+) -> Option<feedback::Report> {
+    let (code, text) = error.bounce()?;
+    let contact = contact?;
+    let email = contact.value.get("email").and_then(Json::as_str)?;
+    Some(feedback::Report {
+        recipient: feedback::Recipient::Contact {
+            contact: row.contact,
+            external_id: clarion_model::ExternalId::parse(contact.external_id.clone()).ok()?,
+            email: clarion_model::EmailAddress::parse(email).ok()?,
+        },
+        kind: if code >= 500 {
+            feedback::Kind::HardBounce
+        } else {
+            feedback::Kind::SoftBounce
+        },
+        code: Some(code),
+        text: text.to_owned(),
+        source: "smtp",
+        // Each attempt's answer is its own report; soft bounces of one delivery count once.
+        id: format!("{}-{}", row.id, row.attempts),
+        delivery: Some(row.id),
+        campaign: Some(row.campaign.0),
+        occurred_at: None,
+    })
 }
 
 fn placeholder(backend: DbBackend, n: usize) -> String {

@@ -43,6 +43,30 @@ pub enum BenchCommand {
         #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
         postgres_url: String,
     },
+    /// Bounce and complaint webhooks of email providers (SendGrid's batched Event Webhook and
+    /// Mailgun's one event per request), signed as each provider signs them, through
+    /// /webhooks/sendgrid and /webhooks/mailgun of a server started in this process on a
+    /// fresh database.
+    Bounces {
+        /// Which databases to measure.
+        #[arg(long, value_enum, default_values_t = [BenchBackend::Sqlite, BenchBackend::Postgres])]
+        backend: Vec<BenchBackend>,
+        /// Events sent per provider.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        /// Contacts the events are about (created first).
+        #[arg(long, default_value_t = 20_000)]
+        contacts: usize,
+        /// SendGrid events per request.
+        #[arg(long, default_value_t = 100)]
+        sendgrid_batch: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// The PostgreSQL server to create the benchmark database on (it is dropped after).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+    },
     /// Segment computation on PostgreSQL over a generated population: RFM/CLV recomputation,
     /// a materialized segment beside hand-written SQL, a size preview, and the latency from
     /// an event to current memberships.
@@ -111,14 +135,18 @@ pub enum BenchCommand {
         bytes: usize,
     },
     /// Webhooks: signed POSTs to a keep-alive HTTP receiver started in this process, which
-    /// answers 204 to each.
+    /// answers 204 to each: rounds signed with `webhook.secret` alternate with rounds spread
+    /// over webhook endpoints with their own secrets (half of them mid-rotation).
     Webhook {
-        /// Deliveries to send.
+        /// Deliveries to send per round.
         #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_deliveries)]
         deliveries: usize,
         /// Requests in flight at once.
         #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_concurrency)]
         concurrency: usize,
+        /// Endpoints of the per-endpoint rounds (0: only the single-secret rounds).
+        #[arg(long, default_value_t = DispatchBenchOptions::default().webhook_endpoints)]
+        endpoints: usize,
     },
 }
 
@@ -201,6 +229,27 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
             }
             Ok(())
         }
+        BenchCommand::Bounces {
+            backend,
+            events,
+            contacts,
+            sendgrid_batch,
+            concurrency,
+            postgres_url,
+        } => {
+            crate::bench_feedback::run(
+                &crate::bench_feedback::FeedbackBench {
+                    backends: backend,
+                    events,
+                    contacts,
+                    sendgrid_batch,
+                    concurrency,
+                    postgres_url,
+                },
+                &settings,
+            )
+            .await
+        }
         BenchCommand::Segments {
             contacts,
             events_per_contact,
@@ -262,10 +311,12 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
         BenchCommand::Webhook {
             deliveries,
             concurrency,
+            endpoints,
         } => {
             let options = DispatchBenchOptions {
                 webhook_deliveries: deliveries,
                 webhook_concurrency: concurrency,
+                webhook_endpoints: endpoints,
                 ..DispatchBenchOptions::default()
             };
             webhook(&options).await

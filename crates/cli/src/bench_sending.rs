@@ -96,6 +96,7 @@ async fn setup(
         webhook: (channel == Channel::Webhook).then(|| WebhookVariant {
             payload: "{\"contact\": {{ contact.external_id }}, \"country\": {{ contact.country|default('') }}, \"offer\": \"winter\"}".into(),
             headers: Default::default(),
+            endpoint: None,
         }),
     };
     let input = CampaignInput {

@@ -2,6 +2,7 @@
 //! computes traits and measures throughput.
 
 mod bench;
+mod bench_feedback;
 mod bench_kpi;
 mod bench_segments;
 mod bench_sending;

@@ -245,6 +245,73 @@ pub async fn unsubscribe_email(
     Ok(result.rows_affected > 0)
 }
 
+/// Sets the email status of contacts to `status` (`bounced` after a hard bounce or too many
+/// soft ones, `complained` after a spam report). Returns the contacts whose status changed:
+/// a complaint is never downgraded to a bounce, and a status is not written twice.
+pub async fn mark_email(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    ids: &[ContactId],
+    status: SubscriptionStatus,
+) -> Result<Vec<ContactId>, ContactsError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keep: &[&str] = match status {
+        SubscriptionStatus::Bounced => &[
+            SubscriptionStatus::Bounced.as_str(),
+            SubscriptionStatus::Complained.as_str(),
+        ],
+        other => &[other.as_str()],
+    };
+    let update = Query::update()
+        .table("contacts")
+        .value("email_status", status.as_str())
+        .value("updated_at", Timestamp::now().millis())
+        .and_where(Expr::col("workspace_id").eq(workspace.0))
+        .and_where(Expr::col("id").is_in(ids.iter().map(|id| id.0)))
+        .and_where(Expr::col("email_status").is_not_in(keep.iter().copied()))
+        .returning_col("id")
+        .to_owned();
+    db.query_all(&update)
+        .await?
+        .iter()
+        .map(|row| Ok(ContactId(row.try_get("", "id")?)))
+        .collect()
+}
+
+/// The contacts of `workspace` with one of `emails` (as stored: the domain lower-case), with
+/// their external id and address. An address may belong to several contacts.
+pub async fn by_emails(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    emails: &[&str],
+) -> Result<Vec<(ContactId, ExternalId, String)>, ContactsError> {
+    if emails.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, String, Option<String>)> = contact::Entity::find()
+        .select_only()
+        .columns([
+            contact::Column::Id,
+            contact::Column::ExternalId,
+            contact::Column::Email,
+        ])
+        .filter(contact::Column::WorkspaceId.eq(workspace.0))
+        .filter(contact::Column::Email.is_in(emails.iter().copied()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .filter_map(|(id, external_id, email)| Some((id, external_id, email?)))
+        .map(|(id, external_id, email)| {
+            ExternalId::parse(external_id)
+                .map(|external_id| (ContactId(id), external_id, email))
+                .map_err(corrupt("external_id"))
+        })
+        .collect()
+}
+
 /// One contact by external id.
 pub async fn get(
     db: &impl ConnectionTrait,

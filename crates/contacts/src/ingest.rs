@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use clarion_model::{
-    Contact, ContactId, ContactPatch, ContactUpsert, EventInput, ExternalId, WorkspaceId,
+    Contact, ContactId, ContactPatch, ContactUpsert, EventInput, ExternalId, SubscriptionStatus,
+    WorkspaceId,
 };
 use sea_orm::DatabaseConnection;
 
@@ -113,6 +114,20 @@ impl Ingest {
         if changed {
             self.notify(workspace, &[contact], Change::Fields).await;
         }
+        Ok(changed)
+    }
+
+    /// Sets the email status of contacts after a bounce or complaint; see
+    /// [`contacts::mark_email`]. Returns the contacts whose status changed; listeners hear of
+    /// those.
+    pub async fn mark_email(
+        &self,
+        workspace: WorkspaceId,
+        contacts: &[ContactId],
+        status: SubscriptionStatus,
+    ) -> Result<Vec<ContactId>, ContactsError> {
+        let changed = contacts::mark_email(&self.db, workspace, contacts, status).await?;
+        self.notify(workspace, &changed, Change::Fields).await;
         Ok(changed)
     }
 

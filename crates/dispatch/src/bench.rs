@@ -7,7 +7,10 @@
 //!   same run Postfix's `smtp-source` sends the same number of messages of the same size over
 //!   the same number of reused connections, as the baseline. The two alternate in three
 //!   rounds so that load from elsewhere on the machine weighs on both alike.
-//! - Webhook: an in-process actix-web receiver with keep-alive answers 204 to signed POSTs.
+//! - Webhook: an in-process actix-web receiver with keep-alive answers 204 to signed POSTs,
+//!   in three rounds signed with the one `webhook.secret`, alternating with three rounds
+//!   spread over several webhook endpoints, each with its own secrets (every other one
+//!   mid-rotation, signing twice), timeout and extra header.
 //!
 //! Clarion's side runs on a current-thread Tokio runtime: on the 2-core development machine it
 //! measured faster than the multi-thread one (fewer cross-thread wake-ups per SMTP round
@@ -17,14 +20,15 @@ use std::fmt;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use tokio::process::{Child, Command};
 
 use crate::{
-    EmailConfig, EmailMessage, EmailSender, ListUnsubscribe, Sender, SmtpConfig, WebhookConfig,
-    WebhookMessage, WebhookSender,
+    EmailConfig, EmailMessage, EmailSender, ListUnsubscribe, Sender, SigningKeys, SmtpConfig,
+    WebhookConfig, WebhookMessage, WebhookSecret, WebhookSender,
 };
 
 /// Alternating rounds of Clarion and smtp-source in the email benchmark.
@@ -43,6 +47,9 @@ pub struct BenchOptions {
     pub webhook_deliveries: usize,
     /// Webhook requests in flight at once.
     pub webhook_concurrency: usize,
+    /// Webhook endpoints of the per-endpoint run, each with its own secret (every other one
+    /// mid-rotation, so signing twice), timeout and extra header; 0 skips that run.
+    pub webhook_endpoints: usize,
 }
 
 impl Default for BenchOptions {
@@ -53,6 +60,7 @@ impl Default for BenchOptions {
             email_bytes: 20 * 1024,
             webhook_deliveries: 100_000,
             webhook_concurrency: 64,
+            webhook_endpoints: 8,
         }
     }
 }
@@ -89,10 +97,16 @@ pub struct WebhookFigures {
     pub deliveries: usize,
     /// Requests in flight at once.
     pub concurrency: usize,
-    /// Deliveries per second, signing included.
+    /// Deliveries per second, signing included: the best of the rounds, each with the one
+    /// `webhook.secret` (the default endpoint, as before webhook endpoints existed).
     pub rate: f64,
-    /// Deliveries that failed (should be 0).
+    /// Deliveries that failed (should be 0), over every round of both kinds.
     pub failed: usize,
+    /// Endpoints of the per-endpoint rounds (0: not run).
+    pub endpoints: usize,
+    /// The best rate of the rounds spread over `endpoints` endpoints with their own secrets,
+    /// measured alternately with the default-endpoint rounds in the same run.
+    pub per_endpoint_rate: Option<f64>,
 }
 
 /// Everything one benchmark run measured. `Display` prints one line per figure.
@@ -160,7 +174,19 @@ impl fmt::Display for WebhookFigures {
             self.concurrency,
             self.deliveries,
             self.failed
-        )
+        )?;
+        if let Some(per_endpoint) = self.per_endpoint_rate {
+            write!(
+                f,
+                "\nwebhook to {} endpoints (own secrets, half rotating with two signatures): {} \
+                 deliveries/s ({} concurrent); {:.2}x the single-secret rate above",
+                self.endpoints,
+                thousands(per_endpoint),
+                self.concurrency,
+                per_endpoint / self.rate.max(f64::EPSILON)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -443,27 +469,109 @@ async fn webhook(options: &BenchOptions) -> Result<WebhookFigures, String> {
     let sender = WebhookSender::new(&config).map_err(|error| error.to_string())?;
     let body = br#"{"type":"campaign.message","campaign":"bench","contact":{"id":"c_1","email":"customer@customer.example"},"variant":"spring","text":"Spring is here, and so is our sale."}"#;
     let url = format!("http://127.0.0.1:{}/hooks/clarion", receiver.port);
-    let messages: Vec<WebhookMessage> = (0..options.webhook_deliveries)
+    let single: Vec<WebhookMessage> = (0..options.webhook_deliveries)
         .map(|index| WebhookMessage {
             url: url.clone(),
             webhook_id: format!("msg_bench_{index}"),
             body: body.to_vec(),
             headers: Vec::new(),
+            signing: None,
+            timeout: None,
+        })
+        .collect();
+    let endpoints = endpoint_keys(options.webhook_endpoints)?;
+    let spread: Vec<WebhookMessage> = (0..options.webhook_deliveries)
+        .filter(|_| !endpoints.is_empty())
+        .map(|index| {
+            let endpoint = index % endpoints.len();
+            WebhookMessage {
+                url: format!("{url}/{endpoint}"),
+                webhook_id: format!("msg_bench_{index}"),
+                body: body.to_vec(),
+                headers: vec![("x-endpoint".to_owned(), endpoint.to_string())],
+                signing: Some(Arc::clone(&endpoints[endpoint])),
+                timeout: Some(Duration::from_secs(10)),
+            }
         })
         .collect();
 
-    let started = Instant::now();
-    let outcomes = sender
-        .send_many(&messages, options.webhook_concurrency)
-        .await;
-    let elapsed = started.elapsed();
-    let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+    // Alternating rounds, so that both kinds see the same load from the rest of the machine.
+    let mut best = 0.0_f64;
+    let mut best_spread: Option<f64> = None;
+    let mut failed = 0;
+    for _ in 0..ROUNDS {
+        let (round_rate, round_failed) = send_round(&sender, &single, options).await;
+        best = best.max(round_rate);
+        failed += round_failed;
+        if !spread.is_empty() {
+            let (round_rate, round_failed) = attempt_round(&sender, &spread, options).await;
+            best_spread = Some(best_spread.unwrap_or(0.0).max(round_rate));
+            failed += round_failed;
+        }
+    }
     Ok(WebhookFigures {
         deliveries: options.webhook_deliveries,
         concurrency: options.webhook_concurrency,
-        rate: rate(options.webhook_deliveries - failed, elapsed),
+        rate: best,
         failed,
+        endpoints: endpoints.len(),
+        per_endpoint_rate: best_spread,
     })
+}
+
+/// Sends one round; its rate of deliveries that succeeded, and how many failed.
+async fn send_round(
+    sender: &WebhookSender,
+    messages: &[WebhookMessage],
+    options: &BenchOptions,
+) -> (f64, usize) {
+    let started = Instant::now();
+    let outcomes = sender
+        .send_many(messages, options.webhook_concurrency)
+        .await;
+    let elapsed = started.elapsed();
+    let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+    (rate(messages.len() - failed, elapsed), failed)
+}
+
+/// Sends one round the way the delivery worker sends to endpoints ([`WebhookSender::
+/// attempt_many`], keeping each receiver's answer for the endpoint's results).
+async fn attempt_round(
+    sender: &WebhookSender,
+    messages: &[WebhookMessage],
+    options: &BenchOptions,
+) -> (f64, usize) {
+    let started = Instant::now();
+    let attempts = sender
+        .attempt_many(messages, options.webhook_concurrency)
+        .await;
+    let elapsed = started.elapsed();
+    let failed = attempts
+        .iter()
+        .filter(|attempt| attempt.result.is_err())
+        .count();
+    (rate(messages.len() - failed, elapsed), failed)
+}
+
+/// The secrets of `count` endpoints, generated from their number; every other one is
+/// mid-rotation and signs with a second, older secret too.
+fn endpoint_keys(count: usize) -> Result<Vec<Arc<SigningKeys>>, String> {
+    (0..count)
+        .map(|endpoint| {
+            let key = |generation: usize| {
+                WebhookSecret::from_key(
+                    format!("bench endpoint {endpoint:04} key {generation} ..").as_bytes(),
+                )
+                .map_err(|error| error.to_string())
+            };
+            let previous = if endpoint % 2 == 1 {
+                Some(key(0)?)
+            } else {
+                None
+            };
+            Ok(Arc::new(SigningKeys::rotating(key(1)?, previous)))
+        })
+        .collect()
 }
 
 fn rate(count: usize, elapsed: Duration) -> f64 {

@@ -27,6 +27,18 @@ pub enum DispatchError {
         /// What went wrong, for the delivery's history and the dead-letter view.
         reason: String,
     },
+    /// The relay refused the recipient (an SMTP 4xx or 5xx reply to RCPT TO): a bounce. A 5xx
+    /// is hard (the address does not take mail: permanent), a 4xx soft (a full mailbox, a
+    /// greylisting server: transient, retried). The code and text are the relay's.
+    #[error("SMTP relay refused the recipient: {code} {text}")]
+    Bounced {
+        /// The SMTP reply code, 400 to 599.
+        code: u16,
+        /// The reply's text, its lines joined with spaces.
+        text: String,
+        /// `"{code} {text}"`, for the delivery's history.
+        reason: String,
+    },
     /// A sender could not be built from its configuration. Returned only by constructors
     /// and [`crate::WebhookSecret::parse`], never by a send.
     #[error("invalid dispatch configuration `{setting}`: {reason}")]
@@ -61,16 +73,38 @@ impl DispatchError {
         }
     }
 
+    /// A bounce with the relay's reply code and text.
+    pub fn bounced(code: u16, text: impl Into<String>) -> Self {
+        let text = text.into();
+        Self::Bounced {
+            code,
+            reason: format!("SMTP relay refused the recipient: {code} {text}"),
+            text,
+        }
+    }
+
     /// True when the same message may succeed if sent again later.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+        match self {
+            Self::Transient { .. } => true,
+            Self::Bounced { code, .. } => *code < 500,
+            Self::Permanent { .. } | Self::InvalidConfig { .. } => false,
+        }
+    }
+
+    /// The recipient's bounce, when the relay refused it: its reply code and text.
+    pub fn bounce(&self) -> Option<(u16, &str)> {
+        match self {
+            Self::Bounced { code, text, .. } => Some((*code, text)),
+            _ => None,
+        }
     }
 
     /// The delay the peer asked for before a retry, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Transient { retry_after, .. } => *retry_after,
-            Self::Permanent { .. } | Self::InvalidConfig { .. } => None,
+            Self::Permanent { .. } | Self::InvalidConfig { .. } | Self::Bounced { .. } => None,
         }
     }
 
@@ -79,6 +113,7 @@ impl DispatchError {
         match self {
             Self::Transient { reason, .. }
             | Self::Permanent { reason }
+            | Self::Bounced { reason, .. }
             | Self::InvalidConfig { reason, .. } => reason,
         }
     }

@@ -53,9 +53,13 @@ pub use email::{
 };
 pub use error::DispatchError;
 pub use sender::{SendReceipt, SendResult, Sender};
-pub use signature::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, sign};
+pub use signature::{
+    SigningKeys, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, sign,
+};
 pub use target::{BlockedTarget, TargetPolicy};
-pub use webhook::{WebhookConfig, WebhookMessage, WebhookSender};
+pub use webhook::{
+    WebhookAttempt, WebhookConfig, WebhookMessage, WebhookSender, check_extra_header,
+};
 
 /// Installs rustls' *ring* crypto provider as the process default, once.
 ///

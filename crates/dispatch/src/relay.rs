@@ -156,7 +156,9 @@ struct Idle {
 enum Failure {
     /// MAIL FROM failed: nothing of this message was accepted.
     AtMail(lettre::transport::smtp::Error),
-    /// RCPT TO, DATA or the message content failed.
+    /// RCPT TO failed: the relay refused the recipient (a bounce).
+    AtRcpt(lettre::transport::smtp::Error),
+    /// DATA or the message content failed.
     Later(lettre::transport::smtp::Error),
 }
 
@@ -214,6 +216,10 @@ impl Relay {
                     self.recover(connection).await;
                     return Err(classify(error));
                 }
+                Ok(Err(Failure::AtRcpt(error))) => {
+                    self.recover(connection).await;
+                    return Err(classify_recipient(error));
+                }
                 Err(_) => {
                     connection.abort().await;
                     return Err(timed_out(timeout));
@@ -234,6 +240,10 @@ impl Relay {
             Ok(Err(Failure::AtMail(error) | Failure::Later(error))) => {
                 self.recover(connection).await;
                 Err(classify(error))
+            }
+            Ok(Err(Failure::AtRcpt(error))) => {
+                self.recover(connection).await;
+                Err(classify_recipient(error))
             }
             Err(_) => {
                 connection.abort().await;
@@ -394,9 +404,18 @@ async fn transact(
             later.push(reply);
         }
         let data_accepted = later.len() == replies - 1 && later.last().is_some_and(Result::is_ok);
+        let recipients_count = replies - 2;
         let failure = match mail_reply {
             Err(error) => Some(Failure::AtMail(error)),
-            Ok(_) => later.into_iter().find_map(Result::err).map(Failure::Later),
+            Ok(_) => later.into_iter().enumerate().find_map(|(i, reply)| {
+                reply.err().map(|error| {
+                    if i < recipients_count {
+                        Failure::AtRcpt(error)
+                    } else {
+                        Failure::Later(error)
+                    }
+                })
+            }),
         };
         if let Some(failure) = failure {
             if data_accepted {
@@ -408,7 +427,7 @@ async fn transact(
     } else {
         smtp.command(mail).await.map_err(Failure::AtMail)?;
         for recipient in recipients {
-            smtp.command(recipient).await.map_err(Failure::Later)?;
+            smtp.command(recipient).await.map_err(Failure::AtRcpt)?;
         }
         smtp.command(Data).await.map_err(Failure::Later)?;
     }
@@ -442,6 +461,20 @@ fn timed_out(timeout: Duration) -> DispatchError {
         "SMTP relay did not answer within {} s",
         timeout.as_secs_f32()
     ))
+}
+
+/// A reply to RCPT TO is about the recipient: a bounce, hard (5xx) or soft (4xx), with the
+/// relay's code and text. Failures without a reply are the connection's, as in [`classify`].
+fn classify_recipient(error: lettre::transport::smtp::Error) -> DispatchError {
+    match error.status() {
+        Some(code) => {
+            let text = std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            DispatchError::bounced(u16::from(code), text)
+        }
+        None => classify(error),
+    }
 }
 
 /// Within a mail transaction, SMTP replies carry their own class: 4xx means "try again later",

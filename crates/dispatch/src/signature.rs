@@ -74,6 +74,43 @@ impl WebhookSecret {
     }
 }
 
+/// The secrets one endpoint signs with: the current one first, then, while a rotation
+/// overlaps, the one it replaces. Each delivery carries one signature per secret in
+/// `webhook-signature`, space-separated (`v1,<new> v1,<old>`), so a receiver that knows either
+/// secret verifies it.
+#[derive(Clone, Debug)]
+pub struct SigningKeys {
+    secrets: Vec<WebhookSecret>,
+}
+
+impl SigningKeys {
+    /// Signs with `current` alone.
+    pub fn new(current: WebhookSecret) -> Self {
+        Self {
+            secrets: vec![current],
+        }
+    }
+
+    /// Signs with `current` and, during a rotation, also with `previous`.
+    pub fn rotating(current: WebhookSecret, previous: Option<WebhookSecret>) -> Self {
+        let mut secrets = vec![current];
+        secrets.extend(previous);
+        Self { secrets }
+    }
+
+    /// The value of `webhook-signature`: one `v1,<base64>` per secret, space-separated.
+    pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut header = String::new();
+        for secret in &self.secrets {
+            if !header.is_empty() {
+                header.push(' ');
+            }
+            header.push_str(&secret.sign(webhook_id, timestamp, body));
+        }
+        header
+    }
+}
+
 impl fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("WebhookSecret(<redacted>)")
@@ -113,6 +150,25 @@ mod tests {
         assert!(WebhookSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(WebhookSecret::parse("whsec_not base64!").is_err());
         assert!(WebhookSecret::parse("whsec_").is_err());
+    }
+
+    #[test]
+    fn a_rotation_signs_with_the_new_secret_then_the_old_one() {
+        let new = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let old = "whsec_c2Vjb25kIGtleSBvZiAyNCBieXRlcyEh";
+        let keys = SigningKeys::rotating(
+            WebhookSecret::parse(new).unwrap(),
+            Some(WebhookSecret::parse(old).unwrap()),
+        );
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            keys.sign(id, 1_614_265_330, body),
+            format!(
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= {}",
+                sign(old, id, 1_614_265_330, body).unwrap()
+            )
+        );
     }
 
     #[test]

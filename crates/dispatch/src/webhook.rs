@@ -5,9 +5,11 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url, redirect};
 use secrecy::{ExposeSecret, SecretString};
@@ -15,14 +17,18 @@ use serde::Deserialize;
 
 use crate::DispatchError;
 use crate::sender::{SendReceipt, SendResult, Sender};
-use crate::signature::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret};
+use crate::signature::{
+    SigningKeys, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret,
+};
 use crate::target::{BlockedTarget, GuardedResolver, TargetPolicy, resolve_checked};
 
 /// How webhooks leave Clarion: the `[webhook]` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// The signing secret, `whsec_` + base64 of the key. Never logged or printed.
+    /// The signing secret of the default endpoint (`sending.webhook_url`), `whsec_` + base64
+    /// of the key; empty when only webhook endpoints with their own secrets are used. Never
+    /// logged or printed.
     pub secret: SecretString,
     /// Limit for opening the connection (TCP and TLS), in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
@@ -48,6 +54,14 @@ pub struct WebhookConfig {
     /// Idle keep-alive connections kept per receiver host.
     #[serde(default = "default_max_idle_per_host")]
     pub max_idle_per_host: usize,
+    /// After a webhook endpoint's secret is rotated, how long deliveries are also signed with
+    /// the old secret (unless the rotation is finished earlier), in seconds.
+    #[serde(default = "default_rotation_overlap_secs")]
+    pub rotation_overlap_secs: u64,
+}
+
+fn default_rotation_overlap_secs() -> u64 {
+    24 * 60 * 60
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -84,6 +98,7 @@ impl WebhookConfig {
             max_response_bytes: default_max_response_bytes(),
             user_agent: default_user_agent(),
             max_idle_per_host: default_max_idle_per_host(),
+            rotation_overlap_secs: default_rotation_overlap_secs(),
         }
     }
 
@@ -98,7 +113,7 @@ impl WebhookConfig {
 }
 
 /// One rendered webhook delivery, independent of the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WebhookMessage {
     /// Where to POST; `http` or `https` only.
     pub url: String,
@@ -111,19 +126,71 @@ pub struct WebhookMessage {
     /// headers, `Content-Type`, `User-Agent` and framing headers cannot be set this way: the
     /// delivery fails permanently.
     pub headers: Vec<(String, String)>,
+    /// The endpoint's own secrets; `None` signs with `webhook.secret` (the default endpoint).
+    pub signing: Option<Arc<SigningKeys>>,
+    /// The endpoint's own limit for the whole request; `None` uses `webhook.timeout_ms`.
+    pub timeout: Option<Duration>,
 }
 
-/// Headers the sender sets itself, in lower case.
+/// Headers the sender sets itself or that belong to the connection, not the message, in
+/// lower case.
 const RESERVED_HEADERS: &[&str] = &[
     WEBHOOK_ID,
     WEBHOOK_TIMESTAMP,
     WEBHOOK_SIGNATURE,
     "content-type",
     "content-length",
+    "content-encoding",
     "transfer-encoding",
     "host",
     "user-agent",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
 ];
+
+/// Checks an extra header a user configures for an endpoint: a valid HTTP name and value, and
+/// not one of the headers Clarion sets itself or hop-by-hop ones (`webhook-signature`,
+/// `content-length`, `host`, `connection`, ...). The error says why, for the user.
+pub fn check_extra_header(name: &str, value: &str) -> Result<(), String> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!("{name:?} is not a valid HTTP header name"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{name} is set by Clarion itself or belongs to the connection; it cannot be configured"
+        ));
+    }
+    if reqwest::header::HeaderValue::from_str(value).is_err() {
+        return Err(format!(
+            "the value of {name} is not a valid HTTP header value (no line breaks or control characters)"
+        ));
+    }
+    Ok(())
+}
+
+/// How much of an answer a [`WebhookAttempt`] keeps.
+const ATTEMPT_BODY_BYTES: usize = 4 * 1024;
+
+/// One webhook call as the receiver answered it: for the delivery's outcome, the endpoint's
+/// last results and "send test".
+#[derive(Debug, Clone)]
+pub struct WebhookAttempt {
+    /// The receiver's HTTP status, if it answered at all.
+    pub status: Option<u16>,
+    /// The first bytes of its answer (up to 4 KiB, and `webhook.max_response_bytes`).
+    pub body: Vec<u8>,
+    /// From sending the request to reading the answer.
+    pub elapsed: Duration,
+    /// Delivered, or why not and whether to retry.
+    pub result: SendResult,
+}
 
 /// POSTs [`WebhookMessage`]s signed per Standard Webhooks.
 ///
@@ -133,7 +200,8 @@ const RESERVED_HEADERS: &[&str] = &[
 #[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
-    secret: Arc<WebhookSecret>,
+    /// `webhook.secret`, for messages without secrets of their own.
+    secret: Option<Arc<SigningKeys>>,
     policy: TargetPolicy,
     max_response_bytes: usize,
 }
@@ -148,9 +216,13 @@ impl fmt::Debug for WebhookSender {
 }
 
 impl WebhookSender {
-    /// Builds the sender; fails when the secret is not in `whsec_` form.
+    /// Builds the sender; fails when the secret is set but not in `whsec_` form. Without a
+    /// secret only messages that bring their own ([`WebhookMessage::signing`]) can be sent.
     pub fn new(config: &WebhookConfig) -> Result<Self, DispatchError> {
-        let secret = WebhookSecret::parse(config.secret.expose_secret())?;
+        let secret = match config.secret.expose_secret() {
+            "" => None,
+            text => Some(Arc::new(SigningKeys::new(WebhookSecret::parse(text)?))),
+        };
         let policy = config.policy();
         let client = reqwest::Client::builder()
             .redirect(redirect::Policy::none())
@@ -167,7 +239,7 @@ impl WebhookSender {
             })?;
         Ok(Self {
             client,
-            secret: Arc::new(secret),
+            secret,
             policy,
             max_response_bytes: config.max_response_bytes,
         })
@@ -194,11 +266,65 @@ impl WebhookSender {
     /// Signs and POSTs one delivery. 2xx is success; 408, 429 and 5xx are transient (with the
     /// receiver's `Retry-After`); 3xx and other 4xx are permanent.
     pub async fn send_webhook(&self, message: &WebhookMessage) -> SendResult {
+        self.attempt(message).await.result
+    }
+
+    /// Signs and POSTs one delivery like [`WebhookSender::send_webhook`], and also says what the
+    /// receiver answered and how long it took.
+    pub async fn attempt(&self, message: &WebhookMessage) -> WebhookAttempt {
+        let started = Instant::now();
+        let mut status = None;
+        let mut body = Vec::new();
+        let result = self.post(message, &mut status, &mut body).await;
+        WebhookAttempt {
+            status,
+            body,
+            elapsed: started.elapsed(),
+            result,
+        }
+    }
+
+    /// Sends a batch like [`Sender::send_many`] (at most `concurrency` in flight, outcomes in
+    /// the order given), with each receiver's answer.
+    pub async fn attempt_many(
+        &self,
+        messages: &[WebhookMessage],
+        concurrency: usize,
+    ) -> Vec<WebhookAttempt> {
+        let limit = concurrency.max(1);
+        let mut waiting = messages.iter().enumerate();
+        let mut in_flight = FuturesUnordered::new();
+        let mut attempts = Vec::with_capacity(messages.len());
+        loop {
+            while in_flight.len() < limit {
+                let Some((index, message)) = waiting.next() else {
+                    break;
+                };
+                in_flight.push(attempt_indexed(self, index, message));
+            }
+            match in_flight.next().await {
+                Some(attempt) => attempts.push(attempt),
+                None => break,
+            }
+        }
+        attempts.sort_unstable_by_key(|(index, _)| *index);
+        attempts.into_iter().map(|(_, attempt)| attempt).collect()
+    }
+
+    async fn post(
+        &self,
+        message: &WebhookMessage,
+        answered: &mut Option<u16>,
+        answer: &mut Vec<u8>,
+    ) -> SendResult {
         let url = self.parse_target(&message.url)?;
+        let Some(keys) = message.signing.as_ref().or(self.secret.as_ref()) else {
+            return Err(DispatchError::permanent(
+                "no webhook secret is configured (webhook.secret)",
+            ));
+        };
         let timestamp = Utc::now().timestamp();
-        let signature = self
-            .secret
-            .sign(&message.webhook_id, timestamp, &message.body);
+        let signature = keys.sign(&message.webhook_id, timestamp, &message.body);
         let mut request = self
             .client
             .post(url)
@@ -214,6 +340,9 @@ impl WebhookSender {
             }
             request = request.header(name.as_str(), value.as_str());
         }
+        if let Some(timeout) = message.timeout {
+            request = request.timeout(timeout);
+        }
         let response = request
             .body(message.body.clone())
             .send()
@@ -227,8 +356,12 @@ impl WebhookSender {
             .get(LOCATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        *answered = Some(status.as_u16());
         let body = read_capped(response, self.max_response_bytes).await;
-        classify_status(status, retry_after, location.as_deref(), &body)
+        let result = classify_status(status, retry_after, location.as_deref(), &body);
+        // A batch keeps its attempts until it is recorded: only the start of each answer.
+        answer.extend_from_slice(&body[..body.len().min(ATTEMPT_BODY_BYTES)]);
+        result
     }
 
     /// Checks the scheme and, for IP literals, the address. Host names are checked by the
@@ -242,6 +375,11 @@ impl WebhookSender {
                 "webhook URL {url:?} must use http or https, not {}",
                 parsed.scheme()
             )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(DispatchError::permanent(
+                "webhook URL must not carry credentials (user:password@); send them as an extra header instead",
+            ));
         }
         let Some(host) = parsed.host_str() else {
             return Err(DispatchError::permanent(format!(
@@ -264,6 +402,16 @@ impl Sender for WebhookSender {
     fn send(&self, message: &WebhookMessage) -> impl Future<Output = SendResult> + Send {
         self.send_webhook(message)
     }
+}
+
+// A named async fn rather than a closure: the compiler cannot prove a closure-made future
+// `Send` for every lifetime of the borrowed message.
+async fn attempt_indexed(
+    sender: &WebhookSender,
+    index: usize,
+    message: &WebhookMessage,
+) -> (usize, WebhookAttempt) {
+    (index, sender.attempt(message).await)
 }
 
 fn host_ip(host: &str) -> Option<IpAddr> {

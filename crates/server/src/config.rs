@@ -33,6 +33,11 @@ pub struct Settings {
     pub sending: clarion_campaign::SendingSettings,
     pub email: clarion_dispatch::EmailConfig,
     pub webhook: clarion_dispatch::WebhookConfig,
+    /// `[bounces]`: when soft bounces make an address `bounced`.
+    pub bounces: clarion_campaign::feedback::BounceSettings,
+    /// `[providers.*]`: the email providers whose bounce and complaint webhooks are accepted.
+    #[serde(default)]
+    pub providers: clarion_campaign::providers::ProviderSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +273,12 @@ impl Settings {
         if let Err((key, reason)) = self.sending.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
+        if let Err((key, reason)) = self.bounces.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.providers.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
         if !self.sending.webhook_url.is_empty() && self.webhook.secret.expose_secret().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "webhook.secret",
@@ -281,6 +292,15 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "webhook.secret",
                 reason: format!("{} (the value is not shown)", error.reason()),
+            });
+        }
+        if self.webhook.rotation_overlap_secs > clarion_campaign::endpoints::MAX_OVERLAP_SECS {
+            return Err(ConfigError::Invalid {
+                key: "webhook.rotation_overlap_secs",
+                reason: format!(
+                    "must be at most {} (30 days)",
+                    clarion_campaign::endpoints::MAX_OVERLAP_SECS
+                ),
             });
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
@@ -347,6 +367,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("ingest.max_batch"), "{error}");
+        let error = Settings::load_from(
+            None,
+            env(&[("CLARION__WEBHOOK__ROTATION_OVERLAP_SECS", "99999999")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("webhook.rotation_overlap_secs"), "{error}");
         let error = Settings::load_from(None, env(&[("CLARION__SERVER__PROT", "1")]))
             .unwrap_err()
             .to_string();

@@ -176,6 +176,8 @@ from_coded!(
     clarion_contacts::contacts::PatchError,
     clarion_kpi::KpiError,
     crate::store::StoreError,
+    clarion_campaign::providers::ProviderError,
+    clarion_campaign::suppression::ImportError,
 );
 
 /// Maps the JSON body extractor's failures to API errors.

@@ -24,6 +24,11 @@ pub struct AppState {
     pub tracker: clarion_template::Tracker,
     /// The delivery queues (one per channel) that launches fill and workers drain.
     pub queues: clarion_campaign::Queues,
+    /// Checks webhook endpoint URLs when they are saved and sends "send test" calls, under the
+    /// same target policy as the delivery workers.
+    pub webhooks: WebhookSender,
+    /// Verifies and applies the email providers' bounce and complaint webhooks.
+    pub providers: clarion_campaign::providers::Receiver,
 }
 
 impl AppState {
@@ -37,26 +42,37 @@ impl AppState {
         }
         let redis = connect_redis(settings.redis.url.expose_secret())?;
         let tracker = crate::tracking::tracker(&settings)?;
+        clarion_dispatch::install_crypto_provider();
+        let webhooks = WebhookSender::new(&settings.webhook)?;
         let queues = clarion_campaign::Queues::new(
             redis::Client::open(settings.redis.url.expose_secret())?,
             redis.clone(),
             &settings.redis.key_prefix,
             &settings.sending,
         );
+        let ingest = ingest(&db, &settings);
+        let providers = clarion_campaign::providers::Receiver::new(
+            ingest.clone(),
+            settings.bounces.clone(),
+            settings.providers.clone(),
+        );
         Ok(AppState {
-            ingest: ingest(&db, &settings),
+            ingest,
+            providers,
             db,
             settings,
             metrics: Metrics::new()?,
             redis,
             tracker,
             queues,
+            webhooks,
         })
     }
 
     /// Builds this process's delivery worker: the email sender (SMTP pool, or the `.eml` outbox
-    /// while no relay is configured), the webhook sender when a secret is set, the tracker and
-    /// the shared throttle.
+    /// while no relay is configured), the webhook sender (for endpoints, and for
+    /// `sending.webhook_url` when `webhook.secret` is set), the tracker and the shared
+    /// throttle.
     ///
     /// # Errors
     /// A sender whose configuration is unusable (the message names the setting).
@@ -64,11 +80,7 @@ impl AppState {
         clarion_dispatch::install_crypto_provider();
         let settings = &self.settings;
         let email = EmailSender::new(&settings.email).await?;
-        let webhook = if settings.webhook.secret.expose_secret().is_empty() {
-            None
-        } else {
-            Some(WebhookSender::new(&settings.webhook)?)
-        };
+        let webhook = Some(WebhookSender::new(&settings.webhook)?);
         let mailto = settings.tracking.unsubscribe_mailto.trim();
         Ok(Worker::new(WorkerParts {
             db: self.db.clone(),
@@ -78,6 +90,8 @@ impl AppState {
             webhook,
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.to_owned()),
             throttle: Throttle::new(self.redis.clone(), &settings.redis.key_prefix),
+            ingest: self.ingest.clone(),
+            bounces: settings.bounces.clone(),
         }))
     }
 

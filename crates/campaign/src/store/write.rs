@@ -80,6 +80,7 @@ pub async fn update(
         }
     }
     let segments = resolve_segments(&txn, workspace, input, &mut issues).await?;
+    resolve_endpoints(&txn, workspace, variants_with_paths(input), &mut issues).await?;
     if !issues.is_empty() {
         return Err(CampaignError::Invalid(issues));
     }
@@ -151,6 +152,13 @@ pub async fn save_variant(
             ),
         ));
     }
+    resolve_endpoints(
+        &txn,
+        workspace,
+        std::iter::once((String::new(), input)),
+        &mut issues,
+    )
+    .await?;
     if !issues.is_empty() {
         return Err(CampaignError::Invalid(issues));
     }
@@ -284,6 +292,7 @@ async fn insert(
     saved_by: Option<i64>,
 ) -> Result<Campaign, CampaignError> {
     let segments = resolve_segments(txn, workspace, input, &mut issues).await?;
+    resolve_endpoints(txn, workspace, variants_with_paths(input), &mut issues).await?;
     if !issues.is_empty() {
         return Err(CampaignError::Invalid(issues));
     }
@@ -377,6 +386,23 @@ async fn resolve_segments(
         }
     }
     Ok(found)
+}
+
+/// Looks up every webhook endpoint the variants name; an unknown one is an issue at its
+/// variant's `webhook.endpoint`.
+async fn resolve_endpoints<'a>(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    variants: impl Iterator<Item = (String, &'a VariantInput)>,
+    issues: &mut Vec<Issue>,
+) -> Result<(), CampaignError> {
+    let named: Vec<(String, String, String)> = variants
+        .filter_map(|(path, variant)| {
+            let endpoint = variant.webhook.as_ref()?.endpoint.as_ref()?;
+            Some((path, variant.name.clone(), endpoint.clone()))
+        })
+        .collect();
+    crate::endpoints::check_references(db, workspace, &named, issues).await
 }
 
 /// A variant as stored, for comparing with what is saved.

@@ -172,13 +172,29 @@ async fn rejections_are_classified(pipelining: bool) {
 
     let outcomes = sender.send_many(&batch, 4).await;
 
+    // Refusals of the recipient are bounces carrying the relay's code and text: a soft one
+    // (450) is retried, a hard one (550) is not.
     match &outcomes[0] {
-        Err(DispatchError::Transient { reason, .. }) => assert!(reason.contains("450"), "{reason}"),
-        other => panic!("450 must be transient, got {other:?}"),
+        Err(
+            error @ DispatchError::Bounced {
+                code: 450, text, ..
+            },
+        ) => {
+            assert!(error.is_transient(), "{error:?}");
+            assert!(text.contains("Mailbox temporarily unavailable"), "{text}");
+        }
+        other => panic!("450 must be a soft bounce, got {other:?}"),
     }
     match &outcomes[2] {
-        Err(DispatchError::Permanent { reason }) => assert!(reason.contains("550"), "{reason}"),
-        other => panic!("550 must be permanent, got {other:?}"),
+        Err(
+            error @ DispatchError::Bounced {
+                code: 550, text, ..
+            },
+        ) => {
+            assert!(!error.is_transient(), "{error:?}");
+            assert!(text.contains("No such user here"), "{text}");
+        }
+        other => panic!("550 must be a hard bounce, got {other:?}"),
     }
     assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
     assert!(outcomes[3].is_ok(), "{:?}", outcomes[3]);

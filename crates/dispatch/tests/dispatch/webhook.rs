@@ -38,6 +38,8 @@ fn delivery(url: String) -> WebhookMessage {
             .as_bytes()
             .to_vec(),
         headers: vec![("x-tenant".to_owned(), "shop".to_owned())],
+        signing: None,
+        timeout: None,
     }
 }
 

@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, kpi, segments, sending, suggest, templates,
-    tracking, traits,
+    campaigns, contacts, crosstab, events, health, kpi, providers, segments, sending, suggest,
+    suppressions, templates, tracking, traits, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -40,10 +40,17 @@ use crate::error::ApiError;
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         traits::get,
+        webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
+        webhook_endpoints::update, webhook_endpoints::delete, webhook_endpoints::disable,
+        webhook_endpoints::enable, webhook_endpoints::rotate_secret,
+        webhook_endpoints::finish_rotation, webhook_endpoints::test,
         kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
         kpi::churn_report, kpi::retention_report,
         kpi::get_settings, kpi::put_settings,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
+        suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
+        suppressions::import, suppressions::export,
+        providers::ses, providers::sendgrid, providers::postmark, providers::mailgun,
     ),
     components(schemas(
         ApiError, clarion_contacts::ItemError, clarion_contacts::contacts::UpsertReport, clarion_contacts::events::EventReport,
@@ -82,6 +89,16 @@ use crate::error::ApiError;
         clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
         clarion_campaign::deliveries::DeliveryView,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
+        webhook_endpoints::EndpointList, clarion_campaign::endpoints::EndpointInput,
+        clarion_campaign::endpoints::EndpointPatch, clarion_campaign::endpoints::Endpoint,
+        clarion_campaign::endpoints::EndpointResults,
+        clarion_campaign::endpoints::EndpointWithSecret,
+        clarion_campaign::endpoints::RotateRequest, clarion_campaign::endpoints::TestRequest,
+        clarion_campaign::endpoints::TestResult,
+        suppressions::SuppressionInput, suppressions::SuppressionPage,
+        clarion_campaign::suppression::Entry, clarion_campaign::suppression::Source,
+        clarion_campaign::suppression::ImportReport, clarion_campaign::suppression::LineError,
+        clarion_campaign::providers::Received,
         clarion_kpi::KpiSettings, clarion_kpi::Attribution, clarion_kpi::campaign::CampaignReport,
         clarion_kpi::campaign::Figures, clarion_kpi::campaign::Uplift,
         clarion_kpi::campaign::GroupOutcome, clarion_kpi::campaign::Verdict,
@@ -101,8 +118,11 @@ use crate::error::ApiError;
         (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
+        (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
         (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout; JSON or CSV"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
+        (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),
         (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )
 )]

@@ -7,12 +7,15 @@ pub mod docs;
 pub mod events;
 pub mod health;
 pub mod kpi;
+pub mod providers;
 pub mod segments;
 pub mod sending;
 pub mod suggest;
+pub mod suppressions;
 pub mod templates;
 pub mod tracking;
 pub mod traits;
+pub mod webhook_endpoints;
 
 use actix_web::web;
 use clarion_model::{ErrorCode, ExternalId};
@@ -24,11 +27,13 @@ use clarion_contacts::ItemError;
 
 use crate::error::{ApiError, describe_json_error};
 
-/// Registers every route: health, metrics and the tracking links of messages (`/t/...`) at
-/// the root, the documentation under `/api`, the REST API under `/api/v1`.
+/// Registers every route: health, metrics, the tracking links of messages (`/t/...`) and
+/// the email providers' webhooks (`/webhooks/...`) at the root, the documentation under
+/// `/api`, the REST API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     tracking::configure(cfg);
+    providers::configure(cfg);
     docs::configure(cfg);
     cfg.service(
         web::scope("/api/v1")
@@ -39,8 +44,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(segments::configure)
             .configure(campaigns::configure)
             .configure(sending::configure)
+            .configure(suppressions::configure)
             .configure(templates::configure)
             .configure(traits::configure)
+            .configure(webhook_endpoints::configure)
             .configure(kpi::configure),
     );
 }

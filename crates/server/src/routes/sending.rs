@@ -83,7 +83,8 @@ async fn check_webhook_target(
     else {
         return Ok(());
     };
-    if !campaign.sends(Channel::Webhook) {
+    // Endpoints were checked when saved and are checked again at every send.
+    if !campaign.sends(Channel::Webhook) || !campaign.uses_default_webhook_endpoint() {
         return Ok(());
     }
     let sender = clarion_dispatch::WebhookSender::new(&settings.webhook).map_err(|e| {

@@ -37,8 +37,8 @@ const HOOK_PATH: &str = "/hooks/clarion";
 pub(crate) struct Sending {
     pub(crate) app: TestApp,
     pub(crate) smtp: SmtpServer,
-    receiver: WebhookReceiver,
-    worker: Worker,
+    pub(crate) receiver: WebhookReceiver,
+    pub(crate) worker: Worker,
 }
 
 impl Sending {
@@ -46,7 +46,10 @@ impl Sending {
         Self::start_with(backend, |_| {}).await
     }
 
-    async fn start_with(backend: Backend, change: impl FnOnce(&mut Settings)) -> Sending {
+    pub(crate) async fn start_with(
+        backend: Backend,
+        change: impl FnOnce(&mut Settings),
+    ) -> Sending {
         clarion_dispatch::install_crypto_provider();
         let smtp = SmtpServer::start().await;
         let receiver = WebhookReceiver::start(vec![]);
@@ -82,7 +85,7 @@ impl Sending {
 
     /// Drains `channel` until campaign `id` has nothing queued or being sent, waiting out the
     /// backoff of retries between passes.
-    async fn settle(&self, id: i64, channel: Channel) {
+    pub(crate) async fn settle(&self, id: i64, channel: Channel) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             self.drain(channel).await;
@@ -115,7 +118,7 @@ impl Sending {
         report
     }
 
-    async fn progress(&self, id: i64) -> Json {
+    pub(crate) async fn progress(&self, id: i64) -> Json {
         let (status, progress) = self
             .app
             .get(&format!("/api/v1/campaigns/{id}/progress"))
@@ -135,14 +138,14 @@ impl Sending {
         read(response).await
     }
 
-    async fn deliveries(&self, path: &str) -> Vec<Json> {
+    pub(crate) async fn deliveries(&self, path: &str) -> Vec<Json> {
         let (status, page) = self.app.get(path).await;
         assert_eq!(status, 200, "{page}");
         page["deliveries"].as_array().unwrap().clone()
     }
 
     /// The one delivery of a contact.
-    async fn delivery_of(&self, contact: &str) -> Json {
+    pub(crate) async fn delivery_of(&self, contact: &str) -> Json {
         let mut found = self
             .deliveries(&format!("/api/v1/contacts/{contact}/deliveries"))
             .await;
@@ -169,12 +172,12 @@ impl Sending {
     }
 }
 
-fn email(subject: &str, html: &str) -> Json {
+pub(crate) fn email(subject: &str, html: &str) -> Json {
     json!({ "subject": subject, "html": html, "from": "Shop <news@shop.example>" })
 }
 
 /// A campaign sending `variant` on `channels` to the members of `segment`.
-fn campaign(name: &str, channels: &[&str], segment: &str, variant: Json) -> Json {
+pub(crate) fn campaign(name: &str, channels: &[&str], segment: &str, variant: Json) -> Json {
     json!({
         "name": name,
         "goal": { "event": "purchase", "window_hours": 168 },
@@ -195,7 +198,7 @@ fn webhook_variant(name: &str) -> Json {
 }
 
 /// Contacts `c1`..`cN` with addresses, all in segment `slug`.
-async fn audience(app: &TestApp, slug: &str, n: usize) -> Vec<String> {
+pub(crate) async fn audience(app: &TestApp, slug: &str, n: usize) -> Vec<String> {
     let ids: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
     let items: Vec<Json> = ids
         .iter()

@@ -1,0 +1,280 @@
+//! Event webhooks of email providers: Amazon SES (through SNS), SendGrid, Postmark and
+//! Mailgun tell Clarion about bounces and complaints of the mail they relayed.
+//!
+//! Each request is verified the provider's way before anything is read from it (see each
+//! module), then its bounce and complaint events become [`feedback::Report`]s, applied by
+//! [`feedback::apply`]: contacts marked, suppressions added, `email_bounce` and
+//! `email_complaint` events recorded with the provider's event id as idempotency key. A request
+//! that fails verification records nothing and answers 401.
+
+pub mod mailgun;
+pub mod postmark;
+pub mod sendgrid;
+pub mod ses;
+
+use std::collections::HashMap;
+
+use clarion_contacts::Ingest;
+use clarion_model::{Coded, DEFAULT_WORKSPACE, EmailAddress, ErrorCode, FieldError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::feedback::{self, Applied, BounceSettings, FeedbackError, Report};
+
+/// `[providers]`: which provider webhooks are accepted, with their keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderSettings {
+    pub ses: ses::SesSettings,
+    pub sendgrid: sendgrid::SendgridSettings,
+    pub postmark: postmark::PostmarkSettings,
+    pub mailgun: mailgun::MailgunSettings,
+}
+
+impl ProviderSettings {
+    /// Checks the values; the error names the key.
+    ///
+    /// # Errors
+    /// The bad key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.sendgrid.validate()?;
+        self.ses.validate()?;
+        Ok(())
+    }
+}
+
+/// A provider whose webhooks Clarion reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Ses,
+    Sendgrid,
+    Postmark,
+    Mailgun,
+}
+
+impl Provider {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Ses => "ses",
+            Provider::Sendgrid => "sendgrid",
+            Provider::Postmark => "postmark",
+            Provider::Mailgun => "mailgun",
+        }
+    }
+}
+
+/// One webhook request as it arrived: header names in lower case, the body untouched (the
+/// signatures cover its exact bytes).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// What a verified request came to.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Received {
+    /// Bounce and complaint events read from the request.
+    pub events: u64,
+    /// Other events (deliveries, opens, ...), not used.
+    pub ignored: u64,
+    #[serde(flatten)]
+    pub applied: Applied,
+    /// An SNS subscription was confirmed (SES only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub subscription_confirmed: bool,
+}
+
+/// Why a webhook request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider is not configured; its endpoint does not exist.
+    #[error("the {0} webhook is not configured")]
+    NotConfigured(&'static str),
+    /// The signature (or credentials) did not verify; nothing was recorded. The message says
+    /// which part failed, never a secret.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The request verified but is not in the provider's format.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// Everything in the request was received before (same event ids, or a signed token seen
+    /// before); nothing changed.
+    #[error("{field}: {message}")]
+    Replayed { field: String, message: String },
+    /// A certificate or confirmation URL could not be fetched (SES).
+    #[error("{0}")]
+    Upstream(String),
+    #[error(transparent)]
+    Feedback(#[from] FeedbackError),
+    #[error("database error")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+impl ProviderError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ProviderError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Coded for ProviderError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ProviderError::NotConfigured(_) => ErrorCode::NotFound,
+            ProviderError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ProviderError::Invalid { .. } => ErrorCode::ValidationFailed,
+            ProviderError::Replayed { .. } => ErrorCode::Conflict,
+            ProviderError::Upstream(_) => ErrorCode::Unavailable,
+            ProviderError::Feedback(error) => error.code(),
+            ProviderError::Db(error) => error.code(),
+        }
+    }
+
+    fn details(&self) -> Vec<FieldError> {
+        match self {
+            ProviderError::Invalid { field, message }
+            | ProviderError::Replayed { field, message } => {
+                vec![FieldError::field(field.clone(), message.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The receiving side of every provider: settings, ingestion, and the SNS certificates
+/// fetched so far. Share one per process.
+pub struct Receiver {
+    ingest: Ingest,
+    bounces: BounceSettings,
+    settings: ProviderSettings,
+    ses: ses::Certificates,
+}
+
+impl Receiver {
+    #[must_use]
+    pub fn new(ingest: Ingest, bounces: BounceSettings, settings: ProviderSettings) -> Self {
+        let ses = ses::Certificates::new(&settings.ses);
+        Self {
+            ingest,
+            bounces,
+            settings,
+            ses,
+        }
+    }
+
+    /// Verifies one webhook request of `provider`, then applies its bounces and complaints.
+    ///
+    /// # Errors
+    /// [`ProviderError::Unauthorized`] when it does not verify (nothing recorded);
+    /// [`ProviderError::Invalid`] when it is not in the provider's format;
+    /// [`ProviderError::Replayed`] when all of it was received before;
+    /// [`ProviderError::NotConfigured`] for a provider without settings.
+    #[tracing::instrument(skip_all, fields(provider = provider.as_str()))]
+    pub async fn receive(
+        &self,
+        provider: Provider,
+        request: &Request,
+    ) -> Result<Received, ProviderError> {
+        let (parsed, mut received) = match provider {
+            Provider::Ses => {
+                let settings = &self.settings.ses;
+                match ses::verify_and_read(settings, &self.ses, request).await? {
+                    ses::Read::Confirmed => {
+                        return Ok(Received {
+                            subscription_confirmed: true,
+                            ..Received::default()
+                        });
+                    }
+                    ses::Read::Events(parsed) => (parsed, Received::default()),
+                }
+            }
+            Provider::Sendgrid => (
+                sendgrid::verify_and_read(&self.settings.sendgrid, request)?,
+                Received::default(),
+            ),
+            Provider::Postmark => (
+                postmark::verify_and_read(&self.settings.postmark, request)?,
+                Received::default(),
+            ),
+            Provider::Mailgun => {
+                let parsed = mailgun::verify(&self.settings.mailgun, request)?;
+                mailgun::claim_token(self.ingest.db(), &parsed.token).await?;
+                (parsed.events, Received::default())
+            }
+        };
+        received.events = parsed.reports.len() as u64;
+        received.ignored = parsed.ignored;
+        if parsed.reports.is_empty() {
+            return Ok(received);
+        }
+        received.applied = feedback::apply(
+            &self.ingest,
+            &self.bounces,
+            DEFAULT_WORKSPACE,
+            &parsed.reports,
+        )
+        .await?;
+        let applied = &received.applied;
+        if applied.recorded == 0 && applied.duplicates > 0 && applied.unknown == 0 {
+            return Err(ProviderError::Replayed {
+                field: parsed.id_field.to_owned(),
+                message: "every event of this request was received before; nothing changed".into(),
+            });
+        }
+        Ok(received)
+    }
+}
+
+/// The bounces and complaints of one request.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub reports: Vec<Report>,
+    pub ignored: u64,
+    /// The field that holds the provider's event id, for a replay's message.
+    pub id_field: &'static str,
+}
+
+/// Reads a provider's address field; a value that is not an address is the provider's
+/// format error, naming the field.
+fn address(field: &str, value: &str) -> Result<EmailAddress, ProviderError> {
+    EmailAddress::parse(value).map_err(|e| ProviderError::invalid(field, e.to_string()))
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// The SMTP code at the start of a provider's diagnostic text (`smtp; 550 5.1.1 ...`).
+fn smtp_code(text: &str) -> Option<u16> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|part| part.len() == 3)
+        .and_then(|part| part.parse::<u16>().ok())
+        .filter(|code| (200..600).contains(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_codes_are_found_in_diagnostic_texts() {
+        assert_eq!(smtp_code("smtp; 550 5.1.1 user unknown"), Some(550));
+        assert_eq!(smtp_code("452 4.2.2 mailbox full"), Some(452));
+        assert_eq!(smtp_code("5.1.1 no code"), None);
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}

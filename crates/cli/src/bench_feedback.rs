@@ -1,0 +1,344 @@
+//! `clarion bench bounces`: bounce and complaint webhooks of email providers, signed the way
+//! each provider signs them, POSTed to a server started in this process on a fresh database
+//! (SQLite and PostgreSQL), beside `bench ingest`. Two shapes: SendGrid's Event Webhook,
+//! which carries many events per request (ECDSA P-256), and Mailgun's, one event per request
+//! (HMAC-SHA256, each token accepted once). Every event is a new one (its own event id), so
+//! each is verified, stored as an event, marks its contact and adds a suppression.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine as _;
+use clarion_model::{DEFAULT_WORKSPACE, Role};
+use clarion_server::{AppState, Application, Settings, store};
+use hmac::{Hmac, Mac};
+use p256::ecdsa::signature::Signer as _;
+use p256::pkcs8::EncodePublicKey as _;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+
+use crate::bench::BenchBackend;
+
+/// What `bench bounces` measures.
+pub struct FeedbackBench {
+    pub backends: Vec<BenchBackend>,
+    pub events: usize,
+    pub contacts: usize,
+    pub sendgrid_batch: usize,
+    pub concurrency: usize,
+    pub postgres_url: String,
+}
+
+const MAILGUN_KEY: &str = "bench-mailgun-signing-key";
+
+/// One prepared request: headers and body, signed before the clock starts.
+#[derive(Clone)]
+struct Prepared {
+    headers: Vec<(&'static str, String)>,
+    body: Arc<Vec<u8>>,
+    events: usize,
+}
+
+pub async fn run(bench: &FeedbackBench, base: &Settings) -> anyhow::Result<()> {
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32])
+        .map_err(|e| anyhow::anyhow!("bench key: {e}"))?;
+    let public = key
+        .verifying_key()
+        .to_public_key_der()
+        .map_err(|e| anyhow::anyhow!("bench key: {e}"))?;
+    let public = base64::engine::general_purpose::STANDARD.encode(public.as_bytes());
+    println!(
+        "bench bounces: {} events per provider over {} contacts; SendGrid {} per request, Mailgun 1 per request; {} requests in flight, {} cores",
+        bench.events,
+        bench.contacts,
+        bench.sendgrid_batch,
+        bench.concurrency,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    for &backend in &bench.backends {
+        let mut settings = base.clone();
+        settings.providers.sendgrid.public_key = public.clone();
+        settings.providers.mailgun.signing_key = SecretString::from(MAILGUN_KEY);
+        let server = Server::start(&settings, backend, &bench.postgres_url, bench.contacts).await?;
+        let sendgrid = sendgrid_requests(&key, bench.events, bench.contacts, bench.sendgrid_batch);
+        let line = server
+            .send("sendgrid", &sendgrid, bench.events, bench.concurrency)
+            .await?;
+        println!("bounces {:<8} {line}", name(backend));
+        let mailgun = mailgun_requests(bench.events, bench.contacts);
+        let line = server
+            .send("mailgun", &mailgun, bench.events, bench.concurrency)
+            .await?;
+        println!("bounces {:<8} {line}", name(backend));
+        server.stop(2 * bench.events).await?;
+    }
+    Ok(())
+}
+
+fn name(backend: BenchBackend) -> &'static str {
+    match backend {
+        BenchBackend::Sqlite => "sqlite",
+        BenchBackend::Postgres => "postgres",
+    }
+}
+
+fn email(contact: usize) -> String {
+    format!("bench-{contact}@customer.example")
+}
+
+/// SendGrid batches: hard bounces, blocked (soft) bounces and spam reports, each with its own
+/// `sg_event_id`.
+fn sendgrid_requests(
+    key: &p256::ecdsa::SigningKey,
+    events: usize,
+    contacts: usize,
+    batch: usize,
+) -> Vec<Prepared> {
+    let mut rng = StdRng::seed_from_u64(0x5e_4d_91);
+    let timestamp = (clarion_model::Timestamp::now().millis() / 1000).to_string();
+    let mut requests = Vec::new();
+    let mut made = 0;
+    while made < events {
+        let n = batch.max(1).min(events - made);
+        let items: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                let seq = made + i;
+                let to = email(rng.random_range(0..contacts.max(1)));
+                match rng.random_range(0..10) {
+                    0..=6 => serde_json::json!({"email": to, "timestamp": 1_764_700_000, "event": "bounce", "type": "bounce",
+                        "sg_event_id": format!("sg-{seq}"), "reason": "550 5.1.1 The email account does not exist", "status": "5.1.1"}),
+                    7 => serde_json::json!({"email": to, "timestamp": 1_764_700_000, "event": "bounce", "type": "blocked",
+                        "sg_event_id": format!("sg-{seq}"), "reason": "452 4.2.2 Mailbox full", "status": "4.2.2"}),
+                    _ => serde_json::json!({"email": to, "timestamp": 1_764_700_000, "event": "spamreport",
+                        "sg_event_id": format!("sg-{seq}")}),
+                }
+            })
+            .collect();
+        made += n;
+        let body = serde_json::to_vec(&items).unwrap_or_default();
+        let mut signed = timestamp.as_bytes().to_vec();
+        signed.extend_from_slice(&body);
+        let signature: p256::ecdsa::Signature = key.sign(&signed);
+        requests.push(Prepared {
+            headers: vec![
+                (
+                    "X-Twilio-Email-Event-Webhook-Signature",
+                    base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes()),
+                ),
+                ("X-Twilio-Email-Event-Webhook-Timestamp", timestamp.clone()),
+            ],
+            body: Arc::new(body),
+            events: n,
+        });
+    }
+    requests
+}
+
+/// Mailgun webhooks, one permanent failure or complaint each, each with its own token.
+fn mailgun_requests(events: usize, contacts: usize) -> Vec<Prepared> {
+    let mut rng = StdRng::seed_from_u64(0x3a_11_6e);
+    let timestamp = (clarion_model::Timestamp::now().millis() / 1000).to_string();
+    (0..events)
+        .map(|seq| {
+            let token = format!("{:050x}", rng.random::<u128>() ^ seq as u128);
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(MAILGUN_KEY.as_bytes())
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+            mac.update(timestamp.as_bytes());
+            mac.update(token.as_bytes());
+            let signature = hex::encode(mac.finalize().into_bytes());
+            let to = email(rng.random_range(0..contacts.max(1)));
+            let event = if rng.random_range(0..10) < 8 {
+                serde_json::json!({"event": "failed", "severity": "permanent", "id": format!("mg-{seq}"),
+                    "timestamp": 1_764_700_000.0, "recipient": to, "reason": "bounce",
+                    "delivery-status": {"code": 550, "message": "550 5.1.1 No such user"}})
+            } else {
+                serde_json::json!({"event": "complained", "id": format!("mg-{seq}"),
+                    "timestamp": 1_764_700_000.0, "recipient": to})
+            };
+            let body = serde_json::json!({
+                "signature": {"timestamp": timestamp, "token": token, "signature": signature},
+                "event-data": event,
+            });
+            Prepared {
+                headers: Vec::new(),
+                body: Arc::new(serde_json::to_vec(&body).unwrap_or_default()),
+                events: 1,
+            }
+        })
+        .collect()
+}
+
+/// A server on a fresh database with the benchmark's contacts.
+struct Server {
+    url: String,
+    db: sea_orm::DatabaseConnection,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    backend: BenchBackend,
+    postgres_url: String,
+    database_name: String,
+    _folder: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(
+        base: &Settings,
+        backend: BenchBackend,
+        postgres_url: &str,
+        contacts: usize,
+    ) -> anyhow::Result<Server> {
+        let folder = tempfile::tempdir()?;
+        let database_name = format!("clarion_bench_{}", uuid::Uuid::new_v4().simple());
+        let url = match backend {
+            BenchBackend::Sqlite => format!(
+                "sqlite://{}?mode=rwc",
+                folder.path().join("bench.db").display()
+            ),
+            BenchBackend::Postgres => {
+                let admin = Database::connect(postgres_url)
+                    .await
+                    .with_context(|| format!("PostgreSQL does not answer at {postgres_url}"))?;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {database_name}"))
+                    .await?;
+                admin.close().await?;
+                clarion_server::db::postgres_url_for_database(postgres_url, &database_name)
+            }
+        };
+        let mut settings = base.clone();
+        settings.server.host = "127.0.0.1".into();
+        settings.server.port = 0;
+        settings.database.url = SecretString::from(url);
+        settings.database.migrate_on_start = true;
+        settings.database.max_connections = 8;
+        let state = AppState::connect(settings).await?;
+        let db = state.db.clone();
+        let (key, _) = store::keys::create(&db, DEFAULT_WORKSPACE, "bench", Role::Marketer).await?;
+        let application = Application::from_state(state)?;
+        let address = format!("http://127.0.0.1:{}", application.port());
+        let handle = application.handle();
+        let task = tokio::spawn(application.run_until_stopped());
+        let client = reqwest::Client::new();
+        for chunk in (0..contacts).collect::<Vec<_>>().chunks(5_000) {
+            let items: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|&i| serde_json::json!({"external_id": format!("bench-{i}"), "email": email(i)}))
+                .collect();
+            let response = client
+                .post(format!("{address}/api/v1/contacts/batch"))
+                .bearer_auth(&key)
+                .json(&serde_json::json!({ "contacts": items }))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "creating the contacts failed: {}",
+                response.text().await?
+            );
+        }
+        Ok(Server {
+            url: address,
+            db,
+            handle,
+            task,
+            backend,
+            postgres_url: postgres_url.to_owned(),
+            database_name,
+            _folder: folder,
+        })
+    }
+
+    /// Sends every request, `concurrency` at once; the line to print.
+    async fn send(
+        &self,
+        provider: &str,
+        requests: &[Prepared],
+        events: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()?;
+        let url = format!("{}/webhooks/{provider}", self.url);
+        let queue = Arc::new(Mutex::new(VecDeque::from(requests.to_vec())));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..concurrency.max(1) {
+            let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
+            workers.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some(request) = next else { break };
+                    let sent = Instant::now();
+                    let mut post = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(request.body.as_ref().clone());
+                    for (name, value) in &request.headers {
+                        post = post.header(*name, value);
+                    }
+                    let response = post.send().await?;
+                    let status = response.status();
+                    let text = response.text().await?;
+                    anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
+                    latencies.push(sent.elapsed());
+                }
+                anyhow::Ok(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for worker in workers {
+            latencies.extend(worker.await??);
+        }
+        let elapsed = started.elapsed();
+        latencies.sort();
+        let percentile = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        let per_request = requests.first().map_or(1, |r| r.events);
+        Ok(format!(
+            "{provider:<8} {:>8.0} events/s  ({events} events in {:.2} s, {per_request} per request; per request p50 {:.1} ms, p99 {:.1} ms)",
+            events as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            percentile(0.5),
+            percentile(0.99),
+        ))
+    }
+
+    /// Checks that every event was stored, then stops the server and drops the database.
+    async fn stop(self, expected: usize) -> anyhow::Result<()> {
+        let stored = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM events WHERE kind IN ('email_bounce', 'email_complaint')",
+            ))
+            .await?
+            .map(|row| row.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+        self.db.close().await?;
+        if self.backend == BenchBackend::Postgres {
+            let admin = Database::connect(&self.postgres_url).await?;
+            admin
+                .execute_unprepared(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.database_name
+                ))
+                .await?;
+        }
+        anyhow::ensure!(
+            stored as usize == expected,
+            "{expected} events sent but {stored} stored"
+        );
+        Ok(())
+    }
+}
