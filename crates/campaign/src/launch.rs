@@ -448,25 +448,19 @@ impl Outbox<'_> {
                 // A held-out contact's reachability is recorded exactly as a treated one's
                 // (the reason, on its `holdout` row), so that the KPI comparison takes the
                 // same contacts from both groups: those reachable at launch.
-                let (status, reason) = if holdout {
-                    (
-                        DeliveryStatus::Holdout,
-                        member.reachability(channel).err().map(|s| s.reason()),
-                    )
-                } else {
-                    let on_list = listed
-                        .get(&channel)
-                        .and_then(|sources| sources.get(&member.contact));
-                    match member
-                        .reachability(channel)
-                        .map_err(|why| why.reason())
-                        .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())))
-                    {
-                        Ok(()) => (DeliveryStatus::Queued, None),
-                        Err(reason) => {
-                            *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
-                            (DeliveryStatus::Suppressed, Some(reason))
-                        }
+                let on_list = listed
+                    .get(&channel)
+                    .and_then(|sources| sources.get(&member.contact));
+                let reachable = member
+                    .reachability(channel)
+                    .map_err(|why| why.reason())
+                    .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())));
+                let (status, reason) = match reachable {
+                    _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
+                    Ok(()) => (DeliveryStatus::Queued, None),
+                    Err(reason) => {
+                        *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
+                        (DeliveryStatus::Suppressed, Some(reason))
                     }
                 };
                 rows.push(Row {
