@@ -35,7 +35,7 @@ impl AppState {
             db::migrate(&db).await?;
         }
         let redis = connect_redis(settings.redis.url.expose_secret())?;
-        let tracker = crate::tracking::tracker(&settings)?;
+        let tracker = crate::tracking::tracker(&settings, &db).await?;
         let queues = clarion_campaign::Queues::new(
             redis::Client::open(settings.redis.url.expose_secret())?,
             redis.clone(),
