@@ -27,6 +27,9 @@
 //! * [`engagement`]: clicks, opens and unsubscribes on a delivery, recorded through
 //!   ingestion.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
+//! * [`senders`]: sender identities (from-addresses or domains with their DKIM keys), the
+//!   from-address check at save time and the keys the worker signs with.
+//! * [`test_send`]: one variant's email sent to one address, with the relay's answer.
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
 //! assignment hash are the model's ([`clarion_model`]); current segment members are read
@@ -42,8 +45,10 @@ pub mod engagement;
 pub mod launch;
 pub mod preview;
 pub mod render;
+pub mod senders;
 pub mod sending;
 pub mod store;
+pub mod test_send;
 pub mod throttle;
 pub mod validate;
 pub mod worker;

@@ -49,6 +49,7 @@ use crate::{
     contacts::{self, ContactData},
     control,
     render::MessageRenderer,
+    senders::{Identities, IdentityCache},
     sending::{Queues, SendingSettings},
     store,
     throttle::Throttle,
@@ -72,6 +73,7 @@ pub struct WorkerParts {
 pub struct Worker {
     parts: WorkerParts,
     campaigns: Mutex<HashMap<(WorkspaceId, CampaignId), Arc<Campaign>>>,
+    senders: IdentityCache,
     guard: Mutex<HashMap<i64, ErrorWindow>>,
 }
 
@@ -118,6 +120,7 @@ impl Worker {
         Self {
             parts,
             campaigns: Mutex::new(HashMap::new()),
+            senders: IdentityCache::default(),
             guard: Mutex::new(HashMap::new()),
         }
     }
@@ -209,6 +212,16 @@ impl Worker {
                 campaigns.insert(row.campaign, campaign);
             }
         }
+        // The sender identities whose keys sign this batch's emails.
+        let mut identities: HashMap<WorkspaceId, Arc<Identities>> = HashMap::new();
+        if channel == Channel::Email {
+            for row in &claimed {
+                if !identities.contains_key(&row.workspace) {
+                    let found = self.senders.get(&self.parts.db, row.workspace).await?;
+                    identities.insert(row.workspace, found);
+                }
+            }
+        }
         // One renderer per campaign and batch: each variant is compiled once per batch.
         let renderers: HashMap<CampaignId, MessageRenderer<'_>> = campaigns
             .iter()
@@ -226,7 +239,8 @@ impl Worker {
                 decided.push((row, Fate::Suppressed("the contact was deleted".into())));
                 continue;
             };
-            match self.message(channel, campaign, renderer, &row, contact) {
+            let senders = identities.get(&row.workspace).map(Arc::as_ref);
+            match self.message(channel, campaign, renderer, &row, contact, senders) {
                 Ok(message) => to_send.push((row, message)),
                 Err(fate) => decided.push((row, fate)),
             }
@@ -407,6 +421,7 @@ impl Worker {
         renderer: &MessageRenderer<'_>,
         row: &Claimed,
         contact: &ContactData,
+        senders: Option<&Identities>,
     ) -> Result<Message, Fate> {
         // The contact may have changed since launch wrote the row as reachable.
         let status = contact
@@ -446,12 +461,14 @@ impl Worker {
                     None => return Err(Fate::Failed("the variant has no email content".into())),
                 };
                 let contact_id = contact.id.to_string();
+                let identity = senders.and_then(|senders| senders.for_from(&email.from));
                 Ok(Message::Email(EmailMessage {
                     delivery_id: delivery_id.clone(),
                     campaign_id: Some(campaign.id.to_string()),
-                    from: email.from,
                     to: to.to_owned(),
-                    reply_to: email.reply_to,
+                    reply_to: email
+                        .reply_to
+                        .or_else(|| identity.and_then(|i| i.reply_to.clone())),
                     subject: email.subject,
                     text: Some(email.text),
                     html: Some(with_preheader(&email.preheader, email.html)),
@@ -464,6 +481,9 @@ impl Worker {
                         one_click: true,
                     }),
                     headers: Vec::new(),
+                    dkim: identity.map(|i| Arc::clone(&i.key)),
+                    return_path: identity.and_then(|i| i.return_path.clone()),
+                    from: email.from,
                 }))
             }
             Channel::Webhook => {
@@ -718,7 +738,7 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// The HTML with the preheader as the hidden first text mail clients show after the subject.
-fn with_preheader(preheader: &str, html: String) -> String {
+pub(crate) fn with_preheader(preheader: &str, html: String) -> String {
     if preheader.is_empty() {
         return html;
     }

@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, segments, sending, suggest, templates, tracking,
-    traits,
+    campaigns, contacts, crosstab, events, health, segments, senders, sending, suggest, templates,
+    tracking, traits,
 };
 use crate::error::ApiError;
 
@@ -39,6 +39,7 @@ use crate::error::ApiError;
         campaigns::audience, templates::validate,
         sending::launch, sending::progress, sending::pause, sending::resume, sending::cancel,
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
+        senders::create, senders::list, senders::get, senders::update, senders::delete, senders::test,
         traits::get,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
     ),
@@ -79,6 +80,11 @@ use crate::error::ApiError;
         clarion_campaign::deliveries::Progress, clarion_campaign::deliveries::VariantProgress,
         clarion_campaign::deliveries::DeliveryView,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
+        senders::SenderList, clarion_campaign::senders::Sender, clarion_campaign::senders::SenderInput,
+        clarion_campaign::senders::DkimInput, clarion_campaign::senders::DkimView,
+        clarion_campaign::senders::DnsRecord, clarion_campaign::senders::KeyAlgorithm,
+        clarion_campaign::senders::SenderKind, clarion_campaign::test_send::TestSendRequest,
+        clarion_campaign::test_send::TestSendReport,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -88,6 +94,7 @@ use crate::error::ApiError;
         (name = "campaigns", description = "Campaigns with a message variant per segment: A/B tests, previews, audience"),
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
+        (name = "senders", description = "Sender identities: from-addresses and domains with their DKIM keys; sending a test of a variant"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
     )

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod events;
 pub mod health;
 pub mod segments;
+pub mod senders;
 pub mod sending;
 pub mod suggest;
 pub mod templates;
@@ -38,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(segments::configure)
             .configure(campaigns::configure)
             .configure(sending::configure)
+            .configure(senders::configure)
             .configure(templates::configure)
             .configure(traits::configure),
     );

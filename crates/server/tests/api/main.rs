@@ -10,6 +10,7 @@ mod events;
 mod insights;
 mod operations;
 mod segments;
+mod senders;
 mod sending;
 mod tracking;
 mod traits;
