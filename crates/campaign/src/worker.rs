@@ -106,6 +106,9 @@ enum Fate {
     Suppressed(String),
 }
 
+// One per claimed delivery, built once and moved into the send: boxing the email would only
+// add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Message {
     Email(EmailMessage),
     Webhook(WebhookMessage),
@@ -216,9 +219,10 @@ impl Worker {
         let mut identities: HashMap<WorkspaceId, Arc<Identities>> = HashMap::new();
         if channel == Channel::Email {
             for row in &claimed {
-                if !identities.contains_key(&row.workspace) {
-                    let found = self.senders.get(&self.parts.db, row.workspace).await?;
-                    identities.insert(row.workspace, found);
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    identities.entry(row.workspace)
+                {
+                    slot.insert(self.senders.get(&self.parts.db, row.workspace).await?);
                 }
             }
         }
