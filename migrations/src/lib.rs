@@ -8,6 +8,7 @@ mod m20261122_000001_foundation;
 mod m20261122_000002_segments;
 mod m20261122_000003_campaigns;
 mod m20261129_000004_sending;
+mod m20261203_000005_senders;
 mod m20261203_000006_webhook_endpoints;
 mod m20261203_000007_suppression;
 mod m20261203_000008_schedules;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_segments::Migration),
             Box::new(m20261122_000003_campaigns::Migration),
             Box::new(m20261129_000004_sending::Migration),
+            Box::new(m20261203_000005_senders::Migration),
             Box::new(m20261203_000006_webhook_endpoints::Migration),
             Box::new(m20261203_000007_suppression::Migration),
             Box::new(m20261203_000008_schedules::Migration),

@@ -37,6 +37,9 @@
 //!   (daylight-saving changes included), and the scheduler that fires each slot once.
 //! * [`sending`] and [`throttle`]: settings, queues, the shared per-channel rate limit.
 //! * [`traits`]: computed traits and CLV predictions recomputed together (segment, then kpi).
+//! * [`senders`]: sender identities (from-addresses or domains with their DKIM keys), the
+//!   from-address check at save time and the keys the worker signs with.
+//! * [`test_send`]: one variant's email sent to one address, with the relay's answer.
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
 //! assignment hash are the model's ([`clarion_model`]); current segment members are read
@@ -56,9 +59,11 @@ pub mod preview;
 pub mod providers;
 pub mod render;
 pub mod schedule;
+pub mod senders;
 pub mod sending;
 pub mod store;
 pub mod suppression;
+pub mod test_send;
 pub mod throttle;
 pub mod traits;
 pub mod validate;

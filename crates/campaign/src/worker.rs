@@ -56,6 +56,7 @@ use crate::{
     endpoints::{self, EndpointRef, SendTarget, Tally},
     feedback::{self, BounceSettings},
     render::MessageRenderer,
+    senders::{Identities, IdentityCache},
     sending::{Queues, SendingSettings},
     store, suppression,
     throttle::Throttle,
@@ -85,6 +86,7 @@ pub struct WorkerParts {
 pub struct Worker {
     parts: WorkerParts,
     campaigns: Mutex<HashMap<(WorkspaceId, CampaignId), Arc<Campaign>>>,
+    senders: IdentityCache,
     guard: Mutex<HashMap<i64, ErrorWindow>>,
 }
 
@@ -120,6 +122,9 @@ enum Fate {
     Postponed(String, Duration),
 }
 
+// One per claimed delivery, built once and moved into the send: boxing the email would only
+// add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Message {
     Email(EmailMessage),
     /// The call, and the endpoint it goes to (`None`: `sending.webhook_url`).
@@ -138,6 +143,7 @@ impl Worker {
         Self {
             parts,
             campaigns: Mutex::new(HashMap::new()),
+            senders: IdentityCache::default(),
             guard: Mutex::new(HashMap::new()),
         }
     }
@@ -234,6 +240,17 @@ impl Worker {
             Channel::Webhook => self.targets(&claimed, &campaigns).await?,
             Channel::Email => Targets::new(),
         };
+        // The sender identities whose keys sign this batch's emails.
+        let mut identities: HashMap<WorkspaceId, Arc<Identities>> = HashMap::new();
+        if channel == Channel::Email {
+            for row in &claimed {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    identities.entry(row.workspace)
+                {
+                    slot.insert(self.senders.get(&self.parts.db, row.workspace).await?);
+                }
+            }
+        }
         // One renderer per campaign and batch: each variant is compiled once per batch.
         let renderers: HashMap<CampaignId, MessageRenderer<'_>> = campaigns
             .iter()
@@ -255,7 +272,10 @@ impl Worker {
                 decided.push((row, Fate::Suppressed(source.delivery_reason().into())));
                 continue;
             }
-            match self.message(channel, campaign, renderer, &row, contact, &targets) {
+            let senders = identities.get(&row.workspace).map(Arc::as_ref);
+            match self.message(
+                channel, campaign, renderer, &row, contact, &targets, senders,
+            ) {
                 Ok(message) => to_send.push((row, message)),
                 Err(fate) => decided.push((row, fate)),
             }
@@ -575,6 +595,7 @@ impl Worker {
         row: &Claimed,
         contact: &ContactData,
         targets: &Targets,
+        senders: Option<&Identities>,
     ) -> Result<Message, Fate> {
         // The contact may have changed since launch wrote the row as reachable.
         let status = contact
@@ -614,12 +635,14 @@ impl Worker {
                     None => return Err(Fate::Failed("the variant has no email content".into())),
                 };
                 let contact_id = contact.id.to_string();
+                let identity = senders.and_then(|senders| senders.for_from(&email.from));
                 Ok(Message::Email(EmailMessage {
                     delivery_id: delivery_id.clone(),
                     campaign_id: Some(campaign.id.to_string()),
-                    from: email.from,
                     to: to.to_owned(),
-                    reply_to: email.reply_to,
+                    reply_to: email
+                        .reply_to
+                        .or_else(|| identity.and_then(|i| i.reply_to.clone())),
                     subject: email.subject,
                     text: Some(email.text),
                     html: Some(with_preheader(&email.preheader, email.html)),
@@ -632,6 +655,9 @@ impl Worker {
                         one_click: true,
                     }),
                     headers: Vec::new(),
+                    dkim: identity.map(|i| Arc::clone(&i.key)),
+                    return_path: identity.and_then(|i| i.return_path.clone()),
+                    from: email.from,
                 }))
             }
             Channel::Webhook => {
@@ -991,7 +1017,7 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// The HTML with the preheader as the hidden first text mail clients show after the subject.
-fn with_preheader(preheader: &str, html: String) -> String {
+pub(crate) fn with_preheader(preheader: &str, html: String) -> String {
     if preheader.is_empty() {
         return html;
     }

@@ -284,6 +284,8 @@ pub fn sample_email(index: usize, text: &str, html: &str) -> EmailMessage {
             one_click: true,
         }),
         headers: Vec::new(),
+        dkim: None,
+        return_path: None,
     }
 }
 

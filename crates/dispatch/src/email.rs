@@ -6,10 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::message::dkim::{
-    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
-    DkimSigningKey,
-};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -20,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::DispatchError;
+use crate::dkim::{DkimAlgorithm, DkimKey};
 use crate::relay::{ImplicitTls, Relay, RelaySettings, Security};
 use crate::sender::{SendReceipt, SendResult, Sender};
 
@@ -134,17 +131,6 @@ impl SmtpConfig {
     }
 }
 
-/// The DKIM signing algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DkimAlgorithm {
-    /// rsa-sha256; `private_key` is a PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`).
-    #[default]
-    Rsa,
-    /// ed25519-sha256 (RFC 8463); `private_key` is the base64 of the 32-byte seed.
-    Ed25519,
-}
-
 /// DKIM signing settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +144,19 @@ pub struct DkimSettings {
     pub algorithm: DkimAlgorithm,
     /// The private key, in the form `algorithm` names. Never logged or printed.
     pub private_key: SecretString,
+}
+
+impl DkimSettings {
+    /// Reads the key; an unreadable one is an error naming `email.dkim.private_key`.
+    pub fn key(&self) -> Result<DkimKey, DispatchError> {
+        DkimKey::parse(
+            &self.selector,
+            &self.domain,
+            self.algorithm,
+            &self.private_key,
+        )
+        .map_err(|error| DispatchError::invalid_config("email.dkim.private_key", error.to_string()))
+    }
 }
 
 /// The `List-Unsubscribe` header set (RFC 2369, one-click per RFC 8058).
@@ -199,6 +198,12 @@ pub struct EmailMessage {
     /// above (From, Subject, List-Unsubscribe, …) cannot be replaced this way: the message
     /// fails permanently.
     pub headers: Vec<(String, String)>,
+    /// The key to sign this message with, e.g. its sender identity's. Without one, the
+    /// sender's `[email.dkim]` key signs, when configured.
+    pub dkim: Option<Arc<DkimKey>>,
+    /// The envelope sender (SMTP `MAIL FROM`, where bounces go, also called Return-Path);
+    /// the From address when absent.
+    pub return_path: Option<String>,
 }
 
 /// A message built, signed and serialized, ready to be handed to the transport.
@@ -247,7 +252,7 @@ enum Transport {
 /// Cheap to share: wrap it in an `Arc` and use it from every task of a worker.
 pub struct EmailSender {
     transport: Transport,
-    dkim: Option<Arc<DkimConfig>>,
+    dkim: Option<Arc<DkimKey>>,
 }
 
 impl fmt::Debug for EmailSender {
@@ -262,22 +267,6 @@ impl fmt::Debug for EmailSender {
             .finish()
     }
 }
-
-/// Headers covered by the DKIM signature. RFC 8058 requires List-Unsubscribe and
-/// List-Unsubscribe-Post to be signed for one-click unsubscribe to be honoured; listing a
-/// header that a message lacks signs its absence, which is harmless.
-const DKIM_SIGNED_HEADERS: &[&str] = &[
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "Reply-To",
-    "MIME-Version",
-    "Content-Type",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-];
 
 /// Headers built from [`EmailMessage`] fields or by signing, in lower case; extra headers may
 /// not replace them (lettre would, envelope included).
@@ -308,7 +297,7 @@ impl EmailSender {
         let dkim = config
             .dkim
             .as_ref()
-            .map(dkim_config)
+            .map(DkimSettings::key)
             .transpose()?
             .map(Arc::new);
         let transport = match &config.smtp {
@@ -407,10 +396,7 @@ impl Sender for EmailSender {
 }
 
 /// Builds, signs and serializes one message; see [`EmailSender::prepare`].
-fn prepare(
-    message: &EmailMessage,
-    dkim: Option<&DkimConfig>,
-) -> Result<PreparedEmail, DispatchError> {
+fn prepare(message: &EmailMessage, dkim: Option<&DkimKey>) -> Result<PreparedEmail, DispatchError> {
     let from: Mailbox = parse_mailbox("From", &message.from)?;
     if !is_message_id_part(&message.delivery_id) {
         return Err(DispatchError::permanent(format!(
@@ -467,15 +453,35 @@ fn prepare(
             ));
         }
     };
-    let mut email = built
+    let email = built
         .map_err(|error| DispatchError::permanent(format!("cannot build the email: {error}")))?;
-    if let Some(dkim) = dkim {
-        email.sign(dkim);
-    }
+    // Signed after formatting, so the signature covers the headers exactly as sent, the
+    // multipart Content-Type lettre adds while formatting included.
+    let formatted = email.formatted();
+    let bytes = match message.dkim.as_deref().or(dkim) {
+        Some(key) => {
+            let signature = key.sign(&formatted).map_err(DispatchError::permanent)?;
+            let mut signed = Vec::with_capacity(signature.len() + formatted.len());
+            signed.extend_from_slice(signature.as_bytes());
+            signed.extend_from_slice(&formatted);
+            signed
+        }
+        None => formatted,
+    };
+    let envelope = match &message.return_path {
+        Some(return_path) => {
+            let address = return_path.parse().map_err(|error| {
+                DispatchError::permanent(format!("invalid return path {return_path:?}: {error}"))
+            })?;
+            lettre::address::Envelope::new(Some(address), email.envelope().to().to_vec())
+                .map_err(|error| DispatchError::permanent(format!("invalid envelope: {error}")))?
+        }
+        None => email.envelope().clone(),
+    };
     Ok(PreparedEmail {
-        envelope: email.envelope().clone(),
+        envelope,
         message_id,
-        bytes: email.formatted(),
+        bytes,
     })
 }
 
@@ -550,31 +556,6 @@ fn smtp_transport(config: &SmtpConfig) -> Result<Transport, DispatchError> {
         timeout: Duration::from_secs(config.timeout_secs),
         pool_size: config.pool_size as usize,
     })))
-}
-
-fn dkim_config(settings: &DkimSettings) -> Result<DkimConfig, DispatchError> {
-    let algorithm = match settings.algorithm {
-        DkimAlgorithm::Rsa => DkimSigningAlgorithm::Rsa,
-        DkimAlgorithm::Ed25519 => DkimSigningAlgorithm::Ed25519,
-    };
-    let key = DkimSigningKey::new(settings.private_key.expose_secret().trim(), algorithm).map_err(
-        |error| DispatchError::invalid_config("email.dkim.private_key", error.to_string()),
-    )?;
-    let headers = DKIM_SIGNED_HEADERS
-        .iter()
-        .map(|name| HeaderName::new_from_ascii_str(name))
-        .collect();
-    Ok(DkimConfig::new(
-        settings.selector.clone(),
-        settings.domain.clone(),
-        key,
-        headers,
-        // relaxed/relaxed survives the header refolding and whitespace changes relays make.
-        DkimCanonicalization {
-            header: DkimCanonicalizationType::Relaxed,
-            body: DkimCanonicalizationType::Relaxed,
-        },
-    ))
 }
 
 fn parse_mailbox(field: &str, value: &str) -> Result<Mailbox, DispatchError> {

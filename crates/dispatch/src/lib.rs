@@ -2,7 +2,7 @@
 //!
 //! - [`EmailSender`] sends [`EmailMessage`]s as multipart MIME through an SMTP relay (STARTTLS
 //!   or TLS, AUTH, pooled connections, optional DKIM), or writes them as `.eml` files when no
-//!   relay is configured.
+//!   relay is configured. A [`DkimKey`] signs the formatted bytes, exactly what is sent.
 //! - [`WebhookSender`] POSTs [`WebhookMessage`]s signed per Standard Webhooks, to targets a
 //!   [`TargetPolicy`] allows, without following redirects.
 //!
@@ -28,7 +28,7 @@
 //! [email.dkim]                    # optional
 //! selector = "clarion2026"
 //! domain = "example.com"
-//! algorithm = "rsa"               # rsa (PKCS#1 PEM) | ed25519 (base64 seed)
+//! algorithm = "rsa"               # rsa (PKCS#1 or PKCS#8 PEM) | ed25519 (base64 seed)
 //! private_key = "-----BEGIN RSA PRIVATE KEY-----…"
 //!
 //! [webhook]
@@ -39,6 +39,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+mod dkim;
 mod email;
 mod error;
 mod relay;
@@ -47,9 +48,10 @@ mod signature;
 mod target;
 mod webhook;
 
+pub use dkim::{DkimAlgorithm, DkimKey, InvalidDkimKey};
 pub use email::{
-    DkimAlgorithm, DkimSettings, EmailConfig, EmailMessage, EmailSender, ListUnsubscribe,
-    PreparedEmail, SmtpConfig, TlsMode,
+    DkimSettings, EmailConfig, EmailMessage, EmailSender, ListUnsubscribe, PreparedEmail,
+    SmtpConfig, TlsMode,
 };
 pub use error::DispatchError;
 pub use sender::{SendReceipt, SendResult, Sender};

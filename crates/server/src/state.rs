@@ -43,7 +43,7 @@ impl AppState {
             db::migrate(&db).await?;
         }
         let redis = connect_redis(settings.redis.url.expose_secret())?;
-        let tracker = crate::tracking::tracker(&settings)?;
+        let tracker = crate::tracking::tracker(&settings, &db).await?;
         clarion_dispatch::install_crypto_provider();
         let webhooks = WebhookSender::new(&settings.webhook)?;
         let machines = clarion_kpi::machine::MachineFilter::new(&settings.engagement)?;

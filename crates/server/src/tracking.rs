@@ -2,22 +2,23 @@
 //! links of messages, from the `[tracking]` configuration.
 
 use clarion_template::{Tracker, TrackingKeys};
-use rand::RngCore;
+use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
+use crate::store::secrets::{TRACKING_KEY, installation_secret};
 
-/// The tracker the configuration describes. Without configured keys, a random key is made
-/// for this process (and a warning logged): links then stop verifying after a restart.
-pub fn tracker(settings: &Settings) -> anyhow::Result<Tracker> {
+/// The tracker the configuration describes. Without configured keys, the installation's own
+/// key signs: generated at the first start and kept in the database, so links keep working
+/// across restarts and between every process on the same database.
+pub async fn tracker(settings: &Settings, db: &DatabaseConnection) -> anyhow::Result<Tracker> {
     let tracking = &settings.tracking;
     let keys = if tracking.signing_keys.is_empty() {
-        tracing::warn!(
-            "tracking.signing_keys is empty: tracking links are signed with a random key that changes at every start; set keys in production"
+        tracing::info!(
+            "tracking.signing_keys is empty: tracking links are signed with the key Clarion generated and keeps in the database"
         );
-        let mut key = [0u8; 32];
-        rand::rng().fill_bytes(&mut key);
-        TrackingKeys::new(&[key])?
+        let key = installation_secret(db, TRACKING_KEY).await?;
+        TrackingKeys::new(&[key.expose_secret().as_bytes()])?
     } else {
         let keys: Vec<&[u8]> = tracking
             .signing_keys

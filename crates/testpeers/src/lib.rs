@@ -6,14 +6,18 @@
 //! * [`WebhookReceiver`]: an actix-web server that records every request and answers from a
 //!   script of replies.
 //!
+//! Beside them, [`dkimpy_verify`] checks DKIM signatures with an independent verifier.
+//!
 //! The crate knows nothing of Clarion's own types: callers build their relay or webhook
 //! settings from the host and port a peer reports. TLS clients need a rustls crypto provider
 //! installed by the caller (`clarion_dispatch::install_crypto_provider`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dkim;
 mod receiver;
 mod smtp;
 
+pub use dkim::{DkimVerdict, dkimpy_verify};
 pub use receiver::{Recorded, Reply, WebhookReceiver};
 pub use smtp::{Received, SmtpOptions, SmtpServer};
 

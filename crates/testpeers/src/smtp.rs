@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 use crate::{HOST, free_port};
 
 /// Where the Python side of the SMTP peer lives.
-const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
+pub(crate) const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
 
 /// One message as the SMTP server received it.
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ use crate::{
         Campaign, CampaignInput, EmailVariant, SegmentRef, Status, TargetInput, Variant,
         VariantInput, WebhookVariant,
     },
+    senders,
     validate::{Issue, MAX_NAME_CHARS, check_campaign, check_variant, variants_with_paths},
 };
 
@@ -81,6 +82,7 @@ pub async fn update(
     }
     let segments = resolve_segments(&txn, workspace, input, &mut issues).await?;
     resolve_endpoints(&txn, workspace, variants_with_paths(input), &mut issues).await?;
+    check_senders(&txn, workspace, input, &mut issues).await?;
     if !issues.is_empty() {
         return Err(CampaignError::Invalid(issues));
     }
@@ -159,6 +161,10 @@ pub async fn save_variant(
         &mut issues,
     )
     .await?;
+    if let Some(email) = &input.email {
+        let froms = [(String::new(), input.name.as_str(), email.from.as_str())];
+        senders::check_froms(&txn, workspace, froms, &mut issues).await?;
+    }
     if !issues.is_empty() {
         return Err(CampaignError::Invalid(issues));
     }
@@ -293,6 +299,7 @@ async fn insert(
 ) -> Result<Campaign, CampaignError> {
     let segments = resolve_segments(txn, workspace, input, &mut issues).await?;
     resolve_endpoints(txn, workspace, variants_with_paths(input), &mut issues).await?;
+    check_senders(txn, workspace, input, &mut issues).await?;
     if !issues.is_empty() {
         return Err(CampaignError::Invalid(issues));
     }
@@ -317,6 +324,22 @@ async fn insert(
     load(txn, workspace, id)
         .await?
         .ok_or_else(|| CampaignError::NotFound(format!("campaign {id}")))
+}
+
+/// When the workspace has sender identities, every email variant must send from one of them.
+async fn check_senders(
+    txn: &DatabaseTransaction,
+    workspace: WorkspaceId,
+    input: &CampaignInput,
+    issues: &mut Vec<Issue>,
+) -> Result<(), CampaignError> {
+    let froms = variants_with_paths(input).filter_map(|(path, variant)| {
+        variant
+            .email
+            .as_ref()
+            .map(|email| (path, variant.name.as_str(), email.from.as_str()))
+    });
+    senders::check_froms(txn, workspace, froms, issues).await
 }
 
 fn returned_id(row: Option<QueryResult>) -> Result<i64, CampaignError> {

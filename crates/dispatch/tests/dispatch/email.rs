@@ -2,14 +2,16 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use clarion_dispatch::{
-    DispatchError, DkimAlgorithm, DkimSettings, EmailConfig, EmailMessage, EmailSender,
+    DispatchError, DkimAlgorithm, DkimKey, DkimSettings, EmailConfig, EmailMessage, EmailSender,
     ListUnsubscribe, Sender, SmtpConfig, TlsMode,
 };
 use mail_parser::{MessageParser, MimeHeaders};
 use secrecy::SecretString;
 
-use crate::peers::{SmtpOptions, SmtpServer, free_port, smtp_config};
+use crate::peers::{SmtpOptions, SmtpServer, dkimpy_verify, free_port, smtp_config};
 
 fn message(to: &str) -> EmailMessage {
     EmailMessage {
@@ -27,6 +29,8 @@ fn message(to: &str) -> EmailMessage {
             one_click: true,
         }),
         headers: vec![("Precedence".to_owned(), "bulk".to_owned())],
+        dkim: None,
+        return_path: None,
     }
 }
 
@@ -450,17 +454,191 @@ async fn without_a_relay_messages_are_written_as_eml_files() {
     assert_eq!(parsed.body_html(0).unwrap().trim_end(), email.html.unwrap());
 }
 
-#[tokio::test]
-async fn dkim_signature_covers_the_unsubscribe_headers() {
+/// The DKIM-Signature header of `raw`, unfolded (it may be folded with tabs).
+fn dkim_signature(raw: &str) -> String {
+    raw_header(&raw.replace("\r\n\t", "\r\n "), "DKIM-Signature").expect("a DKIM-Signature header")
+}
+
+/// The header names a signature's `h=` tag lists, in lower case.
+fn signed_headers(signature: &str) -> Vec<String> {
+    let tags = signature.replace([' ', '\t'], "");
+    let h = tags
+        .split(';')
+        .find_map(|tag| tag.strip_prefix("h="))
+        .expect("an h= tag");
+    h.split(':').map(str::to_ascii_lowercase).collect()
+}
+
+/// Every shape of message Clarion sends: text only, HTML only, both (multipart), each with and
+/// without List-Unsubscribe.
+fn every_shape() -> Vec<(String, EmailMessage)> {
+    let mut shapes = Vec::new();
+    for (body, text, html) in [
+        ("text", true, false),
+        ("html", false, true),
+        ("multipart", true, true),
+    ] {
+        for unsubscribe in [true, false] {
+            let mut email = message(&format!("{body}-{unsubscribe}@customer.example"));
+            if !text {
+                email.text = None;
+            }
+            if !html {
+                email.html = None;
+            }
+            if !unsubscribe {
+                email.list_unsubscribe = None;
+            }
+            shapes.push((format!("{body}, list-unsubscribe {unsubscribe}"), email));
+        }
+    }
+    shapes
+}
+
+/// Sends every shape through aiosmtpd with `key` configured as `[email.dkim]`, and has dkimpy
+/// verify each message as the server received it, with the DNS record Clarion shows.
+async fn every_shape_verifies_after_the_smtp_server(key: &DkimKey) {
     let server = SmtpServer::start().await;
     let mut config = smtp_config(&server);
     config.dkim = Some(DkimSettings {
-        selector: "mail2026".to_owned(),
-        domain: "shop.example".to_owned(),
-        algorithm: DkimAlgorithm::Ed25519,
-        // Any 32 bytes are an Ed25519 seed.
-        private_key: SecretString::from("nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="),
+        selector: key.selector().to_owned(),
+        domain: key.domain().to_owned(),
+        algorithm: key.algorithm(),
+        private_key: key.private_key().clone(),
     });
+    let sender = EmailSender::new(&config).await.unwrap();
+    let shapes = every_shape();
+    for (_, email) in &shapes {
+        sender.send(email).await.unwrap();
+    }
+
+    let received = server.received();
+    assert_eq!(received.len(), shapes.len());
+    for (shape, email) in &shapes {
+        let got = received
+            .iter()
+            .find(|got| got.rcpt_tos == [email.to.clone()])
+            .unwrap_or_else(|| panic!("{shape}: not received"));
+        let raw = String::from_utf8(got.raw.clone()).unwrap();
+        let signature = dkim_signature(&raw);
+        let algorithm = match key.algorithm() {
+            DkimAlgorithm::Rsa => "a=rsa-sha256",
+            DkimAlgorithm::Ed25519 => "a=ed25519-sha256",
+        };
+        for tag in [algorithm, "d=shop.example", "c=relaxed/relaxed"] {
+            assert!(
+                signature.contains(tag),
+                "{shape}: {tag} missing in {signature}"
+            );
+        }
+        let signed = signed_headers(&signature);
+        let mut must_sign = vec!["from", "to", "subject", "message-id", "content-type"];
+        if email.list_unsubscribe.is_some() {
+            must_sign.extend(["list-unsubscribe", "list-unsubscribe-post"]);
+        }
+        for name in must_sign {
+            assert!(
+                signed.iter().any(|h| h == name),
+                "{shape}: {name} not signed: {signed:?}"
+            );
+        }
+
+        let verdict = dkimpy_verify(&got.raw, &key.dns_name(), &key.dns_value());
+        assert!(
+            verdict.verified,
+            "{shape}: dkimpy refused the signature:\n{}\n{raw}",
+            verdict.log
+        );
+        let looked_up: Vec<&str> = verdict
+            .looked_up
+            .iter()
+            .map(|n| n.trim_end_matches('.'))
+            .collect();
+        assert_eq!(looked_up, [key.dns_name()], "{shape}");
+
+        // The verifier can fail: a line added to the body breaks the signature, and so does
+        // a changed signed header.
+        let mut longer = got.raw.clone();
+        longer.extend_from_slice(b"added by a relay\r\n");
+        let verdict = dkimpy_verify(&longer, &key.dns_name(), &key.dns_value());
+        assert!(!verdict.verified, "{shape}: a longer body still verified");
+        let readdressed = raw.replacen(
+            &format!("To: {}", email.to),
+            "To: other@customer.example",
+            1,
+        );
+        assert_ne!(readdressed, raw, "{shape}");
+        let verdict = dkimpy_verify(readdressed.as_bytes(), &key.dns_name(), &key.dns_value());
+        assert!(!verdict.verified, "{shape}: a changed To still verified");
+    }
+}
+
+#[tokio::test]
+async fn rsa_signatures_verify_with_dkimpy_for_every_shape_of_message() {
+    let key = DkimKey::generate("mail2026", "shop.example", DkimAlgorithm::Rsa).unwrap();
+    assert!(
+        key.dns_value().starts_with("v=DKIM1; k=rsa; p=MII"),
+        "{}",
+        key.dns_value()
+    );
+    every_shape_verifies_after_the_smtp_server(&key).await;
+}
+
+#[tokio::test]
+async fn ed25519_signatures_verify_with_dkimpy_for_every_shape_of_message() {
+    let key = DkimKey::generate("ed2026", "shop.example", DkimAlgorithm::Ed25519).unwrap();
+    assert!(
+        key.dns_value().starts_with("v=DKIM1; k=ed25519; p="),
+        "{}",
+        key.dns_value()
+    );
+    every_shape_verifies_after_the_smtp_server(&key).await;
+}
+
+#[tokio::test]
+async fn a_key_given_with_the_message_signs_instead_of_the_configured_one() {
+    let server = SmtpServer::start().await;
+    let configured = DkimKey::generate("fallback", "shop.example", DkimAlgorithm::Ed25519).unwrap();
+    let own =
+        Arc::new(DkimKey::generate("brand", "brand.example", DkimAlgorithm::Ed25519).unwrap());
+    let mut config = smtp_config(&server);
+    config.dkim = Some(DkimSettings {
+        selector: configured.selector().to_owned(),
+        domain: configured.domain().to_owned(),
+        algorithm: configured.algorithm(),
+        private_key: configured.private_key().clone(),
+    });
+    let sender = EmailSender::new(&config).await.unwrap();
+    let mut email = message("someone@customer.example");
+    email.from = "Brand <news@brand.example>".to_owned();
+    email.dkim = Some(own.clone());
+
+    sender.send(&email).await.unwrap();
+
+    let raw = server.received().remove(0).raw;
+    let own_verdict = dkimpy_verify(&raw, &own.dns_name(), &own.dns_value());
+    assert!(own_verdict.verified, "{}", own_verdict.log);
+    let signature = dkim_signature(&String::from_utf8(raw.clone()).unwrap());
+    assert!(signature.contains("d=brand.example"), "{signature}");
+    assert!(signature.contains("s=brand"), "{signature}");
+    let fallback = dkimpy_verify(&raw, &configured.dns_name(), &configured.dns_value());
+    assert!(!fallback.verified);
+}
+
+#[tokio::test]
+async fn eml_files_of_the_outbox_are_signed_too() {
+    let outbox = tempfile::tempdir().unwrap();
+    let key = DkimKey::generate("files", "shop.example", DkimAlgorithm::Ed25519).unwrap();
+    let config = EmailConfig {
+        outbox_dir: outbox.path().to_owned(),
+        dkim: Some(DkimSettings {
+            selector: key.selector().to_owned(),
+            domain: key.domain().to_owned(),
+            algorithm: key.algorithm(),
+            private_key: key.private_key().clone(),
+        }),
+        ..EmailConfig::default()
+    };
     let sender = EmailSender::new(&config).await.unwrap();
 
     sender
@@ -468,39 +646,18 @@ async fn dkim_signature_covers_the_unsubscribe_headers() {
         .await
         .unwrap();
 
-    let raw = String::from_utf8(server.received().remove(0).raw).unwrap();
-    let headers = raw.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
-    let signature = headers
-        .split("\r\n")
-        .find(|line| line.to_ascii_lowercase().starts_with("dkim-signature:"))
-        .expect("a DKIM-Signature header");
-    for tag in [
-        "a=ed25519-sha256",
-        "d=shop.example",
-        "s=mail2026",
-        "c=relaxed/relaxed",
-    ] {
-        assert!(signature.contains(tag), "{tag} missing in {signature}");
-    }
-    let signed = signature
-        .split("h=")
-        .nth(1)
+    let file = std::fs::read_dir(outbox.path())
         .unwrap()
-        .split(';')
         .next()
-        .unwrap();
-    for name in [
-        "from",
-        "subject",
-        "message-id",
-        "list-unsubscribe",
-        "list-unsubscribe-post",
-    ] {
-        assert!(
-            signed.split(':').any(|header| header.trim() == name),
-            "{name} not signed: {signed}"
-        );
-    }
+        .unwrap()
+        .unwrap()
+        .path();
+    let verdict = dkimpy_verify(
+        &std::fs::read(file).unwrap(),
+        &key.dns_name(),
+        &key.dns_value(),
+    );
+    assert!(verdict.verified, "{}", verdict.log);
 }
 
 #[tokio::test]

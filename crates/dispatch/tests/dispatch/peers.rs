@@ -2,7 +2,9 @@
 //! provider installed, and relay settings pointing at an SMTP peer.
 
 use clarion_dispatch::{EmailConfig, SmtpConfig};
-pub use clarion_testpeers::{Reply, SmtpOptions, SmtpServer, WebhookReceiver, free_port};
+pub use clarion_testpeers::{
+    Reply, SmtpOptions, SmtpServer, WebhookReceiver, dkimpy_verify, free_port,
+};
 
 /// Relay settings for `server`: plain SMTP, default pool.
 pub fn smtp_config(server: &SmtpServer) -> EmailConfig {

@@ -16,8 +16,8 @@ use utoipa::{
 };
 
 use super::{
-    campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, sending,
-    suggest, suppressions, templates, tracking, traits, webhook_endpoints,
+    campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, senders,
+    sending, suggest, suppressions, templates, tracking, traits, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -41,6 +41,7 @@ use crate::error::ApiError;
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         schedules::preview, schedules::put, schedules::get, schedules::cancel, schedules::pause,
         schedules::resume, schedules::runs,
+        senders::create, senders::list, senders::get, senders::update, senders::delete, senders::test,
         traits::get,
         webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
         webhook_endpoints::update, webhook_endpoints::delete, webhook_endpoints::disable,
@@ -115,6 +116,11 @@ use crate::error::ApiError;
         clarion_kpi::segment::Conversion, clarion_kpi::segment::Group, clarion_kpi::segment::Basis,
         clarion_kpi::churn::ChurnReport, clarion_kpi::churn::ChurnPeriod, clarion_kpi::churn::Period,
         clarion_kpi::churn::RetentionReport, clarion_kpi::churn::Cohort, clarion_kpi::settings::ChurnDefinition,
+        senders::SenderList, clarion_campaign::senders::Sender, clarion_campaign::senders::SenderInput,
+        clarion_campaign::senders::DkimInput, clarion_campaign::senders::DkimView,
+        clarion_campaign::senders::DnsRecord, clarion_campaign::senders::KeyAlgorithm,
+        clarion_campaign::senders::SenderKind, clarion_campaign::test_send::TestSendRequest,
+        clarion_campaign::test_send::TestSendReport,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -127,6 +133,7 @@ use crate::error::ApiError;
         (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
         (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs"),
         (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout; JSON or CSV"),
+        (name = "senders", description = "Sender identities: from-addresses and domains with their DKIM keys; sending a test of a variant"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
         (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),

@@ -10,6 +10,7 @@ pub mod kpi;
 pub mod providers;
 pub mod schedules;
 pub mod segments;
+pub mod senders;
 pub mod sending;
 pub mod suggest;
 pub mod suppressions;
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(sending::configure)
             .configure(suppressions::configure)
             .configure(schedules::configure)
+            .configure(senders::configure)
             .configure(templates::configure)
             .configure(traits::configure)
             .configure(webhook_endpoints::configure)

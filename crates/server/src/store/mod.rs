@@ -1,7 +1,9 @@
-//! What the server itself stores: the API keys that authenticate requests. Contacts and
+//! What the server itself stores: the API keys that authenticate requests and the secrets
+//! Clarion generates for the installation. Contacts and
 //! events are `clarion_contacts`' business, campaigns and deliveries `clarion_campaign`'s.
 
 pub mod keys;
+pub mod secrets;
 
 /// A failure of the store that is not the caller's fault.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,7 @@ mod operations;
 mod providers;
 mod schedules;
 mod segments;
+mod senders;
 mod sending;
 mod suppressions;
 mod tracking;
