@@ -247,7 +247,8 @@ fn optional_address(
     value: Option<&String>,
     issues: &mut Vec<Issue>,
 ) -> Option<String> {
-    let value = value.map(|v| v.trim()).filter(|v| !v.is_empty())?;
+    // A blank is not an address: leave the field out (or null) for none.
+    let value = value?.trim();
     match EmailAddress::parse(value) {
         Ok(address) => Some(address.as_str().to_owned()),
         Err(error) => {
