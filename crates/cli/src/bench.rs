@@ -495,7 +495,7 @@ async fn copy_baseline(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(u64,
             data.extend_from_slice(&chunk);
         }
     }
-    sqlx::Executor::execute(&mut *connection, "TRUNCATE events").await?;
+    sea_orm::sqlx::Executor::execute(&mut *connection, "TRUNCATE events").await?;
     let started = Instant::now();
     let mut copy = connection
         .copy_in_raw(&format!("COPY events ({COLUMNS}) FROM STDIN"))

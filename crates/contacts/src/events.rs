@@ -370,7 +370,7 @@ async fn insert_copy(
     now: Timestamp,
     written: &mut Written,
 ) -> Result<(), ContactsError> {
-    use sqlx::{Acquire, Executor};
+    use sea_orm::sqlx::{self, Acquire, Executor};
     let data = copy_binary(rows, now)?;
     let mut connection = db
         .get_postgres_connection_pool()
@@ -410,7 +410,7 @@ async fn insert_copy(
 }
 
 /// A driver error as sea-orm reports it, so callers see (and retry) it like any other.
-fn sqlx_error(error: sqlx::Error) -> ContactsError {
+fn sqlx_error(error: sea_orm::sqlx::Error) -> ContactsError {
     ContactsError::Db(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
         std::sync::Arc::new(error),
     )))
