@@ -511,6 +511,11 @@ async fn ingest(
     let stored = clarion_contacts::events::count(&db, DEFAULT_WORKSPACE).await?;
     handle.stop(true).await;
     let _ = server.await;
+    let baseline = if backend == BenchBackend::Postgres {
+        Some(copy_baseline(&db).await?)
+    } else {
+        None
+    };
     db.close().await?;
     if backend == BenchBackend::Postgres {
         let admin = Database::connect(postgres_url).await?;
@@ -530,12 +535,50 @@ async fn ingest(
         stored as usize == events,
         "{events} events sent but {stored} stored"
     );
-    Ok(format!(
+    let rate = events as f64 / elapsed.as_secs_f64();
+    let mut line = format!(
         "ingest {:<8} {:>9.0} events/s  ({events} events in {:.2} s; per request p50 {:.0} ms, p99 {:.0} ms)",
         format!("{backend:?}").to_lowercase(),
-        events as f64 / elapsed.as_secs_f64(),
+        rate,
         elapsed.as_secs_f64(),
         percentile(0.5),
         percentile(0.99),
-    ))
+    );
+    if let Some((copied, seconds)) = baseline {
+        let copy_rate = copied as f64 / seconds;
+        line.push_str(&format!(
+            "\ningest baseline  {copy_rate:>9.0} events/s  (psql-style COPY of the same {copied} rows into the same table and indexes in {seconds:.2} s); API / COPY = {:.2}",
+            rate / copy_rate
+        ));
+    }
+    Ok(line)
+}
+
+/// The baseline of the PostgreSQL figure: the rows the API stored, exported with
+/// `COPY ... TO STDOUT` and written back after `TRUNCATE` with one `COPY ... FROM STDIN` in
+/// text format, as `psql -c "\copy"` does, into the same table with its indexes and foreign
+/// keys. Answers the rows copied and the seconds the COPY in took.
+async fn copy_baseline(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(u64, f64)> {
+    use futures::TryStreamExt;
+    const COLUMNS: &str = "workspace_id, contact_id, kind, occurred_at, amount, currency, properties, idempotency_key, received_at";
+    let mut connection = db.get_postgres_connection_pool().acquire().await?;
+    let mut data = Vec::new();
+    {
+        let mut out = connection
+            .copy_out_raw(&format!(
+                "COPY (SELECT {COLUMNS} FROM events ORDER BY id) TO STDOUT"
+            ))
+            .await?;
+        while let Some(chunk) = out.try_next().await? {
+            data.extend_from_slice(&chunk);
+        }
+    }
+    sea_orm::sqlx::Executor::execute(&mut *connection, "TRUNCATE events").await?;
+    let started = Instant::now();
+    let mut copy = connection
+        .copy_in_raw(&format!("COPY events ({COLUMNS}) FROM STDIN"))
+        .await?;
+    copy.send(data).await?;
+    let copied = copy.finish().await?;
+    Ok((copied, started.elapsed().as_secs_f64()))
 }

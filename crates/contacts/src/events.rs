@@ -151,7 +151,7 @@ async fn write_events(
             options.create_unknown_contacts,
         )
         .await?;
-        (txn, ids)
+        (Some(txn), ids)
     } else {
         let ids = contacts::resolve_ids(
             db,
@@ -160,7 +160,7 @@ async fn write_events(
             options.create_unknown_contacts,
         )
         .await?;
-        (crate::begin_write(db).await?, ids)
+        (None, ids)
     };
     let mut rows = Vec::with_capacity(checked.len());
     for (index, item) in checked {
@@ -176,17 +176,30 @@ async fn write_events(
             )),
         }
     }
-    if options.atomic && !written.errors.is_empty() {
-        txn.rollback().await?;
-        return Ok(written);
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    match txn {
+        // The events of a batch whose contacts are already committed travel by COPY on a
+        // connection of their own; an atomic batch stays in the transaction that created its
+        // contacts, which sea-orm does not let COPY into.
+        None if postgres => insert_copy(db, workspace, &rows, now, &mut written).await?,
+        None => {
+            let txn = crate::begin_write(db).await?;
+            insert_multi_row(&txn, workspace, &rows, now, &mut written).await?;
+            txn.commit().await?;
+        }
+        Some(txn) if !written.errors.is_empty() => {
+            txn.rollback().await?;
+            return Ok(written);
+        }
+        Some(txn) => {
+            if postgres {
+                insert_unnest(&txn, workspace, &rows, now, &mut written).await?;
+            } else {
+                insert_multi_row(&txn, workspace, &rows, now, &mut written).await?;
+            }
+            txn.commit().await?;
+        }
     }
-
-    if txn.get_database_backend() == DbBackend::Postgres {
-        insert_unnest(&txn, workspace, &rows, now, &mut written).await?;
-    } else {
-        insert_multi_row(&txn, workspace, &rows, now, &mut written).await?;
-    }
-    txn.commit().await?;
     // The contacts of events that were stored: a repeat of a known event changes nothing.
     let repeated: HashSet<usize> = written.duplicates.iter().map(|d| d.index).collect();
     written.contacts = rows
@@ -257,7 +270,7 @@ async fn insert_multi_row(
         insert.returning(Query::returning().column(event::Column::IdempotencyKey));
         let stored = txn.query_all(&insert).await?;
         written.accepted += stored.len();
-        note_duplicates(chunk, &stored, written);
+        note_duplicates(chunk, &stored_keys(&stored), written);
     }
     Ok(())
 }
@@ -335,16 +348,127 @@ async fn insert_unnest(
     );
     let stored = txn.query_all_raw(statement).await?;
     written.accepted += stored.len();
-    note_duplicates(rows, &stored, written);
+    note_duplicates(rows, &stored_keys(&stored), written);
     Ok(())
 }
 
-/// Keyed events whose key did not come back from the insert were already stored.
-fn note_duplicates(rows: &[Row<'_>], stored: &[sea_orm::QueryResult], written: &mut Written) {
-    let stored_keys: HashSet<String> = stored
+/// The staging table a connection's COPY fills: the batch's own columns, emptied at every
+/// commit. It lives as long as its connection, so most batches find it made.
+const STAGING_TABLE: &str = "SET LOCAL client_min_messages = warning; \
+     CREATE TEMPORARY TABLE IF NOT EXISTS event_staging ( \
+       contact_id bigint NOT NULL, kind text NOT NULL, occurred_at bigint NOT NULL, \
+       amount float8, currency text, properties jsonb NOT NULL, idempotency_key text \
+     ) ON COMMIT DELETE ROWS";
+
+/// Inserts the whole batch by COPY (binary format) into the staging table and one
+/// `INSERT ... SELECT` from it with the idempotency check, in one transaction (PostgreSQL):
+/// the rows cross as bytes that need no parsing, escaping or array parameters.
+async fn insert_copy(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    rows: &[Row<'_>],
+    now: Timestamp,
+    written: &mut Written,
+) -> Result<(), ContactsError> {
+    use sea_orm::sqlx::{self, Acquire, Executor};
+    let data = copy_binary(rows, now)?;
+    let mut connection = db
+        .get_postgres_connection_pool()
+        .acquire()
+        .await
+        .map_err(sqlx_error)?;
+    let mut txn = connection.begin().await.map_err(sqlx_error)?;
+    txn.execute(sqlx::raw_sql(STAGING_TABLE))
+        .await
+        .map_err(sqlx_error)?;
+    let mut copy = txn
+        .copy_in_raw("COPY event_staging FROM STDIN (FORMAT binary)")
+        .await
+        .map_err(sqlx_error)?;
+    if let Err(error) = copy.send(data).await {
+        // The connection is left out of copy mode before it goes back to the pool.
+        let _ = copy.abort("the event batch could not be sent").await;
+        return Err(sqlx_error(error));
+    }
+    copy.finish().await.map_err(sqlx_error)?;
+    let stored: Vec<Option<String>> = sqlx::query_scalar(
+        "INSERT INTO events (workspace_id, contact_id, kind, occurred_at, amount, currency, properties, idempotency_key, received_at) \
+         SELECT $1, contact_id, kind, occurred_at, amount, currency, properties, idempotency_key, $2 \
+         FROM event_staging \
+         ON CONFLICT (workspace_id, idempotency_key) DO NOTHING \
+         RETURNING idempotency_key",
+    )
+    .bind(workspace.0)
+    .bind(now.millis())
+    .fetch_all(&mut *txn)
+    .await
+    .map_err(sqlx_error)?;
+    txn.commit().await.map_err(sqlx_error)?;
+    written.accepted += stored.len();
+    note_duplicates(rows, &stored.into_iter().flatten().collect(), written);
+    Ok(())
+}
+
+/// A driver error as sea-orm reports it, so callers see (and retry) it like any other.
+fn sqlx_error(error: sea_orm::sqlx::Error) -> ContactsError {
+    ContactsError::Db(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
+        std::sync::Arc::new(error),
+    )))
+}
+
+/// The rows in PostgreSQL's binary COPY format, in the staging table's column order: a
+/// header, then per row its field count and each field as a length (-1 for NULL) and bytes.
+fn copy_binary(rows: &[Row<'_>], now: Timestamp) -> Result<Vec<u8>, ContactsError> {
+    fn field(data: &mut Vec<u8>, bytes: &[u8]) {
+        // Fields are a batch's strings and JSON documents, far below 2 GiB.
+        data.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        data.extend_from_slice(bytes);
+    }
+    const NULL: [u8; 4] = (-1i32).to_be_bytes();
+    let mut data = Vec::with_capacity(19 + rows.len() * 160);
+    data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    data.extend_from_slice(&0i32.to_be_bytes()); // flags
+    data.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    let mut json = Vec::new();
+    for (_, contact_id, item) in rows {
+        data.extend_from_slice(&7i16.to_be_bytes());
+        field(&mut data, &contact_id.to_be_bytes());
+        field(&mut data, item.kind.as_str().as_bytes());
+        let occurred_at = item.occurred_at.unwrap_or(now);
+        field(&mut data, &occurred_at.millis().to_be_bytes());
+        match item.amount {
+            Some(amount) => field(&mut data, &amount.to_be_bytes()),
+            None => data.extend_from_slice(&NULL),
+        }
+        match item.currency {
+            Some(currency) => field(&mut data, currency.as_str().as_bytes()),
+            None => data.extend_from_slice(&NULL),
+        }
+        // jsonb's binary form: a version byte, then the document as text.
+        json.clear();
+        json.push(1);
+        serde_json::to_writer(&mut json, &item.properties)
+            .map_err(|e| ContactsError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
+        field(&mut data, &json);
+        match &item.idempotency_key {
+            Some(key) => field(&mut data, key.as_str().as_bytes()),
+            None => data.extend_from_slice(&NULL),
+        }
+    }
+    data.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
+    Ok(data)
+}
+
+/// The idempotency keys an insert's `RETURNING idempotency_key` answered.
+fn stored_keys(stored: &[sea_orm::QueryResult]) -> HashSet<String> {
+    stored
         .iter()
         .filter_map(|row| row.try_get_by_index::<Option<String>>(0).ok().flatten())
-        .collect();
+        .collect()
+}
+
+/// Keyed events whose key did not come back from the insert were already stored.
+fn note_duplicates(rows: &[Row<'_>], stored_keys: &HashSet<String>, written: &mut Written) {
     for (index, _, item) in rows {
         if let Some(key) = &item.idempotency_key
             && !stored_keys.contains(key.as_str())

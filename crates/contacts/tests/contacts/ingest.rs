@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use clarion_contacts::{
     Change, Ingest, Listener,
     contacts::{self, PatchError},
-    events::IngestOptions,
+    events::{self, IngestOptions},
 };
 use clarion_model::{
     ContactId, ContactPatch, ContactUpsert, DEFAULT_WORKSPACE, EventInput, ExternalId, WorkspaceId,
@@ -182,3 +182,134 @@ async fn listeners_hear_of_every_stored_contact_once_per_batch(backend: Backend)
 }
 
 on_both_backends!(listeners_hear_of_every_stored_contact_once_per_batch);
+
+/// The events a contact has stored, oldest first, as the history API reads them back.
+async fn history(ingest: &Ingest, external_id: &str) -> Vec<clarion_model::Event> {
+    let id = id_of(ingest, external_id).await;
+    let mut events = events::list_for_contact(
+        ingest.db(),
+        DEFAULT_WORKSPACE,
+        id,
+        &ExternalId::parse(external_id).unwrap(),
+        &events::EventFilter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    events.reverse();
+    events
+}
+
+async fn events_come_back_as_sent_with_duplicates_named_within_and_across_batches(
+    backend: Backend,
+) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.migrated().await;
+    let ingest = Ingest::new(db);
+    // Everything a text or CSV COPY would have to escape, and its NULL marker as a value.
+    let awkward = serde_json::json!({
+        "quote": "say \"hi\"",
+        "backslash": "C:\\path\\",
+        "newline": "one\ntwo\r\nthree",
+        "tab": "a\tb",
+        "null_marker": "\\N",
+        "csv": "a,b;\"c\"",
+        "unicode": "Grüße ✓ 🐈",
+        "nested": {"list": [1, "\\N", null, 2.5], "empty": {}},
+    });
+    let before = clarion_model::Timestamp::now();
+    let report = ingest
+        .events(
+            DEFAULT_WORKSPACE,
+            vec![
+                (0, event(serde_json::json!({"external_id": "a", "kind": "purchase", "occurred_at": "2026-01-02T03:04:05.678Z", "amount": 12.5, "currency": "EUR", "idempotency_key": "k1", "properties": awkward}))),
+                (1, event(serde_json::json!({"external_id": "a", "kind": "page_view", "occurred_at": "2026-01-03T00:00:00Z"}))),
+                (2, event(serde_json::json!({"external_id": "b", "kind": "purchase", "amount": 3, "idempotency_key": "k2"}))),
+                (3, event(serde_json::json!({"external_id": "b", "kind": "purchase", "amount": 4, "idempotency_key": "k1"}))),
+                (4, event(serde_json::json!({"external_id": "b", "kind": "page_view", "occurred_at": "2026-01-01T00:00:00Z", "idempotency_key": "\\N"}))),
+            ],
+            options(),
+        )
+        .await
+        .unwrap();
+    let after = clarion_model::Timestamp::now();
+    let duplicates = |report: &clarion_contacts::events::EventReport| {
+        report
+            .duplicates
+            .iter()
+            .map(|d| (d.index, d.idempotency_key.as_str().to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!((report.accepted, report.rejected), (4, 0));
+    assert_eq!(duplicates(&report), vec![(3, "k1".to_string())]);
+
+    // A second batch: a key of the first batch, a new key, and that new key again.
+    let report = ingest
+        .events(
+            DEFAULT_WORKSPACE,
+            vec![
+                (0, event(serde_json::json!({"external_id": "a", "kind": "purchase", "amount": 1, "idempotency_key": "k2"}))),
+                (1, event(serde_json::json!({"external_id": "c", "kind": "purchase", "amount": 2, "idempotency_key": "k3"}))),
+                (2, event(serde_json::json!({"external_id": "c", "kind": "purchase", "amount": 3, "idempotency_key": "k3"}))),
+            ],
+            options(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.accepted, report.rejected), (1, 0));
+    assert_eq!(
+        duplicates(&report),
+        vec![(0, "k2".to_string()), (2, "k3".to_string())]
+    );
+    assert_eq!(
+        events::count(ingest.db(), DEFAULT_WORKSPACE).await.unwrap(),
+        5
+    );
+
+    let a = history(&ingest, "a").await;
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0].kind.as_str(), "purchase");
+    assert_eq!(a[0].occurred_at.millis(), 1_767_323_045_678);
+    assert_eq!(a[0].amount, Some(12.5));
+    assert_eq!(
+        a[0].currency.map(|c| c.as_str().to_string()),
+        Some("EUR".into())
+    );
+    assert_eq!(
+        a[0].idempotency_key.as_ref().map(|k| k.as_str()),
+        Some("k1")
+    );
+    assert_eq!(serde_json::Value::Object(a[0].properties.clone()), awkward);
+    assert_eq!(
+        (
+            a[1].kind.as_str(),
+            a[1].amount,
+            a[1].currency,
+            a[1].idempotency_key.is_none()
+        ),
+        ("page_view", None, None, true)
+    );
+    assert!(a[1].properties.is_empty());
+
+    let b = history(&ingest, "b").await;
+    assert_eq!(b.len(), 2);
+    assert_eq!(
+        b[0].idempotency_key.as_ref().map(|k| k.as_str()),
+        Some("\\N")
+    );
+    // An event without occurred_at happened when it was received.
+    assert_eq!((b[1].amount, b[1].currency), (Some(3.0), None));
+    assert!(
+        b[1].occurred_at.millis() >= before.millis() && b[1].occurred_at.millis() <= after.millis()
+    );
+    assert_eq!(b[1].occurred_at.millis(), b[1].received_at.millis());
+
+    let c = history(&ingest, "c").await;
+    assert_eq!(
+        c.iter().map(|e| e.amount).collect::<Vec<_>>(),
+        vec![Some(2.0)]
+    );
+}
+
+on_both_backends!(events_come_back_as_sent_with_duplicates_named_within_and_across_batches);
