@@ -272,10 +272,11 @@ impl Worker {
                 decided.push((row, Fate::Suppressed(source.delivery_reason().into())));
                 continue;
             }
-            let senders = identities.get(&row.workspace).map(Arc::as_ref);
-            match self.message(
-                channel, campaign, renderer, &row, contact, &targets, senders,
-            ) {
+            let lookups = Lookups {
+                targets: &targets,
+                senders: identities.get(&row.workspace).map(Arc::as_ref),
+            };
+            match self.message(channel, campaign, renderer, &row, contact, lookups) {
                 Ok(message) => to_send.push((row, message)),
                 Err(fate) => decided.push((row, fate)),
             }
@@ -594,8 +595,7 @@ impl Worker {
         renderer: &MessageRenderer<'_>,
         row: &Claimed,
         contact: &ContactData,
-        targets: &Targets,
-        senders: Option<&Identities>,
+        Lookups { targets, senders }: Lookups<'_>,
     ) -> Result<Message, Fate> {
         // The contact may have changed since launch wrote the row as reachable.
         let status = contact
@@ -1000,6 +1000,14 @@ fn bounce_report(
         campaign: Some(row.campaign.0),
         occurred_at: None,
     })
+}
+
+/// What a batch looked up once for all its messages: the webhook endpoints its variants name
+/// and the sender identities (with their DKIM keys) of the workspace.
+#[derive(Clone, Copy)]
+struct Lookups<'a> {
+    targets: &'a Targets,
+    senders: Option<&'a Identities>,
 }
 
 fn placeholder(backend: DbBackend, n: usize) -> String {
