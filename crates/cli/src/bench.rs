@@ -512,7 +512,13 @@ async fn ingest(
     handle.stop(true).await;
     let _ = server.await;
     let baseline = if backend == BenchBackend::Postgres {
-        Some(copy_baseline(&db).await?)
+        Some(
+            copy_baseline(&clarion_server::db::postgres_url_for_database(
+                postgres_url,
+                &database_name,
+            ))
+            .await?,
+        )
     } else {
         None
     };
@@ -558,10 +564,12 @@ async fn ingest(
 /// `COPY ... TO STDOUT` and written back after `TRUNCATE` with one `COPY ... FROM STDIN` in
 /// text format, as `psql -c "\copy"` does, into the same table with its indexes and foreign
 /// keys. Answers the rows copied and the seconds the COPY in took.
-async fn copy_baseline(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(u64, f64)> {
+async fn copy_baseline(url: &str) -> anyhow::Result<(u64, f64)> {
     use futures::TryStreamExt;
+    use sea_orm::sqlx::Connection;
     const COLUMNS: &str = "workspace_id, contact_id, kind, occurred_at, amount, currency, properties, idempotency_key, received_at";
-    let mut connection = db.get_postgres_connection_pool().acquire().await?;
+    // A connection of its own: the server's pool connections live on its runtimes, gone once it stops.
+    let mut connection = sea_orm::sqlx::PgConnection::connect(url).await?;
     let mut data = Vec::new();
     {
         let mut out = connection
@@ -573,7 +581,7 @@ async fn copy_baseline(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(u64,
             data.extend_from_slice(&chunk);
         }
     }
-    sea_orm::sqlx::Executor::execute(&mut *connection, "TRUNCATE events").await?;
+    sea_orm::sqlx::Executor::execute(&mut connection, "TRUNCATE events").await?;
     let started = Instant::now();
     let mut copy = connection
         .copy_in_raw(&format!("COPY events ({COLUMNS}) FROM STDIN"))
