@@ -445,6 +445,10 @@ async fn requeue(
             if let Some(before) = claimed_before {
                 select.and_where(Expr::col("claimed_at").lt(before));
             }
+            // A wave not due yet is enqueued when it is released.
+            if status == DeliveryStatus::Queued {
+                select.and_where(crate::schedule::waves::due_by(Timestamp::now()));
+            }
             let ids: Vec<i64> = db
                 .query_all(&select)
                 .await?
@@ -483,6 +487,8 @@ pub struct Supervised {
     /// Deliveries abandoned by as many workers as they had attempts (each worker that took
     /// them died), failed for good.
     pub failed: u64,
+    /// Deliveries enqueued because their wave (local time, quiet hours) came due.
+    pub released: u64,
 }
 
 /// Fails the deliveries of `run` left in `sending` by dead workers as often as they have
@@ -542,6 +548,9 @@ pub async fn supervise(
     if runs.is_empty() {
         return Ok(done);
     }
+    // Waves are released by the scheduler on its clock; this keeps them going on the
+    // system's clock when no scheduler runs.
+    done.released = crate::schedule::waves::release_due(db, queues, chrono::Utc::now()).await?;
     let mut idle = Vec::new();
     for channel in Channel::ALL {
         let stats = queues.open(channel).await?.stats().await?;
@@ -583,6 +592,7 @@ pub async fn supervise(
                 .and_where(Expr::col("channel").eq(channel.as_str()))
                 .and_where(Expr::col("status").eq(DeliveryStatus::Queued.as_str()))
                 .and_where(Expr::col("updated_at").lt(grace))
+                .and_where(crate::schedule::waves::due_by(Timestamp::now()))
                 .limit(1)
                 .to_owned();
             if db.query_one(&waiting).await?.is_none() {

@@ -170,6 +170,9 @@ pub struct DeliveryView {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub sent_at: Option<Timestamp>,
+    /// Not sent before this moment: its wave's due time (the recipient's local time, or the
+    /// end of quiet hours). Absent when it was due at launch.
+    pub due_at: Option<Timestamp>,
 }
 
 /// Which deliveries to list.
@@ -208,6 +211,7 @@ pub async fn list(
                 "created_at",
                 "updated_at",
                 "sent_at",
+                "due_at",
             ]
             .map(|c| ("d", c)),
         )
@@ -261,6 +265,9 @@ fn view(row: &QueryResult) -> Result<DeliveryView, CampaignError> {
         updated_at: Timestamp::from_millis(row.try_get("", "updated_at")?),
         sent_at: row
             .try_get::<Option<i64>>("", "sent_at")?
+            .map(Timestamp::from_millis),
+        due_at: row
+            .try_get::<Option<i64>>("", "due_at")?
             .map(Timestamp::from_millis),
     })
 }

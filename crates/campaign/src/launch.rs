@@ -34,6 +34,10 @@ use crate::{
     CampaignError,
     assign::{GroupPlan, groups, weights},
     campaign::{Campaign, Status},
+    schedule::{
+        quiet::QUIET_HOURS,
+        waves::{self, Planner, Wave},
+    },
     sending::{Queues, SendingSettings},
     store, suppression,
 };
@@ -55,6 +59,9 @@ pub struct LaunchReport {
     /// Jobs not enqueued because Redis failed during the launch; the supervisor enqueues
     /// them once it answers.
     pub enqueue_deferred: u64,
+    /// With quiet hours or a local-time schedule, the run's waves (one per time zone, with
+    /// its due time); empty when every delivery is due at once.
+    pub waves: Vec<Wave>,
     pub elapsed_ms: u64,
 }
 
@@ -73,6 +80,8 @@ struct Row {
     variant: VariantId,
     status: DeliveryStatus,
     reason: Option<&'static str>,
+    /// Not before this moment (ms); `None`: at once.
+    due: Option<i64>,
 }
 
 /// Launches campaign `id` now.
@@ -98,6 +107,7 @@ pub async fn launch(
         id,
         launched_by,
         &[Status::Draft],
+        (None, chrono::Utc::now()),
     )
     .await
 }
@@ -106,20 +116,37 @@ pub async fn launch(
 /// whether the campaign is a draft or ran before (a recurring campaign runs again and again;
 /// each run re-reads the segments).
 ///
+/// `local`: the local date and time each recipient gets it at, and the zone of contacts
+/// without one (a local-time schedule); `now` is the scheduler's clock.
+///
 /// # Errors
 /// As [`launch`]; [`CampaignError::Conflict`] when the campaign is paused or cancelled.
 #[tracing::instrument(skip_all, fields(campaign = id.0))]
+#[allow(clippy::too_many_arguments)]
 pub async fn launch_scheduled(
     db: &DatabaseConnection,
     queues: &Queues,
     settings: &SendingSettings,
     workspace: WorkspaceId,
     id: CampaignId,
+    local: Option<(chrono::NaiveDateTime, chrono_tz::Tz)>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<LaunchReport, CampaignError> {
     let from = [Status::Draft, Status::Sending, Status::Sent];
-    launch_from(db, queues, settings, workspace, id, None, &from).await
+    launch_from(
+        db,
+        queues,
+        settings,
+        workspace,
+        id,
+        None,
+        &from,
+        (local, now),
+    )
+    .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn launch_from(
     db: &DatabaseConnection,
     queues: &Queues,
@@ -128,9 +155,14 @@ async fn launch_from(
     id: CampaignId,
     launched_by: Option<i64>,
     from: &[Status],
+    (local, now): (
+        Option<(chrono::NaiveDateTime, chrono_tz::Tz)>,
+        chrono::DateTime<chrono::Utc>,
+    ),
 ) -> Result<LaunchReport, CampaignError> {
     let started = Instant::now();
     let campaign = launchable(db, settings, workspace, id, from).await?;
+    let planner = waves::planner(db, workspace, id, local, now).await?;
     // Open the queues first: with Redis down, refuse before anything changes.
     let mut opened = Vec::new();
     for &channel in &campaign.channels {
@@ -162,8 +194,11 @@ async fn launch_from(
             queued: 0,
             suppressed: BTreeMap::new(),
             enqueue_deferred: 0,
+            waves: Vec::new(),
             elapsed_ms: 0,
         },
+        planner,
+        now: now.timestamp_millis(),
         phases: Phases::default(),
         pending: Vec::new(),
         written_rows: 0,
@@ -172,7 +207,10 @@ async fn launch_from(
     for plan in groups(&campaign) {
         outbox.write_group(&plan).await?;
     }
-    let mut report = outbox.finish().await?;
+    let (mut report, mut planner) = outbox.finish().await?;
+    if planner.plans() {
+        report.waves = waves::record(db, workspace, run_id, &mut planner, now).await?;
+    }
     // The run's KPI roll-ups start from its rows; events that arrive meanwhile are merged
     // in by the ingestion listener, and refreshing a contact twice changes nothing.
     clarion_kpi::rollup::rebuild_run(db, run_id).await?;
@@ -351,6 +389,10 @@ struct Outbox<'a> {
     listed: &'a [Channel],
     page: u64,
     report: LaunchReport,
+    /// When each time zone's deliveries are due (local time, quiet hours).
+    planner: Planner,
+    /// The launch's moment (ms): rows due later are held until their wave is released.
+    now: i64,
     phases: Phases,
     /// Jobs written but not enqueued yet, by index into `opened`.
     pending: Vec<(usize, Vec<DeliveryJob>)>,
@@ -442,6 +484,10 @@ impl Outbox<'_> {
             let Some((variant, holdout)) = choose(campaign, plan, weights, member.contact) else {
                 continue;
             };
+            let wave = self.planner.plans().then(|| {
+                self.planner
+                    .decide(member.time_zone.map(clarion_model::TimeZone::tz))
+            });
             self.report.audience += 1;
             self.report.holdout += u64::from(holdout);
             for &channel in &campaign.channels {
@@ -457,6 +503,14 @@ impl Outbox<'_> {
                     .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())));
                 let (status, reason) = match reachable {
                     _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
+                    Ok(()) if wave.is_some_and(|w| w.dropped) => {
+                        *self
+                            .report
+                            .suppressed
+                            .entry(QUIET_HOURS.to_owned())
+                            .or_default() += 1;
+                        (DeliveryStatus::Suppressed, Some(QUIET_HOURS))
+                    }
                     Ok(()) => (DeliveryStatus::Queued, None),
                     Err(reason) => {
                         *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
@@ -469,21 +523,23 @@ impl Outbox<'_> {
                     variant,
                     status,
                     reason,
+                    due: wave.map(|w| w.due.timestamp_millis()),
                 });
             }
         }
         rows
     }
 
-    /// Keeps the jobs of rows just written queued, per channel, for the next step to enqueue.
-    fn hold_jobs(&mut self, queued: &[(Channel, i64)]) {
+    /// Keeps the jobs of rows just written queued, per channel, for the next step to enqueue;
+    /// rows due later wait for their wave ([`waves::release_due`]).
+    fn hold_jobs(&mut self, queued: &[(Channel, i64, Option<i64>)]) {
+        self.report.queued += queued.len() as u64;
         for (index, (channel, _)) in self.opened.iter().enumerate() {
             let jobs: Vec<DeliveryJob> = queued
                 .iter()
-                .filter(|(c, _)| c == channel)
-                .map(|&(_, id)| DeliveryJob { id })
+                .filter(|(c, _, due)| c == channel && due.is_none_or(|due| due <= self.now))
+                .map(|&(_, id, _)| DeliveryJob { id })
                 .collect();
-            self.report.queued += jobs.len() as u64;
             if !jobs.is_empty() {
                 self.pending.push((index, jobs));
             }
@@ -491,7 +547,7 @@ impl Outbox<'_> {
     }
 
     /// Enqueues what is still held, brings the statistics up to date, and returns the report.
-    async fn finish(mut self) -> Result<LaunchReport, CampaignError> {
+    async fn finish(mut self) -> Result<(LaunchReport, Planner), CampaignError> {
         let pending = std::mem::take(&mut self.pending);
         self.report.enqueue_deferred += enqueue(self.opened, pending, self.run_id).await;
         refresh_statistics(self.db).await?;
@@ -501,7 +557,7 @@ impl Outbox<'_> {
             write_read_and_enqueue_ms = self.phases.write.as_millis(),
             "launch phases"
         );
-        Ok(self.report)
+        Ok((self.report, self.planner))
     }
 }
 
@@ -572,7 +628,7 @@ async fn write_rows(
     workspace: WorkspaceId,
     segment: i64,
     rows: &[Row],
-) -> Result<Vec<(Channel, i64)>, sea_orm::DbErr> {
+) -> Result<Vec<(Channel, i64, Option<i64>)>, sea_orm::DbErr> {
     use std::fmt::Write as _;
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -582,7 +638,7 @@ async fn write_rows(
     let mut sql = String::with_capacity(400 + rows.len() * 64);
     sql.push_str(
         "INSERT INTO deliveries (workspace_id, run_id, campaign_id, contact_id, channel, \
-         variant_id, segment_id, status, reason, attempts, created_at, updated_at) ",
+         variant_id, segment_id, status, reason, due_at, attempts, created_at, updated_at) ",
     );
     let constants = format!("{}, {run_id}, {}", workspace.0, campaign.0);
     if backend == DbBackend::Postgres {
@@ -612,12 +668,18 @@ async fn write_rows(
             }
             None => o.push_str("NULL"),
         });
+        let dues = array(&|r, o| match r.due {
+            Some(due) => {
+                let _ = write!(o, "{due}");
+            }
+            None => o.push_str("NULL"),
+        });
         let _ = write!(
             sql,
             "SELECT {constants}, u.contact_id, u.channel, u.variant_id, {segment}, u.status, \
-             u.reason, 0, {now}, {now} FROM UNNEST({contacts}::bigint[], {channels}::text[], \
-             {variants}::bigint[], {statuses}::text[], {reasons}::text[]) \
-             AS u(contact_id, channel, variant_id, status, reason)"
+             u.reason, u.due_at, 0, {now}, {now} FROM UNNEST({contacts}::bigint[], \
+             {channels}::text[], {variants}::bigint[], {statuses}::text[], {reasons}::text[], \
+             {dues}::bigint[]) AS u(contact_id, channel, variant_id, status, reason, due_at)"
         );
     } else {
         sql.push_str("VALUES ");
@@ -629,9 +691,12 @@ async fn write_rows(
                 || "NULL".to_owned(),
                 |r| format!("'{}'", r.replace('\'', "''")),
             );
+            let due = row
+                .due
+                .map_or_else(|| "NULL".to_owned(), |due| due.to_string());
             let _ = write!(
                 sql,
-                "({constants},{},'{}',{},{segment},'{}',{reason},0,{now},{now})",
+                "({constants},{},'{}',{},{segment},'{}',{reason},{due},0,{now},{now})",
                 row.contact.0,
                 row.channel.as_str(),
                 row.variant.0,
@@ -640,7 +705,7 @@ async fn write_rows(
         }
     }
     sql.push_str(
-        " ON CONFLICT (run_id, contact_id, channel) DO NOTHING RETURNING id, channel, status",
+        " ON CONFLICT (run_id, contact_id, channel) DO NOTHING RETURNING id, channel, status, due_at",
     );
     let written = db
         .query_all_raw(Statement::from_string(backend, sql))
@@ -654,7 +719,7 @@ async fn write_rows(
         let channel: String = row.try_get("", "channel")?;
         let channel = Channel::parse(&channel)
             .ok_or_else(|| sea_orm::DbErr::Custom(format!("delivery channel {channel:?}")))?;
-        queued.push((channel, row.try_get("", "id")?));
+        queued.push((channel, row.try_get("", "id")?, row.try_get("", "due_at")?));
     }
     Ok(queued)
 }

@@ -21,6 +21,10 @@ pub enum BenchCommand {
     /// A whole campaign sent by one `clarion serve --role worker` process to a local webhook
     /// receiver: deliveries per second end to end and the worker's peak memory.
     Worker(SendingArgs),
+    /// A recurring "09:00 local" campaign's firing to every generated contact, spread over
+    /// 38 time zones, on PostgreSQL: the waves planned before launch and at the firing, timed,
+    /// with this process's peak memory.
+    Waves(SendingArgs),
     /// Event ingestion through POST /api/v1/events/batch, against a server started in this
     /// process on a fresh database.
     Ingest {
@@ -202,6 +206,7 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
         BenchCommand::Worker(args) => {
             crate::bench_sending::run_worker(&args.bench(), &settings).await
         }
+        BenchCommand::Waves(args) => crate::bench_waves::run(&args.bench(), &settings).await,
         BenchCommand::Ingest {
             backend,
             events,

@@ -33,13 +33,13 @@ pub struct SendingBench {
     pub channel: Channel,
 }
 
-fn name(contacts: u64) -> String {
+pub(crate) fn name(contacts: u64) -> String {
     format!("clarion_bench_launch_{contacts}")
 }
 
 /// Prepares the population, a segment holding everyone and a fresh draft campaign on
 /// `channel`; returns the database and the campaign.
-async fn setup(
+pub(crate) async fn setup(
     bench: &SendingBench,
     settings: &Settings,
     channel: Channel,
@@ -139,14 +139,14 @@ fn email_html() -> String {
     html
 }
 
-fn queues(settings: &Settings, prefix: &str) -> anyhow::Result<Queues> {
+pub(crate) fn queues(settings: &Settings, prefix: &str) -> anyhow::Result<Queues> {
     let url = settings.redis.url.expose_secret();
     let client = redis::Client::open(url)?;
     let conn = clarion_server::state::connect_redis(url)?;
     Ok(Queues::new(client, conn, prefix, &settings.sending))
 }
 
-async fn drop_queues(queues: &Queues) -> anyhow::Result<()> {
+pub(crate) async fn drop_queues(queues: &Queues) -> anyhow::Result<()> {
     for channel in Channel::ALL {
         queues.open(channel).await?.destroy().await?;
     }
@@ -355,7 +355,7 @@ pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Re
 }
 
 /// A `kB` figure from `/proc/PID/status`.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -26,6 +26,8 @@ pub struct Member {
     pub email_status: Option<SubscriptionStatus>,
     /// The stored webhook subscription; `None` when it is none Clarion knows.
     pub webhook_status: Option<SubscriptionStatus>,
+    /// The contact's time zone, if it has one (a name no longer known counts as none).
+    pub time_zone: Option<clarion_model::TimeZone>,
 }
 
 impl Member {
@@ -52,6 +54,9 @@ impl Member {
             has_email: has_email != 0,
             email_status: status("email_status")?,
             webhook_status: status("webhook_status")?,
+            time_zone: row
+                .try_get::<Option<String>>("", "time_zone")?
+                .and_then(|name| clarion_model::TimeZone::parse(&name).ok()),
         })
     }
 }
@@ -85,7 +90,11 @@ fn page_query(
     let after = after.map_or(i64::MIN, |c| c.0);
     Query::select()
         .column(("m", "contact_id"))
-        .columns([("c", "email_status"), ("c", "webhook_status")])
+        .columns([
+            ("c", "email_status"),
+            ("c", "webhook_status"),
+            ("c", "time_zone"),
+        ])
         .expr_as(
             Expr::cust("CAST(CASE WHEN c.email IS NOT NULL THEN 1 ELSE 0 END AS BIGINT)"),
             "has_email",

@@ -183,7 +183,7 @@ impl Cron {
 
 /// The first instant after the local time `local` that does not exist in `zone` (the moment
 /// the clocks jumped forward).
-fn end_of_gap(local: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
+pub(crate) fn end_of_gap(local: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
     // Gaps are at most a few hours (most are one); look minute by minute.
     (1..=24 * 60).find_map(|minutes| {
         let candidate = local.checked_add_signed(Duration::minutes(minutes))?;

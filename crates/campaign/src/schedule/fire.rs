@@ -210,6 +210,8 @@ pub struct Fired {
     pub failed: u64,
     /// Slots another scheduler had claimed first.
     pub taken: u64,
+    /// Deliveries enqueued because their wave (local time, quiet hours) came due.
+    pub released: u64,
 }
 
 /// The scheduler: fires due slots when it holds the lease.
@@ -254,7 +256,8 @@ impl Scheduler {
         &self.lease
     }
 
-    /// One round: takes or renews the lease and, holding it, fires every due slot. Without
+    /// One round: takes or renews the lease and, holding it, fires every due slot and
+    /// releases every wave that came due. Without
     /// Redis it fires anyway: the run key in the database still lets each slot run once.
     ///
     /// # Errors
@@ -267,18 +270,22 @@ impl Scheduler {
                 tracing::warn!(%error, "no scheduler lease (Redis does not answer); firing anyway, the run key keeps each slot once");
             }
         }
-        fire_due(
+        let now = self.clock.now();
+        let mut fired = fire_due(
             &self.db,
             &self.queues,
             &self.sending,
-            self.clock.now(),
+            now,
             Duration::from_secs(self.settings.misfire_grace_secs),
             self.lease.owner(),
         )
-        .await
+        .await?;
+        fired.released = super::waves::release_due(&self.db, &self.queues, now).await?;
+        Ok(fired)
     }
 
-    /// The earliest next fire time of any active schedule: when to wake up next.
+    /// The earliest next fire time of any active schedule or due time of a wave not released
+    /// yet: when to wake up next.
     ///
     /// # Errors
     /// Database failures.
@@ -291,12 +298,30 @@ impl Scheduler {
             .order_by("next_fire_at", Order::Asc)
             .limit(1)
             .to_owned();
-        Ok(self
+        let slot = self
             .db
             .query_one(&select)
             .await?
             .map(|row| row.try_get::<i64>("", "next_fire_at"))
-            .transpose()?
+            .transpose()?;
+        // A wave (local time, quiet hours) due before the next slot wakes it too.
+        let wave = Query::select()
+            .column("due_at")
+            .from("run_waves")
+            .and_where(Expr::col("released_at").is_null())
+            .order_by("due_at", Order::Asc)
+            .limit(1)
+            .to_owned();
+        let wave = self
+            .db
+            .query_one(&wave)
+            .await?
+            .map(|row| row.try_get::<i64>("", "due_at"))
+            .transpose()?;
+        Ok(slot
+            .into_iter()
+            .chain(wave)
+            .min()
             .and_then(DateTime::from_timestamp_millis))
     }
 }
@@ -403,12 +428,20 @@ async fn fire_schedule(
             fired.skipped += 1;
             continue;
         }
+        let local = schedule.plan.local_time.then(|| {
+            (
+                slot.with_timezone(&super::waves::EARLIEST).naive_local(),
+                schedule.plan.zone,
+            )
+        });
         match crate::launch::launch_scheduled(
             db,
             queues,
             sending,
             schedule.workspace,
             schedule.campaign,
+            local,
+            now,
         )
         .await
         {

@@ -11,7 +11,9 @@
 
 pub mod cron;
 pub mod fire;
+pub mod quiet;
 pub mod store;
+pub mod waves;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -36,9 +38,14 @@ pub struct ScheduleInput {
     /// `time_zone`, e.g. `0 9 * * MON`.
     #[schema(example = "0 9 * * MON", max_length = 200)]
     pub cron: Option<String>,
-    /// An IANA time zone (default `UTC`).
+    /// An IANA time zone (default `UTC`). With `local_time`, the zone of contacts without one.
     #[schema(value_type = Option<clarion_model::TimeZone>, example = "Europe/Berlin")]
     pub time_zone: Option<String>,
+    /// Read `at` / `cron` on each recipient's own clock (`contacts.time_zone`): the run
+    /// fires when the first zone (UTC+14) reaches it and goes out in one wave per time zone,
+    /// each due when its clock shows that time (up to 26 hours later). `at` is then a local
+    /// date and time without an offset. Default false.
+    pub local_time: Option<bool>,
     /// Recurring: no firing before this moment (RFC 3339).
     pub starts_at: Option<String>,
     /// Recurring: no firing after this moment (RFC 3339); after `starts_at`.
@@ -97,6 +104,8 @@ pub struct Plan {
     pub timing: Timing,
     pub zone: Tz,
     pub catch_up: CatchUp,
+    /// Read on each recipient's clock; fire times are when the first zone reaches it.
+    pub local_time: bool,
 }
 
 fn issue(field: &str, message: impl Into<String>) -> Issue {
@@ -160,6 +169,9 @@ impl Plan {
             issues.push(issue("time_zone", problem));
             Tz::UTC
         });
+        let local_time = input.local_time.unwrap_or(false);
+        // A local-time schedule is read on the clock of the first zone to reach it.
+        let fire_zone = if local_time { waves::EARLIEST } else { zone };
         let timing = match (&input.at, &input.cron) {
             (Some(_), Some(_)) => {
                 issues.push(issue(
@@ -185,7 +197,17 @@ impl Plan {
                         issues.push(issue(field, "only a recurring schedule (cron) takes it"));
                     }
                 }
-                match instant(at, zone, true).map_err(|problem| issue("at", problem)) {
+                let parsed = if local_time && DateTime::parse_from_rfc3339(at.trim()).is_ok() {
+                    Err(issue(
+                        "at",
+                        format!(
+                            "{at:?} has an offset; with local_time give a local date and time, e.g. 2027-03-23T09:00"
+                        ),
+                    ))
+                } else {
+                    instant(at, fire_zone, true).map_err(|problem| issue("at", problem))
+                };
+                match parsed {
                     Ok(at) if at <= now => {
                         issues.push(issue(
                             "at",
@@ -211,6 +233,7 @@ impl Plan {
                 timing,
                 zone,
                 catch_up: input.catch_up.unwrap_or(CatchUp::RunOnce),
+                local_time,
             }),
             _ => Err(CampaignError::Invalid(issues)),
         }
@@ -235,7 +258,12 @@ impl Plan {
                     Some(start) if *start > after => *start - chrono::Duration::milliseconds(1),
                     _ => after,
                 };
-                let next = cron.next_after(from, self.zone)?;
+                let zone = if self.local_time {
+                    waves::EARLIEST
+                } else {
+                    self.zone
+                };
+                let next = cron.next_after(from, zone)?;
                 ends_at.is_none_or(|end| next <= end).then_some(next)
             }
         }
@@ -328,6 +356,8 @@ pub struct PreviewInput {
     /// An IANA time zone (default `UTC`).
     #[schema(value_type = Option<clarion_model::TimeZone>, example = "Europe/Berlin")]
     pub time_zone: Option<String>,
+    /// As in a schedule: fire times are when the first zone (UTC+14) reaches the time.
+    pub local_time: Option<bool>,
     /// List fire times after this moment (RFC 3339; default now).
     #[schema(example = "2027-03-20T00:00:00Z")]
     pub from: Option<String>,
@@ -373,6 +403,7 @@ pub fn preview(input: &PreviewInput, now: DateTime<Utc>) -> Result<PreviewAnswer
         at: input.at.clone(),
         cron: input.cron.clone(),
         time_zone: input.time_zone.clone(),
+        local_time: input.local_time,
         starts_at: input.starts_at.clone(),
         ends_at: input.ends_at.clone(),
         max_runs: input.max_runs,

@@ -80,6 +80,9 @@ pub struct ScheduleView {
     pub at: Option<Timestamp>,
     pub cron: Option<String>,
     pub time_zone: String,
+    /// Read on each recipient's clock (see the schedule's `local_time`); `time_zone` is then
+    /// the zone of contacts without one.
+    pub local_time: bool,
     pub starts_at: Option<Timestamp>,
     pub ends_at: Option<Timestamp>,
     pub max_runs: Option<i64>,
@@ -111,7 +114,8 @@ pub(crate) struct Stored {
     pub updated_at: Timestamp,
 }
 
-pub(crate) const COLUMNS: [&str; 16] = [
+pub(crate) const COLUMNS: [&str; 17] = [
+    "local_time",
     "id",
     "workspace_id",
     "campaign_id",
@@ -172,6 +176,7 @@ pub(crate) fn read(row: &QueryResult) -> Result<Stored, CampaignError> {
             timing,
             zone,
             catch_up: CatchUp::parse(&catch_up).ok_or_else(|| corrupt("catch-up", &catch_up))?,
+            local_time: row.try_get::<i64>("", "local_time")? != 0,
         },
         state: ScheduleState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         next_fire_at: datetime(row.try_get("", "next_fire_at")?),
@@ -267,8 +272,9 @@ pub async fn put(
         ),
     };
     let stamp = now.timestamp_millis();
-    let values: [(&str, sea_orm::Value); 11] = [
+    let values: [(&str, sea_orm::Value); 12] = [
         ("kind", kind.into()),
+        ("local_time", i64::from(plan.local_time).into()),
         ("at", millis(at).into()),
         ("cron", cron.into()),
         ("time_zone", plan.zone.name().into()),
@@ -361,6 +367,7 @@ pub async fn get(
         at: stamp(at),
         cron,
         time_zone: schedule.plan.zone.name().to_owned(),
+        local_time: schedule.plan.local_time,
         starts_at: stamp(starts_at),
         ends_at: stamp(ends_at),
         max_runs,

@@ -17,7 +17,7 @@ use utoipa::{
 
 use super::{
     campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, senders,
-    sending, suggest, suppressions, templates, tracking, traits, webhook_endpoints,
+    sending, suggest, suppressions, templates, tracking, traits, waves, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -41,6 +41,7 @@ use crate::error::ApiError;
         sending::retry, sending::campaign_deliveries, sending::contact_deliveries, sending::dead_letters,
         schedules::preview, schedules::put, schedules::get, schedules::cancel, schedules::pause,
         schedules::resume, schedules::runs,
+        waves::plan, waves::run_waves, waves::put_quiet, waves::get_quiet, waves::delete_quiet,
         senders::create, senders::list, senders::get, senders::update, senders::delete, senders::test,
         traits::get,
         webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
@@ -95,6 +96,9 @@ use crate::error::ApiError;
         clarion_campaign::schedule::PreviewInput, clarion_campaign::schedule::PreviewAnswer,
         clarion_campaign::schedule::store::ScheduleView, clarion_campaign::schedule::store::ScheduleState,
         clarion_campaign::schedule::store::Firing, schedules::RunList,
+        clarion_campaign::schedule::waves::Wave, clarion_campaign::schedule::waves::WavePlan,
+        clarion_campaign::schedule::quiet::QuietHoursInput, clarion_campaign::schedule::quiet::QuietHoursView,
+        clarion_campaign::schedule::quiet::QuietAction, waves::RunWaves,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
         webhook_endpoints::EndpointList, clarion_campaign::endpoints::EndpointInput,
         clarion_campaign::endpoints::EndpointPatch, clarion_campaign::endpoints::Endpoint,

@@ -9,6 +9,7 @@ mod contacts;
 mod events;
 mod insights;
 mod kpi;
+mod local_time;
 mod operations;
 mod providers;
 mod schedules;
