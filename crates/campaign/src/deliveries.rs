@@ -171,7 +171,7 @@ pub struct DeliveryView {
     pub updated_at: Timestamp,
     pub sent_at: Option<Timestamp>,
     /// Not sent before this moment: its wave's due time (the recipient's local time, or the
-    /// end of quiet hours). Absent when it was due at launch.
+    /// end of quiet hours). Absent for runs sent all at once.
     pub due_at: Option<Timestamp>,
 }
 

@@ -187,7 +187,12 @@ async fn local_time_waves_arrive_at_nine_in_each_zone(backend: Backend) {
     let clock = ManualClock::at(fire_at + chrono::Duration::seconds(1));
     let scheduler = scheduler(app, &clock);
     let fired = scheduler.tick().await.unwrap();
-    assert_eq!((fired.launched, fired.released), (1, 0), "{fired:?}");
+    let history = get(app, &format!("/api/v1/campaigns/{id}/schedule")).await["history"].clone();
+    assert_eq!(
+        (fired.launched, fired.released),
+        (1, 0),
+        "{fired:?} {history}"
+    );
     s.drain(Channel::Email).await;
     assert!(received(&s).is_empty());
     let (_, runs) = app.get(&format!("/api/v1/campaigns/{id}/runs")).await;
