@@ -83,15 +83,25 @@ pub struct QuietHoursView {
     pub updated_at: Timestamp,
 }
 
-fn clock_time(field: &str, value: Option<&str>) -> Result<u32, crate::validate::Issue> {
-    let value = value.ok_or_else(|| issue(field, "give a local time HH:MM, e.g. 21:00"))?;
-    let time = NaiveTime::parse_from_str(value.trim(), "%H:%M").map_err(|_| {
-        issue(
-            field,
-            format!("{value:?} is not a local time HH:MM (00:00 to 23:59)"),
-        )
-    })?;
-    Ok(time.hour() * 60 + time.minute())
+fn clock_time(
+    field: &str,
+    value: Option<&str>,
+    issues: &mut Vec<crate::validate::Issue>,
+) -> Option<u32> {
+    let Some(value) = value else {
+        issues.push(issue(field, "give a local time HH:MM, e.g. 21:00"));
+        return None;
+    };
+    match NaiveTime::parse_from_str(value.trim(), "%H:%M") {
+        Ok(time) => Some(time.hour() * 60 + time.minute()),
+        Err(_) => {
+            issues.push(issue(
+                field,
+                format!("{value:?} is not a local time HH:MM (00:00 to 23:59)"),
+            ));
+            None
+        }
+    }
 }
 
 fn hhmm(minutes: u32) -> String {
@@ -105,11 +115,11 @@ impl QuietHours {
     /// [`CampaignError::Invalid`]: a bad time or zone, or quiet hours that cover the whole day.
     pub fn parse(input: &QuietHoursInput) -> Result<QuietHours, CampaignError> {
         let mut issues = Vec::new();
-        let start = clock_time("start", input.start.as_deref()).map_err(|i| issues.push(i));
-        let end = clock_time("end", input.end.as_deref()).map_err(|i| issues.push(i));
+        let start = clock_time("start", input.start.as_deref(), &mut issues);
+        let end = clock_time("end", input.end.as_deref(), &mut issues);
         let fallback = zone(input.time_zone.as_deref())
             .map_err(|problem| issues.push(issue("time_zone", problem)));
-        if let (Ok(start), Ok(end)) = (start, end)
+        if let (Some(start), Some(end)) = (start, end)
             && start == end
         {
             issues.push(issue(
@@ -122,7 +132,7 @@ impl QuietHours {
             ));
         }
         match (start, end, fallback) {
-            (Ok(start), Ok(end), Ok(fallback)) if issues.is_empty() => Ok(QuietHours {
+            (Some(start), Some(end), Ok(fallback)) if issues.is_empty() => Ok(QuietHours {
                 start,
                 end,
                 weekends: input.weekends.unwrap_or(false),
