@@ -25,7 +25,7 @@
 //! | `sent` | channel | 1 if the delivery was sent | hour of sending |
 //! | `failed`, `pending` (queued or sending), `cancelled` | channel | 1 by status | hour of the last change (0 for pending) |
 //! | `suppressed:<reason>` | channel | 1, at launch or by the worker | 0 |
-//! | `opened`, `clicked`, `unsubscribed`, `bounced`, `complained` | channel | 1 if at least one `email_open`, `email_click`, `unsubscribe`, `email_bounce`, `email_complaint` event names the delivery (`properties.delivery_id`): unique per delivery | hour of the first |
+//! | `opened`, `clicked`, `unsubscribed`, `bounced`, `complained` | channel | 1 if at least one `email_open`, `email_click`, `unsubscribe`, `email_bounce`, `email_complaint` event not flagged as a machine's (`properties.machine`) names the delivery (`properties.delivery_id`): unique per delivery | hour of the first |
 //! | `recipients` | `""` and each channel | 1 if a delivery was sent | 0 |
 //! | `conversions` | channel | goal events attributed to the delivery; amount = their `amount` sum (attributed revenue) | hour of each event |
 //! | `converters` | `""` and each channel | 1 if at least one goal event is attributed | 0 |
@@ -96,6 +96,9 @@ pub struct EventFact {
     pub amount: Option<f64>,
     /// `properties.delivery_id` of engagement events.
     pub delivery_id: Option<i64>,
+    /// Flagged as a machine's (`properties.machine`: bot, privacy proxy, click burst,
+    /// honeypot); left out of the engagement counts.
+    pub machine: bool,
 }
 
 /// Where a fact belongs: run, channel, metric and hour since launch.
@@ -271,7 +274,7 @@ pub fn contributions(
             for (kind, metric) in ENGAGEMENT {
                 if let Some(first_event) = sorted
                     .iter()
-                    .find(|e| e.kind == kind && e.delivery_id == Some(delivery.id))
+                    .find(|e| e.kind == kind && !e.machine && e.delivery_id == Some(delivery.id))
                 {
                     add(
                         delivery,
@@ -741,7 +744,9 @@ async fn load_events(
         } else {
             None
         };
+        let machine = row.properties.get("machine").is_some_and(|m| !m.is_null());
         out.entry(row.contact_id).or_default().push(EventFact {
+            machine,
             id: row.id,
             kind: row.kind,
             occurred_at: row.occurred_at,
