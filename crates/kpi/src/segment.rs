@@ -293,19 +293,17 @@ pub async fn conversion(
     let k = placeholders(backend, &mut values, query.event.clone().into());
     let f = placeholders(backend, &mut values, query.from.millis().into());
     let t = placeholders(backend, &mut values, query.to.millis().into());
-    // Set-based: the period's goal events of the members summed per converter (a range of
-    // the (workspace, kind, time) index), then every member with its sums, or zeros, grouped
-    // by its breakdown key.
+    // One pass: each member's goal events of the period joined and summed, then the members
+    // grouped by their breakdown key.
     let sql = format!(
-        "WITH m AS ({members}), \
-         c AS (SELECT e.contact_id AS contact_id, COUNT(*) AS orders, SUM(COALESCE(e.amount, 0.0)) AS revenue \
-               FROM events e WHERE e.workspace_id = {w} AND e.kind = {k} AND e.occurred_at >= {f} AND e.occurred_at < {t} \
-               AND e.contact_id IN (SELECT contact_id FROM m) GROUP BY e.contact_id) \
-         SELECT g.k AS k, COUNT(*) AS members, \
+        "SELECT g.k AS k, COUNT(*) AS members, \
                 CAST(SUM(CASE WHEN g.orders > 0 THEN 1 ELSE 0 END) AS BIGINT) AS converters, \
                 CAST(SUM(g.orders) AS BIGINT) AS orders, SUM(g.revenue) AS revenue, SUM(g.revenue * g.revenue) AS revenue_sq \
-         FROM (SELECT p.contact_id, COALESCE(c.orders, 0) AS orders, COALESCE(c.revenue, 0.0) AS revenue, {key} AS k \
-               FROM m p LEFT JOIN c ON c.contact_id = p.contact_id) g \
+         FROM (SELECT p.contact_id, p.orders, p.revenue, {key} AS k \
+               FROM (SELECT m.contact_id AS contact_id, COUNT(e.id) AS orders, COALESCE(SUM(e.amount), 0.0) AS revenue \
+                     FROM ({members}) m LEFT JOIN events e ON e.contact_id = m.contact_id AND e.workspace_id = {w} \
+                          AND e.kind = {k} AND e.occurred_at >= {f} AND e.occurred_at < {t} \
+                     GROUP BY m.contact_id) p) g \
          GROUP BY g.k ORDER BY g.k"
     );
     let rows = db
