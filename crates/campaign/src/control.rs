@@ -305,7 +305,7 @@ pub async fn cancel(
         .and_where(Expr::col("status").eq(DeliveryStatus::Queued.as_str()))
         .to_owned();
     db.execute(&update).await?;
-    clarion_kpi::rollup::rebuild_run(db, run.id).await?;
+    clarion_kpi::rollup::build_run(db, run.id).await?;
     refreshed(db, workspace, id).await
 }
 
@@ -348,7 +348,7 @@ pub async fn retry_failed(
     }
     let retried = db.execute(&update).await?.rows_affected();
     if retried > 0 {
-        clarion_kpi::rollup::rebuild_run(db, run.id).await?;
+        clarion_kpi::rollup::build_run(db, run.id).await?;
     }
     transition(
         db,
@@ -572,7 +572,7 @@ pub async fn supervise(
         }
         let crashed = fail_crashing(db, run, stale, settings.max_attempts).await?;
         if crashed > 0 {
-            clarion_kpi::rollup::rebuild_run(db, run).await?;
+            clarion_kpi::rollup::build_run(db, run).await?;
         }
         done.failed += crashed;
         done.abandoned += requeue(

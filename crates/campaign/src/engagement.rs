@@ -136,8 +136,18 @@ pub async fn record_click(
     let mut properties = Map::new();
     properties.insert("url".to_owned(), Value::String(url.to_owned()));
     let (recorded, recipient) = record(ingest, id, "email_click", properties, reason).await?;
-    if let Some(recipient) = recipient {
-        flag_bursts(ingest.db(), filter, &recipient, id).await?;
+    if let Some(recipient) = recipient
+        && flag_bursts(ingest.db(), filter, &recipient, id).await?
+    {
+        // The roll-up listener counted the clicks before they were flagged: count again,
+        // before answering, so the campaign report agrees with the flags.
+        // Like the listener's, a failure is logged: the click and its flags are stored.
+        if let Err(error) =
+            clarion_kpi::rollup::refresh(ingest.db(), recipient.workspace, &[recipient.contact])
+                .await
+        {
+            tracing::warn!(%error, "KPI roll-ups could not be updated after flagging clicks; rebuild the run");
+        }
     }
     Ok(recorded)
 }
@@ -185,13 +195,13 @@ struct Click {
 
 /// Flags the delivery's recent clicks when they form a burst or surround a honeypot click:
 /// looks at the clicks of the last two windows, and flags every click of a burst or within a
-/// window of a honeypot click that is not flagged yet.
+/// window of a honeypot click that is not flagged yet. Says whether it flagged any.
 async fn flag_bursts(
     db: &impl ConnectionTrait,
     filter: &MachineFilter,
     recipient: &Recipient,
     delivery: i64,
-) -> Result<(), EngagementError> {
+) -> Result<bool, EngagementError> {
     let window = filter.settings().burst_window_ms;
     let now = Timestamp::now().millis();
     let backend = db.get_database_backend();
@@ -285,7 +295,7 @@ async fn flag_bursts(
         ))
         .await?;
     }
-    Ok(())
+    Ok(!flags.is_empty())
 }
 
 /// The `n`th (1-based) bound parameter of a statement.

@@ -213,7 +213,7 @@ async fn launch_from(
     }
     // The run's KPI roll-ups start from its rows; events that arrive meanwhile are merged
     // in by the ingestion listener, and refreshing a contact twice changes nothing.
-    clarion_kpi::rollup::rebuild_run(db, run_id).await?;
+    clarion_kpi::rollup::build_run(db, run_id).await?;
 
     record_counts(db, run_id, &report).await?;
     if report.queued == 0 {

@@ -38,7 +38,10 @@
 use chrono::{Datelike, Duration, NaiveDate, TimeZone as _};
 use chrono_tz::Tz;
 use clarion_model::{Timestamp, WorkspaceId};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DbBackend, Statement, Value,
+    sea_query::{Expr, ExprTrait, Query},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -102,24 +105,42 @@ pub struct RetentionReport {
     pub cohorts: Vec<Cohort>,
 }
 
-/// The active spells of one contact: `[start, end)`, `end = None` while active.
-type Spells = Vec<(i64, Option<i64>)>;
+/// One active spell of a contact: `[start, end)`. `end` is `None` while a cancel-defined
+/// spell is open; an inactivity spell always has its end (last event + inactivity), and when
+/// it is the contact's `last` spell and that end lies after the moment a report is made, the
+/// contact is still active then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spell {
+    pub start: i64,
+    pub end: Option<i64>,
+    pub last: bool,
+}
 
 /// How events make spells.
-struct Rule {
+pub(crate) struct Rule {
     definition: ChurnDefinition,
     activity: String,
     start: String,
     cancel: String,
     inactivity_ms: i64,
-    now: i64,
 }
 
 impl Rule {
+    /// The rule of a workspace's KPI settings.
+    pub(crate) fn new(kpi: &settings::KpiSettings) -> Self {
+        Rule {
+            definition: kpi.churn,
+            activity: kpi.activity_event.clone(),
+            start: kpi.start_event.clone(),
+            cancel: kpi.cancel_event.clone(),
+            inactivity_ms: i64::from(kpi.inactivity_days) * DAY_MS,
+        }
+    }
+
     /// The spells of a contact from its events (time order, starts before cancels at the
     /// same instant).
-    fn spells(&self, events: &mut [(i64, String)]) -> Spells {
-        let mut spells = Spells::new();
+    fn spells(&self, events: &mut [(i64, String)]) -> Vec<Spell> {
+        let mut spells = Vec::new();
         match self.definition {
             ChurnDefinition::Inactivity => {
                 let mut current: Option<(i64, i64)> = None;
@@ -127,15 +148,22 @@ impl Rule {
                     current = match current {
                         Some((start, last)) if *t <= last + self.inactivity_ms => Some((start, *t)),
                         Some((start, last)) => {
-                            spells.push((start, Some(last + self.inactivity_ms)));
+                            spells.push(Spell {
+                                start,
+                                end: Some(last + self.inactivity_ms),
+                                last: false,
+                            });
                             Some((*t, *t))
                         }
                         None => Some((*t, *t)),
                     };
                 }
                 if let Some((start, last)) = current {
-                    let end = last + self.inactivity_ms;
-                    spells.push((start, (end <= self.now).then_some(end)));
+                    spells.push(Spell {
+                        start,
+                        end: Some(last + self.inactivity_ms),
+                        last: true,
+                    });
                 }
             }
             ChurnDefinition::Cancel => {
@@ -149,11 +177,22 @@ impl Rule {
                         // Started and cancelled at the same instant: never active.
                         && start < *t
                     {
-                        spells.push((start, Some(*t)));
+                        spells.push(Spell {
+                            start,
+                            end: Some(*t),
+                            last: false,
+                        });
                     }
                 }
                 if let Some(start) = active {
-                    spells.push((start, None));
+                    spells.push(Spell {
+                        start,
+                        end: None,
+                        last: false,
+                    });
+                }
+                if let Some(last) = spells.last_mut() {
+                    last.last = true;
                 }
             }
         }
@@ -239,13 +278,13 @@ fn param(backend: DbBackend, values: &mut Vec<Value>, value: Value) -> String {
     }
 }
 
-/// Calls `each` with the spells of every contact (of `segment` when given) that has any.
+/// Calls `each` with the spells of every contact of `workspace` that has any, reading the
+/// raw events page by page.
 async fn for_each_contact(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
-    segment: Option<i64>,
     rule: &Rule,
-    mut each: impl FnMut(&Spells),
+    mut each: impl FnMut(i64, Vec<Spell>),
 ) -> Result<(), KpiError> {
     let backend = db.get_database_backend();
     let mut after = i64::MIN;
@@ -258,18 +297,9 @@ async fn for_each_contact(
             .map(|k| param(backend, &mut values, k.into()))
             .collect();
         let a = param(backend, &mut values, after.into());
-        let members = match segment {
-            Some(id) => {
-                let s = param(backend, &mut values, id.into());
-                format!(
-                    " AND e.contact_id IN (SELECT contact_id FROM segment_memberships WHERE segment_id = {s} AND exited_at IS NULL)"
-                )
-            }
-            None => String::new(),
-        };
         let sql = format!(
             "SELECT e.contact_id, e.kind, e.occurred_at FROM events e \
-             WHERE e.workspace_id = {w} AND e.kind IN ({}) AND e.contact_id > {a}{members} \
+             WHERE e.workspace_id = {w} AND e.kind IN ({}) AND e.contact_id > {a} \
              ORDER BY e.contact_id, e.occurred_at, e.id LIMIT {PAGE}",
             kinds.join(", ")
         );
@@ -295,28 +325,17 @@ async fn for_each_contact(
             events.retain(|e| e.0 != last_contact);
             events.last().map_or(last_contact, |e| e.0)
         } else if full {
-            events = contact_events(db, workspace, rule, last_contact).await?;
+            events = contacts_events(db, workspace, rule, &[last_contact]).await?;
             last_contact
         } else {
             last_contact
         };
-        let mut start = 0;
-        while start < events.len() {
-            let contact = events[start].0;
-            let end = events[start..]
-                .iter()
-                .position(|e| e.0 != contact)
-                .map_or(events.len(), |p| start + p);
-            let mut mine: Vec<(i64, String)> = events[start..end]
-                .iter()
-                .map(|e| (e.1, e.2.clone()))
-                .collect();
+        for_each_group(&events, |contact, mut mine| {
             let spells = rule.spells(&mut mine);
             if !spells.is_empty() {
-                each(&spells);
+                each(contact, spells);
             }
-            start = end;
-        }
+        });
         if !full {
             return Ok(());
         }
@@ -324,24 +343,49 @@ async fn for_each_contact(
     }
 }
 
-async fn contact_events(
+/// Calls `each` with the events of each contact of `events` (ordered by contact).
+fn for_each_group(events: &[(i64, i64, String)], mut each: impl FnMut(i64, Vec<(i64, String)>)) {
+    let mut start = 0;
+    while start < events.len() {
+        let contact = events[start].0;
+        let end = events[start..]
+            .iter()
+            .position(|e| e.0 != contact)
+            .map_or(events.len(), |p| start + p);
+        each(
+            contact,
+            events[start..end]
+                .iter()
+                .map(|e| (e.1, e.2.clone()))
+                .collect(),
+        );
+        start = end;
+    }
+}
+
+/// The events of `contacts` that the rule looks at, ordered by contact, time and id.
+async fn contacts_events(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     rule: &Rule,
-    contact: i64,
+    contacts: &[i64],
 ) -> Result<Vec<(i64, i64, String)>, KpiError> {
     let backend = db.get_database_backend();
     let mut values = Vec::new();
     let w = param(backend, &mut values, workspace.0.into());
-    let c = param(backend, &mut values, contact.into());
+    let ids: Vec<String> = contacts
+        .iter()
+        .map(|&c| param(backend, &mut values, c.into()))
+        .collect();
     let kinds: Vec<String> = rule
         .kinds()
         .into_iter()
         .map(|k| param(backend, &mut values, k.into()))
         .collect();
     let sql = format!(
-        "SELECT contact_id, kind, occurred_at FROM events WHERE workspace_id = {w} AND contact_id = {c} \
-         AND kind IN ({}) ORDER BY occurred_at, id",
+        "SELECT contact_id, kind, occurred_at FROM events WHERE workspace_id = {w} AND contact_id IN ({}) \
+         AND kind IN ({}) ORDER BY contact_id, occurred_at, id",
+        ids.join(", "),
         kinds.join(", ")
     );
     let mut out = Vec::new();
@@ -350,12 +394,154 @@ async fn contact_events(
         .await?
     {
         out.push((
-            contact,
+            row.try_get("", "contact_id")?,
             row.try_get("", "occurred_at")?,
             row.try_get("", "kind")?,
         ));
     }
     Ok(out)
+}
+
+async fn write_spells(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    spells: &[(i64, Spell)],
+) -> Result<(), KpiError> {
+    let per_statement = clarion_contacts::rows_per_statement(db.get_database_backend(), 5);
+    for chunk in spells.chunks(per_statement) {
+        let mut insert = Query::insert();
+        insert.into_table("kpi_spells").columns([
+            "workspace_id",
+            "contact_id",
+            "started_at",
+            "ended_at",
+            "last",
+        ]);
+        for (contact, spell) in chunk {
+            insert
+                .values([
+                    workspace.0.into(),
+                    (*contact).into(),
+                    spell.start.into(),
+                    spell.end.into(),
+                    i16::from(spell.last).into(),
+                ])
+                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        }
+        db.execute(&insert).await?;
+    }
+    Ok(())
+}
+
+/// Computes the spells of `contacts` again from their events and stores them in the
+/// activity roll-up (`kpi_spells`). Runs inside the caller's transaction, which holds the
+/// contacts' refresh locks (see [`crate::rollup::refresh`]).
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn refresh_spells(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    rule: &Rule,
+    contacts: &[i64],
+) -> Result<(), KpiError> {
+    if contacts.is_empty() {
+        return Ok(());
+    }
+    let events = contacts_events(db, workspace, rule, contacts).await?;
+    let mut spells = Vec::new();
+    for_each_group(&events, |contact, mut mine| {
+        spells.extend(rule.spells(&mut mine).into_iter().map(|s| (contact, s)));
+    });
+    let delete = Query::delete()
+        .from_table("kpi_spells")
+        .and_where(Expr::col("workspace_id").eq(workspace.0))
+        .and_where(Expr::col("contact_id").is_in(contacts.iter().copied()))
+        .to_owned();
+    db.execute(&delete).await?;
+    write_spells(db, workspace, &spells).await
+}
+
+/// Computes the activity roll-up of every contact of `workspace` again from the raw events
+/// (after its churn settings changed, or to fill it for events loaded around ingestion).
+/// Ingestion's roll-up refreshes wait meanwhile.
+///
+/// # Errors
+/// Database errors; nothing is changed then.
+pub async fn rebuild_spells(
+    db: &sea_orm::DatabaseConnection,
+    workspace: WorkspaceId,
+) -> Result<(), KpiError> {
+    let rule = Rule::new(&settings::get(db, workspace).await?);
+    let txn = clarion_contacts::begin_write(db).await?;
+    crate::rollup::lock_for_build(&txn).await?;
+    let delete = Query::delete()
+        .from_table("kpi_spells")
+        .and_where(Expr::col("workspace_id").eq(workspace.0))
+        .to_owned();
+    txn.execute(&delete).await?;
+    let mut pending: Vec<(i64, Spell)> = Vec::new();
+    let mut batches: Vec<Vec<(i64, Spell)>> = Vec::new();
+    // Spells are written page by page: the reader borrows the transaction, so full batches
+    // wait in `batches` until its page is done.
+    let mut after_page = |contact: i64, spells: Vec<Spell>| {
+        pending.extend(spells.into_iter().map(|s| (contact, s)));
+        if pending.len() >= 20_000 {
+            batches.push(std::mem::take(&mut pending));
+        }
+    };
+    for_each_contact(&txn, workspace, &rule, &mut after_page).await?;
+    batches.push(pending);
+    for batch in batches {
+        write_spells(&txn, workspace, &batch).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The stored activity roll-up of `workspace` and the same spells computed from the raw
+/// events now, both ordered by contact and start: equal when the roll-up is current.
+///
+/// # Errors
+/// Database errors.
+pub async fn spells_against_events(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+) -> Result<
+    (
+        Vec<(i64, i64, Option<i64>, bool)>,
+        Vec<(i64, i64, Option<i64>, bool)>,
+    ),
+    KpiError,
+> {
+    let rule = Rule::new(&settings::get(db, workspace).await?);
+    let mut computed = Vec::new();
+    for_each_contact(db, workspace, &rule, |contact, spells| {
+        computed.extend(
+            spells
+                .into_iter()
+                .map(|s| (contact, s.start, s.end, s.last)),
+        );
+    })
+    .await?;
+    let select = Query::select()
+        .columns(["contact_id", "started_at", "ended_at", "last"])
+        .from("kpi_spells")
+        .and_where(Expr::col("workspace_id").eq(workspace.0))
+        .order_by("contact_id", sea_orm::Order::Asc)
+        .order_by("started_at", sea_orm::Order::Asc)
+        .to_owned();
+    let mut stored = Vec::new();
+    for row in db.query_all(&select).await? {
+        let last: i16 = row.try_get("", "last")?;
+        stored.push((
+            row.try_get("", "contact_id")?,
+            row.try_get("", "started_at")?,
+            row.try_get("", "ended_at")?,
+            last != 0,
+        ));
+    }
+    Ok((stored, computed))
 }
 
 async fn segment_id(
@@ -381,28 +567,76 @@ async fn segment_id(
     Ok(Some(row.try_get("", "id")?))
 }
 
+/// The parts of a spell query every report shares: the workspace, the optional segment and
+/// "still active now", for spells aliased `sp`.
+struct SpellSql {
+    /// `sp.workspace_id = ... AND` the segment condition.
+    filter: String,
+    /// The spell is open when the report is made.
+    open: String,
+}
+
+impl SpellSql {
+    fn new(
+        backend: DbBackend,
+        values: &mut Vec<Value>,
+        workspace: WorkspaceId,
+        segment: Option<i64>,
+        now: i64,
+    ) -> Self {
+        let w = param(backend, values, workspace.0.into());
+        let members = match segment {
+            Some(id) => {
+                let s = param(backend, values, id.into());
+                format!(
+                    " AND sp.contact_id IN (SELECT contact_id FROM segment_memberships WHERE segment_id = {s} AND exited_at IS NULL)"
+                )
+            }
+            None => String::new(),
+        };
+        let n = param(backend, values, now.into());
+        SpellSql {
+            filter: format!("sp.workspace_id = {w}{members}"),
+            open: format!("(sp.ended_at IS NULL OR (sp.last = 1 AND sp.ended_at > {n}))"),
+        }
+    }
+}
+
+/// `WITH p(i, s, e) AS (VALUES ...)` over consecutive `bounds`.
+fn periods_cte(backend: DbBackend, values: &mut Vec<Value>, bounds: &[i64]) -> String {
+    let rows: Vec<String> = bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, pair)| {
+            let s = param(backend, values, pair[0].into());
+            let e = param(backend, values, pair[1].into());
+            format!("({i}, {s}, {e})")
+        })
+        .collect();
+    format!("WITH p(i, s, e) AS (VALUES {})", rows.join(", "))
+}
+
+fn count(row: &sea_orm::QueryResult, name: &str) -> Result<u64, KpiError> {
+    let v: Option<i64> = row.try_get("", name)?;
+    Ok(u64::try_from(v.unwrap_or(0)).unwrap_or(0))
+}
+
+fn index(row: &sea_orm::QueryResult, name: &str) -> Result<usize, KpiError> {
+    let v: i64 = row.try_get("", name)?;
+    Ok(usize::try_from(v).unwrap_or(usize::MAX))
+}
+
 async fn rule(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
-) -> Result<(Rule, Tz, String), KpiError> {
+) -> Result<(ChurnDefinition, Tz, String), KpiError> {
     let kpi = settings::get(db, workspace).await?;
     let zone = kpi.zone()?;
-    Ok((
-        Rule {
-            definition: kpi.churn,
-            activity: kpi.activity_event,
-            start: kpi.start_event,
-            cancel: kpi.cancel_event,
-            inactivity_ms: i64::from(kpi.inactivity_days) * DAY_MS,
-            now: Timestamp::now().millis(),
-        },
-        zone,
-        kpi.time_zone,
-    ))
+    Ok((kpi.churn, zone, kpi.time_zone))
 }
 
 /// Churn per `period` over `[from, to)` for the current members of `segment` (every contact
-/// when `None`).
+/// when `None`), from the activity roll-up.
 ///
 /// # Errors
 /// [`KpiError::Invalid`] for a period that ends before it starts or spans more than 1,000
@@ -416,32 +650,61 @@ pub async fn churn(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<ChurnReport, KpiError> {
-    let (rule, zone, time_zone) = rule(db, workspace).await?;
+    let (definition, zone, time_zone) = rule(db, workspace).await?;
     let bounds = boundaries(zone, period, from.millis(), to.millis())?;
     let segment_id = segment_id(db, workspace, segment).await?;
+    let now = Timestamp::now().millis();
     let n = bounds.len() - 1;
     let mut active = vec![0u64; n];
     let mut churned = vec![0u64; n];
     let mut became = vec![0u64; n];
-    for_each_contact(db, workspace, segment_id, &rule, |spells| {
-        for (p, pair) in bounds.windows(2).enumerate() {
-            let (s, e) = (pair[0], pair[1]);
-            if let Some(&(_, end)) = spells
-                .iter()
-                .find(|(a, c)| *a <= s && c.is_none_or(|c| s < c))
-            {
-                active[p] += 1;
-                if end.is_some_and(|c| c < e) {
-                    churned[p] += 1;
-                }
-            }
-            became[p] += u64::from(spells.iter().any(|(a, _)| s <= *a && *a < e));
+    let backend = db.get_database_backend();
+
+    // Active at each period's start (at most one spell of a contact covers an instant), and
+    // of those the ones whose spell ends before the period does.
+    let mut values = Vec::new();
+    let cte = periods_cte(backend, &mut values, &bounds);
+    let spell = SpellSql::new(backend, &mut values, workspace, segment_id, now);
+    let (filter, open) = (&spell.filter, &spell.open);
+    let sql = format!(
+        "{cte} SELECT CAST(p.i AS BIGINT) AS i, CAST(COUNT(*) AS BIGINT) AS active, \
+                CAST(SUM(CASE WHEN NOT {open} AND sp.ended_at < p.e THEN 1 ELSE 0 END) AS BIGINT) AS churned \
+         FROM kpi_spells sp JOIN p ON sp.started_at <= p.s AND ({open} OR sp.ended_at > p.s) \
+         WHERE {filter} GROUP BY p.i"
+    );
+    for row in db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+    {
+        let i = index(&row, "i")?;
+        if i < n {
+            active[i] = count(&row, "active")?;
+            churned[i] = count(&row, "churned")?;
         }
-    })
-    .await?;
+    }
+
+    // Contacts with a spell starting in the period.
+    let mut values = Vec::new();
+    let cte = periods_cte(backend, &mut values, &bounds);
+    let spell = SpellSql::new(backend, &mut values, workspace, segment_id, now);
+    let filter = &spell.filter;
+    let sql = format!(
+        "{cte} SELECT CAST(p.i AS BIGINT) AS i, CAST(COUNT(DISTINCT sp.contact_id) AS BIGINT) AS became \
+         FROM kpi_spells sp JOIN p ON sp.started_at >= p.s AND sp.started_at < p.e \
+         WHERE {filter} GROUP BY p.i"
+    );
+    for row in db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+    {
+        let i = index(&row, "i")?;
+        if i < n {
+            became[i] = count(&row, "became")?;
+        }
+    }
     Ok(ChurnReport {
         segment: segment.map(str::to_owned),
-        definition: rule.definition,
+        definition,
         period,
         time_zone,
         periods: (0..n)
@@ -458,7 +721,7 @@ pub async fn churn(
 }
 
 /// Retention of the monthly cohorts of first activity from `from`'s month on, over `months`
-/// months (1 to 120).
+/// months (1 to 120), from the activity roll-up.
 ///
 /// # Errors
 /// [`KpiError::Invalid`] for `months` out of range; [`KpiError::NotFound`] for an unknown
@@ -477,7 +740,7 @@ pub async fn retention(
             format!("must be 1 to 120, not {months}"),
         ));
     }
-    let (rule, zone, time_zone) = rule(db, workspace).await?;
+    let (definition, zone, time_zone) = rule(db, workspace).await?;
     let segment_id = segment_id(db, workspace, segment).await?;
     let mut date = first_of_month(local_date(zone, from.millis()));
     let mut names = Vec::new();
@@ -490,28 +753,51 @@ pub async fn retention(
     let m = months as usize;
     let mut size = vec![0u64; m];
     let mut retained = vec![vec![0u64; m]; m];
-    for_each_contact(db, workspace, segment_id, &rule, |spells| {
-        let Some(&(first, _)) = spells.first() else {
-            return;
-        };
-        let Some(cohort) = (0..m).find(|&i| bounds[i] <= first && first < bounds[i + 1]) else {
-            return;
-        };
-        size[cohort] += 1;
-        for k in 0..(m - cohort) {
-            let (s, e) = (bounds[cohort + k], bounds[cohort + k + 1]);
-            if spells
-                .iter()
-                .any(|(a, c)| *a < e && c.is_none_or(|c| c > s))
-            {
-                retained[cohort][k] += 1;
-            }
+    let backend = db.get_database_backend();
+    let mut values = Vec::new();
+    let cte = periods_cte(backend, &mut values, &bounds);
+    let spell = SpellSql::new(
+        backend,
+        &mut values,
+        workspace,
+        segment_id,
+        Timestamp::now().millis(),
+    );
+    let (filter, open) = (&spell.filter, &spell.open);
+    let first = param(backend, &mut values, bounds[0].into());
+    let last = param(backend, &mut values, bounds[m].into());
+    // Each contact's cohort is the month of its first spell; a contact is retained in a
+    // month when one of its spells overlaps it (still active now counts as open).
+    let sql = format!(
+        "{cte}, f AS (SELECT sp.contact_id AS contact_id, MIN(sp.started_at) AS first FROM kpi_spells sp \
+                      WHERE {filter} GROUP BY sp.contact_id), \
+         c AS (SELECT f.contact_id AS contact_id, (SELECT MAX(p.i) FROM p WHERE p.s <= f.first) AS cohort \
+               FROM f WHERE f.first >= {first} AND f.first < {last}) \
+         SELECT CAST(c.cohort AS BIGINT) AS cohort, CAST(p.i AS BIGINT) AS k, CAST(COUNT(DISTINCT c.contact_id) AS BIGINT) AS n \
+         FROM c JOIN kpi_spells sp ON sp.contact_id = c.contact_id AND {filter} \
+         JOIN p ON p.i >= c.cohort AND sp.started_at < p.e AND ({open} OR sp.ended_at > p.s) \
+         GROUP BY c.cohort, p.i \
+         UNION ALL SELECT CAST(c.cohort AS BIGINT) AS cohort, CAST(-1 AS BIGINT) AS k, CAST(COUNT(*) AS BIGINT) AS n FROM c GROUP BY c.cohort"
+    );
+    for row in db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+    {
+        let cohort = index(&row, "cohort")?;
+        let k: i64 = row.try_get("", "k")?;
+        let n = count(&row, "n")?;
+        if cohort >= m {
+            continue;
         }
-    })
-    .await?;
+        match usize::try_from(k) {
+            Ok(k) if k >= cohort && k < m => retained[cohort][k - cohort] = n,
+            Ok(_) => {}
+            Err(_) => size[cohort] = n,
+        }
+    }
     Ok(RetentionReport {
         segment: segment.map(str::to_owned),
-        definition: rule.definition,
+        definition,
         time_zone,
         cohorts: (0..m)
             .map(|i| {

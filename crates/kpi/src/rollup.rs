@@ -11,7 +11,7 @@
 //!
 //! Who calls [`refresh`]: the ingestion listener [`Rollups`] (every stored event batch, the
 //! tracking endpoints' clicks, opens and unsubscribes included), the delivery worker after it
-//! records outcomes, and launch after writing a run's rows ([`rebuild_run`]).
+//! records outcomes, and launch after writing a run's rows ([`build_run`]).
 //!
 //! # The facts of one contact in one run
 //!
@@ -25,7 +25,7 @@
 //! | `sent` | channel | 1 if the delivery was sent | hour of sending |
 //! | `failed`, `pending` (queued or sending), `cancelled` | channel | 1 by status | hour of the last change (0 for pending) |
 //! | `suppressed:<reason>` | channel | 1, at launch or by the worker | 0 |
-//! | `opened`, `clicked`, `unsubscribed`, `bounced`, `complained` | channel | 1 if at least one `email_open`, `email_click`, `unsubscribe`, `email_bounce`, `email_complaint` event names the delivery (`properties.delivery_id`): unique per delivery | hour of the first |
+//! | `opened`, `clicked`, `unsubscribed`, `bounced`, `complained` | channel | 1 if at least one `email_open`, `email_click`, `unsubscribe`, `email_bounce`, `email_complaint` event not flagged as a machine's (`properties.machine`) names the delivery (`properties.delivery_id`): unique per delivery | hour of the first |
 //! | `recipients` | `""` and each channel | 1 if a delivery was sent | 0 |
 //! | `conversions` | channel | goal events attributed to the delivery; amount = their `amount` sum (attributed revenue) | hour of each event |
 //! | `converters` | `""` and each channel | 1 if at least one goal event is attributed | 0 |
@@ -96,6 +96,9 @@ pub struct EventFact {
     pub amount: Option<f64>,
     /// `properties.delivery_id` of engagement events.
     pub delivery_id: Option<i64>,
+    /// Flagged as a machine's (`properties.machine`: bot, privacy proxy, click burst,
+    /// honeypot); left out of the engagement counts.
+    pub machine: bool,
 }
 
 /// Where a fact belongs: run, channel, metric and hour since launch.
@@ -271,7 +274,7 @@ pub fn contributions(
             for (kind, metric) in ENGAGEMENT {
                 if let Some(first_event) = sorted
                     .iter()
-                    .find(|e| e.kind == kind && e.delivery_id == Some(delivery.id))
+                    .find(|e| e.kind == kind && !e.machine && e.delivery_id == Some(delivery.id))
                 {
                     add(
                         delivery,
@@ -346,14 +349,16 @@ pub async fn refresh(
     if contacts.is_empty() {
         return Ok(());
     }
-    let attribution = settings::get(db, workspace).await?.attribution;
+    let kpi = settings::get(db, workspace).await?;
+    let attribution = kpi.attribution;
+    let rule = crate::churn::Rule::new(&kpi);
     let mut ids: Vec<i64> = contacts.iter().map(|c| c.0).collect();
     ids.sort_unstable();
     ids.dedup();
     for chunk in ids.chunks(CHUNK) {
         let mut attempt = 1;
         loop {
-            match refresh_chunk(db, workspace, chunk, attribution).await {
+            match refresh_chunk(db, workspace, chunk, attribution, &rule).await {
                 Err(KpiError::Db(ref error))
                     if attempt < 5 && clarion_contacts::is_retryable(error) =>
                 {
@@ -424,6 +429,135 @@ pub async fn rebuild_workspace(
     Ok(())
 }
 
+/// The advisory lock key that set-based builds take exclusively and refreshes share.
+const BUILD_LOCK: i64 = 4_705_957_230_960_885_761;
+
+/// Makes the calling transaction the only writer of KPI roll-ups until it ends: on PostgreSQL
+/// it waits for running refreshes and holds new ones back (SQLite transactions that write are
+/// one at a time anyway).
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn lock_for_build(txn: &impl ConnectionTrait) -> Result<(), KpiError> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({BUILD_LOCK})"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Builds the roll-ups of a run set-based (launch calls it after writing the run's rows;
+/// cancelling and retrying after changing many rows): one INSERT ...
+/// SELECT of every contact's facts that follow from its delivery rows alone (audience,
+/// holdout, reachability, suppressions, statuses), the run totals summed from them, and then
+/// the per-contact [`refresh`] of only the contacts that have events a fact could count
+/// (engagement or goal events dated or received from the launch on; none at launch unless
+/// clocks disagree). Every fact that needs an event needs one of those: engagement names a
+/// delivery made at launch or later, and a goal event counts only from the launch (ITT) or
+/// a sending (attribution) on. The result is what [`rebuild_run`] computes contact by
+/// contact.
+///
+/// # Errors
+/// Database errors; nothing of the set-based step is changed then.
+pub async fn build_run(db: &DatabaseConnection, run_id: i64) -> Result<(), KpiError> {
+    let select = Query::select()
+        .columns([("r", "workspace_id"), ("r", "started_at")])
+        .expr_as(Expr::col(("c", "goal_event")), "goal_event")
+        .from_as("campaign_runs", "r")
+        .join_as(
+            JoinType::InnerJoin,
+            "campaigns",
+            "c",
+            Expr::col(("c", "id")).equals(("r", "campaign_id")),
+        )
+        .and_where(Expr::col(("r", "id")).eq(run_id))
+        .to_owned();
+    let Some(row) = db.query_one(&select).await? else {
+        return Ok(());
+    };
+    let workspace = WorkspaceId(row.try_get("", "workspace_id")?);
+    let started_at: i64 = row.try_get("", "started_at")?;
+    let goal: String = row.try_get("", "goal_event")?;
+    let backend = db.get_database_backend();
+    let p = |n: usize| match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => format!("?{n}"),
+    };
+    let (r, w) = (p(1), p(2));
+
+    let txn = clarion_contacts::begin_write(db).await?;
+    lock_for_build(&txn).await?;
+    for table in ["kpi_run_facts", "kpi_run_counts"] {
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!("DELETE FROM {table} WHERE run_id = {r}"),
+            [run_id.into()],
+        ))
+        .await?;
+    }
+    // Each contact's delivery rows of the run, summarised: `h` held out, `hr` held out and
+    // reachable (a holdout row without a reason), `reach` treated and reachable (a row launch
+    // did not suppress); `v`/`g` the variant and segment (one per contact and run).
+    let per_contact = format!(
+        "SELECT d.contact_id AS contact_id, MIN(d.variant_id) AS v, MIN(d.segment_id) AS g,                 MAX(CASE WHEN d.status = 'holdout' THEN 1 ELSE 0 END) AS h,                 MAX(CASE WHEN d.status = 'holdout' AND d.reason IS NULL THEN 1 ELSE 0 END) AS hr,                 MAX(CASE WHEN NOT (d.status = 'suppressed' AND d.attempts = 0) THEN 1 ELSE 0 END) AS reach,                 MAX(CASE WHEN d.status = 'sent' THEN 1 ELSE 0 END) AS sent          FROM deliveries d WHERE d.run_id = {r} AND d.workspace_id = {w} GROUP BY d.contact_id"
+    );
+    // The contact's own facts (channel '') and each delivery's (its channel); hours since
+    // launch floor like `div_euclid` and never below 0.
+    let hour = |at: &str| {
+        format!("CASE WHEN {at} < {started_at} THEN 0 ELSE ({at} - {started_at}) / {HOUR_MS} END")
+    };
+    let facts = format!(
+        "SELECT x.contact_id, x.v, x.g, '' AS channel, 'audience' AS metric, 0 AS bucket FROM ({per_contact}) x          UNION ALL SELECT x.contact_id, x.v, x.g, '', 'holdout', 0 FROM ({per_contact}) x WHERE x.h = 1          UNION ALL SELECT x.contact_id, x.v, x.g, '', 'holdout_reachable', 0 FROM ({per_contact}) x WHERE x.h = 1 AND x.hr = 1          UNION ALL SELECT x.contact_id, x.v, x.g, '', 'treatment_reachable', 0 FROM ({per_contact}) x WHERE x.h = 0 AND x.reach = 1          UNION ALL SELECT x.contact_id, x.v, x.g, '', 'recipients', 0 FROM ({per_contact}) x WHERE x.h = 0 AND x.sent = 1          UNION ALL SELECT d.contact_id, d.variant_id, d.segment_id, d.channel, 'audience', 0 FROM deliveries d WHERE d.run_id = {r}          UNION ALL SELECT d.contact_id, d.variant_id, d.segment_id, d.channel,                 CASE WHEN x.h = 1 THEN 'holdout'                      WHEN d.status = 'sent' THEN 'sent'                      WHEN d.status = 'failed' THEN 'failed'                      WHEN d.status = 'cancelled' THEN 'cancelled'                      WHEN d.status = 'suppressed' THEN 'suppressed:' || COALESCE(d.reason, 'unknown')                      ELSE 'pending' END,                 CASE WHEN x.h = 1 THEN 0                      WHEN d.status = 'sent' THEN {sent_hour}                      WHEN d.status IN ('failed', 'cancelled') THEN {updated_hour}                      ELSE 0 END            FROM deliveries d JOIN ({per_contact}) x ON x.contact_id = d.contact_id WHERE d.run_id = {r}          UNION ALL SELECT d.contact_id, d.variant_id, d.segment_id, d.channel, 'recipients', 0            FROM deliveries d JOIN ({per_contact}) x ON x.contact_id = d.contact_id WHERE d.run_id = {r} AND x.h = 0 AND d.status = 'sent'",
+        sent_hour = hour("COALESCE(d.sent_at, d.updated_at)"),
+        updated_hour = hour("d.updated_at"),
+    );
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO kpi_run_facts (run_id, contact_id, workspace_id, variant_id, segment_id, channel, metric, bucket, n, amount)              SELECT {r}, f.contact_id, {w}, f.v, f.g, f.channel, f.metric, f.bucket, COUNT(*), 0.0 FROM ({facts}) f              GROUP BY f.contact_id, f.v, f.g, f.channel, f.metric, f.bucket"
+        ),
+        [run_id.into(), workspace.0.into()],
+    ))
+    .await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO kpi_run_counts (run_id, variant_id, segment_id, channel, metric, bucket, n, amount, amount_sq)              SELECT run_id, variant_id, segment_id, channel, metric, bucket, SUM(n), SUM(amount), SUM(amount * amount)              FROM kpi_run_facts WHERE run_id = {r} GROUP BY run_id, variant_id, segment_id, channel, metric, bucket"
+        ),
+        [run_id.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+
+    // The contacts whose events can add facts: the set-based step leaves them out of
+    // nothing, the refresh computes them exactly.
+    let mut kinds: Vec<String> = ENGAGEMENT.iter().map(|(k, _)| (*k).to_owned()).collect();
+    kinds.push(goal);
+    let mut values: Vec<sea_orm::Value> = vec![run_id.into(), workspace.0.into()];
+    let mut marks = Vec::new();
+    for kind in kinds {
+        values.push(kind.into());
+        marks.push(p(values.len()));
+    }
+    values.push(started_at.into());
+    let at = p(values.len());
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT DISTINCT d.contact_id AS contact_id FROM deliveries d                  WHERE d.run_id = {r} AND EXISTS (SELECT 1 FROM events e WHERE e.contact_id = d.contact_id                    AND e.workspace_id = {w} AND e.kind IN ({}) AND (e.occurred_at >= {at} OR e.received_at >= {at}))",
+                marks.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    let contacts: Vec<ContactId> = rows
+        .iter()
+        .map(|row| row.try_get("", "contact_id").map(ContactId))
+        .collect::<Result<_, _>>()?;
+    refresh(db, workspace, &contacts).await
+}
+
 /// Changes of the run totals: (run, variant, segment, channel, metric, bucket) -> (count,
 /// amount, squares of amounts).
 type Deltas = BTreeMap<(i64, i64, i64, String, String, i64), (i64, f64, f64)>;
@@ -433,10 +567,17 @@ async fn refresh_chunk(
     workspace: WorkspaceId,
     contacts: &[i64],
     attribution: Attribution,
+    rule: &crate::churn::Rule,
 ) -> Result<(), KpiError> {
     let txn = clarion_contacts::begin_write(db).await?;
     let backend = txn.get_database_backend();
     if backend == DbBackend::Postgres {
+        // Refreshes run side by side, but not while a run or the activity roll-up is built
+        // set-based (see `lock_for_build`).
+        txn.execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock_shared({BUILD_LOCK})"
+        ))
+        .await?;
         // One refresh of a contact at a time: each reads the old facts and writes the
         // difference, so two at once would apply it twice. Locks are taken in id order.
         txn.execute_raw(Statement::from_sql_and_values(
@@ -449,6 +590,7 @@ async fn refresh_chunk(
         ))
         .await?;
     }
+    crate::churn::refresh_spells(&txn, workspace, rule, contacts).await?;
     let deliveries = load_deliveries(&txn, workspace, contacts).await?;
     let old = load_facts(&txn, workspace, contacts).await?;
     if deliveries.is_empty() && old.is_empty() {
@@ -602,7 +744,9 @@ async fn load_events(
         } else {
             None
         };
+        let machine = row.properties.get("machine").is_some_and(|m| !m.is_null());
         out.entry(row.contact_id).or_default().push(EventFact {
+            machine,
             id: row.id,
             kind: row.kind,
             occurred_at: row.occurred_at,

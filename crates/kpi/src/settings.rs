@@ -252,7 +252,8 @@ pub async fn get(
 }
 
 /// Stores the settings of `workspace`. When the attribution model changes, every run's
-/// roll-ups are recomputed under the new one before this returns.
+/// roll-ups are recomputed under the new one before this returns; when the churn definition
+/// (or its events or inactivity) changes, so is the activity roll-up of churn and retention.
 ///
 /// # Errors
 /// [`KpiError::Invalid`] for a value out of range; database errors.
@@ -314,6 +315,18 @@ pub async fn put(
     db.execute(&insert).await?;
     if before.attribution != settings.attribution {
         crate::rollup::rebuild_workspace(db, workspace).await?;
+    }
+    let activity = |k: &KpiSettings| {
+        (
+            k.churn,
+            k.activity_event.clone(),
+            k.start_event.clone(),
+            k.cancel_event.clone(),
+            k.inactivity_days,
+        )
+    };
+    if activity(&before) != activity(&settings) {
+        crate::churn::rebuild_spells(db, workspace).await?;
     }
     Ok(settings)
 }

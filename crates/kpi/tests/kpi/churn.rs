@@ -8,12 +8,14 @@ use clarion_contacts::{Ingest, events::IngestOptions};
 use clarion_kpi::{
     ChurnDefinition, KpiSettings,
     churn::{self, Period},
+    rollup::Rollups,
     settings,
 };
 use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE, EventInput, Timestamp};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
+use std::sync::Arc;
 
 const DAY: i64 = 86_400_000;
 const ZONE: chrono_tz::Tz = chrono_tz::Europe::Berlin;
@@ -41,7 +43,40 @@ struct Data {
     /// Per contact: (time, kind), and whether it is in segment `some`.
     events: Vec<Vec<(i64, &'static str)>>,
     members: Vec<bool>,
+    /// Events that arrive later, through ingestion and its roll-up listener: two batches.
+    late: Vec<Vec<(usize, i64, &'static str)>>,
+    ingest: Ingest,
     _test_db: TestDb,
+}
+
+/// An event as the API receives it.
+fn input(i: usize, at: i64, kind: &str) -> EventInput {
+    serde_json::from_value(json!({"external_id": format!("k{i:03}"), "kind": kind, "occurred_at": Timestamp::from_millis(at).to_rfc3339()})).unwrap()
+}
+
+const OPTIONS: IngestOptions = IngestOptions {
+    create_unknown_contacts: false,
+    max_future_millis: 0,
+    atomic: true,
+};
+
+impl Data {
+    /// Ingests the next batch of late events and records them as the contacts' events.
+    async fn arrive(&mut self) {
+        let batch = self.late.remove(0);
+        let items: Vec<(usize, EventInput)> = batch
+            .iter()
+            .enumerate()
+            .map(|(index, (i, at, kind))| (index, input(*i, *at, kind)))
+            .collect();
+        self.ingest
+            .events(DEFAULT_WORKSPACE, items, OPTIONS)
+            .await
+            .unwrap();
+        for (i, at, kind) in batch {
+            self.events[i].push((at, kind));
+        }
+    }
 }
 
 /// Month starts in Berlin from January 2025 (13 of them: 12 months).
@@ -54,7 +89,16 @@ fn months() -> Vec<i64> {
 async fn data(backend: Backend) -> Data {
     let test_db = TestDb::new(backend).await;
     let db = test_db.migrated().await;
-    let ingest = Ingest::new(db.clone());
+    let ingest = Ingest::new(db.clone()).with_listener(Arc::new(Rollups::new(db.clone())));
+    // The first definition's settings are in place before anything arrives, so its activity
+    // roll-up is the one ingestion keeps.
+    settings::put(
+        &db,
+        DEFAULT_WORKSPACE,
+        settings_for(ChurnDefinition::Inactivity),
+    )
+    .await
+    .unwrap();
     let mut rng = Rng(5);
     let n = 120;
     let bounds = months();
@@ -81,6 +125,23 @@ async fn data(backend: Backend) -> Data {
         }
         events.push(mine);
     }
+    // Late arrivals: dated among the others (some on month starts, some exactly 30 days
+    // before one), ingested after them.
+    let mut late = vec![Vec::new(), Vec::new()];
+    for i in 0..n {
+        for _ in 0..rng.below(3) {
+            let kind = ["purchase", "subscription_started", "subscription_cancelled"]
+                [rng.below(3) as usize];
+            let at = match rng.below(4) {
+                0 => bounds[rng.below(12) as usize],
+                1 => bounds[1 + rng.below(12) as usize] - 30 * DAY,
+                _ => {
+                    berlin(2024, 12, 1) + rng.below(400) as i64 * DAY + rng.below(DAY as u64) as i64
+                }
+            };
+            late[rng.below(2) as usize].push((i, at, kind));
+        }
+    }
     let members: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
     let contacts: Vec<(usize, ContactUpsert)> = (0..n)
         .map(|i| {
@@ -99,18 +160,10 @@ async fn data(backend: Backend) -> Data {
         .enumerate()
         .flat_map(|(i, mine)| mine.iter().map(move |(at, kind)| (i, *at, *kind)))
         .enumerate()
-        .map(|(index, (i, at, kind))| {
-            let input = json!({"external_id": format!("k{i:03}"), "kind": kind, "occurred_at": Timestamp::from_millis(at).to_rfc3339()});
-            (index, serde_json::from_value(input).unwrap())
-        })
+        .map(|(index, (i, at, kind))| (index, input(i, at, kind)))
         .collect();
-    let options = IngestOptions {
-        create_unknown_contacts: false,
-        max_future_millis: 0,
-        atomic: true,
-    };
     ingest
-        .events(DEFAULT_WORKSPACE, items, options)
+        .events(DEFAULT_WORKSPACE, items, OPTIONS)
         .await
         .unwrap();
     for slug in ["some", "none"] {
@@ -135,8 +188,28 @@ async fn data(backend: Backend) -> Data {
         db,
         events,
         members,
+        late,
+        ingest,
         _test_db: test_db,
     }
+}
+
+fn settings_for(definition: ChurnDefinition) -> KpiSettings {
+    KpiSettings {
+        churn: definition,
+        inactivity_days: 30,
+        time_zone: "Europe/Berlin".into(),
+        ..KpiSettings::default()
+    }
+}
+
+/// The activity roll-up holds exactly the spells the raw events give.
+async fn assert_rollup_current(db: &DatabaseConnection, what: &str) {
+    let (stored, computed) = churn::spells_against_events(db, DEFAULT_WORKSPACE)
+        .await
+        .unwrap();
+    assert!(!computed.is_empty(), "{what}");
+    assert_eq!(stored, computed, "{what}");
 }
 
 /// Whether a contact is active at `x`, read straight from the definition.
@@ -190,18 +263,18 @@ fn starts(events: &[(i64, &str)], definition: ChurnDefinition) -> Vec<i64> {
 }
 
 async fn churn_and_retention_follow_the_definitions(backend: Backend) {
-    let data = data(backend).await;
+    let mut data = data(backend).await;
     let bounds = months();
     for definition in [ChurnDefinition::Inactivity, ChurnDefinition::Cancel] {
-        let kpi = KpiSettings {
-            churn: definition,
-            inactivity_days: 30,
-            time_zone: "Europe/Berlin".into(),
-            ..KpiSettings::default()
-        };
-        settings::put(&data.db, DEFAULT_WORKSPACE, kpi)
+        // Inactivity: the roll-up ingestion kept; cancel: the one rebuilt when the setting
+        // changed. Then late events arrive through ingestion.
+        assert_rollup_current(&data.db, "before the late events").await;
+        settings::put(&data.db, DEFAULT_WORKSPACE, settings_for(definition))
             .await
             .unwrap();
+        assert_rollup_current(&data.db, "after the settings").await;
+        data.arrive().await;
+        assert_rollup_current(&data.db, "after late events").await;
         for segment in [None, Some("some")] {
             let report = churn::churn(
                 &data.db,

@@ -95,15 +95,23 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
     assert!(recipients.len() >= 10, "{launch}");
 
     // Ten recipients open (one twice), five click, three buy; two held-out contacts buy.
+    // People's mail clients send a user agent (a request without one is a machine's).
+    let person =
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
+    let people = reqwest::Client::builder()
+        .user_agent(person)
+        .build()
+        .unwrap();
     for (i, contact) in recipients.iter().take(10).enumerate() {
         let path = tracking_path(&html_of[contact], "/t/o/");
         for _ in 0..(if i == 0 { 2 } else { 1 }) {
-            let response = s.app.client.get(s.app.url(&path)).send().await.unwrap();
+            let response = people.get(s.app.url(&path)).send().await.unwrap();
             assert_eq!(response.status(), 200);
         }
     }
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .user_agent(person)
         .build()
         .unwrap();
     for contact in recipients.iter().take(5) {

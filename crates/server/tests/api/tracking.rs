@@ -376,6 +376,21 @@ async fn machine_opens_and_clicks_are_flagged(backend: Backend) {
     );
     // Anna's clicks were never touched by the machines' flags on other messages.
     assert_eq!(machine_flags(&f, "anna", "email_click").await, [None, None]);
+
+    // The run's roll-ups agree with the flags as the requests answered: of the three
+    // messages clicked only Anna's has a person's click, and only Anna opened as a person.
+    for (metric, people) in [("clicked", 1), ("opened", 1)] {
+        let counted = id(
+            &f.app,
+            &format!(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM kpi_run_counts \
+                 WHERE run_id = {} AND channel = 'email' AND metric = '{metric}'",
+                f.run
+            ),
+        )
+        .await;
+        assert_eq!(counted, people, "{metric}");
+    }
 }
 
 async fn one_click_unsubscribes_once_and_repeats_harmlessly(backend: Backend) {
