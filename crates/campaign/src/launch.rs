@@ -67,12 +67,12 @@ struct Phases {
 }
 
 /// One member's rows, before they are written.
-struct Row {
-    contact: ContactId,
-    channel: Channel,
-    variant: VariantId,
-    status: DeliveryStatus,
-    reason: Option<&'static str>,
+pub(crate) struct Row {
+    pub(crate) contact: ContactId,
+    pub(crate) channel: Channel,
+    pub(crate) variant: VariantId,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) reason: Option<&'static str>,
 }
 
 /// Launches campaign `id` now.
@@ -195,7 +195,7 @@ async fn launch_from(
 }
 
 /// The campaign, if it may be launched now.
-async fn launchable(
+pub(crate) async fn launchable(
     db: &DatabaseConnection,
     settings: &SendingSettings,
     workspace: WorkspaceId,
@@ -254,7 +254,7 @@ async fn missing_endpoints(
 
 /// Moves the campaign from one of `from` (a draft, for a launch by hand) to sending, unless
 /// another request did so first.
-async fn claim(
+pub(crate) async fn claim(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     id: CampaignId,
@@ -277,8 +277,8 @@ async fn claim(
 }
 
 /// Writes the run row, its counts still zero; returns its id.
-async fn start_run(
-    db: &DatabaseConnection,
+pub(crate) async fn start_run(
+    db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     id: CampaignId,
     launched_by: Option<i64>,
@@ -451,18 +451,12 @@ impl Outbox<'_> {
                 let on_list = listed
                     .get(&channel)
                     .and_then(|sources| sources.get(&member.contact));
-                let reachable = member
-                    .reachability(channel)
-                    .map_err(|why| why.reason())
-                    .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())));
-                let (status, reason) = match reachable {
-                    _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
-                    Ok(()) => (DeliveryStatus::Queued, None),
-                    Err(reason) => {
-                        *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
-                        (DeliveryStatus::Suppressed, Some(reason))
-                    }
-                };
+                let (status, reason) = delivery_status(member, channel, holdout, on_list.copied());
+                if status == DeliveryStatus::Suppressed
+                    && let Some(reason) = reason
+                {
+                    *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
+                }
                 rows.push(Row {
                     contact: member.contact,
                     channel,
@@ -502,6 +496,26 @@ impl Outbox<'_> {
             "launch phases"
         );
         Ok(self.report)
+    }
+}
+
+/// The status a member's delivery on `channel` starts in: `holdout` (with the reason it could
+/// not have been reached, if any), `suppressed` with the reason (the contact's own status, or
+/// the suppression list's entry `on_list`), or `queued`.
+pub(crate) fn delivery_status(
+    member: &Member,
+    channel: Channel,
+    holdout: bool,
+    on_list: Option<suppression::Source>,
+) -> (DeliveryStatus, Option<&'static str>) {
+    let reachable = member
+        .reachability(channel)
+        .map_err(|why| why.reason())
+        .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())));
+    match reachable {
+        _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
+        Ok(()) => (DeliveryStatus::Queued, None),
+        Err(reason) => (DeliveryStatus::Suppressed, Some(reason)),
     }
 }
 
@@ -565,8 +579,8 @@ fn choose(
 /// written with its values inline rather than as 60,000 bind parameters (SQLite allows
 /// 32,766 per statement). PostgreSQL gets one array literal per column, unnested: parsing a
 /// 5,000-row `VALUES` list cost it more than the insert itself.
-async fn write_rows(
-    db: &DatabaseConnection,
+pub(crate) async fn write_rows(
+    db: &impl ConnectionTrait,
     run_id: i64,
     campaign: CampaignId,
     workspace: WorkspaceId,

@@ -17,6 +17,7 @@ pub mod suppressions;
 pub mod templates;
 pub mod tracking;
 pub mod traits;
+pub mod triggers;
 pub mod webhook_endpoints;
 
 use actix_web::web;
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(sending::configure)
             .configure(suppressions::configure)
             .configure(schedules::configure)
+            .configure(triggers::configure)
             .configure(senders::configure)
             .configure(templates::configure)
             .configure(traits::configure)
