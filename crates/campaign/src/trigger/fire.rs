@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use clarion_model::{
-    Channel, ContactId, DeliveryJob, DeliveryStatus, SegmentId, SubscriptionStatus,
-    Timestamp, WorkspaceId,
+    Channel, ContactId, DeliveryJob, DeliveryStatus, SegmentId, SubscriptionStatus, Timestamp,
+    WorkspaceId,
 };
 use clarion_segment::{compile, members, save as segments};
 use sea_orm::{
@@ -236,7 +236,14 @@ impl Triggers {
             (_, TriggerState::Stopped) => {
                 return self.settle(&trigger, all(STOPPED), now).await;
             }
-            (None, _) | (Some(Campaign { status: Status::Cancelled, .. }), _) => {
+            (None, _)
+            | (
+                Some(Campaign {
+                    status: Status::Cancelled,
+                    ..
+                }),
+                _,
+            ) => {
                 return self.settle(&trigger, all(STOPPED), now).await;
             }
             (Some(c), _) if c.status == Status::Paused => {
@@ -431,15 +438,7 @@ impl Triggers {
         let mut queued: Vec<(Channel, i64)> = Vec::new();
         for (segment, rows) in rows {
             queued.extend(
-                write_rows(
-                    &txn,
-                    run,
-                    campaign.id,
-                    trigger.workspace,
-                    *segment,
-                    rows,
-                )
-                .await?,
+                write_rows(&txn, run, campaign.id, trigger.workspace, *segment, rows).await?,
             );
         }
         for (reason, ids) in &skipped {
@@ -547,7 +546,12 @@ async fn mark(
     Ok(total)
 }
 
-async fn skip(db: &impl ConnectionTrait, ids: &[i64], reason: &str, now: i64) -> Result<u64, DbErr> {
+async fn skip(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+    reason: &str,
+    now: i64,
+) -> Result<u64, DbErr> {
     mark(db, ids, "skipped", Some(reason), None, now).await
 }
 
@@ -694,4 +698,3 @@ async fn collect(
     }
     Ok(read)
 }
-

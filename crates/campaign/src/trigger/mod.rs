@@ -31,12 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::{
-    CampaignError,
-    campaign::Status,
-    sending::SendingSettings,
-    validate::Issue,
-};
+use crate::{CampaignError, campaign::Status, sending::SendingSettings, validate::Issue};
 
 /// The longest delay after entering, and the longest cool-down: a year.
 pub const MAX_DELAY_SECS: i64 = 365 * 86_400;
@@ -363,7 +358,10 @@ fn bounded(field: &str, text: &str, min: i64, issues: &mut Vec<Issue>) -> Option
         Ok(secs) if secs < min => {
             issues.push(issue(
                 field,
-                format!("{text} is too short; give at least {}", format_duration(min)),
+                format!(
+                    "{text} is too short; give at least {}",
+                    format_duration(min)
+                ),
             ));
             None
         }
@@ -710,13 +708,17 @@ pub async fn get(
     let Some(trigger) = stored(db, workspace, campaign).await? else {
         return Ok(None);
     };
-    let slug = clarion_segment::store::get(db, workspace, clarion_model::SegmentId(trigger.segment))
-        .await
-        .map_err(|e| match e {
-            SegmentError::Db(db) => CampaignError::Db(db),
-            other => CampaignError::Corrupt(other.to_string()),
-        })?
-        .map_or_else(|| format!("(deleted segment {})", trigger.segment), |s| s.slug);
+    let slug =
+        clarion_segment::store::get(db, workspace, clarion_model::SegmentId(trigger.segment))
+            .await
+            .map_err(|e| match e {
+                SegmentError::Db(db) => CampaignError::Db(db),
+                other => CampaignError::Corrupt(other.to_string()),
+            })?
+            .map_or_else(
+                || format!("(deleted segment {})", trigger.segment),
+                |s| s.slug,
+            );
 
     let tally = Query::select()
         .columns(["state", "reason"])
