@@ -16,6 +16,7 @@ mod m20261203_000009_kpi;
 mod m20261203_000010_clv;
 mod m20261204_000012_kpi_activity;
 mod m20261204_000013_local_time;
+mod m20261204_000013_triggers;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000010_clv::Migration),
             Box::new(m20261204_000012_kpi_activity::Migration),
             Box::new(m20261204_000013_local_time::Migration),
+            Box::new(m20261204_000013_triggers::Migration),
         ]
     }
 }

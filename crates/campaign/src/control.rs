@@ -387,12 +387,16 @@ async fn refreshed(
         .ok_or_else(|| CampaignError::NotFound(format!("campaign {id}")))
 }
 
-/// Completes a running run when none of its deliveries is queued or being sent. Returns
-/// whether it did.
+/// Completes a running run when none of its deliveries is queued or being sent, unless an
+/// active trigger of its campaign may still add some ([`crate::trigger`]). Returns whether
+/// it did.
 ///
 /// # Errors
 /// Database failures.
 pub async fn complete_if_done(db: &DatabaseConnection, run: i64) -> Result<bool, DbErr> {
+    if crate::trigger::keeps_open(db, run).await? {
+        return Ok(false);
+    }
     let open = Query::select()
         .column("id")
         .from("deliveries")

@@ -74,14 +74,14 @@ struct Phases {
 }
 
 /// One member's rows, before they are written.
-struct Row {
-    contact: ContactId,
-    channel: Channel,
-    variant: VariantId,
-    status: DeliveryStatus,
-    reason: Option<&'static str>,
+pub(crate) struct Row {
+    pub(crate) contact: ContactId,
+    pub(crate) channel: Channel,
+    pub(crate) variant: VariantId,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) reason: Option<&'static str>,
     /// Not before this moment (ms); `None`: at once.
-    due: Option<i64>,
+    pub(crate) due: Option<i64>,
 }
 
 /// Launches campaign `id` now.
@@ -233,7 +233,7 @@ async fn launch_from(
 }
 
 /// The campaign, if it may be launched now.
-async fn launchable(
+pub(crate) async fn launchable(
     db: &DatabaseConnection,
     settings: &SendingSettings,
     workspace: WorkspaceId,
@@ -292,7 +292,7 @@ async fn missing_endpoints(
 
 /// Moves the campaign from one of `from` (a draft, for a launch by hand) to sending, unless
 /// another request did so first.
-async fn claim(
+pub(crate) async fn claim(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     id: CampaignId,
@@ -315,8 +315,8 @@ async fn claim(
 }
 
 /// Writes the run row, its counts still zero; returns its id.
-async fn start_run(
-    db: &DatabaseConnection,
+pub(crate) async fn start_run(
+    db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     id: CampaignId,
     launched_by: Option<i64>,
@@ -497,26 +497,17 @@ impl Outbox<'_> {
                 let on_list = listed
                     .get(&channel)
                     .and_then(|sources| sources.get(&member.contact));
-                let reachable = member
-                    .reachability(channel)
-                    .map_err(|why| why.reason())
-                    .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())));
-                let (status, reason) = match reachable {
-                    _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
-                    Ok(()) if wave.is_some_and(|w| w.dropped) => {
-                        *self
-                            .report
-                            .suppressed
-                            .entry(QUIET_HOURS.to_owned())
-                            .or_default() += 1;
+                let (status, reason) = match delivery_status(member, channel, holdout, on_list.copied()) {
+                    (DeliveryStatus::Queued, _) if wave.is_some_and(|w| w.dropped) => {
                         (DeliveryStatus::Suppressed, Some(QUIET_HOURS))
                     }
-                    Ok(()) => (DeliveryStatus::Queued, None),
-                    Err(reason) => {
-                        *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
-                        (DeliveryStatus::Suppressed, Some(reason))
-                    }
+                    decided => decided,
                 };
+                if status == DeliveryStatus::Suppressed
+                    && let Some(reason) = reason
+                {
+                    *self.report.suppressed.entry(reason.to_owned()).or_default() += 1;
+                }
                 rows.push(Row {
                     contact: member.contact,
                     channel,
@@ -558,6 +549,26 @@ impl Outbox<'_> {
             "launch phases"
         );
         Ok((self.report, self.planner))
+    }
+}
+
+/// The status a member's delivery on `channel` starts in: `holdout` (with the reason it could
+/// not have been reached, if any), `suppressed` with the reason (the contact's own status, or
+/// the suppression list's entry `on_list`), or `queued`.
+pub(crate) fn delivery_status(
+    member: &Member,
+    channel: Channel,
+    holdout: bool,
+    on_list: Option<suppression::Source>,
+) -> (DeliveryStatus, Option<&'static str>) {
+    let reachable = member
+        .reachability(channel)
+        .map_err(|why| why.reason())
+        .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())));
+    match reachable {
+        _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
+        Ok(()) => (DeliveryStatus::Queued, None),
+        Err(reason) => (DeliveryStatus::Suppressed, Some(reason)),
     }
 }
 
@@ -621,8 +632,8 @@ fn choose(
 /// written with its values inline rather than as 60,000 bind parameters (SQLite allows
 /// 32,766 per statement). PostgreSQL gets one array literal per column, unnested: parsing a
 /// 5,000-row `VALUES` list cost it more than the insert itself.
-async fn write_rows(
-    db: &DatabaseConnection,
+pub(crate) async fn write_rows(
+    db: &impl ConnectionTrait,
     run_id: i64,
     campaign: CampaignId,
     workspace: WorkspaceId,

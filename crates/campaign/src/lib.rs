@@ -40,6 +40,8 @@
 //! * [`senders`]: sender identities (from-addresses or domains with their DKIM keys), the
 //!   from-address check at save time and the keys the worker signs with.
 //! * [`test_send`]: one variant's email sent to one address, with the relay's answer.
+//! * [`trigger`]: campaigns triggered by entering a segment, after a delay, with a condition
+//!   re-checked at send time; pending sends live in the database.
 //!
 //! Ids, the delivery job, the delivery and run statuses, the goal, reachability and the
 //! assignment hash are the model's ([`clarion_model`]); current segment members are read
@@ -66,6 +68,7 @@ pub mod suppression;
 pub mod test_send;
 pub mod throttle;
 pub mod traits;
+pub mod trigger;
 pub mod validate;
 pub mod worker;
 

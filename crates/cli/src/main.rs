@@ -135,6 +135,7 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
     if roles.contains(&Role::Scheduler) {
         tasks.push(roles::spawn_supervisor(&state, &stopped));
         tasks.push(roles::spawn_scheduler(&state, &stopped));
+        tasks.push(roles::spawn_triggers(&state, &stopped));
     }
     if !roles.contains(&Role::Api) {
         println!("Clarion is running as {roles:?}; stop it with Ctrl-C");

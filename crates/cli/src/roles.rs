@@ -1,11 +1,12 @@
 //! The background roles of a `clarion serve` process, beside the HTTP API: delivery workers
-//! (loops per channel), the supervisor, the campaign scheduler, and the periodic segment sweep and trait
+//! (loops per channel), the supervisor, the campaign scheduler with its trigger rounds, and the periodic segment sweep and trait
 //! recomputation. Each is built from the shared [`AppState`] and stops when told to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clarion_campaign::schedule::fire::{Fired, Lease, Scheduler, SystemClock};
+use clarion_campaign::trigger::fire::Triggers;
 use clarion_campaign::{Worker, control};
 use clarion_model::Channel;
 use clarion_server::AppState;
@@ -190,6 +191,49 @@ pub fn spawn_scheduler(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHa
             }
             Err(error) => {
                 tracing::error!(%error, "the campaign scheduler could not start; schedules will not fire from this process");
+            }
+        }
+    })
+}
+
+/// Runs the trigger rounds until `stop` turns true: every `triggers.tick_ms`, if this process
+/// holds the scheduler's lease, new segment entries become pending sends and due sends are
+/// moved into deliveries and enqueued ([`Triggers`]).
+pub fn spawn_triggers(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHandle<()> {
+    let settings = &state.settings;
+    let lease = Lease::new(
+        state.redis.clone(),
+        &settings.redis.key_prefix,
+        consumer_name(),
+        Duration::from_secs(settings.scheduling.lease_secs),
+    );
+    let triggers = Triggers::new(
+        state.db.clone(),
+        state.queues.clone(),
+        settings.triggers.clone(),
+        Arc::new(SystemClock),
+    );
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(triggers.tick());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => return,
+                _ = ticker.tick() => {}
+            }
+            match triggers.tick_with(&lease).await {
+                Ok(round) if round.entries + round.sent + round.skipped > 0 => tracing::debug!(
+                    entries = round.entries,
+                    sent = round.sent,
+                    skipped = round.skipped,
+                    enqueued = round.enqueued,
+                    "trigger round"
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "trigger round failed; trying again at the next tick")
+                }
             }
         }
     })

@@ -35,6 +35,8 @@ pub struct Settings {
     pub engagement: clarion_kpi::machine::MachineSettings,
     pub sending: clarion_campaign::SendingSettings,
     pub scheduling: clarion_campaign::SchedulingSettings,
+    /// `[triggers]`: how often the scheduler role reads segment entries and due sends.
+    pub triggers: clarion_campaign::trigger::TriggerSettings,
     pub email: clarion_dispatch::EmailConfig,
     pub webhook: clarion_dispatch::WebhookConfig,
     /// `[bounces]`: when soft bounces make an address `bounced`.
@@ -301,6 +303,9 @@ impl Settings {
             return Err(ConfigError::Invalid { key, reason });
         }
         if let Err((key, reason)) = self.scheduling.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.triggers.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if !self.sending.webhook_url.is_empty() && self.webhook.secret.expose_secret().is_empty() {

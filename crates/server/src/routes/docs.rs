@@ -17,7 +17,7 @@ use utoipa::{
 
 use super::{
     campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, senders,
-    sending, suggest, suppressions, templates, tracking, traits, waves, webhook_endpoints,
+    sending, suggest, suppressions, templates, tracking, traits, triggers, waves, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -42,6 +42,7 @@ use crate::error::ApiError;
         schedules::preview, schedules::put, schedules::get, schedules::cancel, schedules::pause,
         schedules::resume, schedules::runs,
         waves::plan, waves::run_waves, waves::put_quiet, waves::get_quiet, waves::delete_quiet,
+        triggers::put, triggers::get, triggers::stop,
         senders::create, senders::list, senders::get, senders::update, senders::delete, senders::test,
         traits::get,
         webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
@@ -99,6 +100,9 @@ use crate::error::ApiError;
         clarion_campaign::schedule::waves::Wave, clarion_campaign::schedule::waves::WavePlan,
         clarion_campaign::schedule::quiet::QuietHoursInput, clarion_campaign::schedule::quiet::QuietHoursView,
         clarion_campaign::schedule::quiet::QuietAction, waves::RunWaves,
+        clarion_campaign::trigger::TriggerInput, clarion_campaign::trigger::TriggerView,
+        clarion_campaign::trigger::TriggerState, clarion_campaign::trigger::SendView,
+        clarion_campaign::trigger::SendCounts,
         traits::ContactTraits, traits::PurchaseTraits, traits::Rfm, traits::Interest,
         webhook_endpoints::EndpointList, clarion_campaign::endpoints::EndpointInput,
         clarion_campaign::endpoints::EndpointPatch, clarion_campaign::endpoints::Endpoint,
@@ -135,7 +139,7 @@ use crate::error::ApiError;
         (name = "templates", description = "Checking message templates while writing them"),
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
-        (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs"),
+        (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs; campaigns triggered on segment entry"),
         (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout; JSON or CSV"),
         (name = "senders", description = "Sender identities: from-addresses and domains with their DKIM keys; sending a test of a variant"),
         (name = "operations", description = "Health, readiness and metrics"),

@@ -18,6 +18,7 @@ pub mod templates;
 pub mod tracking;
 pub mod traits;
 pub mod waves;
+pub mod triggers;
 pub mod webhook_endpoints;
 
 use actix_web::web;
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(suppressions::configure)
             .configure(schedules::configure)
             .configure(waves::configure)
+            .configure(triggers::configure)
             .configure(senders::configure)
             .configure(templates::configure)
             .configure(traits::configure)

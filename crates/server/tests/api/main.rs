@@ -19,4 +19,5 @@ mod sending;
 mod suppressions;
 mod tracking;
 mod traits;
+mod triggers;
 mod webhook_endpoints;
