@@ -6,7 +6,7 @@
 //! `550 5.1.1 No such user here` and for `defer` with `450 4.2.1 Mailbox temporarily
 //! unavailable`.
 
-use crate::app::read;
+use crate::app::{TestApp, read};
 use crate::campaigns::{contacts, create, segment};
 use crate::sending::{Sending, campaign, email};
 use clarion_model::Channel;
@@ -508,9 +508,120 @@ async fn suppressed_addresses_get_nothing_whatever_their_contact_says(backend: B
     );
 }
 
+/// Segment health and campaign audience count a contact as reachable on a channel only when
+/// its own state allows it and it is not on that channel's suppression list. 48 contacts cover
+/// every combination of address, email status, webhook status and entries on either list; the
+/// expected figures are counted here from the same table of cases.
+async fn reachable_counts_leave_out_the_suppression_list(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    struct Case {
+        id: String,
+        email: bool,
+        email_status: &'static str,
+        webhook_status: &'static str,
+        email_listed: bool,
+        webhook_listed: bool,
+    }
+    let statuses = ["subscribed", "unsubscribed", "bounced"];
+    let mut cases = Vec::new();
+    for i in 0..48_usize {
+        cases.push(Case {
+            id: format!("r{i}"),
+            email: i % 2 == 0 || i % 7 == 1,
+            email_status: statuses[(i / 2) % 3],
+            webhook_status: statuses[(i / 6) % 3],
+            email_listed: i % 4 < 2,
+            webhook_listed: (i / 3) % 3 == 0,
+        });
+    }
+    let items: Vec<Json> = cases
+        .iter()
+        .map(|c| {
+            let mut item = json!({"external_id": c.id,
+                "subscriptions": {"email": c.email_status, "webhook": c.webhook_status}});
+            if c.email {
+                item["email"] = json!(format!("{}@shop.example", c.id));
+            }
+            item
+        })
+        .collect();
+    contacts(&app, json!(items)).await;
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    segment(&app, "everyone", &ids).await;
+    for c in &cases {
+        if c.email_listed {
+            // Upper-case domain: the list keeps addresses as contacts do, so it still matches.
+            let body = json!({"address": format!("{}@SHOP.example", c.id)});
+            let (status, body) = app.post("/api/v1/suppressions", &body).await;
+            assert_eq!(status, 201, "{body}");
+        }
+        if c.webhook_listed {
+            let body = json!({"channel": "webhook", "address": c.id});
+            let (status, body) = app.post("/api/v1/suppressions", &body).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    // Entries of the other channel's kind, and addresses no contact has, change nothing.
+    for body in [
+        json!({"channel": "webhook", "address": "r0@shop.example"}),
+        json!({"address": "nobody@shop.example"}),
+    ] {
+        let (status, body) = app.post("/api/v1/suppressions", &body).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let email = cases
+        .iter()
+        .filter(|c| c.email && c.email_status == "subscribed" && !c.email_listed)
+        .count();
+    let webhook = cases
+        .iter()
+        .filter(|c| c.webhook_status == "subscribed" && !c.webhook_listed)
+        .count();
+    let listed_but_otherwise_reachable = cases
+        .iter()
+        .filter(|c| c.email && c.email_status == "subscribed" && c.email_listed)
+        .count();
+    assert!(email > 0 && webhook > 0 && listed_but_otherwise_reachable > 0);
+
+    let (status, health) = app.get("/api/v1/segments/everyone/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["size"], cases.len());
+    assert_eq!(
+        health["reachable"],
+        json!({"email": email, "webhook": webhook}),
+        "{health}"
+    );
+
+    let body = json!({
+        "name": "Reach",
+        "goal": { "event": "purchase", "window_hours": 168 },
+        "holdout_percent": 0,
+        "channels": ["email", "webhook"],
+        "targets": [{"segment": "everyone", "variants": [{
+            "name": "Only",
+            "email": email_body(),
+            "webhook": {"payload": "{\"who\": {{ contact.external_id }}}"},
+        }]}],
+    });
+    let id = create(&app, &body).await["id"].as_i64().unwrap();
+    let (status, audience) = app.get(&format!("/api/v1/campaigns/{id}/audience")).await;
+    assert_eq!(status, 200, "{audience}");
+    assert_eq!(
+        audience["total"],
+        json!({"contacts": cases.len(), "holdout": 0, "recipients": cases.len(),
+               "reachable": {"email": email, "webhook": webhook}}),
+        "{audience}"
+    );
+}
+
+fn email_body() -> Json {
+    json!({"subject": "Hello", "html": "<p>Hello</p>", "from": "Shop <news@shop.example>"})
+}
+
 on_both_backends!(
     a_hard_bounce_at_the_smtp_server_suppresses_the_contact_for_the_next_campaign,
     soft_bounces_are_retried_and_enough_of_them_mark_the_contact_bounced,
     the_suppression_list_is_managed_through_the_api,
     suppressed_addresses_get_nothing_whatever_their_contact_says,
+    reachable_counts_leave_out_the_suppression_list,
 );
