@@ -4,13 +4,14 @@
 //! Each target's segment is read a page of current members at a time through
 //! [`clarion_segment::members`], together with which of those contacts are in an earlier
 //! target's segment (they get that target's message). Each remaining contact is assigned with
-//! the same hash as at launch and counted as reachable by the same rule
-//! ([`clarion_model::reachability`]), so memory stays flat however large the segment, and the
-//! counts agree with what launch will do.
+//! the same hash as at launch and counted as reachable by the same rules: the contact's own
+//! state ([`clarion_model::reachability`]) and the workspace's suppression list, looked up a
+//! page at a time as launch does ([`suppression::of_contacts`]). Memory stays flat however
+//! large the segment, and the counts agree with what launch will do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use clarion_model::{Channel, SegmentId, VariantId, WorkspaceId};
+use clarion_model::{Channel, ContactId, SegmentId, VariantId, WorkspaceId};
 use clarion_segment::members;
 use clarion_template::Tracker;
 use sea_orm::ConnectionTrait;
@@ -24,6 +25,7 @@ use crate::{
     contacts,
     preview::{Warning, WarningKind, empty_segment, identical_variants},
     render::MessageRenderer,
+    suppression,
 };
 
 /// Segment members read per query.
@@ -104,6 +106,13 @@ pub async fn audience(
             counts: empty_counts(),
         })
         .collect();
+    // Only channels whose list has entries are looked up, page by page.
+    let mut listed = Vec::new();
+    for &channel in &channels {
+        if suppression::any(db, workspace, channel).await? {
+            listed.push(channel);
+        }
+    }
 
     for GroupPlan {
         group,
@@ -118,6 +127,14 @@ pub async fn audience(
                 break;
             };
             let taken = members::in_any_between(db, &earlier, first.contact, last.contact).await?;
+            let mut on_list: HashMap<Channel, HashSet<ContactId>> = HashMap::new();
+            if !listed.is_empty() {
+                let ids: Vec<ContactId> = page.iter().map(|m| m.contact).collect();
+                for &channel in &listed {
+                    let found = suppression::of_contacts(db, workspace, channel, &ids).await?;
+                    on_list.insert(channel, found.into_keys().collect());
+                }
+            }
             for member in &page {
                 if taken.contains(&member.contact) {
                     continue;
@@ -130,7 +147,7 @@ pub async fn audience(
                     .find(|v| v.variant_id == assignment.variant_id)
                     .map(|v| &mut v.counts)
                 {
-                    add(counts, assignment.holdout, member);
+                    add(counts, assignment.holdout, member, &on_list);
                 }
             }
             if (page.len() as u64) < PAGE {
@@ -208,7 +225,14 @@ pub async fn audience(
     })
 }
 
-fn add(counts: &mut Counts, holdout: bool, member: &members::Member) {
+/// Counts one member; `on_list` holds, per channel, the page's contacts on the suppression
+/// list.
+fn add(
+    counts: &mut Counts,
+    holdout: bool,
+    member: &members::Member,
+    on_list: &HashMap<Channel, HashSet<ContactId>>,
+) {
     counts.contacts += 1;
     if holdout {
         counts.holdout += 1;
@@ -217,7 +241,10 @@ fn add(counts: &mut Counts, holdout: bool, member: &members::Member) {
     counts.recipients += 1;
     for channel in Channel::ALL {
         if let Some(n) = counts.reachable.get_mut(channel.as_str()) {
-            *n += u64::from(member.reachability(channel).is_ok());
+            let listed = on_list
+                .get(&channel)
+                .is_some_and(|ids| ids.contains(&member.contact));
+            *n += u64::from(member.reachability(channel).is_ok() && !listed);
         }
     }
 }

@@ -107,7 +107,9 @@ pub struct Report {
     /// The report's own id (the provider's event id; the delivery and attempt for SMTP),
     /// the idempotency key of its event.
     pub id: String,
-    /// The delivery it is about, when known; soft bounces of one delivery count once.
+    /// The delivery it is about, when known; soft bounces of one delivery count once. For a
+    /// provider's report ([`Recipient::Address`]) a candidate read from the original
+    /// Message-ID, kept only when that delivery went to the contact with the address.
     pub delivery: Option<i64>,
     pub campaign: Option<i64>,
     /// When it happened; now when not said.
@@ -150,8 +152,13 @@ impl clarion_model::Coded for FeedbackError {
 
 /// One report for one contact, ready to store.
 struct Resolved<'a> {
+    /// The report's place in the batch.
+    index: usize,
     report: &'a Report,
     contact: ContactId,
+    /// The delivery and campaign it is about, when known.
+    delivery: Option<i64>,
+    campaign: Option<i64>,
     external_id: ExternalId,
     email: String,
 }
@@ -167,7 +174,35 @@ pub async fn apply(
     workspace: WorkspaceId,
     reports: &[Report],
 ) -> Result<Applied, FeedbackError> {
-    let mut applied = Applied::default();
+    let mut total = Applied::default();
+    for one in apply_each(ingest, settings, workspace, reports).await? {
+        total.add(&one);
+    }
+    Ok(total)
+}
+
+impl Applied {
+    /// Adds another count to this one.
+    pub fn add(&mut self, other: &Applied) {
+        self.recorded += other.recorded;
+        self.duplicates += other.duplicates;
+        self.unknown += other.unknown;
+        self.marked += other.marked;
+    }
+}
+
+/// [`apply`], answering what became of each report (in the order of `reports`), so that
+/// reports of several requests can be applied together and each request told its own part.
+///
+/// # Errors
+/// Database failures; what was stored before stays (a retried batch changes nothing twice).
+pub async fn apply_each(
+    ingest: &Ingest,
+    settings: &BounceSettings,
+    workspace: WorkspaceId,
+    reports: &[Report],
+) -> Result<Vec<Applied>, FeedbackError> {
+    let mut applied = vec![Applied::default(); reports.len()];
     let resolved = resolve(ingest.db(), workspace, reports, &mut applied).await?;
     if resolved.is_empty() {
         return Ok(applied);
@@ -185,14 +220,15 @@ pub async fn apply(
     let stored = ingest.events(workspace, events, options).await?;
     let duplicate: HashSet<usize> = stored.duplicates.iter().map(|d| d.index).collect();
     let refused: HashSet<usize> = stored.errors.iter().map(|e| e.index).collect();
-    applied.recorded = stored.accepted as u64;
-    applied.duplicates += duplicate.len() as u64;
-    let fresh: Vec<&Resolved<'_>> = resolved
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !duplicate.contains(i) && !refused.contains(i))
-        .map(|(_, item)| item)
-        .collect();
+    let mut fresh: Vec<&Resolved<'_>> = Vec::with_capacity(resolved.len());
+    for (i, item) in resolved.iter().enumerate() {
+        if duplicate.contains(&i) {
+            applied[item.index].duplicates += 1;
+        } else if !refused.contains(&i) {
+            applied[item.index].recorded += 1;
+            fresh.push(item);
+        }
+    }
     if fresh.is_empty() {
         return Ok(applied);
     }
@@ -253,12 +289,12 @@ pub async fn apply(
         }
     }
 
-    let ids = |items: &[&Resolved<'_>]| items.iter().map(|item| item.contact).collect::<Vec<_>>();
     bounced.append(&mut soft_over);
-    for (contacts, status) in [
-        (ids(&complained), SubscriptionStatus::Complained),
-        (ids(&bounced), SubscriptionStatus::Bounced),
+    for (items, status) in [
+        (&complained, SubscriptionStatus::Complained),
+        (&bounced, SubscriptionStatus::Bounced),
     ] {
+        let contacts: Vec<ContactId> = items.iter().map(|item| item.contact).collect();
         let mut attempt = 0;
         let changed = loop {
             match ingest.mark_email(workspace, &contacts, status).await {
@@ -270,7 +306,12 @@ pub async fn apply(
                 done => break done?,
             }
         };
-        applied.marked += changed.len() as u64;
+        // A change is the doing of the first report about that contact.
+        for contact in changed {
+            if let Some(item) = items.iter().find(|item| item.contact == contact) {
+                applied[item.index].marked += 1;
+            }
+        }
     }
     Ok(applied)
 }
@@ -281,7 +322,7 @@ async fn resolve<'a>(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     reports: &'a [Report],
-    applied: &mut Applied,
+    applied: &mut [Applied],
 ) -> Result<Vec<Resolved<'a>>, FeedbackError> {
     let addresses: Vec<&str> = reports
         .iter()
@@ -298,35 +339,81 @@ async fn resolve<'a>(
     {
         by_email.entry(email).or_default().push((id, external_id));
     }
+    let named: Vec<i64> = reports
+        .iter()
+        .filter(|report| matches!(report.recipient, Recipient::Address(_)))
+        .filter_map(|report| report.delivery)
+        .collect();
+    let deliveries = deliveries_of(db, workspace, &named).await?;
     let mut resolved = Vec::with_capacity(reports.len());
-    for report in reports {
+    for (index, report) in reports.iter().enumerate() {
         match &report.recipient {
             Recipient::Contact {
                 contact,
                 external_id,
                 email,
             } => resolved.push(Resolved {
+                index,
                 report,
                 contact: *contact,
+                delivery: report.delivery,
+                campaign: report.campaign,
                 external_id: external_id.clone(),
                 email: email.as_str().to_owned(),
             }),
             Recipient::Address(email) => match by_email.get(email.as_str()) {
                 Some(contacts) => {
                     for (contact, external_id) in contacts {
+                        // The delivery the provider names, if it went to this contact.
+                        let sent = report
+                            .delivery
+                            .and_then(|id| deliveries.get(&id))
+                            .filter(|(to, _)| to == contact);
                         resolved.push(Resolved {
+                            index,
                             report,
                             contact: *contact,
+                            delivery: sent.and(report.delivery),
+                            campaign: sent.map(|(_, campaign)| *campaign),
                             external_id: external_id.clone(),
                             email: email.as_str().to_owned(),
                         });
                     }
                 }
-                None => applied.unknown += 1,
+                None => applied[index].unknown += 1,
             },
         }
     }
     Ok(resolved)
+}
+
+/// The contact and campaign of each of `ids` that is a delivery of `workspace`.
+async fn deliveries_of(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    ids: &[i64],
+) -> Result<HashMap<i64, (ContactId, i64)>, DbErr> {
+    let mut found = HashMap::new();
+    let unique: HashSet<i64> = ids.iter().copied().collect();
+    let unique: Vec<i64> = unique.into_iter().collect();
+    for chunk in unique.chunks(5_000) {
+        let select = Query::select()
+            .columns(["id", "contact_id", "campaign_id"])
+            .from("deliveries")
+            .and_where(Expr::col("workspace_id").eq(workspace.0))
+            .and_where(Expr::col("id").is_in(chunk.iter().copied()))
+            .to_owned();
+        for row in db.query_all(&select).await? {
+            found.insert(
+                row.try_get::<i64>("", "id")?,
+                (
+                    ContactId(row.try_get("", "contact_id")?),
+                    row.try_get::<i64>("", "campaign_id")?,
+                ),
+            );
+        }
+    }
+    Ok(found)
 }
 
 /// The event of one report for one contact.
@@ -350,10 +437,10 @@ fn event(item: &Resolved<'_>) -> Result<EventInput, ModelError> {
     properties.insert("text".into(), json!(truncate(&report.text, 1000)));
     properties.insert("source".into(), json!(report.source));
     properties.insert("email".into(), json!(item.email));
-    if let Some(delivery) = report.delivery {
+    if let Some(delivery) = item.delivery {
         properties.insert("delivery_id".into(), json!(delivery));
     }
-    if let Some(campaign) = report.campaign {
+    if let Some(campaign) = item.campaign {
         properties.insert("campaign_id".into(), json!(campaign));
     }
     // One key per report and contact: an address several contacts share gives each its event.
@@ -407,7 +494,7 @@ async fn record_bounces(
             insert.values_panic([
                 workspace.0.into(),
                 item.contact.0.into(),
-                report.delivery.into(),
+                item.delivery.into(),
                 match report.kind {
                     Kind::HardBounce => "hard",
                     _ => "soft",

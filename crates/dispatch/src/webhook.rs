@@ -333,7 +333,10 @@ impl WebhookSender {
             .header(WEBHOOK_TIMESTAMP, timestamp)
             .header(WEBHOOK_SIGNATURE, signature);
         for (name, value) in &message.headers {
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            if RESERVED_HEADERS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+            {
                 return Err(DispatchError::permanent(format!(
                     "extra header {name} would replace one Clarion sets itself"
                 )));

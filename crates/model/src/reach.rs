@@ -5,6 +5,12 @@
 //! `subscribed`; by webhook when its webhook subscription is `subscribed`. [`reachability`]
 //! decides it for one contact in Rust; [`reachable_sql`] is the same rule as a SQL condition
 //! over a `contacts` row, for counts done in the database.
+//!
+//! On top of the contact's own state, the workspace's suppression list (table
+//! `suppressions`: per channel, an email address or, for webhooks, a contact's external id)
+//! keeps a listed contact from being reached whatever its subscription says. The SQL condition
+//! includes it; the Rust side looks the list up a page at a time (launch, audience counts,
+//! the worker), since a contact row does not carry it.
 
 use crate::{Channel, SubscriptionStatus};
 
@@ -66,17 +72,28 @@ pub fn reachability(
     }
 }
 
-/// [`reachability`] as a SQL condition over the `contacts` row aliased `alias`: true exactly
-/// when the contact can be sent to on `channel`. `alias` must be a plain SQL identifier.
+/// [`reachability`] and the suppression list as a SQL condition over the `contacts` row
+/// aliased `alias`: true exactly when the contact can be sent to on `channel`. `alias` must be
+/// a plain SQL identifier. The list is checked through its unique
+/// `(workspace_id, channel, address)` index, one lookup per contact.
 #[must_use]
 pub fn reachable_sql(channel: Channel, alias: &str) -> String {
     let subscribed = SubscriptionStatus::Subscribed.as_str();
-    match channel {
-        Channel::Email => {
-            format!("{alias}.email IS NOT NULL AND {alias}.email_status = '{subscribed}'")
-        }
-        Channel::Webhook => format!("{alias}.webhook_status = '{subscribed}'"),
-    }
+    let (own, address) = match channel {
+        Channel::Email => (
+            format!("{alias}.email IS NOT NULL AND {alias}.email_status = '{subscribed}'"),
+            "email",
+        ),
+        Channel::Webhook => (
+            format!("{alias}.webhook_status = '{subscribed}'"),
+            "external_id",
+        ),
+    };
+    format!(
+        "{own} AND NOT EXISTS (SELECT 1 FROM suppressions sup WHERE sup.workspace_id = \
+         {alias}.workspace_id AND sup.channel = '{}' AND sup.address = {alias}.{address})",
+        channel.as_str()
+    )
 }
 
 #[cfg(test)]
@@ -106,11 +123,15 @@ mod tests {
     fn the_sql_condition_names_the_alias() {
         assert_eq!(
             reachable_sql(Channel::Email, "c"),
-            "c.email IS NOT NULL AND c.email_status = 'subscribed'"
+            "c.email IS NOT NULL AND c.email_status = 'subscribed' AND NOT EXISTS (SELECT 1 \
+             FROM suppressions sup WHERE sup.workspace_id = c.workspace_id AND sup.channel = \
+             'email' AND sup.address = c.email)"
         );
         assert_eq!(
             reachable_sql(Channel::Webhook, "x"),
-            "x.webhook_status = 'subscribed'"
+            "x.webhook_status = 'subscribed' AND NOT EXISTS (SELECT 1 FROM suppressions sup \
+             WHERE sup.workspace_id = x.workspace_id AND sup.channel = 'webhook' AND \
+             sup.address = x.external_id)"
         );
     }
 }

@@ -6,10 +6,12 @@
 //! `failed` events with `severity: permanent` are hard bounces, with `temporary` soft ones;
 //! `complained` events are complaints. `event-data.id` is the idempotency key.
 
+use std::collections::HashSet;
+
 use clarion_model::Timestamp;
 use hmac::{Hmac, Mac};
 use sea_orm::{
-    ConnectionTrait,
+    ConnectionTrait, DbErr,
     sea_query::{OnConflict, Query},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -17,7 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Parsed, ProviderError, Request, address, smtp_code};
+use super::{Parsed, ProviderError, Request, address, delivery_of, smtp_code};
 use crate::feedback::{Kind, Recipient, Report};
 
 /// `[providers.mailgun]`.
@@ -102,32 +104,49 @@ pub fn verify(settings: &MailgunSettings, request: &Request) -> Result<Verified,
     })
 }
 
-/// Records the token as used, refusing one seen before: a replayed request.
+/// Records tokens as used, in one statement; answers those that were not seen before. A
+/// request whose token is not among them is a replay ([`replayed`]).
 ///
 /// # Errors
-/// [`ProviderError::Replayed`] when the token was used before.
-pub async fn claim_token(db: &impl ConnectionTrait, token: &str) -> Result<(), ProviderError> {
-    let insert = Query::insert()
-        .into_table("provider_tokens")
-        .columns(["provider", "token", "seen_at"])
-        .values_panic([
-            "mailgun".into(),
-            token.into(),
-            Timestamp::now().millis().into(),
-        ])
-        .on_conflict(
-            OnConflict::columns(["provider", "token"])
-                .do_nothing()
-                .to_owned(),
-        )
-        .to_owned();
-    if db.execute(&insert).await?.rows_affected() == 0 {
-        return Err(ProviderError::Replayed {
-            field: "signature.token".into(),
-            message: "this signed token was used before: the request is a replay".into(),
-        });
+/// Database failures; no token is recorded then.
+pub async fn claim_tokens(
+    db: &impl ConnectionTrait,
+    tokens: &[&str],
+) -> Result<HashSet<String>, DbErr> {
+    let mut unique: Vec<&str> = tokens.to_vec();
+    // One order for every writer, each token once.
+    unique.sort_unstable();
+    unique.dedup();
+    let mut fresh = HashSet::with_capacity(unique.len());
+    let now = Timestamp::now().millis();
+    for chunk in unique.chunks(5_000) {
+        let mut insert = Query::insert();
+        insert
+            .into_table("provider_tokens")
+            .columns(["provider", "token", "seen_at"])
+            .on_conflict(
+                OnConflict::columns(["provider", "token"])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning_col("token");
+        for token in chunk {
+            insert.values_panic(["mailgun".into(), (*token).into(), now.into()]);
+        }
+        for row in db.query_all(&insert).await? {
+            fresh.insert(row.try_get::<String>("", "token")?);
+        }
     }
-    Ok(())
+    Ok(fresh)
+}
+
+/// The answer to a request whose signed token was used before.
+#[must_use]
+pub fn replayed() -> ProviderError {
+    ProviderError::Replayed {
+        field: "signature.token".into(),
+        message: "this signed token was used before: the request is a replay".into(),
+    }
 }
 
 fn read(event: &Value) -> Result<Parsed, ProviderError> {
@@ -177,7 +196,11 @@ fn read(event: &Value) -> Result<Parsed, ProviderError> {
         text: message.to_owned(),
         source: "mailgun",
         id: id.to_owned(),
-        delivery: None,
+        delivery: delivery_of(
+            event
+                .pointer("/message/headers/message-id")
+                .and_then(Value::as_str),
+        ),
         campaign: None,
         occurred_at,
     });

@@ -6,17 +6,26 @@
 //! [`feedback::apply`]: contacts marked, suppressions added, `email_bounce` and
 //! `email_complaint` events recorded with the provider's event id as idempotency key. A request
 //! that fails verification records nothing and answers 401.
+//!
+//! Verified requests are written together: each hands its reports (and Mailgun's signed token)
+//! to one writer task, which takes every request waiting at that moment and applies them as one
+//! batch (one token insert, one event batch, one suppression insert, ...), then tells each
+//! request its own part. A provider that sends one event per request (Mailgun, Postmark, SES)
+//! so costs a handful of statements per batch of concurrent requests rather than per event.
+//! A batch that fails is applied again request by request, so a request's answer is its own.
 
 pub mod mailgun;
 pub mod postmark;
 pub mod sendgrid;
 pub mod ses;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use clarion_contacts::Ingest;
 use clarion_model::{Coded, DEFAULT_WORKSPACE, EmailAddress, ErrorCode, FieldError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
 use crate::feedback::{self, Applied, BounceSettings, FeedbackError, Report};
@@ -114,6 +123,10 @@ pub enum ProviderError {
     Upstream(String),
     #[error(transparent)]
     Feedback(#[from] FeedbackError),
+    /// The batch this request was written in could not be stored (the database failed);
+    /// sending the request again is safe.
+    #[error("the events could not be stored: {message}")]
+    Write { code: ErrorCode, message: String },
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
 }
@@ -136,6 +149,7 @@ impl Coded for ProviderError {
             ProviderError::Replayed { .. } => ErrorCode::Conflict,
             ProviderError::Upstream(_) => ErrorCode::Unavailable,
             ProviderError::Feedback(error) => error.code(),
+            ProviderError::Write { code, .. } => *code,
             ProviderError::Db(error) => error.code(),
         }
     }
@@ -158,6 +172,8 @@ pub struct Receiver {
     bounces: BounceSettings,
     settings: ProviderSettings,
     ses: ses::Certificates,
+    /// The writer task's queue, started at the first verified request.
+    writer: OnceLock<mpsc::UnboundedSender<Job>>,
 }
 
 impl Receiver {
@@ -169,6 +185,7 @@ impl Receiver {
             bounces,
             settings,
             ses,
+            writer: OnceLock::new(),
         }
     }
 
@@ -185,7 +202,7 @@ impl Receiver {
         provider: Provider,
         request: &Request,
     ) -> Result<Received, ProviderError> {
-        let (parsed, mut received) = match provider {
+        let (parsed, token) = match provider {
             Provider::Ses => {
                 let settings = &self.settings.ses;
                 match ses::verify_and_read(settings, &self.ses, request).await? {
@@ -195,35 +212,42 @@ impl Receiver {
                             ..Received::default()
                         });
                     }
-                    ses::Read::Events(parsed) => (parsed, Received::default()),
+                    ses::Read::Events(parsed) => (parsed, None),
                 }
             }
             Provider::Sendgrid => (
                 sendgrid::verify_and_read(&self.settings.sendgrid, request)?,
-                Received::default(),
+                None,
             ),
             Provider::Postmark => (
                 postmark::verify_and_read(&self.settings.postmark, request)?,
-                Received::default(),
+                None,
             ),
             Provider::Mailgun => {
-                let parsed = mailgun::verify(&self.settings.mailgun, request)?;
-                mailgun::claim_token(self.ingest.db(), &parsed.token).await?;
-                (parsed.events, Received::default())
+                let verified = mailgun::verify(&self.settings.mailgun, request)?;
+                (verified.events, Some(verified.token))
             }
         };
-        received.events = parsed.reports.len() as u64;
-        received.ignored = parsed.ignored;
-        if parsed.reports.is_empty() {
+        let mut received = Received {
+            events: parsed.reports.len() as u64,
+            ignored: parsed.ignored,
+            ..Received::default()
+        };
+        if parsed.reports.is_empty() && token.is_none() {
             return Ok(received);
         }
-        received.applied = feedback::apply(
-            &self.ingest,
-            &self.bounces,
-            DEFAULT_WORKSPACE,
-            &parsed.reports,
-        )
-        .await?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            token,
+            reports: parsed.reports,
+            reply,
+        };
+        self.writer()
+            .send(job)
+            .map_err(|_| ProviderError::Upstream("the bounce writer has stopped".into()))?;
+        received.applied = answer
+            .await
+            .map_err(|_| ProviderError::Upstream("the bounce writer has stopped".into()))??;
         let applied = &received.applied;
         if applied.recorded == 0 && applied.duplicates > 0 && applied.unknown == 0 {
             return Err(ProviderError::Replayed {
@@ -232,6 +256,119 @@ impl Receiver {
             });
         }
         Ok(received)
+    }
+
+    /// The writer task's queue; the first call starts the task on the current runtime.
+    fn writer(&self) -> &mpsc::UnboundedSender<Job> {
+        self.writer.get_or_init(|| {
+            let (sender, jobs) = mpsc::unbounded_channel();
+            tokio::spawn(write(self.ingest.clone(), self.bounces.clone(), jobs));
+            sender
+        })
+    }
+}
+
+/// One verified request waiting to be written.
+struct Job {
+    /// Mailgun's signed token, to claim.
+    token: Option<String>,
+    reports: Vec<Report>,
+    reply: oneshot::Sender<Result<Applied, ProviderError>>,
+}
+
+/// Reports written in one batch at most; a larger request is written alone.
+const BATCH_REPORTS: usize = 2_000;
+
+/// The writer task: every request waiting when it is free is written in one batch. It ends
+/// when the [`Receiver`] is dropped.
+async fn write(ingest: Ingest, bounces: BounceSettings, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut reports = first.reports.len();
+        let mut batch = vec![first];
+        while reports < BATCH_REPORTS {
+            let Ok(job) = jobs.try_recv() else { break };
+            reports += job.reports.len();
+            batch.push(job);
+        }
+        write_batch(&ingest, &bounces, batch).await;
+    }
+}
+
+/// Claims the batch's tokens (a request with a token seen before is a replay), then applies
+/// the reports of the rest together.
+async fn write_batch(ingest: &Ingest, bounces: &BounceSettings, batch: Vec<Job>) {
+    let tokens: Vec<&str> = batch
+        .iter()
+        .filter_map(|job| job.token.as_deref())
+        .collect();
+    let claimed = if tokens.is_empty() {
+        Ok(HashSet::new())
+    } else {
+        mailgun::claim_tokens(ingest.db(), &tokens).await
+    };
+    let mut fresh = match claimed {
+        Ok(fresh) => fresh,
+        Err(error) => {
+            let (code, message) = (error.code(), error.to_string());
+            for job in batch {
+                let _ = job.reply.send(Err(ProviderError::Write {
+                    code,
+                    message: message.clone(),
+                }));
+            }
+            return;
+        }
+    };
+    let mut accepted = Vec::with_capacity(batch.len());
+    for job in batch {
+        match &job.token {
+            // Taken out once: the same token twice in a batch is a replay the second time.
+            Some(token) if !fresh.remove(token) => {
+                let _ = job.reply.send(Err(mailgun::replayed()));
+            }
+            _ => accepted.push(job),
+        }
+    }
+    if accepted.len() < 2 {
+        for job in accepted {
+            let applied = feedback::apply(ingest, bounces, DEFAULT_WORKSPACE, &job.reports).await;
+            let _ = job.reply.send(applied.map_err(ProviderError::from));
+        }
+        return;
+    }
+    let reports: Vec<Report> = accepted
+        .iter()
+        .flat_map(|job| job.reports.iter().cloned())
+        .collect();
+    match feedback::apply_each(ingest, bounces, DEFAULT_WORKSPACE, &reports).await {
+        Ok(each) => {
+            let mut each = each.into_iter();
+            for job in accepted {
+                let mut applied = Applied::default();
+                for one in each.by_ref().take(job.reports.len()) {
+                    applied.add(&one);
+                }
+                let _ = job.reply.send(Ok(applied));
+            }
+        }
+        // A report that cannot become an event fails before anything is stored: each request
+        // is applied alone, so only the one that carries it is refused.
+        Err(FeedbackError::Model(_)) => {
+            for job in accepted {
+                let applied =
+                    feedback::apply(ingest, bounces, DEFAULT_WORKSPACE, &job.reports).await;
+                let _ = job.reply.send(applied.map_err(ProviderError::from));
+            }
+        }
+        Err(error) => {
+            let (code, message) = (error.code(), error.to_string());
+            for job in accepted {
+                let _ = job.reply.send(Err(ProviderError::Write {
+                    code,
+                    message: message.clone(),
+                }));
+            }
+        }
     }
 }
 
@@ -248,6 +385,18 @@ pub struct Parsed {
 /// format error, naming the field.
 fn address(field: &str, value: &str) -> Result<EmailAddress, ProviderError> {
     EmailAddress::parse(value).map_err(|e| ProviderError::invalid(field, e.to_string()))
+}
+
+/// The delivery a provider's copy of the original `Message-ID` names: Clarion sends each
+/// message as `<DELIVERY_ID@from-domain>`. Only a candidate: [`feedback::apply`] keeps it
+/// when that delivery went to the reported address's contact.
+fn delivery_of(message_id: Option<&str>) -> Option<i64> {
+    let id = message_id?
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let (local, _) = id.split_once('@')?;
+    local.parse::<i64>().ok().filter(|id| *id > 0)
 }
 
 /// Compares two secrets in time independent of where they differ.
@@ -273,6 +422,11 @@ mod tests {
         assert_eq!(smtp_code("smtp; 550 5.1.1 user unknown"), Some(550));
         assert_eq!(smtp_code("452 4.2.2 mailbox full"), Some(452));
         assert_eq!(smtp_code("5.1.1 no code"), None);
+        assert_eq!(delivery_of(Some("<1234@shop.example>")), Some(1234));
+        assert_eq!(delivery_of(Some(" 77@shop.example")), Some(77));
+        assert_eq!(delivery_of(Some("<20261203.1@shop.example>")), None);
+        assert_eq!(delivery_of(Some("<-5@shop.example>")), None);
+        assert_eq!(delivery_of(None), None);
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abc", b"abd"));
         assert!(!same_secret(b"abc", b"abcd"));

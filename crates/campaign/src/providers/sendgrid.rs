@@ -13,7 +13,7 @@ use p256::pkcs8::DecodePublicKey as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Parsed, ProviderError, Request, address, smtp_code};
+use super::{Parsed, ProviderError, Request, address, delivery_of, smtp_code};
 use crate::feedback::{Kind, Recipient, Report};
 
 const SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
@@ -118,6 +118,9 @@ struct Event {
     reason: Option<String>,
     status: Option<String>,
     timestamp: Option<Value>,
+    /// The original Message-ID.
+    #[serde(rename = "smtp-id")]
+    smtp_id: Option<String>,
 }
 
 fn read(body: &[u8]) -> Result<Parsed, ProviderError> {
@@ -159,7 +162,7 @@ fn read(body: &[u8]) -> Result<Parsed, ProviderError> {
             text,
             source: "sendgrid",
             id,
-            delivery: None,
+            delivery: delivery_of(event.smtp_id.as_deref()),
             campaign: None,
             occurred_at: event
                 .timestamp

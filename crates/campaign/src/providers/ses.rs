@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use x509_cert::der::{DecodePem as _, Encode as _};
 
-use super::{Parsed, ProviderError, Request, address, smtp_code};
+use super::{Parsed, ProviderError, Request, address, delivery_of, smtp_code};
 use crate::feedback::{Kind, Recipient, Report};
 
 /// `[providers.ses]`.
@@ -388,7 +388,11 @@ fn read(message: &Value) -> Result<Parsed, ProviderError> {
             text: diagnostic.to_owned(),
             source: "ses",
             id: id.to_owned(),
-            delivery: None,
+            delivery: delivery_of(
+                message
+                    .pointer("/mail/commonHeaders/messageId")
+                    .and_then(Value::as_str),
+            ),
             campaign: None,
             occurred_at,
         });

@@ -87,9 +87,9 @@ fn now_secs() -> i64 {
 // ---------------------------------------------------------------------------------------
 // Mailgun
 
-const MAILGUN_KEY: &str = "key-test-mailgun-signing-0123456789";
+pub(crate) const MAILGUN_KEY: &str = "key-test-mailgun-signing-0123456789";
 
-fn mailgun_body(key: &str, token: &str, event: Json) -> Vec<u8> {
+pub(crate) fn mailgun_body(key: &str, token: &str, event: Json) -> Vec<u8> {
     let timestamp = now_secs().to_string();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(timestamp.as_bytes());
@@ -102,7 +102,7 @@ fn mailgun_body(key: &str, token: &str, event: Json) -> Vec<u8> {
     .unwrap()
 }
 
-fn mailgun_failed(id: &str, recipient: &str, severity: &str, code: u16) -> Json {
+pub(crate) fn mailgun_failed(id: &str, recipient: &str, severity: &str, code: u16) -> Json {
     json!({
         "event": "failed",
         "id": id,
@@ -244,6 +244,141 @@ async fn mailgun_webhooks_are_verified_applied_once_and_replays_refused(backend:
         "complaint"
     );
     assert_eq!(status_of(&app, "calm").await, "subscribed");
+}
+
+/// Many Mailgun requests at once are written together in batches; each still gets its own
+/// answer: its events recorded, a replayed token or an event id seen before refused, an
+/// unknown address counted. The expected outcome is worked out here from the requests.
+async fn concurrent_mailgun_requests_are_each_answered_for_themselves(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| {
+        settings.providers.mailgun.signing_key = MAILGUN_KEY.to_owned().into();
+    })
+    .await;
+    let n = 60;
+    let people: Vec<Json> = (0..n)
+        .map(|i| json!({"external_id": format!("c{i}"), "email": format!("c{i}@customer.example")}))
+        .collect();
+    contacts(&app, json!(people)).await;
+    let event = |i: usize, id: &str| match i % 3 {
+        0 => mailgun_failed(id, &format!("c{i}@customer.example"), "permanent", 550),
+        1 => json!({"event": "complained", "id": id, "timestamp": 1_764_700_001.0,
+                    "recipient": format!("c{i}@customer.example")}),
+        _ => mailgun_failed(id, &format!("c{i}@customer.example"), "temporary", 452),
+    };
+    let mut bodies: Vec<(&str, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let body = mailgun_body(
+                MAILGUN_KEY,
+                &format!("tok-{i}"),
+                event(i, &format!("ev-{i}")),
+            );
+            ("first", body)
+        })
+        .collect();
+    // Five reuse a token (another event), five repeat an event id (under a new token): of
+    // each pair, whichever comes second is the replay.
+    for i in 0..5 {
+        bodies.push((
+            "token",
+            mailgun_body(MAILGUN_KEY, &format!("tok-{i}"), event(i, "ev-other")),
+        ));
+        bodies.push((
+            "event",
+            mailgun_body(
+                MAILGUN_KEY,
+                &format!("tok-again-{i}"),
+                event(10 + i, &format!("ev-{}", 10 + i)),
+            ),
+        ));
+    }
+    bodies.push((
+        "unknown",
+        mailgun_body(
+            MAILGUN_KEY,
+            "tok-unknown",
+            mailgun_failed("ev-unknown", "nobody@customer.example", "permanent", 550),
+        ),
+    ));
+    let mut tasks = Vec::new();
+    for (kind, body) in bodies {
+        let (client, url) = (app.client.clone(), app.url("/webhooks/mailgun"));
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (kind, read(response).await)
+        }));
+    }
+    let mut answers: Vec<(&str, u16, Json)> = Vec::new();
+    for task in tasks {
+        let (kind, (status, body)) = task.await.unwrap();
+        answers.push((kind, status, body));
+    }
+    let ok: Vec<&Json> = answers
+        .iter()
+        .filter(|(_, status, _)| *status == 200)
+        .map(|(_, _, body)| body)
+        .collect();
+    let refused: Vec<(&str, String)> = answers
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .map(|(kind, status, body)| {
+            assert_eq!(*status, 409, "{body}");
+            (
+                *kind,
+                body["details"]["errors"][0]["field"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    // Of each pair one event is stored: one per contact (c0..c4 get "ev-other" instead of
+    // their own when the token's second use came first).
+    let recorded: u64 = ok.iter().map(|b| b["recorded"].as_u64().unwrap()).sum();
+    assert_eq!(recorded, n as u64, "{answers:#?}");
+    assert_eq!(refused.len(), 10, "{refused:?}");
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|(_, field)| field == "signature.token")
+            .count(),
+        5,
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|(_, field)| field == "event-data.id")
+            .count(),
+        5,
+        "{refused:?}"
+    );
+    let unknown = answers
+        .iter()
+        .find(|(kind, _, _)| *kind == "unknown")
+        .unwrap();
+    assert_eq!((unknown.1, unknown.2["unknown"].as_u64()), (200, Some(1)));
+    let marked: u64 = ok.iter().map(|b| b["marked"].as_u64().unwrap()).sum();
+    assert_eq!(marked, (0..n).filter(|i| i % 3 != 2).count() as u64);
+
+    for i in 0..n {
+        let id = format!("c{i}");
+        let expected = ["bounced", "complained", "subscribed"][i % 3];
+        assert_eq!(status_of(&app, &id).await, expected, "{id}");
+        let source = listed(&app, &format!("c{i}@customer.example"))
+            .await
+            .map(|entry| entry["source"].as_str().unwrap().to_owned());
+        let expected_source = ["hard_bounce", "complaint"]
+            .get(i % 3)
+            .map(|s| (*s).to_owned());
+        assert_eq!(source, expected_source, "{id}");
+        assert_eq!(events(&app, &id).await.len(), 1, "{id}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -679,6 +814,7 @@ async fn provider_endpoints_are_off_until_configured(backend: Backend) {
 }
 
 on_both_backends!(
+    concurrent_mailgun_requests_are_each_answered_for_themselves,
     mailgun_webhooks_are_verified_applied_once_and_replays_refused,
     sendgrid_event_webhooks_are_verified_and_applied_once,
     postmark_webhooks_need_their_credentials_and_are_applied_once,

@@ -6,8 +6,9 @@
 //! `550 5.1.1 No such user here` and for `defer` with `450 4.2.1 Mailbox temporarily
 //! unavailable`.
 
-use crate::app::read;
+use crate::app::{TestApp, read};
 use crate::campaigns::{contacts, create, segment};
+use crate::providers::{MAILGUN_KEY, mailgun_body, mailgun_failed};
 use crate::sending::{Sending, campaign, email};
 use clarion_model::Channel;
 use clarion_testkit::{Backend, on_both_backends};
@@ -508,9 +509,213 @@ async fn suppressed_addresses_get_nothing_whatever_their_contact_says(backend: B
     );
 }
 
+/// Segment health and campaign audience count a contact as reachable on a channel only when
+/// its own state allows it and it is not on that channel's suppression list. 48 contacts cover
+/// every combination of address, email status, webhook status and entries on either list; the
+/// expected figures are counted here from the same table of cases.
+async fn reachable_counts_leave_out_the_suppression_list(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    struct Case {
+        id: String,
+        email: bool,
+        email_status: &'static str,
+        webhook_status: &'static str,
+        email_listed: bool,
+        webhook_listed: bool,
+    }
+    let statuses = ["subscribed", "unsubscribed", "bounced"];
+    let mut cases = Vec::new();
+    for i in 0..48_usize {
+        cases.push(Case {
+            id: format!("r{i}"),
+            email: i % 2 == 0 || i % 7 == 1,
+            email_status: statuses[(i / 2) % 3],
+            webhook_status: statuses[(i / 6) % 3],
+            email_listed: i % 4 < 2,
+            webhook_listed: (i / 3) % 3 == 0,
+        });
+    }
+    let items: Vec<Json> = cases
+        .iter()
+        .map(|c| {
+            let mut item = json!({"external_id": c.id,
+                "subscriptions": {"email": c.email_status, "webhook": c.webhook_status}});
+            if c.email {
+                item["email"] = json!(format!("{}@shop.example", c.id));
+            }
+            item
+        })
+        .collect();
+    contacts(&app, json!(items)).await;
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    segment(&app, "everyone", &ids).await;
+    for c in &cases {
+        if c.email_listed {
+            // Upper-case domain: the list keeps addresses as contacts do, so it still matches.
+            let body = json!({"address": format!("{}@SHOP.example", c.id)});
+            let (status, body) = app.post("/api/v1/suppressions", &body).await;
+            assert_eq!(status, 201, "{body}");
+        }
+        if c.webhook_listed {
+            let body = json!({"channel": "webhook", "address": c.id});
+            let (status, body) = app.post("/api/v1/suppressions", &body).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    // Entries of the other channel's kind, and addresses no contact has, change nothing.
+    for body in [
+        json!({"channel": "webhook", "address": "r0@shop.example"}),
+        json!({"address": "nobody@shop.example"}),
+    ] {
+        let (status, body) = app.post("/api/v1/suppressions", &body).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let email = cases
+        .iter()
+        .filter(|c| c.email && c.email_status == "subscribed" && !c.email_listed)
+        .count();
+    let webhook = cases
+        .iter()
+        .filter(|c| c.webhook_status == "subscribed" && !c.webhook_listed)
+        .count();
+    let listed_but_otherwise_reachable = cases
+        .iter()
+        .filter(|c| c.email && c.email_status == "subscribed" && c.email_listed)
+        .count();
+    assert!(email > 0 && webhook > 0 && listed_but_otherwise_reachable > 0);
+
+    let (status, health) = app.get("/api/v1/segments/everyone/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["size"], cases.len());
+    assert_eq!(
+        health["reachable"],
+        json!({"email": email, "webhook": webhook}),
+        "{health}"
+    );
+
+    let body = json!({
+        "name": "Reach",
+        "goal": { "event": "purchase", "window_hours": 168 },
+        "holdout_percent": 0,
+        "channels": ["email", "webhook"],
+        "targets": [{"segment": "everyone", "variants": [{
+            "name": "Only",
+            "email": email_body(),
+            "webhook": {"payload": "{\"who\": {{ contact.external_id }}}"},
+        }]}],
+    });
+    let id = create(&app, &body).await["id"].as_i64().unwrap();
+    let (status, audience) = app.get(&format!("/api/v1/campaigns/{id}/audience")).await;
+    assert_eq!(status, 200, "{audience}");
+    assert_eq!(
+        audience["total"],
+        json!({"contacts": cases.len(), "holdout": 0, "recipients": cases.len(),
+               "reachable": {"email": email, "webhook": webhook}}),
+        "{audience}"
+    );
+}
+
+fn email_body() -> Json {
+    json!({"subject": "Hello", "html": "<p>Hello</p>", "from": "Shop <news@shop.example>"})
+}
+
+/// A provider's soft bounce names the message through the original Message-ID (Clarion sends
+/// `<DELIVERY_ID@domain>`): it is tied to that delivery, so a message the provider reports
+/// twice counts once towards `bounces.soft_limit`. A Message-ID of a delivery to someone else
+/// is not taken.
+async fn a_providers_soft_bounce_is_tied_to_its_delivery(backend: Backend) {
+    let s = Sending::start_with(backend, |settings| {
+        settings.providers.mailgun.signing_key = MAILGUN_KEY.to_owned().into();
+        settings.bounces.soft_limit = 2;
+        settings.bounces.soft_window_days = 7;
+    })
+    .await;
+    contacts(
+        &s.app,
+        json!([
+            {"external_id": "p", "email": "p@customer.example"},
+            {"external_id": "q", "email": "q@customer.example"},
+        ]),
+    )
+    .await;
+    segment(&s.app, "pq", &["p", "q"]).await;
+    let id = email_campaign(&s, "Sale", "pq").await;
+    s.launch(id).await;
+    s.settle(id, Channel::Email).await;
+    // The Message-ID as the receiving server saw it, which a provider reports back.
+    let received = s.smtp.received();
+    let to_p = received
+        .iter()
+        .find(|m| m.rcpt_tos.iter().any(|to| to == "p@customer.example"))
+        .unwrap();
+    let message_id = mail_parser::MessageParser::default()
+        .parse(&to_p.raw)
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_owned();
+    let delivery = s.delivery_of("p").await["id"].as_i64().unwrap();
+
+    let soft = |token: &str, event: &str, recipient: &str| {
+        let mut failed = mailgun_failed(event, recipient, "temporary", 452);
+        failed["message"]["headers"]["message-id"] = json!(message_id);
+        // Within the soft-bounce window.
+        failed["timestamp"] = json!(clarion_model::Timestamp::now().millis() as f64 / 1000.0);
+        mailgun_body(MAILGUN_KEY, token, failed)
+    };
+    // The same message reported twice: one soft-bounced message, under the limit of 2.
+    for (token, event) in [("t-1", "ev-1"), ("t-2", "ev-2")] {
+        let (status, body) = s
+            .app
+            .client
+            .post(s.app.url("/webhooks/mailgun"))
+            .header("content-type", "application/json")
+            .body(soft(token, event, "p@customer.example"))
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), r))
+            .unwrap();
+        assert_eq!(status, 200, "{:?}", body.text().await);
+    }
+    assert_eq!(
+        contact(&s, "p").await["subscriptions"]["email"],
+        "subscribed"
+    );
+    let bounces = events(&s, "p", "email_bounce").await;
+    assert_eq!(bounces.len(), 2, "{bounces:#?}");
+    for event in &bounces {
+        assert_eq!(event["properties"]["delivery_id"], delivery, "{event}");
+        assert_eq!(event["properties"]["campaign_id"], id, "{event}");
+    }
+    // q did not get that message: its reports are not tied to it and count one by one.
+    for (token, event) in [("t-3", "ev-3"), ("t-4", "ev-4")] {
+        let response = s
+            .app
+            .client
+            .post(s.app.url("/webhooks/mailgun"))
+            .header("content-type", "application/json")
+            .body(soft(token, event, "q@customer.example"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let bounces = events(&s, "q", "email_bounce").await;
+    assert_eq!(bounces.len(), 2, "{bounces:#?}");
+    assert!(
+        bounces
+            .iter()
+            .all(|e| e["properties"].get("delivery_id").is_none()),
+        "{bounces:#?}"
+    );
+    assert_eq!(contact(&s, "q").await["subscriptions"]["email"], "bounced");
+}
+
 on_both_backends!(
     a_hard_bounce_at_the_smtp_server_suppresses_the_contact_for_the_next_campaign,
     soft_bounces_are_retried_and_enough_of_them_mark_the_contact_bounced,
     the_suppression_list_is_managed_through_the_api,
     suppressed_addresses_get_nothing_whatever_their_contact_says,
+    reachable_counts_leave_out_the_suppression_list,
+    a_providers_soft_bounce_is_tied_to_its_delivery,
 );
