@@ -231,8 +231,17 @@ pub(crate) fn tidy_text(s: &str) -> String {
                 while i < bytes.len() && !SEPARATOR_START[usize::from(bytes[i])] {
                     i += 1;
                 }
+                // A single space between two pieces of text is kept as it is, so the run
+                // goes on: words are copied a line at a time, not one by one.
+                let text_follows = |j: usize| {
+                    j < bytes.len()
+                        && (!SEPARATOR_START[usize::from(bytes[j])]
+                            || (bytes[j] == 0xC2 && !is_nbsp(j)))
+                };
                 if i < bytes.len() && bytes[i] == 0xC2 && !is_nbsp(i) {
                     i += 1;
+                } else if i < bytes.len() && bytes[i] == b' ' && text_follows(i + 1) {
+                    i += 2;
                 } else {
                     break;
                 }
@@ -268,6 +277,12 @@ mod tests {
         // Other characters starting with the byte 0xC2 are text, not separators.
         assert_eq!(tidy_text("a§b \u{a9}\u{a0}c\u{a0}"), "a§b \u{a9} c");
         assert_eq!(tidy_text("\u{a7}"), "\u{a7}");
+        assert_eq!(
+            tidy_text(&format!(
+                "one two  three\tfour {m}five six {m} seven \u{a0}eight §x y"
+            )),
+            "one two three four\nfive six\nseven eight §x y"
+        );
     }
 
     #[test]
