@@ -148,7 +148,7 @@ pub async fn link(
 async fn follow(state: &AppState, request: &HttpRequest, target: ClickTarget) -> HttpResponse {
     let honeypot = state.tracker.is_honeypot(&target);
     let Ok(location) = HeaderValue::from_str(&location(&target.url)) else {
-        count(&state, "click", "invalid");
+        count(state, "click", "invalid");
         return broken_link();
     };
     let outcome = match DeliveryRef::parse(&target.delivery_id) {
