@@ -105,6 +105,7 @@ pub async fn click(
         ("index" = String, Path, description = "The link's place in the variant version's link table")),
     responses(
         (status = 302, description = "Redirect to the link's target", headers(("Location" = String))),
+        (status = 200, description = "The entry is the honeypot target: an empty page (the click is recorded as a machine's)", content_type = "text/html"),
         (status = 400, description = "The link is broken or was altered", content_type = "text/html"),
         (status = 503, description = "The database does not answer; the link can be followed again", content_type = "text/html")))]
 #[tracing::instrument(skip_all)]
