@@ -36,6 +36,9 @@ pub enum EngagementError {
     /// changed behind Clarion's back.
     #[error("invalid value: {0}")]
     Model(#[from] ModelError),
+    /// A stored variant revision no longer parses.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
 }
 
 /// The recipient of one delivery: where a click, open or unsubscribe on it is recorded.
@@ -81,6 +84,50 @@ pub async fn recipient(
         contact: ContactId(row.try_get("", "contact_id")?),
         external_id: ExternalId::parse(external_id)?,
     }))
+}
+
+/// The name of a variant version's link table, as sent messages carry it in their signed
+/// per-message link token (see `clarion_template::tracking`): `"{variant_id}.{version}"`.
+#[must_use]
+pub fn link_table_name(variant_id: i64, version: i64) -> String {
+    format!("{variant_id}.{version}")
+}
+
+/// The target of entry `index` of the link table named `link_table` (from a verified link
+/// token): the link written literally at that place in the HTML of that saved variant
+/// version, derived from the version's stored revision. Editing a variant adds a revision and
+/// leaves the old one, so links of messages sent before the edit still resolve. `None` when
+/// the name is not one this server gives out, the revision is gone, the index is outside the
+/// table, or the entry is not an `http(s)` link: the caller refuses the request.
+pub async fn link_target(
+    db: &impl ConnectionTrait,
+    link_table: &str,
+    index: usize,
+) -> Result<Option<String>, EngagementError> {
+    let Some((variant, version)) = link_table
+        .split_once('.')
+        .and_then(|(v, n)| Some((v.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
+    else {
+        return Ok(None);
+    };
+    let select = Query::select()
+        .column("email")
+        .from("campaign_variant_revisions")
+        .and_where(Expr::col("variant_id").eq(variant))
+        .and_where(Expr::col("version").eq(version))
+        .to_owned();
+    let Some(row) = db.query_one(&select).await? else {
+        return Ok(None);
+    };
+    let Some(email) = row.try_get::<Option<String>>("", "email")? else {
+        return Ok(None);
+    };
+    let email: crate::campaign::EmailVariant = serde_json::from_str(&email)
+        .map_err(|e| EngagementError::Corrupt(format!("variant revision {link_table}: {e}")))?;
+    Ok(clarion_template::link_table(&email.html)
+        .into_iter()
+        .nth(index)
+        .filter(|target| clarion_template::is_http_url(target)))
 }
 
 /// What recording a click or an open came to.

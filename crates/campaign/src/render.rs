@@ -120,7 +120,13 @@ impl<'a> MessageRenderer<'a> {
             contact.recipient.clone(),
         );
         let contact_id = contact.id.to_string();
-        let tracking = MessageTracking::new(self.tracker, delivery_id, &contact_id);
+        let link_table = crate::engagement::link_table_name(variant.id.0, variant.version);
+        let mut tracking = MessageTracking::new(self.tracker, delivery_id, &contact_id);
+        // A sent message's literal links point into the saved version's link table; a
+        // preview may show content that was never saved, so each of its links is signed.
+        if delivery_id != PREVIEW_DELIVERY {
+            tracking = tracking.with_link_table(&link_table);
+        }
         let key = format!("{}:{}", variant.id, variant.version);
         let email = channels
             .contains(&Channel::Email)

@@ -107,6 +107,14 @@ pub enum BenchCommand {
         #[arg(long)]
         fresh: bool,
     },
+    /// Rendering of the ~20 KB sample email on one thread: without link rewriting (the
+    /// baseline), with it as workers render, with every link signed on its own, and with the
+    /// text part derived from the HTML; renders per CPU second of the thread.
+    Render {
+        /// Seconds spent on each way of rendering.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
     /// Redis job queue: pipelined enqueue beside `redis-benchmark` XADD at the same pipeline
     /// depth, measured in the same run, then consumption with a no-op handler.
     ///
@@ -290,6 +298,11 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
                 &settings,
             )
             .await
+        }
+        BenchCommand::Render { seconds } => {
+            let figures = clarion_template::bench::run(Duration::from_secs(seconds.max(1)))?;
+            println!("{figures}");
+            Ok(())
         }
         BenchCommand::Queue { jobs, redis_url } => {
             let options = QueueBenchOptions {

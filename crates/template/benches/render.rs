@@ -15,6 +15,9 @@ fn render(c: &mut Criterion) {
     group.bench_function("with_link_rewriting", |b| {
         b.iter(|| workload.render(Mode::Tracking).unwrap());
     });
+    group.bench_function("with_link_rewriting_each_link_signed", |b| {
+        b.iter(|| workload.render(Mode::TrackingEachLinkSigned).unwrap());
+    });
     group.bench_function("with_link_rewriting_derived_text", |b| {
         b.iter(|| workload.render(Mode::TrackingDerivedText).unwrap());
     });

@@ -247,11 +247,18 @@ pub enum Mode {
     /// Subject, preheader, HTML and text templates, no tracking (the HTML still passes through
     /// the rewriter for the link safety check).
     NoTracking,
-    /// As `NoTracking`, plus signed click URLs for every link and the open pixel.
+    /// As `NoTracking`, plus tracked links and the open pixel, as a worker renders them:
+    /// literal links share the message's one signed token and point into the link table.
     Tracking,
     /// As `Tracking`, with the text body derived from the HTML.
     TrackingDerivedText,
+    /// As `Tracking`, but without a link table: every link signed on its own (how every
+    /// message was rendered before link tables, and how previews still are).
+    TrackingEachLinkSigned,
 }
+
+/// The link table name the benchmark renders with (variant 1, version 1).
+const LINK_TABLE: &str = "1.1";
 
 /// The compiled variant, context and tracker of the benchmark, ready to render.
 #[derive(Debug)]
@@ -282,7 +289,8 @@ impl Workload {
     /// # Errors
     /// Only if the benchmark's own template failed to render.
     pub fn render(&self, mode: Mode) -> Result<usize, TemplateError> {
-        let mut tracking = MessageTracking::new(&self.tracker, "d-7f3a9c", "48213");
+        let mut tracking =
+            MessageTracking::new(&self.tracker, "d-7f3a9c", "48213").with_link_table(LINK_TABLE);
         let email = match mode {
             Mode::NoTracking => {
                 tracking.track_links = false;
@@ -291,6 +299,10 @@ impl Workload {
             }
             Mode::Tracking => &self.email,
             Mode::TrackingDerivedText => &self.email_derived,
+            Mode::TrackingEachLinkSigned => {
+                tracking.link_table = None;
+                &self.email
+            }
         };
         let rendered = email.render(&self.ctx, &tracking)?;
         Ok(black_box(rendered).html.len())
@@ -338,9 +350,10 @@ pub fn run(duration: Duration) -> Result<RenderBench, TemplateError> {
     let workload = Workload::new()?;
     let tracked = workload.email.render(
         &workload.ctx,
-        &MessageTracking::new(&workload.tracker, "d-7f3a9c", "48213"),
+        &MessageTracking::new(&workload.tracker, "d-7f3a9c", "48213").with_link_table(LINK_TABLE),
     )?;
-    let links_rewritten = tracked.html.matches("/t/c/").count();
+    let links_rewritten =
+        tracked.html.matches("/t/c/").count() + tracked.html.matches("/t/l/").count();
     let figures = vec![
         measure(
             &workload,
@@ -352,6 +365,12 @@ pub fn run(duration: Duration) -> Result<RenderBench, TemplateError> {
             &workload,
             Mode::Tracking,
             "render (with link rewriting)",
+            duration,
+        )?,
+        measure(
+            &workload,
+            Mode::TrackingEachLinkSigned,
+            "render (with link rewriting, each link signed on its own)",
             duration,
         )?,
         measure(

@@ -520,6 +520,9 @@ impl CompiledEmail {
             tracking.track_links,
             Arc::clone(&self.static_links),
             Arc::clone(&self.dynamic_links),
+            tracking
+                .link_table
+                .filter(|_| self.links == LinkMode::InTemplate),
         ));
         // The open pixel and the honeypot link.
         let pixel = match trailer_html(tracking) {
@@ -577,6 +580,17 @@ impl CompiledEmail {
 
     pub(crate) fn env(&self) -> &Environment<'static> {
         &self.env
+    }
+
+    /// The link table its messages index when rendered with a
+    /// [`MessageTracking::link_table`]: [`crate::link_table`] of its HTML (empty when its HTML
+    /// is rewritten per message, whose links are then each signed on their own).
+    #[must_use]
+    pub fn link_table(&self) -> Vec<String> {
+        self.static_links
+            .iter()
+            .map(|link| link.target().to_owned())
+            .collect()
     }
 }
 

@@ -15,7 +15,9 @@
 //! * The render context ([`RenderContext`]) is built from any `serde::Serialize` contact,
 //!   segment, campaign and extra data, plus the [`Recipient`]'s locale and time zone used by
 //!   the `money`, `number`, `date` and `datetime` filters (see [`locale`]).
-//! * [`tracking`]: links become signed click URLs, an open pixel is added, and
+//! * [`tracking`]: links become signed click URLs (links written literally in the HTML share
+//!   one signed token per message and carry their index into the variant version's
+//!   [`link_table`]), an open pixel is added, and
 //!   `List-Unsubscribe` / `List-Unsubscribe-Post` values are produced; the same [`Tracker`]
 //!   verifies tokens for the tracking endpoints.
 //! * [`emails_look_identical`] backs the "two variants are identical" warning.
@@ -106,8 +108,8 @@ pub use content::{
 pub use context::{KNOWN_NAMES, Recipient, RenderContext};
 pub use engine::{CompiledEmail, CompiledWebhook, Engine, Limits, TemplateCache};
 pub use error::{TemplateError, TemplateIssue};
-pub use html::{NO_TRACK_ATTRIBUTE, is_forbidden_link, is_http_url};
-pub use tracking::{MessageTracking, Tracker, TrackingKeys};
+pub use html::{NO_TRACK_ATTRIBUTE, is_forbidden_link, is_http_url, link_table};
+pub use tracking::{LinkRef, MessageTracking, Tracker, TrackingKeys};
 
 /// Checks an email variant at save time with the default [`Limits`] and placeholder values.
 ///

@@ -12,6 +12,15 @@
 //! answers a click by redirecting only to the URL inside a token that verifies, so a changed
 //! target fails verification and the endpoint is never an open redirect.
 //!
+//! Links written literally in a variant's HTML (whose target is the same in every message of
+//! a variant version) use one token per message instead: kind `l`, payload
+//! `delivery_id "\n" link_table`, where `link_table` names the variant version whose link
+//! table holds the targets (see [`crate::link_table`]). Their URL is
+//! `{base}/t/l/{token}/{index}`: one HMAC per message however many links it holds. The index
+//! is not signed, but it can only pick another link of the same message's variant version; an
+//! index outside the table, like any token that does not verify, is refused. Links whose
+//! target comes from contact data keep a click token of their own.
+//!
 //! Keys come from the configuration. The first key signs; every key verifies, so a key can be
 //! rotated by putting the new key first and removing the old one once its links have aged out.
 
@@ -35,6 +44,8 @@ pub const MIN_KEY_LEN: usize = 16;
 pub const CLICK_PATH: &str = "/t/c/";
 /// Path of the honeypot target, after the base URL (reached only through a signed click URL).
 pub const HONEYPOT_PATH: &str = "/t/trap";
+/// Path prefix of the per-message link URLs (`{token}/{index}` follows), after the base URL.
+pub const LINK_PATH: &str = "/t/l/";
 /// Path prefix of open-pixel URLs, after the base URL.
 pub const OPEN_PATH: &str = "/t/o/";
 /// Path prefix of unsubscribe URLs (page and RFC 8058 one-click POST), after the base URL.
@@ -48,6 +59,7 @@ enum Kind {
     Click,
     Open,
     Unsubscribe,
+    Link,
 }
 
 impl Kind {
@@ -56,6 +68,7 @@ impl Kind {
             Kind::Click => b'c',
             Kind::Open => b'o',
             Kind::Unsubscribe => b'u',
+            Kind::Link => b'l',
         }
     }
 }
@@ -174,6 +187,18 @@ pub struct UnsubscribeTarget {
     pub delivery_id: String,
     /// The contact to unsubscribe.
     pub contact_id: String,
+}
+
+/// A verified per-message link: which delivery, which variant version's link table, and
+/// which entry of it. The caller looks the entry up and refuses an index outside the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRef {
+    /// The delivery the link was sent in.
+    pub delivery_id: String,
+    /// The link table the message was rendered with, as given in [`MessageTracking`].
+    pub link_table: String,
+    /// The entry of the link table.
+    pub index: usize,
 }
 
 /// Builds and verifies the signed tracking URLs of one installation; cheap to clone.
@@ -356,6 +381,53 @@ impl Tracker {
         })
     }
 
+    /// The start of every per-message link URL of `delivery_id` rendered with `link_table`:
+    /// `{base}/t/l/{token}/`, to which a link appends its index. One HMAC.
+    #[must_use]
+    pub fn link_prefix(&self, delivery_id: &str, link_table: &str) -> String {
+        let mut payload = Vec::with_capacity(delivery_id.len() + 1 + link_table.len());
+        payload.extend_from_slice(delivery_id.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(link_table.as_bytes());
+        let mut url = self.url(LINK_PATH, Kind::Link, &payload);
+        url.push('/');
+        url
+    }
+
+    /// The per-message URL of entry `index` of `link_table` (see [`Tracker::link_prefix`]).
+    #[must_use]
+    pub fn link_url(&self, delivery_id: &str, link_table: &str, index: usize) -> String {
+        format!("{}{index}", self.link_prefix(delivery_id, link_table))
+    }
+
+    /// Checks a per-message link: the token (the path segment after `/t/l/`) and the index
+    /// (the segment after it, decimal digits only).
+    ///
+    /// # Errors
+    /// [`TemplateError::InvalidToken`] when the token is malformed, altered, foreign or of
+    /// another kind, or the index is not a plain decimal number.
+    pub fn verify_link(&self, token: &str, index: &str) -> Result<LinkRef, TemplateError> {
+        let payload = self.inner.keys.verify(Kind::Link, token)?;
+        let text = String::from_utf8(payload)
+            .map_err(|_| TemplateError::InvalidToken("the token payload is not UTF-8"))?;
+        let (delivery_id, link_table) = text.split_once('\n').ok_or(
+            TemplateError::InvalidToken("the link token has no link table"),
+        )?;
+        if index.is_empty() || index.len() > 6 || !index.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TemplateError::InvalidToken(
+                "the link index is not a number",
+            ));
+        }
+        let index = index
+            .parse()
+            .map_err(|_| TemplateError::InvalidToken("the link index is not a number"))?;
+        Ok(LinkRef {
+            delivery_id: delivery_id.to_owned(),
+            link_table: link_table.to_owned(),
+            index,
+        })
+    }
+
     /// Checks an open-pixel token and returns its delivery id.
     ///
     /// # Errors
@@ -415,6 +487,11 @@ pub struct MessageTracking<'a> {
     pub track_links: bool,
     /// Add the open pixel.
     pub track_opens: bool,
+    /// The name of the variant version's link table (see [`crate::link_table`]), for
+    /// example `"17.3"`: links written literally in the HTML then share one signed token per
+    /// message and carry their index into that table. `None` signs every link on its own.
+    /// Must not contain a line break.
+    pub link_table: Option<&'a str>,
 }
 
 impl<'a> MessageTracking<'a> {
@@ -427,11 +504,23 @@ impl<'a> MessageTracking<'a> {
             contact_id,
             track_links: true,
             track_opens: true,
+            link_table: None,
         }
     }
 
+    /// The same tracking, with literal links pointing into `link_table` (see
+    /// [`MessageTracking::link_table`]).
+    #[must_use]
+    pub fn with_link_table(mut self, link_table: &'a str) -> Self {
+        self.link_table = Some(link_table);
+        self
+    }
+
     pub(crate) fn check_ids(&self) -> Result<(), TemplateError> {
-        if self.delivery_id.contains(['\n', '\r']) || self.contact_id.contains(['\n', '\r']) {
+        if self.delivery_id.contains(['\n', '\r'])
+            || self.contact_id.contains(['\n', '\r'])
+            || self.link_table.is_some_and(|t| t.contains(['\n', '\r']))
+        {
             return Err(TemplateError::Context(
                 "delivery and contact ids must not contain line breaks".to_owned(),
             ));
@@ -460,6 +549,33 @@ mod tests {
         assert_eq!(t.verify_open(token).unwrap(), "d1");
         assert!(t.verify_click(token).is_err());
         assert!(t.verify_unsubscribe(token).is_err());
+        assert!(t.verify_link(token, "0").is_err());
+    }
+
+    #[test]
+    fn link_tokens_carry_delivery_table_and_index() {
+        let t = tracker();
+        let url = t.link_url("d1", "17.3", 12);
+        let rest = url.strip_prefix("https://t.example.com/t/l/").unwrap();
+        let (token, index) = rest.split_once('/').unwrap();
+        assert_eq!(
+            t.verify_link(token, index).unwrap(),
+            LinkRef {
+                delivery_id: "d1".to_owned(),
+                link_table: "17.3".to_owned(),
+                index: 12
+            }
+        );
+        for bad in ["", "-1", "+1", "1x", "0x1", "99999999"] {
+            assert!(t.verify_link(token, bad).is_err(), "{bad:?}");
+        }
+        // Not a click token, and a click token is not a link token.
+        assert!(t.verify_click(token).is_err());
+        let click = t.click_url("d1", "https://a.example/");
+        assert!(
+            t.verify_link(click.rsplit('/').next().unwrap(), "0")
+                .is_err()
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ use crate::error::ApiError;
         kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
         kpi::churn_report, kpi::retention_report,
         kpi::get_settings, kpi::put_settings,
-        tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
+        tracking::click, tracking::link, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
         suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
         suppressions::import, suppressions::export,
         providers::ses, providers::sendgrid, providers::postmark, providers::mailgun,

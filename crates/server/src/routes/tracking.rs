@@ -27,11 +27,13 @@ use clarion_campaign::{
     preview::PREVIEW_DELIVERY,
 };
 use clarion_model::ContactId;
+use clarion_template::tracking::ClickTarget;
 
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/t/c/{token}", web::get().to(click))
+        .route("/t/l/{token}/{index}", web::get().to(link))
         .route("/t/o/{token}", web::get().to(open))
         .route("/t/u/{token}", web::get().to(unsubscribe_page))
         .route("/t/u/{token}", web::post().to(unsubscribe));
@@ -87,18 +89,76 @@ pub async fn click(
         count(&state, "click", "invalid");
         return broken_link();
     };
+    follow(&state, &request, target).await
+}
+
+/// Redirects to a link written literally in the message's variant (entry `index` of the
+/// variant version's link table, named by the message's signed token) and records an
+/// `email_click` event, like `/t/c/{token}`.
+///
+/// The token names the delivery and the saved variant version; an altered token, an index
+/// outside that version's links or a version no longer stored gets a 400 page, so this is
+/// never an open redirect either.
+#[utoipa::path(get, path = "/t/l/{token}/{index}", tag = "tracking",
+    params(
+        ("token" = String, Path, description = "The signed per-message link token"),
+        ("index" = String, Path, description = "The link's place in the variant version's link table")),
+    responses(
+        (status = 302, description = "Redirect to the link's target", headers(("Location" = String))),
+        (status = 200, description = "The entry is the honeypot target: an empty page (the click is recorded as a machine's)", content_type = "text/html"),
+        (status = 400, description = "The link is broken or was altered", content_type = "text/html"),
+        (status = 503, description = "The database does not answer; the link can be followed again", content_type = "text/html")))]
+#[tracing::instrument(skip_all)]
+pub async fn link(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (token, index) = path.into_inner();
+    let Ok(link) = state.tracker.verify_link(&token, &index) else {
+        count(&state, "click", "invalid");
+        return broken_link();
+    };
+    match engagement::link_target(state.ingest.db(), &link.link_table, link.index).await {
+        Ok(Some(url)) => {
+            let target = ClickTarget {
+                delivery_id: link.delivery_id,
+                url,
+            };
+            follow(&state, &request, target).await
+        }
+        Ok(None) => {
+            count(&state, "click", "invalid");
+            broken_link()
+        }
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "click: the link table could not be read");
+            count(&state, "click", "failed");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "We could not open this link just now. Please try again in a few minutes.",
+                None,
+            )
+        }
+    }
+}
+
+/// Records the click on a verified target and answers the redirect (or the honeypot's empty
+/// page).
+async fn follow(state: &AppState, request: &HttpRequest, target: ClickTarget) -> HttpResponse {
     let honeypot = state.tracker.is_honeypot(&target);
     let Ok(location) = HeaderValue::from_str(&location(&target.url)) else {
-        count(&state, "click", "invalid");
+        count(state, "click", "invalid");
         return broken_link();
     };
     let outcome = match DeliveryRef::parse(&target.delivery_id) {
         DeliveryRef::Preview => "preview",
         DeliveryRef::Unknown => "unknown_delivery",
         DeliveryRef::Id(id) => {
-            let address = client_address(&request);
+            let address = client_address(request);
             let requester = Requester {
-                user_agent: user_agent(&request),
+                user_agent: user_agent(request),
                 address,
             };
             let recorded = engagement::record_click(
@@ -113,7 +173,7 @@ pub async fn click(
             outcome_of(recorded, "email_click")
         }
     };
-    count(&state, "click", outcome);
+    count(state, "click", outcome);
     if honeypot {
         return HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")

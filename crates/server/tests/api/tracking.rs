@@ -496,7 +496,136 @@ async fn preview_links_work_but_record_nothing(backend: Backend) {
     assert!(f.all_events("anna").await.is_empty());
 }
 
+/// A message's literal links as the worker renders them: one signed token per message and
+/// each link's index into the link table of the variant version it was rendered from.
+fn literal_links(f: &Fixture, html: &str, variant: i64, version: i64) -> Vec<String> {
+    let content = clarion_template::EmailContent {
+        subject: "Hello".to_owned(),
+        html: html.to_owned(),
+        from: "Shop <news@shop.example>".to_owned(),
+        ..clarion_template::EmailContent::default()
+    };
+    let compiled = clarion_template::Engine::default()
+        .compile_email(&content)
+        .unwrap();
+    let ctx = clarion_template::RenderContext::new(
+        &json!({}),
+        &json!({}),
+        &json!({}),
+        clarion_template::Recipient::new("en-US", "UTC").unwrap(),
+    );
+    let table = clarion_campaign::engagement::link_table_name(variant, version);
+    let delivery = f.delivery.to_string();
+    let anna = f.anna.to_string();
+    let tracking = clarion_template::MessageTracking::new(&f.tracker, &delivery, &anna)
+        .with_link_table(&table);
+    let html = compiled.render(&ctx, &tracking).unwrap().html;
+    html.split("href=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+        .filter(|url| url.contains("/t/l/"))
+        .collect()
+}
+
+async fn assert_redirect(f: &Fixture, url: &str, target: &str) {
+    let response = f.get(url).await;
+    assert_eq!(response.status(), StatusCode::FOUND, "{url}");
+    assert_eq!(response.headers()[header::LOCATION], target, "{url}");
+}
+
+async fn literal_links_resolve_in_their_variant_version_after_an_edit(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    crate::campaigns::segment(&f.app, "everyone", &["anna"]).await;
+    let first = "<p><a href=\"https://shop.example/spring\">Spring</a> \
+                 <a href=\"https://shop.example/sale?x=1&amp;y=2\">Sale</a></p>";
+    let created = crate::campaigns::create(
+        &f.app,
+        &json!({
+            "name": "Links", "goal": {"event": "purchase", "window_hours": 72},
+            "holdout_percent": 0, "channels": ["email"],
+            "targets": [{"segment": "everyone", "variants": [{"name": "A", "weight": 1,
+                "email": {"subject": "Hi", "html": first, "from": "Shop <news@shop.example>"}}]}],
+        }),
+    )
+    .await;
+    let campaign = created["id"].as_i64().unwrap();
+    let variant = created["targets"][0]["variants"][0]["id"].as_i64().unwrap();
+    assert_eq!(created["targets"][0]["variants"][0]["version"], 1);
+    let sent_before = literal_links(&f, first, variant, 1);
+    assert_eq!(sent_before.len(), 2, "{sent_before:?}");
+    // One signature for the message; the links differ only in their index.
+    let prefix = sent_before[0].strip_suffix("/0").unwrap();
+    assert_eq!(sent_before[1], format!("{prefix}/1"));
+    assert_redirect(&f, &sent_before[0], "https://shop.example/spring").await;
+
+    // The marketer edits the variant: other links, in another order.
+    let second = "<p><a href=\"https://shop.example/autumn\">Autumn</a></p>";
+    let (status, saved) = crate::campaigns::put(
+        &f.app,
+        &format!("/api/v1/campaigns/{campaign}/variants/{variant}"),
+        &json!({"name": "A", "weight": 1,
+                "email": {"subject": "Hi", "html": second, "from": "Shop <news@shop.example>"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["targets"][0]["variants"][0]["version"], 2);
+    let sent_after = literal_links(&f, second, variant, 2);
+    assert_eq!(sent_after.len(), 1, "{sent_after:?}");
+
+    // Links sent before the edit still lead where they did; new ones to the new targets.
+    assert_redirect(&f, &sent_before[1], "https://shop.example/sale?x=1&y=2").await;
+    assert_redirect(&f, &sent_before[0], "https://shop.example/spring").await;
+    assert_redirect(&f, &sent_after[0], "https://shop.example/autumn").await;
+    let clicks = f.events("anna", "email_click").await;
+    let mut urls: Vec<&str> = clicks
+        .iter()
+        .map(|c| {
+            assert_eq!(c["properties"]["delivery_id"], f.delivery, "{c}");
+            c["properties"]["url"].as_str().unwrap()
+        })
+        .collect();
+    urls.sort_unstable();
+    assert_eq!(
+        urls,
+        [
+            "https://shop.example/autumn",
+            "https://shop.example/sale?x=1&y=2",
+            "https://shop.example/spring",
+            "https://shop.example/spring"
+        ]
+    );
+
+    // An index outside the version's table, or not a number, redirects nowhere.
+    let after_prefix = sent_after[0].strip_suffix("/0").unwrap();
+    for index in ["1", "999999", "1000000000000", "-1", "x", "01x"] {
+        assert_broken_page(f.get(&format!("{after_prefix}/{index}")).await).await;
+    }
+    // A token altered to name another version or delivery keeps its old signature: refused.
+    let (base, token) = prefix.rsplit_once('/').unwrap();
+    let (_, tag) = token.split_once('.').unwrap();
+    for payload in [
+        format!("{}\n{variant}.2", f.delivery),
+        format!("{}\n{variant}.1", f.delivery + 1),
+    ] {
+        let forged = format!("{base}/{}.{tag}/0", URL_SAFE_NO_PAD.encode(payload));
+        assert_broken_page(f.get(&forged).await).await;
+    }
+    // Signed by this installation, but for a version that was never saved.
+    let unsaved = f.tracker.link_url(
+        &f.delivery.to_string(),
+        &clarion_campaign::engagement::link_table_name(variant, 3),
+        0,
+    );
+    assert_broken_page(f.get(&unsaved).await).await;
+    // A click token is not a link token.
+    let click = f.tracker.click_url(&f.delivery.to_string(), TARGET);
+    let click_token = click.rsplit('/').next().unwrap();
+    assert_broken_page(f.get(&f.app.url(&format!("/t/l/{click_token}/0"))).await).await;
+    assert_eq!(f.events("anna", "email_click").await.len(), 4);
+}
+
 on_both_backends!(
+    literal_links_resolve_in_their_variant_version_after_an_edit,
     clicks_redirect_to_the_target_and_are_recorded,
     opens_answer_a_pixel_and_are_recorded,
     machine_opens_and_clicks_are_flagged,

@@ -416,6 +416,13 @@ pub(crate) struct StaticLink {
     target: String,
 }
 
+impl StaticLink {
+    /// The decoded target.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+}
+
 /// The per-message data the link filter needs.
 #[derive(Debug)]
 pub(crate) struct LinkContext {
@@ -427,6 +434,9 @@ pub(crate) struct LinkContext {
     /// Click URLs signed so far in this message, by target: a target linked twice (a
     /// product's image and its name) is signed once.
     pub(crate) signed: Mutex<Vec<(String, minijinja::Value)>>,
+    /// `{base}/t/l/{token}/` when literal links point into the variant version's link table:
+    /// the message's one signed token, to which each literal link appends its index.
+    pub(crate) link_prefix: Option<String>,
 }
 
 impl LinkContext {
@@ -437,7 +447,11 @@ impl LinkContext {
         track_links: bool,
         static_links: Arc<[StaticLink]>,
         dynamic_links: Arc<[DynamicLink]>,
+        link_table: Option<&str>,
     ) -> Self {
+        let link_prefix = link_table
+            .filter(|_| track_links && !static_links.is_empty())
+            .map(|table| tracker.link_prefix(delivery_id, table));
         Self {
             tracker,
             delivery_id: delivery_id.to_owned(),
@@ -445,16 +459,19 @@ impl LinkContext {
             static_links,
             dynamic_links,
             signed: Mutex::new(Vec::new()),
+            link_prefix,
         }
+    }
+
+    /// Whether links to `target` become tracking URLs in this message.
+    fn tracks(&self, target: &str) -> bool {
+        self.track_links && is_http_url(target) && !target.starts_with(self.tracker.base_url())
     }
 
     /// The signed click URL of `target` as a printable value, or `None` when the link is not
     /// tracked. The value is kept, so a repeated target costs a compare and a reference.
     fn click_url(&self, target: &str) -> Option<minijinja::Value> {
-        if !(self.track_links
-            && is_http_url(target)
-            && !target.starts_with(self.tracker.base_url()))
-        {
+        if !self.tracks(target) {
             return None;
         }
         let mut signed = self.signed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -489,9 +506,35 @@ pub(crate) fn static_link_fn(
             format!("no literal link number {index}"),
         ));
     };
+    if let Some(prefix) = &links.link_prefix
+        && links.tracks(&link.target)
+    {
+        let mut url = String::with_capacity(prefix.len() + 4);
+        url.push_str(prefix);
+        let _ = write!(url, "{index}");
+        return Ok(minijinja::Value::from_safe_string(url));
+    }
     Ok(links
         .click_url(&link.target)
         .unwrap_or_else(|| minijinja::Value::from_safe_string(link.raw.clone())))
+}
+
+/// The link table of an HTML template: the targets of the links written literally in it,
+/// in the order that per-message link URLs index them (see [`crate::tracking`]). The same
+/// source always gives the same table, so the table of a variant version can be kept or
+/// derived again from the version's HTML. Entries that are not tracked (`mailto:`, links to
+/// the tracking host) are listed too, and must be refused when a request names them.
+#[must_use]
+pub fn link_table(html: &str) -> Vec<String> {
+    instrument_links(html)
+        .map(|prepared| {
+            prepared
+                .static_links
+                .iter()
+                .map(|link| link.target.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl minijinja::value::Object for LinkContext {}

@@ -17,6 +17,7 @@ use lol_html::{DocumentContentHandlers, ElementContentHandlers, Selector, Settin
 
 use crate::error::TemplateError;
 
+pub use links::link_table;
 pub(crate) use links::{
     CHECK_FILTER, DynamicLink, FORBIDDEN_DETAIL, HONEYPOT_ATTRIBUTE, HREF_FN, LINK_FILTER,
     LINKS_VAR, LinkContext, PIXEL_VAR, STATIC_LINK_FN, StaticLink, check_filter,

@@ -186,6 +186,20 @@ fn mark_text(html: &str) -> Result<String, TemplateError> {
     rewrite_str(html, settings).map_err(|e| TemplateError::Rewrite(e.to_string()))
 }
 
+/// Bytes that may start a separator for [`tidy_text`]: the break mark, ASCII whitespace and
+/// the first byte of U+00A0.
+static SEPARATOR_START: [bool; 256] = {
+    let mut table = [false; 256];
+    table[0x01] = true;
+    table[b' ' as usize] = true;
+    table[b'\t' as usize] = true;
+    table[b'\n' as usize] = true;
+    table[0x0C] = true;
+    table[b'\r' as usize] = true;
+    table[0xC2] = true;
+    table
+};
+
 /// Collapses HTML whitespace (no-break spaces included) into single spaces, turns break
 /// marks into line breaks, trims each line and keeps at most one empty line in a row; one
 /// pass over the bytes, copying runs of visible text at once.
@@ -212,12 +226,25 @@ pub(crate) fn tidy_text(s: &str) -> String {
             i += 2;
         } else {
             let start = i;
-            while i < bytes.len()
-                && bytes[i] != MARK
-                && !bytes[i].is_ascii_whitespace()
-                && !is_nbsp(i)
-            {
-                i += 1;
+            loop {
+                // One table lookup a byte; a 0xC2 that does not start U+00A0 is text.
+                while i < bytes.len() && !SEPARATOR_START[usize::from(bytes[i])] {
+                    i += 1;
+                }
+                // A single space between two pieces of text is kept as it is, so the run
+                // goes on: words are copied a line at a time, not one by one.
+                let text_follows = |j: usize| {
+                    j < bytes.len()
+                        && (!SEPARATOR_START[usize::from(bytes[j])]
+                            || (bytes[j] == 0xC2 && !is_nbsp(j)))
+                };
+                if i < bytes.len() && bytes[i] == 0xC2 && !is_nbsp(i) {
+                    i += 1;
+                } else if i < bytes.len() && bytes[i] == b' ' && text_follows(i + 1) {
+                    i += 2;
+                } else {
+                    break;
+                }
             }
             if !out.is_empty() {
                 if breaks > 0 {
@@ -246,6 +273,15 @@ mod tests {
         assert_eq!(
             tidy_text(&format!("  a \u{a0} b{m} {m}{m}{m} c\u{202f}d{m}é  {m}")),
             "a b\n\nc\u{202f}d\né"
+        );
+        // Other characters starting with the byte 0xC2 are text, not separators.
+        assert_eq!(tidy_text("a§b \u{a9}\u{a0}c\u{a0}"), "a§b \u{a9} c");
+        assert_eq!(tidy_text("\u{a7}"), "\u{a7}");
+        assert_eq!(
+            tidy_text(&format!(
+                "one two  three\tfour {m}five six {m} seven \u{a0}eight §x y"
+            )),
+            "one two three four\nfive six\nseven eight §x y"
         );
     }
 

@@ -401,3 +401,99 @@ fn the_same_target_twice_in_a_message_gets_the_same_click_url() {
         .unwrap();
     assert_eq!(click.url, "https://shop.example/2");
 }
+
+/// The token and index of a per-message link URL.
+fn link_parts(url: &str) -> (String, String) {
+    let rest = token(url, clarion_template::tracking::LINK_PATH);
+    let (token, index) = rest.split_once('/').unwrap();
+    (token.to_owned(), index.to_owned())
+}
+
+#[test]
+fn literal_links_share_one_token_and_index_the_variant_link_table() {
+    let content = email(
+        "<html><body>\
+         <a href=\"https://shop.example/a?x=1&amp;y=2\">A</a>\
+         <a href=\"https://shop.example/p?c={{ contact.id }}\">Mine</a>\
+         <a href=\"mailto:care@shop.example\">Mail</a>\
+         <a href=\"https://shop.example/b\">B</a>\
+         <a href=\"https://shop.example/a?x=1&amp;y=2\">A again</a>\
+         </body></html>",
+    );
+    let compiled = Engine::default().compile_email(&content).unwrap();
+    let table = compiled.link_table();
+    // The table is the literal links in order, the same as derived from the HTML alone.
+    assert_eq!(
+        table,
+        [
+            "https://shop.example/a?x=1&y=2",
+            "mailto:care@shop.example",
+            "https://shop.example/b",
+            "https://shop.example/a?x=1&y=2",
+        ]
+    );
+    assert_eq!(clarion_template::link_table(&content.html), table);
+
+    let t = tracker();
+    let ctx = context(json!({"id": 7}));
+    let out = compiled
+        .render(
+            &ctx,
+            &MessageTracking::new(&t, "dlv-1", "42").with_link_table("17.3"),
+        )
+        .unwrap();
+    let links = hrefs(&out.html);
+    let (first_token, first_index) = link_parts(&links[0]);
+    let mut resolved = Vec::new();
+    for link in [&links[0], &links[3], &links[4]] {
+        let (token, index) = link_parts(link);
+        // One signature for the whole message.
+        assert_eq!(token, first_token);
+        let verified = t.verify_link(&token, &index).unwrap();
+        assert_eq!(verified.delivery_id, "dlv-1");
+        assert_eq!(verified.link_table, "17.3");
+        resolved.push(table[verified.index].clone());
+    }
+    assert_eq!(
+        resolved,
+        [
+            "https://shop.example/a?x=1&y=2",
+            "https://shop.example/b",
+            "https://shop.example/a?x=1&y=2"
+        ]
+    );
+    assert_eq!(first_index, "0");
+    // A link built from contact data is not in the table: it keeps its own click token.
+    let own = t.verify_click(&token(&links[1], CLICK_PATH)).unwrap();
+    assert_eq!(own.url, "https://shop.example/p?c=7");
+    assert_eq!(links[2], "mailto:care@shop.example");
+
+    // A token altered in any byte, or signed by another key, does not verify.
+    let (tok, index) = link_parts(&links[3]);
+    let (payload, tag) = tok.split_once('.').unwrap();
+    let forged = format!("{}.{tag}", base64_url("dlv-2\n17.3"));
+    assert!(t.verify_link(&forged, &index).is_err());
+    let other_table = format!("{}.{tag}", base64_url("dlv-1\n17.2"));
+    assert!(t.verify_link(&other_table, &index).is_err());
+    let mut bad_tag = tag.to_owned();
+    bad_tag.replace_range(0..1, if tag.starts_with('A') { "B" } else { "A" });
+    assert!(
+        t.verify_link(&format!("{payload}.{bad_tag}"), &index)
+            .is_err()
+    );
+    let foreign = Tracker::new(
+        TRACKING_BASE,
+        TrackingKeys::new(&[b"another-installation-key"]).unwrap(),
+    )
+    .unwrap();
+    assert!(foreign.verify_link(&tok, &index).is_err());
+
+    // Without a link table (a preview) every link is signed on its own, as before.
+    let preview = compiled
+        .render(&ctx, &MessageTracking::new(&t, "dlv-1", "42"))
+        .unwrap();
+    let click = t
+        .verify_click(&token(&hrefs(&preview.html)[3], CLICK_PATH))
+        .unwrap();
+    assert_eq!(click.url, "https://shop.example/b");
+}
