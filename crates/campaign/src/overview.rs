@@ -96,7 +96,8 @@ pub async fn overview(
     days: u32,
     limit: u64,
 ) -> Result<Overview, CampaignError> {
-    let in_workspace = |table: &str| Expr::col((Alias::new(table), Alias::new("workspace_id"))).eq(workspace.0);
+    let in_workspace =
+        |table: &str| Expr::col((Alias::new(table), Alias::new("workspace_id"))).eq(workspace.0);
 
     let contacts = Query::select()
         .expr_as(Expr::cust("COUNT(*)"), "n")
@@ -182,7 +183,12 @@ pub async fn overview(
         .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
 
     let upcoming = Query::select()
-        .columns([("s", "campaign_id"), ("s", "kind"), ("s", "next_fire_at"), ("s", "time_zone")])
+        .columns([
+            ("s", "campaign_id"),
+            ("s", "kind"),
+            ("s", "next_fire_at"),
+            ("s", "time_zone"),
+        ])
         .expr_as(Expr::col(("c", "name")), "campaign")
         .from_as("campaign_schedules", "s")
         .join_as(

@@ -37,9 +37,8 @@ pub enum UsersCommand {
 pub async fn run(command: UsersCommand, settings: Settings) -> anyhow::Result<()> {
     let db = db::connect(&settings.database).await?;
     db::migrate(&db).await?;
-    let signer = links::LinkSigner::new(
-        store::secrets::installation_secret(&db, links::LINK_KEY).await?,
-    );
+    let signer =
+        links::LinkSigner::new(store::secrets::installation_secret(&db, links::LINK_KEY).await?);
     let base = settings.server.public_url.trim_end_matches('/');
     let dashboard = &settings.dashboard;
     match command {
@@ -69,8 +68,7 @@ pub async fn run(command: UsersCommand, settings: Settings) -> anyhow::Result<()
             } else {
                 (LinkPurpose::Invite, dashboard.invite_link_lifetime())
             };
-            let (token, expires) =
-                links::issue(&db, &signer, user.id, purpose, ttl, None).await?;
+            let (token, expires) = links::issue(&db, &signer, user.id, purpose, ttl, None).await?;
             eprintln!(
                 "{} link for {}; it works once, until {}:",
                 purpose.as_str(),

@@ -88,11 +88,27 @@ impl DashboardSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         let checks: [(&'static str, u64, u64); 6] = [
             ("dashboard.session_hours", self.session_hours, 24 * 365),
-            ("dashboard.lockout_account_failures", self.lockout_account_failures, 1000),
-            ("dashboard.lockout_address_failures", self.lockout_address_failures, 100_000),
+            (
+                "dashboard.lockout_account_failures",
+                self.lockout_account_failures,
+                1000,
+            ),
+            (
+                "dashboard.lockout_address_failures",
+                self.lockout_address_failures,
+                100_000,
+            ),
             ("dashboard.lockout_minutes", self.lockout_minutes, 24 * 60),
-            ("dashboard.reset_link_minutes", self.reset_link_minutes, 7 * 24 * 60),
-            ("dashboard.invite_link_hours", self.invite_link_hours, 30 * 24),
+            (
+                "dashboard.reset_link_minutes",
+                self.reset_link_minutes,
+                7 * 24 * 60,
+            ),
+            (
+                "dashboard.invite_link_hours",
+                self.invite_link_hours,
+                30 * 24,
+            ),
         ];
         for (key, value, max) in checks {
             if !(1..=max).contains(&value) {

@@ -76,7 +76,10 @@ impl LoginLimiter {
             locked_ms = locked_ms.max(address_ttl);
         }
         if locked_ms > 0 {
-            let minutes = u64::try_from(locked_ms).unwrap_or(0).div_ceil(60_000).max(1);
+            let minutes = u64::try_from(locked_ms)
+                .unwrap_or(0)
+                .div_ceil(60_000)
+                .max(1);
             return Err(AccountError::LockedOut { minutes });
         }
         Ok(())

@@ -149,13 +149,7 @@ pub async fn check(
         return Err(AccountError::BadLink);
     }
     let query = Query::select()
-        .columns([
-            "id",
-            "user_id",
-            "purpose",
-            "expires_at",
-            "used_at",
-        ])
+        .columns(["id", "user_id", "purpose", "expires_at", "used_at"])
         .from("user_links")
         .and_where(Expr::col("token_hash").eq(token_hash(token)))
         .to_owned();

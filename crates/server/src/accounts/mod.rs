@@ -26,7 +26,10 @@ pub enum AccountError {
     Redis(#[from] redis::RedisError),
     /// A form field breaks a rule: shown beside the field.
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// Unknown email, wrong password or a deactivated account: deliberately not told apart.
     #[error("the email address or password is wrong")]
     BadCredentials,

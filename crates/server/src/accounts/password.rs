@@ -65,9 +65,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Ac
             Some(stored) => {
                 let parsed = PasswordHash::new(&stored)
                     .map_err(|e| AccountError::Hash(format!("stored hash: {e}")))?;
-                Ok(argon2
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok())
+                Ok(argon2.verify_password(password.as_bytes(), &parsed).is_ok())
             }
             None => {
                 let _ = argon2.hash_password(password.as_bytes());
@@ -86,9 +84,20 @@ mod tests {
     #[tokio::test]
     async fn hashes_are_argon2id_at_owasp_cost_and_verify_only_the_right_password() {
         let stored = hash("correct horse battery".into()).await.unwrap();
-        assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
-        assert!(verify("correct horse battery".into(), Some(stored.clone())).await.unwrap());
-        assert!(!verify("correct horse batterY".into(), Some(stored.clone())).await.unwrap());
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
+        assert!(
+            verify("correct horse battery".into(), Some(stored.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify("correct horse batterY".into(), Some(stored.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!verify("anything".into(), None).await.unwrap());
         let again = hash("correct horse battery".into()).await.unwrap();
         assert_ne!(stored, again, "every hash has its own salt");

@@ -94,7 +94,12 @@ pub async fn authenticate(
             ("s", "expires_at"),
             ("s", "last_seen_at"),
         ])
-        .columns([("u", "workspace_id"), ("u", "email"), ("u", "name"), ("u", "role")])
+        .columns([
+            ("u", "workspace_id"),
+            ("u", "email"),
+            ("u", "name"),
+            ("u", "role"),
+        ])
         .from_as("user_sessions", "s")
         .join_as(
             JoinType::InnerJoin,

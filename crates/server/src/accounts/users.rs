@@ -43,10 +43,7 @@ const COLUMNS: [&str; 9] = [
 ];
 
 fn select() -> SelectStatement {
-    Query::select()
-        .columns(COLUMNS)
-        .from("users")
-        .to_owned()
+    Query::select().columns(COLUMNS).from("users").to_owned()
 }
 
 fn from_row(row: &QueryResult) -> Result<User, AccountError> {
@@ -57,7 +54,9 @@ fn from_row(row: &QueryResult) -> Result<User, AccountError> {
         email: row.try_get("", "email")?,
         name: row.try_get("", "name")?,
         role: Role::parse(&role).map_err(corrupt("users.role"))?,
-        has_password: row.try_get::<Option<String>>("", "password_hash")?.is_some(),
+        has_password: row
+            .try_get::<Option<String>>("", "password_hash")?
+            .is_some(),
         created_at: Timestamp::from_millis(row.try_get("", "created_at")?),
         last_login_at: row
             .try_get::<Option<i64>>("", "last_login_at")?
@@ -76,14 +75,19 @@ pub fn parse_email(field: &'static str, value: &str) -> Result<String, AccountEr
     }
     EmailAddress::parse(value)
         .map(|email| email.as_str().to_lowercase())
-        .map_err(|_| AccountError::invalid(field, "is not an email address such as ada@example.com"))
+        .map_err(|_| {
+            AccountError::invalid(field, "is not an email address such as ada@example.com")
+        })
 }
 
 /// A display name: trimmed, at most 100 characters; may be empty.
 pub fn parse_name(value: &str) -> Result<String, AccountError> {
     let value = value.trim();
     if value.chars().count() > 100 {
-        return Err(AccountError::invalid("name", "must be at most 100 characters"));
+        return Err(AccountError::invalid(
+            "name",
+            "must be at most 100 characters",
+        ));
     }
     Ok(value.to_string())
 }
@@ -120,15 +124,16 @@ pub async fn create(
         .to_owned();
     // Two invitations of one address at once: the unique index keeps one.
     let row = db.query_one(&insert).await.map_err(|e| {
-        if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+        if matches!(
+            e.sql_err(),
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+        ) {
             AccountError::Duplicate(email.clone())
         } else {
             AccountError::Db(e)
         }
     })?;
-    let id: i64 = row
-        .ok_or(AccountError::NotFound)?
-        .try_get("", "id")?;
+    let id: i64 = row.ok_or(AccountError::NotFound)?.try_get("", "id")?;
     get(db, workspace, id).await?.ok_or(AccountError::NotFound)
 }
 
@@ -140,7 +145,11 @@ pub async fn find_by_email(
     let query = select()
         .and_where(Expr::col("email").eq(email.trim().to_lowercase()))
         .to_owned();
-    db.query_one(&query).await?.as_ref().map(from_row).transpose()
+    db.query_one(&query)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 /// An account of the workspace by id.
@@ -153,7 +162,11 @@ pub async fn get(
         .and_where(Expr::col("id").eq(id))
         .and_where(Expr::col("workspace_id").eq(workspace.0))
         .to_owned();
-    db.query_one(&query).await?.as_ref().map(from_row).transpose()
+    db.query_one(&query)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 /// Every account of the workspace, by email.
@@ -256,7 +269,9 @@ pub async fn set_role(
     id: i64,
     role: Role,
 ) -> Result<User, AccountError> {
-    let user = get(db, workspace, id).await?.ok_or(AccountError::NotFound)?;
+    let user = get(db, workspace, id)
+        .await?
+        .ok_or(AccountError::NotFound)?;
     if user.role == Role::Admin
         && role != Role::Admin
         && user.is_active()
@@ -280,7 +295,9 @@ pub async fn deactivate(
     workspace: WorkspaceId,
     id: i64,
 ) -> Result<User, AccountError> {
-    let user = get(db, workspace, id).await?.ok_or(AccountError::NotFound)?;
+    let user = get(db, workspace, id)
+        .await?
+        .ok_or(AccountError::NotFound)?;
     if !user.is_active() {
         return Ok(user);
     }

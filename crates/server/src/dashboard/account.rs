@@ -5,7 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use minijinja::context;
 use serde::Serialize;
 
-use super::{PageError, SESSION_COOKIE, SignedIn, login::CsrfForm, removal, render_page, see_other};
+use super::{
+    PageError, SESSION_COOKIE, SignedIn, login::CsrfForm, removal, render_page, see_other,
+};
 use crate::{
     accounts::{AccountError, sessions},
     state::AppState,
@@ -56,10 +58,7 @@ pub(crate) async fn page_(
 }
 
 /// `GET /account/sessions`.
-pub async fn page(
-    state: web::Data<AppState>,
-    signed: SignedIn,
-) -> Result<HttpResponse, PageError> {
+pub async fn page(state: web::Data<AppState>, signed: SignedIn) -> Result<HttpResponse, PageError> {
     page_(&state, &signed, "").await
 }
 
@@ -100,8 +99,8 @@ pub async fn revoke_others(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
     signed.check_form(&request, &form.csrf)?;
-    let ended = sessions::revoke_all(&state.db, signed.session.user_id, Some(signed.session.id))
-        .await?;
+    let ended =
+        sessions::revoke_all(&state.db, signed.session.user_id, Some(signed.session.id)).await?;
     let notice = match ended {
         0 => "There were no other sessions.".to_string(),
         1 => "1 other session was logged out.".to_string(),

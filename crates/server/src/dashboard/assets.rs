@@ -7,8 +7,16 @@ use super::PageError;
 
 /// Every asset: path under `/assets/`, content type, bytes.
 const ASSETS: [(&str, &str, &[u8]); 9] = [
-    ("app.css", "text/css; charset=utf-8", include_bytes!("../../assets/app.css")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/app.js")),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/app.js"),
+    ),
     (
         "vendor/htmx/htmx.min.js",
         "text/javascript; charset=utf-8",
@@ -34,7 +42,11 @@ const ASSETS: [(&str, &str, &[u8]); 9] = [
         "text/plain; charset=utf-8",
         include_bytes!("../../assets/vendor/uplot/LICENSE"),
     ),
-    ("favicon.svg", "image/svg+xml", include_bytes!("../../assets/favicon.svg")),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../assets/favicon.svg"),
+    ),
     (
         "THIRD-PARTY.txt",
         "text/plain; charset=utf-8",

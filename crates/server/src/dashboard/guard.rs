@@ -96,10 +96,10 @@ pub(crate) fn check_token(
 /// (not browsers) are judged by the token alone.
 pub(crate) fn same_origin(request: &HttpRequest) -> bool {
     let headers = request.headers();
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
-            return false;
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin" | "none"))
+    {
+        return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -118,7 +118,11 @@ pub(crate) fn same_origin(request: &HttpRequest) -> bool {
             let public = state.settings.server.public_url.trim_end_matches('/');
             let public_origin = public
                 .find("://")
-                .and_then(|at| public[at + 3..].find('/').map(|end| &public[..at + 3 + end]))
+                .and_then(|at| {
+                    public[at + 3..]
+                        .find('/')
+                        .map(|end| &public[..at + 3 + end])
+                })
                 .unwrap_or(public);
             origin.eq_ignore_ascii_case(public_origin)
         })

@@ -104,7 +104,9 @@ pub async fn page(
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, PageError> {
     if let Some(token) = request.cookie(SESSION_COOKIE)
-        && sessions::authenticate(&state.db, token.value()).await?.is_some()
+        && sessions::authenticate(&state.db, token.value())
+            .await?
+            .is_some()
     {
         return Ok(see_other(guard::safe_next(&query.next)).finish());
     }

@@ -166,7 +166,9 @@ impl From<AccountError> for PageError {
         match error {
             AccountError::Redis(_) => PageError::Unavailable,
             AccountError::BadLink => PageError::BadLink,
-            AccountError::NotFound => PageError::NotFound("There is no such user or session.".into()),
+            AccountError::NotFound => {
+                PageError::NotFound("There is no such user or session.".into())
+            }
             other => match clarion_model::Coded::code(&other) {
                 clarion_model::ErrorCode::Unavailable => PageError::Unavailable,
                 clarion_model::ErrorCode::Internal => PageError::internal(&other),
@@ -217,7 +219,11 @@ fn encode_query(value: &str) -> String {
 
 /// An HTML page with the dashboard's security headers: never cached, never framed, scripts
 /// and styles only from this site.
-pub(crate) fn render_page(status: StatusCode, template: &str, context: minijinja::Value) -> HttpResponse {
+pub(crate) fn render_page(
+    status: StatusCode,
+    template: &str,
+    context: minijinja::Value,
+) -> HttpResponse {
     match templates::render(template, context) {
         Ok(html) => html_response(status).body(html),
         Err(error) => {

@@ -134,7 +134,6 @@ pub async fn page_handler(
     ))
 }
 
-
 /// `GET /overview/queues`: the queue table alone, for htmx to refresh.
 pub async fn queues(
     state: web::Data<AppState>,

@@ -10,11 +10,20 @@ use minijinja::{Environment, UndefinedBehavior};
 pub const TEMPLATES: [(&str, &str); 8] = [
     ("layout.html", include_str!("../../templates/layout.html")),
     ("login.html", include_str!("../../templates/login.html")),
-    ("password.html", include_str!("../../templates/password.html")),
+    (
+        "password.html",
+        include_str!("../../templates/password.html"),
+    ),
     ("message.html", include_str!("../../templates/message.html")),
-    ("overview.html", include_str!("../../templates/overview.html")),
+    (
+        "overview.html",
+        include_str!("../../templates/overview.html"),
+    ),
     ("queues.html", include_str!("../../templates/queues.html")),
-    ("sessions.html", include_str!("../../templates/sessions.html")),
+    (
+        "sessions.html",
+        include_str!("../../templates/sessions.html"),
+    ),
     ("users.html", include_str!("../../templates/users.html")),
 ];
 
@@ -60,16 +69,12 @@ fn thousands(value: i64) -> String {
     let digits = value.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
     }
-    if value < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
+    if value < 0 { format!("-{out}") } else { out }
 }
 
 #[cfg(test)]

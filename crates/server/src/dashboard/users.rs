@@ -108,7 +108,6 @@ pub async fn page_handler(
     render(&state, &signed, StatusCode::OK, Extra::default()).await
 }
 
-
 fn link_url(state: &AppState, token: &str) -> String {
     format!(
         "{}/password/{token}",
@@ -264,7 +263,10 @@ pub async fn role(
             &state,
             &signed,
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{:?} is not a role; choose viewer, marketer or admin.", form.role),
+            format!(
+                "{:?} is not a role; choose viewer, marketer or admin.",
+                form.role
+            ),
         )
         .await;
     };
@@ -283,7 +285,13 @@ pub async fn role(
             .await
         }
         Err(error @ AccountError::LastAdmin) => {
-            refuse(&state, &signed, StatusCode::CONFLICT, capitalised(&error.to_string()) + ".").await
+            refuse(
+                &state,
+                &signed,
+                StatusCode::CONFLICT,
+                capitalised(&error.to_string()) + ".",
+            )
+            .await
         }
         Err(other) => Err(other.into()),
     }
@@ -314,7 +322,13 @@ pub async fn deactivate(
             .await
         }
         Err(error @ AccountError::LastAdmin) => {
-            refuse(&state, &signed, StatusCode::CONFLICT, capitalised(&error.to_string()) + ".").await
+            refuse(
+                &state,
+                &signed,
+                StatusCode::CONFLICT,
+                capitalised(&error.to_string()) + ".",
+            )
+            .await
         }
         Err(other) => Err(other.into()),
     }
