@@ -93,7 +93,7 @@ pub async fn run(command: UsersCommand, settings: Settings) -> anyhow::Result<()
                 println!(
                     "{:>5}  {:<9} {:<12} {:<25} {}",
                     user.id,
-                    user.role,
+                    user.role.as_str(),
                     state,
                     user.last_login_at
                         .map(|t| t.to_string())
