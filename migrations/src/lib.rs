@@ -17,6 +17,7 @@ mod m20261203_000010_clv;
 mod m20261204_000012_kpi_activity;
 mod m20261204_000013_local_time;
 mod m20261204_000013_triggers;
+mod m20261204_000013_users;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000012_kpi_activity::Migration),
             Box::new(m20261204_000013_local_time::Migration),
             Box::new(m20261204_000013_triggers::Migration),
+            Box::new(m20261204_000013_users::Migration),
         ]
     }
 }

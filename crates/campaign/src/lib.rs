@@ -39,6 +39,7 @@
 //! * [`traits`]: computed traits and CLV predictions recomputed together (segment, then kpi).
 //! * [`senders`]: sender identities (from-addresses or domains with their DKIM keys), the
 //!   from-address check at save time and the keys the worker signs with.
+//! * [`overview`]: the figures of the dashboard's overview page, one aggregate query each.
 //! * [`test_send`]: one variant's email sent to one address, with the relay's answer.
 //! * [`trigger`]: campaigns triggered by entering a segment, after a delay, with a condition
 //!   re-checked at send time; pending sends live in the database.
@@ -57,6 +58,7 @@ pub mod endpoints;
 pub mod engagement;
 pub mod feedback;
 pub mod launch;
+pub mod overview;
 pub mod preview;
 pub mod providers;
 pub mod render;

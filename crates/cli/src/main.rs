@@ -1,5 +1,5 @@
-//! `clarion`: runs the server, migrates the database, imports CSV, manages API keys,
-//! computes traits and measures throughput.
+//! `clarion`: runs the server, migrates the database, imports CSV, manages API keys and
+//! dashboard users, computes traits and measures throughput.
 
 mod bench;
 mod bench_feedback;
@@ -12,6 +12,7 @@ mod import;
 mod keys;
 mod roles;
 mod traits;
+mod users;
 
 use clap::{Parser, Subcommand};
 use clarion_model::DEFAULT_WORKSPACE;
@@ -36,6 +37,9 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Create dashboard users (the first admin), print reset links, list users.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Launch campaigns and follow, pause, resume, cancel or retry them.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
@@ -87,6 +91,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Import(command) => import::run(command, settings).await,
         Command::Keys(command) => keys::run(command, settings).await,
+        Command::Users(command) => users::run(command, settings).await,
         Command::Traits(command) => traits::run(command, settings).await,
         Command::Campaign(command) => campaign::run(command, settings).await,
         Command::Bench(command) => bench::run(command, settings).await,

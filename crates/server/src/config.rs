@@ -44,6 +44,84 @@ pub struct Settings {
     /// `[providers.*]`: the email providers whose bounce and complaint webhooks are accepted.
     #[serde(default)]
     pub providers: clarion_campaign::providers::ProviderSettings,
+    /// `[dashboard]`: sessions, login lockout and the lifetime of one-time links.
+    pub dashboard: DashboardSettings,
+}
+
+/// `[dashboard]`: how long logins and one-time links last, and when failed logins lock out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Hours a login lasts.
+    pub session_hours: u64,
+    /// Failed logins of one account before it is locked.
+    pub lockout_account_failures: u64,
+    /// Failed logins from one client address before it is locked.
+    pub lockout_address_failures: u64,
+    /// Minutes a lockout lasts after the last failed login.
+    pub lockout_minutes: u64,
+    /// Minutes a password-reset link works.
+    pub reset_link_minutes: u64,
+    /// Hours an invitation (or first-admin) link works.
+    pub invite_link_hours: u64,
+}
+
+impl DashboardSettings {
+    pub fn session_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.session_hours.saturating_mul(3600))
+    }
+
+    pub fn reset_link_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.reset_link_minutes.saturating_mul(60))
+    }
+
+    pub fn invite_link_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.invite_link_hours.saturating_mul(3600))
+    }
+
+    pub fn lockout(&self) -> crate::accounts::limiter::LockoutSettings {
+        crate::accounts::limiter::LockoutSettings {
+            account_failures: self.lockout_account_failures,
+            address_failures: self.lockout_address_failures,
+            minutes: self.lockout_minutes,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&'static str, u64, u64); 6] = [
+            ("dashboard.session_hours", self.session_hours, 24 * 365),
+            (
+                "dashboard.lockout_account_failures",
+                self.lockout_account_failures,
+                1000,
+            ),
+            (
+                "dashboard.lockout_address_failures",
+                self.lockout_address_failures,
+                100_000,
+            ),
+            ("dashboard.lockout_minutes", self.lockout_minutes, 24 * 60),
+            (
+                "dashboard.reset_link_minutes",
+                self.reset_link_minutes,
+                7 * 24 * 60,
+            ),
+            (
+                "dashboard.invite_link_hours",
+                self.invite_link_hours,
+                30 * 24,
+            ),
+        ];
+        for (key, value, max) in checks {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be between 1 and {max}"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,6 +410,7 @@ impl Settings {
                 ),
             });
         }
+        self.dashboard.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log.level",

@@ -31,6 +31,8 @@ pub struct AppState {
     pub providers: clarion_campaign::providers::Receiver,
     /// Tells machine opens and clicks from people's (`[engagement]` configuration).
     pub machines: clarion_kpi::machine::MachineFilter,
+    /// The dashboard's login counters (Redis) and the key that signs its one-time links.
+    pub accounts: crate::accounts::Accounts,
 }
 
 impl AppState {
@@ -59,7 +61,19 @@ impl AppState {
             settings.bounces.clone(),
             settings.providers.clone(),
         );
+        let accounts = crate::accounts::Accounts {
+            limiter: crate::accounts::LoginLimiter::new(
+                redis.clone(),
+                &settings.redis.key_prefix,
+                settings.dashboard.lockout(),
+            ),
+            links: crate::accounts::links::LinkSigner::new(
+                crate::store::secrets::installation_secret(&db, crate::accounts::links::LINK_KEY)
+                    .await?,
+            ),
+        };
         Ok(AppState {
+            accounts,
             ingest,
             providers,
             db,

@@ -39,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     tracking::configure(cfg);
     providers::configure(cfg);
     docs::configure(cfg);
+    crate::dashboard::configure(cfg);
     cfg.service(
         web::scope("/api/v1")
             .configure(contacts::configure)

@@ -6,6 +6,7 @@ mod app;
 mod auth;
 mod campaigns;
 mod contacts;
+mod dashboard;
 mod events;
 mod insights;
 mod kpi;

@@ -1,0 +1,298 @@
+//! The dashboard: server-rendered pages for people, beside the API. People log in with email
+//! and password ([`crate::accounts`]); every page needs a live session and the role it is for,
+//! and every state-changing form carries the session's CSRF token and must come from this
+//! site (Origin / Sec-Fetch-Site). Pages are minijinja templates built into the binary
+//! ([`templates`]); front-end assets (htmx, uPlot) are vendored and served from `/assets`.
+//!
+//! Pages: `/` (overview), `/login`, `/logout`, `/password/{token}` (invitation and reset
+//! links), `/account/sessions`, `/users` (admins).
+
+mod account;
+mod assets;
+mod guard;
+mod login;
+mod overview;
+pub mod templates;
+mod users;
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    cookie::{Cookie, SameSite, time::Duration as CookieDuration},
+    http::{StatusCode, header},
+    web,
+};
+use minijinja::context;
+use serde::Serialize;
+
+pub use guard::SignedIn;
+
+use crate::accounts::{AccountError, Session};
+
+/// The cookie holding the session token.
+pub const SESSION_COOKIE: &str = "clarion_session";
+/// The cookie holding the CSRF token of the forms shown before login (login, password links).
+pub const FORM_COOKIE: &str = "clarion_form";
+
+/// Registers the dashboard's pages and assets.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::FormConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|error, _| {
+                PageError::BadRequest(format!("the form could not be read: {error}")).into()
+            }),
+    )
+    .route("/", web::get().to(overview::page_handler))
+    .route("/overview/queues", web::get().to(overview::queues))
+    .route("/login", web::get().to(login::page))
+    .route("/login", web::post().to(login::submit))
+    .route("/logout", web::post().to(login::logout))
+    .route("/password/{token}", web::get().to(login::link_page))
+    .route("/password/{token}", web::post().to(login::link_submit))
+    .route("/account/sessions", web::get().to(account::page))
+    .route(
+        "/account/sessions/revoke-others",
+        web::post().to(account::revoke_others),
+    )
+    .route(
+        "/account/sessions/{id}/revoke",
+        web::post().to(account::revoke),
+    )
+    .route("/users", web::get().to(users::page_handler))
+    .route("/users", web::post().to(users::invite))
+    .route("/users/{id}/role", web::post().to(users::role))
+    .route("/users/{id}/deactivate", web::post().to(users::deactivate))
+    .route("/users/{id}/reactivate", web::post().to(users::reactivate))
+    .route("/users/{id}/reset-link", web::post().to(users::reset_link))
+    .route("/assets/{path:.*}", web::get().to(assets::serve));
+}
+
+/// Who is logged in, as templates see it.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub email: String,
+    pub name: String,
+    pub role: &'static str,
+    pub is_marketer: bool,
+    pub is_admin: bool,
+}
+
+impl UserView {
+    fn of(session: &Session) -> Self {
+        UserView {
+            email: session.email.clone(),
+            name: session.name.clone(),
+            role: session.role.as_str(),
+            is_marketer: session.role.allows(clarion_model::Role::Marketer),
+            is_admin: session.role.allows(clarion_model::Role::Admin),
+        }
+    }
+}
+
+/// A page that could not be shown as asked: each answers an HTML page saying why.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// No live session: go to the login page, then come back to `next`.
+    #[error("log in first")]
+    LoginRequired { next: String },
+    /// The role does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A missing or wrong CSRF token, or a form posted from another site.
+    #[error("the form could not be accepted")]
+    Csrf,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// A one-time link that is forged, unknown, expired or used.
+    #[error("this link is not valid")]
+    BadLink,
+    /// Redis or the database does not answer.
+    #[error("a service Clarion needs does not answer")]
+    Unavailable,
+    /// Logged with its cause; the page says nothing of it.
+    #[error("internal error")]
+    Internal,
+}
+
+impl PageError {
+    /// Logs the cause of an internal failure and answers the page that hides it.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        let _ = crate::error::ApiError::internal(cause);
+        PageError::Internal
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            PageError::LoginRequired { .. } => StatusCode::SEE_OTHER,
+            PageError::Forbidden(_) | PageError::Csrf => StatusCode::FORBIDDEN,
+            PageError::NotFound(_) => StatusCode::NOT_FOUND,
+            PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::BadLink => StatusCode::GONE,
+            PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title_and_text(&self) -> (&'static str, String) {
+        match self {
+            PageError::LoginRequired { .. } => ("Log in", "Log in to continue.".into()),
+            PageError::Forbidden(message) => ("Not allowed", message.clone()),
+            PageError::Csrf => (
+                "Form refused",
+                "This form was refused: it has expired or it was sent from another site. Go back, reload the page and try again.".into(),
+            ),
+            PageError::NotFound(message) => ("Not found", message.clone()),
+            PageError::BadRequest(message) => ("Bad request", message.clone()),
+            PageError::BadLink => (
+                "Link not valid",
+                "This link is not valid: it may have expired or been used already. Ask an admin for a new one.".into(),
+            ),
+            PageError::Unavailable => (
+                "Temporarily unavailable",
+                "A service Clarion needs (the database or Redis) does not answer. Try again in a moment.".into(),
+            ),
+            PageError::Internal => (
+                "Something went wrong",
+                "Clarion could not show this page; the server log has the details.".into(),
+            ),
+        }
+    }
+}
+
+impl From<AccountError> for PageError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::Redis(_) => PageError::Unavailable,
+            AccountError::BadLink => PageError::BadLink,
+            AccountError::NotFound => {
+                PageError::NotFound("There is no such user or session.".into())
+            }
+            other => match clarion_model::Coded::code(&other) {
+                clarion_model::ErrorCode::Unavailable => PageError::Unavailable,
+                clarion_model::ErrorCode::Internal => PageError::internal(&other),
+                _ => PageError::BadRequest(other.to_string()),
+            },
+        }
+    }
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let PageError::LoginRequired { next } = self {
+            let target = if next == "/" || next.is_empty() {
+                "/login".to_string()
+            } else {
+                format!("/login?next={}", encode_query(next))
+            };
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, target))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish();
+        }
+        let (title, text) = self.title_and_text();
+        render_page(
+            self.status(),
+            "message.html",
+            context! { title, text, user => (), csrf => "", active => "" },
+        )
+    }
+}
+
+/// Percent-encodes a value for a query string.
+fn encode_query(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// An HTML page with the dashboard's security headers: never cached, never framed, scripts
+/// and styles only from this site.
+pub(crate) fn render_page(
+    status: StatusCode,
+    template: &str,
+    context: minijinja::Value,
+) -> HttpResponse {
+    match templates::render(template, context) {
+        Ok(html) => html_response(status).body(html),
+        Err(error) => {
+            tracing::error!(%error, "a dashboard page could not be rendered");
+            html_response(StatusCode::INTERNAL_SERVER_ERROR)
+                .body("<!doctype html><title>Error</title><p>Clarion could not show this page; the server log has the details.</p>")
+        }
+    }
+}
+
+pub(crate) fn html_response(status: StatusCode) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::build(status);
+    builder
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ));
+    builder
+}
+
+/// A 303 to `location`.
+pub(crate) fn see_other(location: &str) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::SeeOther();
+    builder
+        .insert_header((header::LOCATION, location.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    builder
+}
+
+/// A cookie with the dashboard's attributes: HttpOnly, SameSite=Lax, path `/`, Secure when
+/// the server's public URL is https.
+pub(crate) fn cookie(
+    settings: &crate::Settings,
+    name: &'static str,
+    value: String,
+    max_age: Option<std::time::Duration>,
+) -> Cookie<'static> {
+    let mut cookie = Cookie::build(name, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(settings.server.public_url.starts_with("https://"))
+        .finish();
+    if let Some(max_age) = max_age {
+        cookie.set_max_age(CookieDuration::seconds(
+            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX / 2),
+        ));
+    }
+    cookie
+}
+
+/// A cookie that tells the browser to forget `name`.
+pub(crate) fn removal(settings: &crate::Settings, name: &'static str) -> Cookie<'static> {
+    let mut cookie = self::cookie(settings, name, String::new(), None);
+    cookie.make_removal();
+    cookie
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_paths_are_encoded() {
+        assert_eq!(encode_query("/users?x=1&y"), "/users%3Fx%3D1%26y");
+    }
+}

@@ -1,0 +1,412 @@
+//! Users (admins only): the accounts of the workspace, inviting one (a one-time link shown
+//! once), changing a role, deactivating and reactivating, and a password-reset link.
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use clarion_model::Role;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::{PageError, SignedIn, login::CsrfForm, render_page};
+use crate::{
+    accounts::{AccountError, LinkPurpose, links, users},
+    state::AppState,
+};
+
+#[derive(Serialize)]
+struct UserLine {
+    id: i64,
+    email: String,
+    name: String,
+    role: &'static str,
+    active: bool,
+    has_password: bool,
+    created_at: i64,
+    last_login_at: Option<i64>,
+    is_self: bool,
+}
+
+/// What the page shows besides the list: a link just made, a notice, the invitation form as
+/// typed with its errors.
+#[derive(Default, Serialize)]
+struct Extra {
+    link: Option<NewLink>,
+    notice: String,
+    form: InviteForm,
+    errors: std::collections::BTreeMap<String, String>,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct NewLink {
+    email: String,
+    url: String,
+    purpose: &'static str,
+    expires_at: i64,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct InviteForm {
+    email: String,
+    name: String,
+    role: String,
+    #[serde(skip_serializing)]
+    csrf: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RoleForm {
+    role: String,
+    csrf: String,
+}
+
+const ROLES: [&str; 3] = ["viewer", "marketer", "admin"];
+
+async fn render(
+    state: &AppState,
+    signed: &SignedIn,
+    status: StatusCode,
+    extra: Extra,
+) -> Result<HttpResponse, PageError> {
+    let lines: Vec<UserLine> = users::list(&state.db, signed.session.workspace)
+        .await?
+        .into_iter()
+        .map(|user| UserLine {
+            is_self: user.id == signed.session.user_id,
+            active: user.is_active(),
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            role: user.role.as_str(),
+            has_password: user.has_password,
+            created_at: user.created_at.millis(),
+            last_login_at: user.last_login_at.map(|at| at.millis()),
+        })
+        .collect();
+    Ok(render_page(
+        status,
+        "users.html",
+        context! {
+            title => "Users",
+            active => "users",
+            user => minijinja::Value::from(minijinja::value::Serde(signed.user())),
+            csrf => signed.session.csrf_token.clone(),
+            users => minijinja::Value::from(minijinja::value::Serde(&lines)),
+            roles => ROLES,
+            extra => minijinja::Value::from(minijinja::value::Serde(&extra)),
+        },
+    ))
+}
+
+/// `GET /users`.
+pub async fn page_handler(
+    state: web::Data<AppState>,
+    signed: SignedIn,
+) -> Result<HttpResponse, PageError> {
+    signed.require(Role::Admin)?;
+    render(&state, &signed, StatusCode::OK, Extra::default()).await
+}
+
+fn link_url(state: &AppState, token: &str) -> String {
+    format!(
+        "{}/password/{token}",
+        state.settings.server.public_url.trim_end_matches('/')
+    )
+}
+
+fn parse_id(id: &str) -> Result<i64, PageError> {
+    id.parse()
+        .map_err(|_| PageError::NotFound("There is no such user.".into()))
+}
+
+/// The page again with an error about a user (the last admin, an unknown role).
+async fn refuse(
+    state: &AppState,
+    signed: &SignedIn,
+    status: StatusCode,
+    error: String,
+) -> Result<HttpResponse, PageError> {
+    render(
+        state,
+        signed,
+        status,
+        Extra {
+            error,
+            ..Extra::default()
+        },
+    )
+    .await
+}
+
+/// `POST /users`: creates an account and shows its invitation link once.
+pub async fn invite(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    form: web::Form<InviteForm>,
+) -> Result<HttpResponse, PageError> {
+    signed.require(Role::Admin)?;
+    signed.check_form(&request, &form.csrf)?;
+    let form = form.into_inner();
+    let mut errors = std::collections::BTreeMap::new();
+    let role = Role::parse(form.role.trim());
+    if role.is_err() {
+        errors.insert(
+            "role".to_string(),
+            "Choose viewer, marketer or admin.".to_string(),
+        );
+    }
+    let created = match role {
+        Ok(role) => Some(
+            users::create(
+                &state.db,
+                signed.session.workspace,
+                &form.email,
+                &form.name,
+                role,
+            )
+            .await,
+        ),
+        Err(_) => {
+            // Report a bad address too, not only the role.
+            if let Err(error) = users::parse_email("email", &form.email) {
+                errors.insert("email".into(), error.field_message());
+            }
+            None
+        }
+    };
+    let user = match created {
+        Some(Ok(user)) => user,
+        Some(Err(error)) if error.field().is_some() => {
+            errors.insert(
+                error.field().unwrap_or("email").to_string(),
+                capitalised(&error.field_message()),
+            );
+            return invalid(&state, &signed, form, errors).await;
+        }
+        Some(Err(other)) => return Err(other.into()),
+        None => return invalid(&state, &signed, form, errors).await,
+    };
+    let (token, expires) = links::issue(
+        &state.db,
+        &state.accounts.links,
+        user.id,
+        LinkPurpose::Invite,
+        state.settings.dashboard.invite_link_lifetime(),
+        Some(signed.session.user_id),
+    )
+    .await?;
+    tracing::info!(user = user.id, by = signed.session.user_id, "user invited");
+    render(
+        &state,
+        &signed,
+        StatusCode::OK,
+        Extra {
+            link: Some(NewLink {
+                email: user.email.clone(),
+                url: link_url(&state, &token),
+                purpose: "invitation",
+                expires_at: expires.millis(),
+            }),
+            notice: format!("{} was invited as {}.", user.email, user.role),
+            ..Extra::default()
+        },
+    )
+    .await
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
+}
+
+async fn invalid(
+    state: &AppState,
+    signed: &SignedIn,
+    form: InviteForm,
+    errors: std::collections::BTreeMap<String, String>,
+) -> Result<HttpResponse, PageError> {
+    let errors = errors
+        .into_iter()
+        .map(|(field, message)| (field, capitalised(&message)))
+        .collect();
+    render(
+        state,
+        signed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Extra {
+            form,
+            errors,
+            ..Extra::default()
+        },
+    )
+    .await
+}
+
+/// `POST /users/{id}/role`.
+pub async fn role(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    id: web::Path<String>,
+    form: web::Form<RoleForm>,
+) -> Result<HttpResponse, PageError> {
+    signed.require(Role::Admin)?;
+    signed.check_form(&request, &form.csrf)?;
+    let id = parse_id(&id)?;
+    let Ok(role) = Role::parse(form.role.trim()) else {
+        return refuse(
+            &state,
+            &signed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{:?} is not a role; choose viewer, marketer or admin.",
+                form.role
+            ),
+        )
+        .await;
+    };
+    match users::set_role(&state.db, signed.session.workspace, id, role).await {
+        Ok(user) => {
+            let notice = format!("{} is now {}.", user.email, user.role);
+            render(
+                &state,
+                &signed,
+                StatusCode::OK,
+                Extra {
+                    notice,
+                    ..Extra::default()
+                },
+            )
+            .await
+        }
+        Err(error @ AccountError::LastAdmin) => {
+            refuse(
+                &state,
+                &signed,
+                StatusCode::CONFLICT,
+                capitalised(&error.to_string()) + ".",
+            )
+            .await
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `POST /users/{id}/deactivate`: the account can no longer log in; its sessions end.
+pub async fn deactivate(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    signed.require(Role::Admin)?;
+    signed.check_form(&request, &form.csrf)?;
+    let id = parse_id(&id)?;
+    match users::deactivate(&state.db, signed.session.workspace, id).await {
+        Ok(user) => {
+            render(
+                &state,
+                &signed,
+                StatusCode::OK,
+                Extra {
+                    notice: format!("{} was deactivated and logged out.", user.email),
+                    ..Extra::default()
+                },
+            )
+            .await
+        }
+        Err(error @ AccountError::LastAdmin) => {
+            refuse(
+                &state,
+                &signed,
+                StatusCode::CONFLICT,
+                capitalised(&error.to_string()) + ".",
+            )
+            .await
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `POST /users/{id}/reactivate`.
+pub async fn reactivate(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    signed.require(Role::Admin)?;
+    signed.check_form(&request, &form.csrf)?;
+    let id = parse_id(&id)?;
+    let user = users::reactivate(&state.db, signed.session.workspace, id).await?;
+    render(
+        &state,
+        &signed,
+        StatusCode::OK,
+        Extra {
+            notice: format!("{} can log in again.", user.email),
+            ..Extra::default()
+        },
+    )
+    .await
+}
+
+/// `POST /users/{id}/reset-link`: a password-reset link for the user, shown once.
+pub async fn reset_link(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    signed.require(Role::Admin)?;
+    signed.check_form(&request, &form.csrf)?;
+    let id = parse_id(&id)?;
+    let user = users::get(&state.db, signed.session.workspace, id)
+        .await?
+        .ok_or_else(|| PageError::NotFound("There is no such user.".into()))?;
+    let (purpose, ttl, name) = if user.has_password {
+        (
+            LinkPurpose::Reset,
+            state.settings.dashboard.reset_link_lifetime(),
+            "password reset",
+        )
+    } else {
+        (
+            LinkPurpose::Invite,
+            state.settings.dashboard.invite_link_lifetime(),
+            "invitation",
+        )
+    };
+    let (token, expires) = links::issue(
+        &state.db,
+        &state.accounts.links,
+        user.id,
+        purpose,
+        ttl,
+        Some(signed.session.user_id),
+    )
+    .await?;
+    render(
+        &state,
+        &signed,
+        StatusCode::OK,
+        Extra {
+            link: Some(NewLink {
+                email: user.email,
+                url: link_url(&state, &token),
+                purpose: name,
+                expires_at: expires.millis(),
+            }),
+            ..Extra::default()
+        },
+    )
+    .await
+}
