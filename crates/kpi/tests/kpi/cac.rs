@@ -91,6 +91,17 @@ struct SpendRow {
     to: i64,
 }
 
+/// A campaign to generate: name, goal, window hours, start offset hours, channels, target
+/// segments.
+type Spec<'a> = (
+    &'static str,
+    &'static str,
+    i64,
+    i64,
+    &'a [&'static str],
+    &'a [i64],
+);
+
 struct World {
     db: DatabaseConnection,
     campaigns: Vec<Campaign>,
@@ -185,14 +196,7 @@ async fn world(backend: Backend) -> World {
     let segment_ids: Vec<i64> = segments.keys().copied().collect();
 
     // (name, goal, window hours, start offset hours, channels, target segments)
-    let specs: [(
-        &'static str,
-        &'static str,
-        i64,
-        i64,
-        &[&'static str],
-        &[i64],
-    ); 3] = [
+    let specs: [Spec<'_>; 3] = [
         (
             "spring",
             "purchase",

@@ -57,9 +57,8 @@ pub struct ListQuery {
 fn query_time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     value
         .map(|v| {
-            Timestamp::parse(v).map_err(|e| {
-                ApiError::new(ErrorCode::InvalidQuery, format!("{field}: {e}"))
-            })
+            Timestamp::parse(v)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("{field}: {e}")))
         })
         .transpose()
 }

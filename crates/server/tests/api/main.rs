@@ -15,6 +15,7 @@ mod schedules;
 mod segments;
 mod senders;
 mod sending;
+mod spend;
 mod suppressions;
 mod tracking;
 mod traits;
