@@ -29,15 +29,20 @@
 //!   comparison of two segments.
 //! - [`churn`]: churn per day, week or month in the workspace's time zone (by inactivity or
 //!   by an explicit cancel event), active contacts over time, retention by monthly cohort.
+//! - [`spend`]: marketing spend per campaign or channel, in an ISO 4217 currency, exact.
+//! - [`cac`]: customer acquisition cost per channel, campaign or target segment: prorated
+//!   spend divided by the new customers (first purchase ever in the period) attributed to
+//!   the group's deliveries.
 //! - [`settings`]: each workspace's attribution model, minimum sample, confidence level and
 //!   churn definition.
 //!
 //! The crate depends on the model and the database only, never on campaigns or the server:
 //! it reads the outbox (`deliveries`, `campaign_runs`, `campaigns`), `events` and
-//! `segment_memberships` tables as they are.
+//! `segment_memberships` tables as they are, and owns `marketing_spend`.
 //!
 //! Every [`KpiError`] carries its API error code ([`Coded`]).
 
+pub mod cac;
 pub mod campaign;
 pub mod churn;
 pub mod clv;
@@ -46,6 +51,7 @@ pub mod predictions;
 pub mod rollup;
 pub mod segment;
 pub mod settings;
+pub mod spend;
 pub mod stats;
 
 use clarion_model::{Coded, ErrorCode, FieldError};

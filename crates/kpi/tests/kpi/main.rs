@@ -3,6 +3,7 @@
 //! computations in plain Rust over generated rows, on SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cac;
 mod campaign_report;
 mod churn;
 mod clv;

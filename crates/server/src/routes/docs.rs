@@ -17,7 +17,8 @@ use utoipa::{
 
 use super::{
     campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, senders,
-    sending, suggest, suppressions, templates, tracking, traits, triggers, waves, webhook_endpoints,
+    sending, spend, suggest, suppressions, templates, tracking, traits, triggers, waves,
+    webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -51,7 +52,8 @@ use crate::error::ApiError;
         webhook_endpoints::finish_rotation, webhook_endpoints::test,
         kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
         kpi::churn_report, kpi::retention_report,
-        kpi::get_settings, kpi::put_settings,
+        kpi::get_settings, kpi::put_settings, kpi::cac_report,
+        spend::create, spend::list, spend::get, spend::update, spend::delete,
         tracking::click, tracking::link, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
         suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
         suppressions::import, suppressions::export,
@@ -124,6 +126,8 @@ use crate::error::ApiError;
         clarion_kpi::segment::Conversion, clarion_kpi::segment::Group, clarion_kpi::segment::Basis,
         clarion_kpi::churn::ChurnReport, clarion_kpi::churn::ChurnPeriod, clarion_kpi::churn::Period,
         clarion_kpi::churn::RetentionReport, clarion_kpi::churn::Cohort, clarion_kpi::settings::ChurnDefinition,
+        clarion_kpi::cac::CacReport, clarion_kpi::cac::CacGroup, clarion_kpi::cac::Grouping,
+        clarion_kpi::spend::Spend, clarion_kpi::spend::SpendInput, spend::SpendPage,
         senders::SenderList, clarion_campaign::senders::Sender, clarion_campaign::senders::SenderInput,
         clarion_campaign::senders::DkimInput, clarion_campaign::senders::DkimView,
         clarion_campaign::senders::DnsRecord, clarion_campaign::senders::KeyAlgorithm,
@@ -140,7 +144,7 @@ use crate::error::ApiError;
         (name = "sending", description = "Launching campaigns, their progress, pause, resume, cancel, retry; deliveries and dead letters"),
         (name = "webhook-endpoints", description = "The receivers webhook variants send to: their own secrets (rotated with overlap), headers, rate limits, timeouts, results, and send test"),
         (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs; campaigns triggered on segment entry"),
-        (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout; JSON or CSV"),
+        (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout, segment conversion, churn, retention, customer acquisition cost; marketing spend; JSON or CSV"),
         (name = "senders", description = "Sender identities: from-addresses and domains with their DKIM keys; sending a test of a variant"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),

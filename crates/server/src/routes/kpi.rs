@@ -5,6 +5,7 @@
 use actix_web::{HttpResponse, web};
 use clarion_kpi::{
     KpiSettings,
+    cac::{self, CacQuery, CacReport, Grouping},
     campaign::{self, CampaignReport, Step},
     churn::{self, ChurnReport, Period, RetentionReport},
     segment::{self, Basis, Breakdown, ConversionQuery, SegmentComparison, SegmentConversion},
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/kpi/segments/compare", web::get().to(segment_comparison))
         .route("/kpi/churn", web::get().to(churn_report))
         .route("/kpi/retention", web::get().to(retention_report))
+        .route("/kpi/cac", web::get().to(cac_report))
         .route("/kpi/settings", web::get().to(get_settings))
         .route("/kpi/settings", web::put().to(put_settings));
 }
@@ -381,6 +383,69 @@ pub async fn retention_report(
     .await?;
     if csv {
         return Ok(csv_answer("retention", churn::retention_csv(&report)?));
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Query parameters of the CAC report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CacParams {
+    /// The period's start (RFC 3339), included.
+    #[param(value_type = String, format = DateTime)]
+    pub from: String,
+    /// The period's end (RFC 3339), excluded; after `from`.
+    #[param(value_type = String, format = DateTime)]
+    pub to: String,
+    /// Group by `channel` (default), `campaign` or (target) `segment`.
+    pub by: Option<Grouping>,
+    /// The report's currency (ISO 4217); needed when the period's spend is in several.
+    #[param(pattern = "^[A-Z]{3}$")]
+    pub currency: Option<String>,
+    /// The purchase event kind (default `purchase`).
+    #[param(min_length = 1, max_length = 100)]
+    pub event: Option<String>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+/// Customer acquisition cost over a period `[from, to)`, per channel, campaign or target
+/// segment: spend (`/api/v1/spend`, prorated to the period, a campaign's split over its
+/// channels or target segments by recipients) divided by the new customers (contacts whose
+/// first purchase ever lies in the period) attributed to the group's deliveries by the
+/// workspace's attribution model within each campaign's window. Also the total and the
+/// blended CAC (over every new customer, attributed or not). One currency per report. A CAC
+/// without new customers is `null`.
+#[utoipa::path(get, path = "/api/v1/kpi/cac", tag = "kpi",
+    params(CacParams),
+    responses((status = 200, description = "JSON, or text/csv with format=csv",
+            content((CacReport = "application/json"), (String = "text/csv"))),
+        (status = 422, description = "`to` not after `from`, an event kind that is not one, an unknown currency, or no currency given while the period's spend is in several (details name the parameter)", body = ApiError)),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(workspace = caller.workspace.0))]
+pub async fn cac_report(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<CacParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let query = query.into_inner();
+    let cac_query = CacQuery {
+        from: moment("from", &query.from)?,
+        to: moment("to", &query.to)?,
+        by: query.by.unwrap_or_default(),
+        currency: query.currency,
+        event: query.event.unwrap_or_else(|| "purchase".to_owned()),
+    };
+    let report = cac::report(&state.db, caller.workspace, &cac_query).await?;
+    if csv {
+        return Ok(csv_answer(
+            &format!("cac-by-{}", cac_query.by.as_str()),
+            cac::to_csv(&report)?,
+        ));
     }
     Ok(HttpResponse::Ok().json(report))
 }

@@ -17,6 +17,7 @@ mod schedules;
 mod segments;
 mod senders;
 mod sending;
+mod spend;
 mod suppressions;
 mod tracking;
 mod traits;
