@@ -14,6 +14,7 @@ mod m20261203_000007_suppression;
 mod m20261203_000008_schedules;
 mod m20261203_000009_kpi;
 mod m20261203_000010_clv;
+mod m20261204_000011_frequency_caps;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_schedules::Migration),
             Box::new(m20261203_000009_kpi::Migration),
             Box::new(m20261203_000010_clv::Migration),
+            Box::new(m20261204_000011_frequency_caps::Migration),
         ]
     }
 }

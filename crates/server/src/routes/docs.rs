@@ -17,7 +17,7 @@ use utoipa::{
 
 use super::{
     campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, senders,
-    sending, suggest, suppressions, templates, tracking, traits, webhook_endpoints,
+    sending, settings, suggest, suppressions, templates, tracking, traits, webhook_endpoints,
 };
 use crate::error::ApiError;
 
@@ -50,6 +50,7 @@ use crate::error::ApiError;
         kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
         kpi::churn_report, kpi::retention_report,
         kpi::get_settings, kpi::put_settings,
+        settings::get_frequency_caps, settings::put_frequency_caps,
         tracking::click, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
         suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
         suppressions::import, suppressions::export,
@@ -121,6 +122,7 @@ use crate::error::ApiError;
         clarion_campaign::senders::DnsRecord, clarion_campaign::senders::KeyAlgorithm,
         clarion_campaign::senders::SenderKind, clarion_campaign::test_send::TestSendRequest,
         clarion_campaign::test_send::TestSendReport,
+        clarion_campaign::frequency::FrequencyCaps, clarion_campaign::frequency::FrequencyCap,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -134,6 +136,7 @@ use crate::error::ApiError;
         (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs"),
         (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout; JSON or CSV"),
         (name = "senders", description = "Sender identities: from-addresses and domains with their DKIM keys; sending a test of a variant"),
+        (name = "settings", description = "Workspace settings: frequency caps across campaigns, per channel"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
         (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),

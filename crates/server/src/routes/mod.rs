@@ -12,6 +12,7 @@ pub mod schedules;
 pub mod segments;
 pub mod senders;
 pub mod sending;
+pub mod settings;
 pub mod suggest;
 pub mod suppressions;
 pub mod templates;
@@ -52,7 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(templates::configure)
             .configure(traits::configure)
             .configure(webhook_endpoints::configure)
-            .configure(kpi::configure),
+            .configure(kpi::configure)
+            .configure(settings::configure),
     );
 }
 

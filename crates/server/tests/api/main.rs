@@ -7,6 +7,7 @@ mod auth;
 mod campaigns;
 mod contacts;
 mod events;
+mod frequency_caps;
 mod insights;
 mod kpi;
 mod operations;
