@@ -249,10 +249,7 @@ async fn transactional_campaigns_are_neither_capped_nor_counted(backend: Backend
     let first = list["campaigns"][0]["id"].as_i64().unwrap();
     let (status, copy) = s
         .app
-        .post(
-            &format!("/api/v1/campaigns/{first}/duplicate"),
-            &json!(null),
-        )
+        .post(&format!("/api/v1/campaigns/{first}/duplicate"), &json!({}))
         .await;
     assert_eq!(status, 201, "{copy}");
     assert_eq!(copy["transactional"], true, "{copy}");
