@@ -479,11 +479,12 @@ impl Outbox<'_> {
                 let full = capped
                     .get(&channel)
                     .is_some_and(|counts| counts.is_full(member.contact));
+                let under_cap = if full { Err(frequency::REASON) } else { Ok(()) };
                 let reachable = member
                     .reachability(channel)
                     .map_err(|why| why.reason())
                     .and_then(|()| on_list.map_or(Ok(()), |s| Err(s.delivery_reason())))
-                    .and_then(|()| if full { Err(frequency::REASON) } else { Ok(()) });
+                    .and(under_cap);
                 let (status, reason) = match reachable {
                     _ if holdout => (DeliveryStatus::Holdout, reachable.err()),
                     Ok(()) => (DeliveryStatus::Queued, None),
