@@ -14,6 +14,7 @@ mod m20261203_000007_suppression;
 mod m20261203_000008_schedules;
 mod m20261203_000009_kpi;
 mod m20261203_000010_clv;
+mod m20261204_000011_frequency_caps;
 mod m20261204_000011_spend;
 mod m20261204_000012_kpi_activity;
 mod m20261204_000013_local_time;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_schedules::Migration),
             Box::new(m20261203_000009_kpi::Migration),
             Box::new(m20261203_000010_clv::Migration),
+            Box::new(m20261204_000011_frequency_caps::Migration),
             Box::new(m20261204_000011_spend::Migration),
             Box::new(m20261204_000012_kpi_activity::Migration),
             Box::new(m20261204_000013_local_time::Migration),

@@ -188,6 +188,10 @@ pub struct CampaignInput {
     /// The variant for members of the audience segment who are in none of the targets.
     #[serde(default)]
     pub fallback: Option<VariantInput>,
+    /// A transactional campaign (receipts, password resets) is exempt from the workspace's
+    /// frequency caps and its messages do not count toward them; false when left out.
+    #[serde(default)]
+    pub transactional: bool,
 }
 
 /// A segment as a campaign refers to it.
@@ -231,6 +235,8 @@ pub struct Campaign {
     pub targets: Vec<Target>,
     pub audience_segment: Option<SegmentRef>,
     pub fallback: Option<Variant>,
+    /// Exempt from the frequency caps, and not counted by them.
+    pub transactional: bool,
     /// The campaign this one was copied from, if any.
     pub duplicated_from: Option<CampaignId>,
     pub created_at: Timestamp,
@@ -329,6 +335,8 @@ pub struct CampaignSummary {
     pub name: String,
     pub status: Status,
     pub channels: Vec<Channel>,
+    /// Exempt from the frequency caps, and not counted by them.
+    pub transactional: bool,
     /// Number of variants, the fallback included.
     pub variants: u64,
     pub created_at: Timestamp,

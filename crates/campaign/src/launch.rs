@@ -4,8 +4,8 @@
 //! then the fallback's audience), a page at a time: each member is assigned a variant and the
 //! holdout with the same hash as previews and audience counts, gets one row per channel —
 //! `holdout` (with the reason it could not have been reached, if any), `suppressed` with the
-//! reason ([`clarion_model::Suppression`], or the suppression list's entry:
-//! [`crate::suppression`]), or `queued` — written with one multi-row INSERT per page, and the queued rows' ids are
+//! reason ([`clarion_model::Suppression`], the suppression list's entry:
+//! [`crate::suppression`], or a full frequency cap: [`crate::frequency`]), or `queued` — written with one multi-row INSERT per page, and the queued rows' ids are
 //! enqueued in pipelined batches before the next page is read. Memory holds one page, however
 //! large the audience. Rows are unique per run, contact and channel, so a repeated write is
 //! harmless.
@@ -34,6 +34,7 @@ use crate::{
     CampaignError,
     assign::{GroupPlan, groups, weights},
     campaign::{Campaign, Status},
+    frequency,
     schedule::{
         quiet::QUIET_HOURS,
         waves::{self, Planner, Wave},
@@ -177,6 +178,18 @@ async fn launch_from(
             listed.push(channel);
         }
     }
+    // And against the frequency caps, unless the campaign is exempt.
+    let capped: Vec<Channel> = if campaign.transactional {
+        Vec::new()
+    } else {
+        let caps = frequency::get(db, workspace).await?;
+        campaign
+            .channels
+            .iter()
+            .copied()
+            .filter(|&channel| caps.of(channel).is_some())
+            .collect()
+    };
 
     let mut outbox = Outbox {
         db,
@@ -185,6 +198,7 @@ async fn launch_from(
         run_id,
         opened: &opened,
         listed: &listed,
+        capped: &capped,
         page: settings.launch_page,
         report: LaunchReport {
             run_id,
@@ -387,6 +401,8 @@ struct Outbox<'a> {
     opened: &'a [(Channel, Queue<DeliveryJob>)],
     /// Channels with a suppression list in this workspace.
     listed: &'a [Channel],
+    /// Channels with a frequency cap that applies to this campaign.
+    capped: &'a [Channel],
     page: u64,
     report: LaunchReport,
     /// When each time zone's deliveries are due (local time, quiet hours).
@@ -418,7 +434,8 @@ impl Outbox<'_> {
             let taken =
                 members::in_any_between(db, &plan.earlier, first.contact, last.contact).await?;
             let mut listed = HashMap::new();
-            if !self.listed.is_empty() {
+            let mut capped = HashMap::new();
+            if !self.listed.is_empty() || !self.capped.is_empty() {
                 let ids: Vec<ContactId> = page_members.iter().map(|m| m.contact).collect();
                 for &channel in self.listed {
                     listed.insert(
@@ -426,8 +443,15 @@ impl Outbox<'_> {
                         suppression::of_contacts(db, workspace, channel, &ids).await?,
                     );
                 }
+                let now = Timestamp::now();
+                for &channel in self.capped {
+                    capped.insert(
+                        channel,
+                        frequency::counts(db, workspace, channel, now, &ids).await?,
+                    );
+                }
             }
-            let rows = self.rows(plan, &weights, &page_members, &taken, &listed);
+            let rows = self.rows(plan, &weights, &page_members, &taken, &listed, &capped);
             self.phases.assign += step.elapsed();
 
             let step = Instant::now();
@@ -474,6 +498,7 @@ impl Outbox<'_> {
         page: &[Member],
         taken: &HashSet<ContactId>,
         listed: &HashMap<Channel, HashMap<ContactId, suppression::Source>>,
+        capped: &HashMap<Channel, frequency::Counts>,
     ) -> Vec<Row> {
         let campaign = self.campaign;
         let mut rows = Vec::with_capacity(page.len() * campaign.channels.len());
@@ -497,12 +522,24 @@ impl Outbox<'_> {
                 let on_list = listed
                     .get(&channel)
                     .and_then(|sources| sources.get(&member.contact));
-                let (status, reason) = match delivery_status(member, channel, holdout, on_list.copied()) {
-                    (DeliveryStatus::Queued, _) if wave.is_some_and(|w| w.dropped) => {
-                        (DeliveryStatus::Suppressed, Some(QUIET_HOURS))
-                    }
-                    decided => decided,
-                };
+                let full = capped
+                    .get(&channel)
+                    .is_some_and(|counts| counts.is_full(member.contact));
+                let (status, reason) =
+                    match delivery_status(member, channel, holdout, on_list.copied()) {
+                        // Over the cap: suppressed, or recorded on the holdout row so both
+                        // groups leave out the same contacts.
+                        (DeliveryStatus::Queued, _) if full => {
+                            (DeliveryStatus::Suppressed, Some(frequency::REASON))
+                        }
+                        (DeliveryStatus::Holdout, None) if full => {
+                            (DeliveryStatus::Holdout, Some(frequency::REASON))
+                        }
+                        (DeliveryStatus::Queued, _) if wave.is_some_and(|w| w.dropped) => {
+                            (DeliveryStatus::Suppressed, Some(QUIET_HOURS))
+                        }
+                        decided => decided,
+                    };
                 if status == DeliveryStatus::Suppressed
                     && let Some(reason) = reason
                 {

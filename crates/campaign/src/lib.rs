@@ -30,6 +30,8 @@
 //!   ingestion.
 //! * [`suppression`]: the suppression list of each workspace and channel, which launch and the
 //!   workers honour.
+//! * [`frequency`]: frequency caps per workspace and channel across campaigns (transactional
+//!   campaigns exempt), checked at launch and again by the workers.
 //! * [`feedback`]: bounces (SMTP answers at send time, provider reports) and complaints: the
 //!   contact's status, the suppression list and `email_bounce` / `email_complaint` events.
 //! * [`providers`]: the verified event webhooks of SES (SNS), SendGrid, Postmark and Mailgun.
@@ -57,6 +59,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod engagement;
 pub mod feedback;
+pub mod frequency;
 pub mod launch;
 pub mod overview;
 pub mod preview;

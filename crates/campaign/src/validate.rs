@@ -400,6 +400,7 @@ mod tests {
             targets,
             audience_segment: None,
             fallback: None,
+            transactional: false,
         }
     }
 

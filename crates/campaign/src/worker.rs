@@ -13,7 +13,8 @@
 //!    more, campaigns from a cache; each message is rendered with tracking links signed for
 //!    its delivery. A contact deleted, unsubscribed or put on the suppression list since
 //!    launch is suppressed; data that breaks the template fails that delivery with the
-//!    template's message.
+//!    template's message. Messages over a contact's frequency cap (sent by other campaigns
+//!    since launch) are suppressed, one query for the batch ([`crate::frequency`]).
 //! 3. **Send** concurrently over the pooled SMTP connections or keep-alive HTTP client.
 //! 4. **Record** every outcome with one `UPDATE … FROM (VALUES …)` (again only rows still
 //!    `sending`), then settle the jobs: acknowledge, retry later (transient errors, status
@@ -55,6 +56,7 @@ use crate::{
     control,
     endpoints::{self, EndpointRef, SendTarget, Tally},
     feedback::{self, BounceSettings},
+    frequency,
     render::MessageRenderer,
     senders::{Identities, IdentityCache},
     sending::{Queues, SendingSettings},
@@ -281,6 +283,24 @@ impl Worker {
                 Err(fate) => decided.push((row, fate)),
             }
         }
+        // Other campaigns may have sent to these contacts since launch: one query per batch.
+        let (kept, over_cap) = frequency::split(
+            &self.parts.db,
+            channel,
+            Timestamp::now(),
+            to_send,
+            |(row, _)| {
+                let exempt = campaigns.get(&row.campaign).is_none_or(|c| c.transactional);
+                (!exempt).then_some((row.workspace, row.contact))
+            },
+        )
+        .await?;
+        to_send = kept;
+        decided.extend(
+            over_cap
+                .into_iter()
+                .map(|(row, _)| (row, Fate::Suppressed(frequency::REASON.into()))),
+        );
         if channel == Channel::Webhook {
             to_send = self.within_endpoint_limits(to_send, &mut decided).await?;
         }

@@ -178,6 +178,10 @@ pub struct SendingArgs {
     /// emails to Postfix's smtp-sink (Debian package `postfix`).
     #[arg(long, value_enum, default_value_t = BenchChannel::Webhook)]
     channel: BenchChannel,
+    /// `bench worker` only: send twice in the same run, without and then with a frequency
+    /// cap on the channel (one every contact is under), and print both rates and their ratio.
+    #[arg(long)]
+    frequency_cap: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -196,6 +200,7 @@ impl SendingArgs {
                 BenchChannel::Email => clarion_model::Channel::Email,
                 BenchChannel::Webhook => clarion_model::Channel::Webhook,
             },
+            frequency_cap: self.frequency_cap,
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct SendingBench {
     pub fresh: bool,
     /// The channel `bench worker` sends on.
     pub channel: Channel,
+    /// `bench worker` sends twice in the same run: without a frequency cap, then with one
+    /// that every contact is under (so the check costs what it costs and suppresses nothing)
+    /// while the first send's messages are in the window.
+    pub frequency_cap: bool,
 }
 
 pub(crate) fn name(contacts: u64) -> String {
@@ -83,6 +87,13 @@ pub(crate) async fn setup(
         .await?;
         db.execute_unprepared("ANALYZE").await?;
     }
+    let campaign = create_campaign(&db, channel).await?;
+    Ok((db, campaign))
+}
+
+/// A draft campaign to everyone on `channel`.
+async fn create_campaign(db: &DatabaseConnection, channel: Channel) -> anyhow::Result<CampaignId> {
+    let now = Timestamp::now();
     let variant = VariantInput {
         id: None,
         name: "A".into(),
@@ -113,9 +124,10 @@ pub(crate) async fn setup(
         }],
         audience_segment: None,
         fallback: None,
+        transactional: false,
     };
-    let campaign = campaigns::create(&db, DEFAULT_WORKSPACE, &input, None).await?;
-    Ok((db, campaign.id))
+    let campaign = campaigns::create(db, DEFAULT_WORKSPACE, &input, None).await?;
+    Ok(campaign.id)
 }
 
 /// About 20 KB of HTML with a few substitutions and tracked links, like a real newsletter.
@@ -264,94 +276,176 @@ pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Re
         Channel::Webhook => None,
     };
 
-    let (db, campaign) = setup(bench, settings, channel).await?;
+    let (db, first) = setup(bench, settings, channel).await?;
+    db.execute_unprepared("DELETE FROM frequency_caps").await?;
     let prefix = format!("clarion-bench-{}", uuid::Uuid::new_v4().simple());
     let queues = queues(settings, &prefix)?;
-    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let mut sending = settings.sending.clone();
     sending.webhook_url = format!("http://127.0.0.1:{port}/hook");
-    let started = Instant::now();
-    let report = launch(&db, &queues, &sending, DEFAULT_WORKSPACE, campaign, None).await?;
-    println!(
-        "  launched {} deliveries in {:.2} s",
-        report.queued,
-        started.elapsed().as_secs_f64()
-    );
-
     let url =
         clarion_server::db::postgres_url_for_database(&bench.postgres_url, &name(bench.contacts));
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--role", "worker"])
-        .env("CLARION__DATABASE__URL", url)
-        .env("CLARION__REDIS__URL", settings.redis.url.expose_secret())
-        .env("CLARION__REDIS__KEY_PREFIX", &prefix)
-        .env("CLARION__SENDING__WEBHOOK_URL", &sending.webhook_url)
-        .env("CLARION__WEBHOOK__SECRET", secret)
-        .env("CLARION__WEBHOOK__ALLOW_LOOPBACK", "true")
-        .env("CLARION__LOG__LEVEL", "warn")
-        .env("CLARION__EMAIL__SMTP__HOST", "127.0.0.1")
-        .env("CLARION__EMAIL__SMTP__PORT", smtp_port.to_string())
-        .env("CLARION__EMAIL__SMTP__TLS", "none")
-        .env("CLARION__EMAIL__SMTP__POOL_SIZE", "10")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the worker process")?;
-    let pid = child.id().context("the worker process has no pid")?;
-    let sending_started = Instant::now();
-    let deadline = sending_started + Duration::from_secs(3600);
-    let mut peak_rss = 0;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        peak_rss = peak_rss.max(status_kib(pid, "VmRSS:").unwrap_or(0));
-        let open: i64 = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT COUNT(*) AS n FROM deliveries WHERE status IN ('queued', 'sending')"
-                    .to_owned(),
-            ))
-            .await?
-            .context("no count")?
-            .try_get("", "n")?;
-        if open == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the worker did not finish within an hour"
-        );
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("the worker process exited early: {status}");
-        }
-    }
-    let elapsed = sending_started.elapsed();
-    let hwm = status_kib(pid, "VmHWM:").unwrap_or(peak_rss);
-    let sent: i64 = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT COUNT(*) AS n FROM deliveries WHERE status = 'sent'".to_owned(),
-        ))
-        .await?
-        .context("no count")?
-        .try_get("", "n")?;
-    child.kill().await.ok();
-    receiver.stop(false).await;
-    let what = match channel {
-        Channel::Email => "emails sent to smtp-sink".to_owned(),
-        Channel::Webhook => format!(
-            "webhooks sent ({} received)",
-            received.load(Ordering::Relaxed)
-        ),
+    let child = WorkerChild {
+        url: &url,
+        settings,
+        prefix: &prefix,
+        webhook_url: &sending.webhook_url,
+        smtp_port,
     };
-    println!(
-        "  worker: {sent} {what} in {:.1} s: {:.0} deliveries/s end to end (claim, render, send, record); worker peak memory {:.0} MB (VmHWM)",
-        elapsed.as_secs_f64(),
-        sent as f64 / elapsed.as_secs_f64().max(1e-9),
-        hwm as f64 / 1024.0
-    );
+
+    let mut rates = Vec::new();
+    let runs: &[bool] = if bench.frequency_cap {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &capped in runs {
+        let campaign = if capped {
+            // Every contact got one message from the first send, inside the window; the cap
+            // allows three, so each message is checked and none is suppressed.
+            db.execute_unprepared(&format!(
+                "INSERT INTO frequency_caps (workspace_id, channel, max_messages, window_hours, updated_at) \
+                 VALUES ({}, '{}', 3, 168, 0)",
+                DEFAULT_WORKSPACE.0,
+                channel.as_str()
+            ))
+            .await?;
+            create_campaign(&db, channel).await?
+        } else {
+            first
+        };
+        let label = if capped {
+            "frequency cap on (3 in 168 h, every contact has 1 in the window)"
+        } else {
+            "no frequency cap"
+        };
+        let started = Instant::now();
+        let report = launch(&db, &queues, &sending, DEFAULT_WORKSPACE, campaign, None).await?;
+        println!(
+            "  {label}: launched {} deliveries in {:.2} s",
+            report.queued,
+            started.elapsed().as_secs_f64()
+        );
+        let rate = child
+            .send_all(&db, campaign, channel, &received, label)
+            .await?;
+        rates.push(rate);
+    }
+    if let [off, on] = rates[..] {
+        println!(
+            "  frequency cap check: {on:.0} vs {off:.0} deliveries/s = {:.3}x ({:+.1}% throughput)",
+            on / off.max(1e-9),
+            (on / off.max(1e-9) - 1.0) * 100.0
+        );
+    }
+    receiver.stop(false).await;
     drop_queues(&queues).await?;
+    db.execute_unprepared("DELETE FROM frequency_caps").await?;
     db.execute_unprepared("DELETE FROM campaigns").await?;
     Ok(())
+}
+
+/// How the worker process is started.
+struct WorkerChild<'a> {
+    url: &'a str,
+    settings: &'a Settings,
+    prefix: &'a str,
+    webhook_url: &'a str,
+    smtp_port: u16,
+}
+
+impl WorkerChild<'_> {
+    /// Starts a worker process, waits until nothing is queued or being sent, prints what it
+    /// did and returns its deliveries per second.
+    async fn send_all(
+        &self,
+        db: &DatabaseConnection,
+        campaign: CampaignId,
+        channel: Channel,
+        received: &AtomicU64,
+        label: &str,
+    ) -> anyhow::Result<f64> {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let received_before = received.load(Ordering::Relaxed);
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--role", "worker"])
+            .env("CLARION__DATABASE__URL", self.url)
+            .env(
+                "CLARION__REDIS__URL",
+                self.settings.redis.url.expose_secret(),
+            )
+            .env("CLARION__REDIS__KEY_PREFIX", self.prefix)
+            .env("CLARION__SENDING__WEBHOOK_URL", self.webhook_url)
+            .env("CLARION__WEBHOOK__SECRET", secret)
+            .env("CLARION__WEBHOOK__ALLOW_LOOPBACK", "true")
+            .env("CLARION__LOG__LEVEL", "warn")
+            .env("CLARION__EMAIL__SMTP__HOST", "127.0.0.1")
+            .env("CLARION__EMAIL__SMTP__PORT", self.smtp_port.to_string())
+            .env("CLARION__EMAIL__SMTP__TLS", "none")
+            .env("CLARION__EMAIL__SMTP__POOL_SIZE", "10")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the worker process")?;
+        let pid = child.id().context("the worker process has no pid")?;
+        let sending_started = Instant::now();
+        let deadline = sending_started + Duration::from_secs(3600);
+        let mut peak_rss = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            peak_rss = peak_rss.max(status_kib(pid, "VmRSS:").unwrap_or(0));
+            let open = count(
+                db,
+                &format!(
+                    "SELECT COUNT(*) AS n FROM deliveries WHERE campaign_id = {} AND status IN ('queued', 'sending')",
+                    campaign.0
+                ),
+            )
+            .await?;
+            if open == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the worker did not finish within an hour"
+            );
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("the worker process exited early: {status}");
+            }
+        }
+        let elapsed = sending_started.elapsed();
+        let hwm = status_kib(pid, "VmHWM:").unwrap_or(peak_rss);
+        let by_status = |status: &str| {
+            format!(
+                "SELECT COUNT(*) AS n FROM deliveries WHERE campaign_id = {} AND status = '{status}'",
+                campaign.0
+            )
+        };
+        let sent = count(db, &by_status("sent")).await?;
+        let suppressed = count(db, &by_status("suppressed")).await?;
+        child.kill().await.ok();
+        let what = match channel {
+            Channel::Email => "emails sent to smtp-sink".to_owned(),
+            Channel::Webhook => format!(
+                "webhooks sent ({} received)",
+                received.load(Ordering::Relaxed) - received_before
+            ),
+        };
+        let rate = sent as f64 / elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "  {label}: worker: {sent} {what} ({suppressed} suppressed at launch or send) in {:.1} s: {rate:.0} deliveries/s end to end (claim, render, send, record); worker peak memory {:.0} MB (VmHWM)",
+            elapsed.as_secs_f64(),
+            hwm as f64 / 1024.0
+        );
+        Ok(rate)
+    }
+}
+
+async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
+    Ok(db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await?
+        .context("no count")?
+        .try_get("", "n")?)
 }
 
 /// A `kB` figure from `/proc/PID/status`.

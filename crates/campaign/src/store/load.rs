@@ -41,6 +41,7 @@ pub async fn list(
             ("c", "name"),
             ("c", "status"),
             ("c", "channels"),
+            ("c", "transactional"),
             ("c", "created_at"),
             ("c", "updated_at"),
         ])
@@ -66,6 +67,7 @@ pub async fn list(
                 name: row.try_get("", "name")?,
                 status: status(row)?,
                 channels: channels(&row.try_get::<String>("", "channels")?)?,
+                transactional: row.try_get("", "transactional")?,
                 variants: u64::try_from(variants).unwrap_or(0),
                 created_at: Timestamp::from_millis(row.try_get("", "created_at")?),
                 updated_at: Timestamp::from_millis(row.try_get("", "updated_at")?),
@@ -184,6 +186,7 @@ pub(super) async fn load(
             ("c", "goal_window_hours"),
             ("c", "holdout_percent"),
             ("c", "channels"),
+            ("c", "transactional"),
             ("c", "duplicated_from"),
             ("c", "created_at"),
             ("c", "updated_at"),
@@ -291,6 +294,7 @@ pub(super) async fn load(
         targets,
         audience_segment,
         fallback,
+        transactional: row.try_get("", "transactional")?,
         duplicated_from: row
             .try_get::<Option<i64>>("", "duplicated_from")?
             .map(CampaignId),

@@ -285,6 +285,7 @@ pub fn input_of(campaign: &Campaign) -> CampaignInput {
             .collect(),
         audience_segment: campaign.audience_segment.as_ref().map(|s| s.slug.clone()),
         fallback: campaign.fallback.as_ref().map(variant),
+        transactional: campaign.transactional,
     }
 }
 
@@ -374,6 +375,7 @@ fn settings_values(
                 .into(),
         ),
         ("audience_segment_id", audience.into()),
+        ("transactional", input.transactional.into()),
         ("updated_at", now.into()),
     ]
 }

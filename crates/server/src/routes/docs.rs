@@ -17,7 +17,7 @@ use utoipa::{
 
 use super::{
     campaigns, contacts, crosstab, events, health, kpi, providers, schedules, segments, senders,
-    sending, spend, suggest, suppressions, templates, tracking, traits, triggers, waves,
+    sending, settings, spend, suggest, suppressions, templates, tracking, traits, triggers, waves,
     webhook_endpoints,
 };
 use crate::error::ApiError;
@@ -53,6 +53,7 @@ use crate::error::ApiError;
         kpi::campaign_report, kpi::segment_conversion, kpi::segment_comparison,
         kpi::churn_report, kpi::retention_report,
         kpi::get_settings, kpi::put_settings, kpi::cac_report,
+        settings::get_frequency_caps, settings::put_frequency_caps,
         spend::create, spend::list, spend::get, spend::update, spend::delete,
         tracking::click, tracking::link, tracking::open, tracking::unsubscribe_page, tracking::unsubscribe,
         suppressions::list, suppressions::add, suppressions::get, suppressions::remove,
@@ -133,6 +134,7 @@ use crate::error::ApiError;
         clarion_campaign::senders::DnsRecord, clarion_campaign::senders::KeyAlgorithm,
         clarion_campaign::senders::SenderKind, clarion_campaign::test_send::TestSendRequest,
         clarion_campaign::test_send::TestSendReport,
+        clarion_campaign::frequency::FrequencyCaps, clarion_campaign::frequency::FrequencyCap,
     )),
     modifiers(&BearerKeys, &CommonAnswers),
     tags(
@@ -146,6 +148,7 @@ use crate::error::ApiError;
         (name = "scheduling", description = "One-off and recurring schedules: fire-time previews, a campaign's schedule with its firings, and its runs; campaigns triggered on segment entry"),
         (name = "kpi", description = "KPI reports: campaign results with attribution and the uplift against the holdout, segment conversion, churn, retention, customer acquisition cost; marketing spend; JSON or CSV"),
         (name = "senders", description = "Sender identities: from-addresses and domains with their DKIM keys; sending a test of a variant"),
+        (name = "settings", description = "Workspace settings: frequency caps across campaigns, per channel"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
         (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),

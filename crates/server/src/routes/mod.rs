@@ -12,14 +12,15 @@ pub mod schedules;
 pub mod segments;
 pub mod senders;
 pub mod sending;
+pub mod settings;
 pub mod spend;
 pub mod suggest;
 pub mod suppressions;
 pub mod templates;
 pub mod tracking;
 pub mod traits;
-pub mod waves;
 pub mod triggers;
+pub mod waves;
 pub mod webhook_endpoints;
 
 use actix_web::web;
@@ -59,7 +60,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(traits::configure)
             .configure(webhook_endpoints::configure)
             .configure(kpi::configure)
-            .configure(spend::configure),
+            .configure(spend::configure)
+            .configure(settings::configure),
     );
 }
 

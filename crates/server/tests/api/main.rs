@@ -8,6 +8,7 @@ mod campaigns;
 mod contacts;
 mod dashboard;
 mod events;
+mod frequency_caps;
 mod insights;
 mod kpi;
 mod local_time;
