@@ -86,7 +86,8 @@ pub async fn create(
 /// page with `cursor` and `limit`.
 #[utoipa::path(get, path = "/api/v1/spend", tag = "kpi",
     params(ListQuery),
-    responses((status = 200, body = SpendPage)),
+    responses((status = 200, body = SpendPage),
+        (status = 400, description = "A filter does not read: a campaign_id below 1, a channel other than email or webhook, a currency that is not three capital letters, a time that is not RFC 3339, a bad cursor or limit", body = ApiError)),
     security(("api_key" = [])))]
 pub async fn list(
     caller: Caller,
@@ -106,6 +107,20 @@ pub async fn list(
             })
         })
         .transpose()?;
+    if let Some(id) = query.campaign_id.filter(|id| *id < 1) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("campaign_id {id} is not a campaign id (ids start at 1)"),
+        ));
+    }
+    if let Some(currency) = query.currency.as_deref()
+        && !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("currency {currency:?} is not an ISO 4217 code (three capital letters)"),
+        ));
+    }
     let filter = SpendFilter {
         campaign_id: query.campaign_id,
         channel,
