@@ -218,19 +218,50 @@ async fn events_come_back_as_sent_with_duplicates_named_within_and_across_batche
         "unicode": "Grüße ✓ 🐈",
         "nested": {"list": [1, "\\N", null, 2.5], "empty": {}},
     });
+    // The first batch is large enough to go to PostgreSQL by COPY, the second small enough
+    // to go by UNNEST: both ways are checked.
+    const FILLER: usize = events::COPY_MIN_ROWS;
+    let mut first = vec![
+        (
+            0,
+            event(
+                serde_json::json!({"external_id": "a", "kind": "purchase", "occurred_at": "2026-01-02T03:04:05.678Z", "amount": 12.5, "currency": "EUR", "idempotency_key": "k1", "properties": awkward}),
+            ),
+        ),
+        (
+            1,
+            event(
+                serde_json::json!({"external_id": "a", "kind": "page_view", "occurred_at": "2026-01-03T00:00:00Z"}),
+            ),
+        ),
+        (
+            2,
+            event(
+                serde_json::json!({"external_id": "b", "kind": "purchase", "amount": 3, "idempotency_key": "k2"}),
+            ),
+        ),
+        (
+            3,
+            event(
+                serde_json::json!({"external_id": "b", "kind": "purchase", "amount": 4, "idempotency_key": "k1"}),
+            ),
+        ),
+        (
+            4,
+            event(
+                serde_json::json!({"external_id": "b", "kind": "page_view", "occurred_at": "2026-01-01T00:00:00Z", "idempotency_key": "\\N"}),
+            ),
+        ),
+    ];
+    first.extend((0..FILLER).map(|i| {
+        (
+            5 + i,
+            event(serde_json::json!({"external_id": "filler", "kind": "page_view"})),
+        )
+    }));
     let before = clarion_model::Timestamp::now();
     let report = ingest
-        .events(
-            DEFAULT_WORKSPACE,
-            vec![
-                (0, event(serde_json::json!({"external_id": "a", "kind": "purchase", "occurred_at": "2026-01-02T03:04:05.678Z", "amount": 12.5, "currency": "EUR", "idempotency_key": "k1", "properties": awkward}))),
-                (1, event(serde_json::json!({"external_id": "a", "kind": "page_view", "occurred_at": "2026-01-03T00:00:00Z"}))),
-                (2, event(serde_json::json!({"external_id": "b", "kind": "purchase", "amount": 3, "idempotency_key": "k2"}))),
-                (3, event(serde_json::json!({"external_id": "b", "kind": "purchase", "amount": 4, "idempotency_key": "k1"}))),
-                (4, event(serde_json::json!({"external_id": "b", "kind": "page_view", "occurred_at": "2026-01-01T00:00:00Z", "idempotency_key": "\\N"}))),
-            ],
-            options(),
-        )
+        .events(DEFAULT_WORKSPACE, first, options())
         .await
         .unwrap();
     let after = clarion_model::Timestamp::now();
@@ -241,7 +272,7 @@ async fn events_come_back_as_sent_with_duplicates_named_within_and_across_batche
             .map(|d| (d.index, d.idempotency_key.as_str().to_string()))
             .collect::<Vec<_>>()
     };
-    assert_eq!((report.accepted, report.rejected), (4, 0));
+    assert_eq!((report.accepted, report.rejected), (4 + FILLER, 0));
     assert_eq!(duplicates(&report), vec![(3, "k1".to_string())]);
 
     // A second batch: a key of the first batch, a new key, and that new key again.
@@ -264,7 +295,7 @@ async fn events_come_back_as_sent_with_duplicates_named_within_and_across_batche
     );
     assert_eq!(
         events::count(ingest.db(), DEFAULT_WORKSPACE).await.unwrap(),
-        5
+        5 + FILLER as u64
     );
 
     let a = history(&ingest, "a").await;
