@@ -25,6 +25,27 @@ pub enum BenchCommand {
     /// 38 time zones, on PostgreSQL: the waves planned before launch and at the firing, timed,
     /// with this process's peak memory.
     Waves(SendingArgs),
+    /// Trigger latency: from the event that makes a contact enter a segment (through
+    /// POST /api/v1/events/batch) to its triggered message (no delay) in the Redis stream,
+    /// p50 and p99, against a server and trigger rounds started in this process on a fresh
+    /// database.
+    Triggers {
+        /// Which databases to measure.
+        #[arg(long, value_enum, default_values_t = [BenchBackend::Postgres, BenchBackend::Sqlite])]
+        backend: Vec<BenchBackend>,
+        /// Contacts, each entering the segment once.
+        #[arg(long, default_value_t = 10_000)]
+        entries: usize,
+        /// Entries sent per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Events per request.
+        #[arg(long, default_value_t = 10)]
+        per_request: usize,
+        /// The PostgreSQL server to create the benchmark database on (it is dropped after).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+    },
     /// Event ingestion through POST /api/v1/events/batch, against a server started in this
     /// process on a fresh database.
     Ingest {
@@ -220,6 +241,22 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
             crate::bench_sending::run_worker(&args.bench(), &settings).await
         }
         BenchCommand::Waves(args) => crate::bench_waves::run(&args.bench(), &settings).await,
+        BenchCommand::Triggers {
+            backend,
+            entries,
+            rate,
+            per_request,
+            postgres_url,
+        } => {
+            let bench = crate::bench_triggers::TriggerBench {
+                backends: backend,
+                entries,
+                rate,
+                per_request,
+                postgres_url,
+            };
+            crate::bench_triggers::run(&bench, &settings).await
+        }
         BenchCommand::Ingest {
             backend,
             events,
@@ -460,28 +497,11 @@ async fn ingest(
     concurrency: usize,
     postgres_url: &str,
 ) -> anyhow::Result<String> {
-    let folder = tempfile::tempdir()?;
-    let database_name = format!("clarion_bench_{}", uuid::Uuid::new_v4().simple());
-    let url = match backend {
-        BenchBackend::Sqlite => format!(
-            "sqlite://{}?mode=rwc",
-            folder.path().join("bench.db").display()
-        ),
-        BenchBackend::Postgres => {
-            let admin = Database::connect(postgres_url)
-                .await
-                .with_context(|| format!("PostgreSQL does not answer at {postgres_url}"))?;
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {database_name}"))
-                .await?;
-            admin.close().await?;
-            clarion_server::db::postgres_url_for_database(postgres_url, &database_name)
-        }
-    };
+    let database = FreshDatabase::create(backend, postgres_url).await?;
     let mut settings = base.clone();
     settings.server.host = "127.0.0.1".into();
     settings.server.port = 0;
-    settings.database.url = SecretString::from(url);
+    settings.database.url = SecretString::from(database.url().to_owned());
     settings.database.migrate_on_start = true;
     settings.database.max_connections = 8;
     let state = AppState::connect(settings).await?;
@@ -535,25 +555,12 @@ async fn ingest(
     handle.stop(true).await;
     let _ = server.await;
     let baseline = if backend == BenchBackend::Postgres {
-        Some(
-            copy_baseline(&clarion_server::db::postgres_url_for_database(
-                postgres_url,
-                &database_name,
-            ))
-            .await?,
-        )
+        Some(copy_baseline(database.url()).await?)
     } else {
         None
     };
     db.close().await?;
-    if backend == BenchBackend::Postgres {
-        let admin = Database::connect(postgres_url).await?;
-        admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {database_name} WITH (FORCE)"
-            ))
-            .await?;
-    }
+    database.drop().await?;
     latencies.sort();
     let percentile = |p: f64| {
         latencies
@@ -581,6 +588,65 @@ async fn ingest(
         ));
     }
     Ok(line)
+}
+
+/// A database of its own for one benchmark run: a SQLite file in a temporary folder, or a
+/// UUID-named PostgreSQL database, dropped by [`FreshDatabase::drop`].
+pub(crate) struct FreshDatabase {
+    url: String,
+    /// The server it lives on and its name, on PostgreSQL.
+    postgres: Option<(String, String)>,
+    _folder: tempfile::TempDir,
+}
+
+impl FreshDatabase {
+    pub(crate) async fn create(backend: BenchBackend, postgres_url: &str) -> anyhow::Result<Self> {
+        let folder = tempfile::tempdir()?;
+        let (url, postgres) = match backend {
+            BenchBackend::Sqlite => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    folder.path().join("bench.db").display()
+                ),
+                None,
+            ),
+            BenchBackend::Postgres => {
+                let name = format!("clarion_bench_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(postgres_url)
+                    .await
+                    .with_context(|| format!("PostgreSQL does not answer at {postgres_url}"))?;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                admin.close().await?;
+                (
+                    clarion_server::db::postgres_url_for_database(postgres_url, &name),
+                    Some((postgres_url.to_owned(), name)),
+                )
+            }
+        };
+        Ok(FreshDatabase {
+            url,
+            postgres,
+            _folder: folder,
+        })
+    }
+
+    /// The connection URL of the database.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Drops the PostgreSQL database (the SQLite folder goes with `self`).
+    pub(crate) async fn drop(self) -> anyhow::Result<()> {
+        if let Some((server, name)) = &self.postgres {
+            let admin = Database::connect(server).await?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The baseline of the PostgreSQL figure: the rows the API stored, exported with

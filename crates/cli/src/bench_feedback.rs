@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use base64::Engine as _;
 use clarion_model::{DEFAULT_WORKSPACE, Role};
 use clarion_server::{AppState, Application, Settings, store};
@@ -17,10 +16,10 @@ use hmac::{Hmac, Mac};
 use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::EncodePublicKey as _;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
 use secrecy::SecretString;
 
-use crate::bench::BenchBackend;
+use crate::bench::{BenchBackend, FreshDatabase};
 
 /// What `bench bounces` measures.
 pub struct FeedbackBench {
@@ -180,10 +179,7 @@ struct Server {
     db: sea_orm::DatabaseConnection,
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    backend: BenchBackend,
-    postgres_url: String,
-    database_name: String,
-    _folder: tempfile::TempDir,
+    database: FreshDatabase,
 }
 
 impl Server {
@@ -193,28 +189,11 @@ impl Server {
         postgres_url: &str,
         contacts: usize,
     ) -> anyhow::Result<Server> {
-        let folder = tempfile::tempdir()?;
-        let database_name = format!("clarion_bench_{}", uuid::Uuid::new_v4().simple());
-        let url = match backend {
-            BenchBackend::Sqlite => format!(
-                "sqlite://{}?mode=rwc",
-                folder.path().join("bench.db").display()
-            ),
-            BenchBackend::Postgres => {
-                let admin = Database::connect(postgres_url)
-                    .await
-                    .with_context(|| format!("PostgreSQL does not answer at {postgres_url}"))?;
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {database_name}"))
-                    .await?;
-                admin.close().await?;
-                clarion_server::db::postgres_url_for_database(postgres_url, &database_name)
-            }
-        };
+        let database = FreshDatabase::create(backend, postgres_url).await?;
         let mut settings = base.clone();
         settings.server.host = "127.0.0.1".into();
         settings.server.port = 0;
-        settings.database.url = SecretString::from(url);
+        settings.database.url = SecretString::from(database.url().to_owned());
         settings.database.migrate_on_start = true;
         settings.database.max_connections = 8;
         let state = AppState::connect(settings).await?;
@@ -247,10 +226,7 @@ impl Server {
             db,
             handle,
             task,
-            backend,
-            postgres_url: postgres_url.to_owned(),
-            database_name,
-            _folder: folder,
+            database,
         })
     }
 
@@ -329,15 +305,7 @@ impl Server {
         self.handle.stop(true).await;
         let _ = self.task.await;
         self.db.close().await?;
-        if self.backend == BenchBackend::Postgres {
-            let admin = Database::connect(&self.postgres_url).await?;
-            admin
-                .execute_unprepared(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.database_name
-                ))
-                .await?;
-        }
+        self.database.drop().await?;
         anyhow::ensure!(
             stored as usize == expected,
             "{expected} events sent but {stored} stored"

@@ -6,6 +6,7 @@ mod bench_feedback;
 mod bench_kpi;
 mod bench_segments;
 mod bench_sending;
+mod bench_triggers;
 mod bench_waves;
 mod campaign;
 mod import;
