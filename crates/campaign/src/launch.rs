@@ -688,48 +688,58 @@ pub(crate) async fn write_rows(
         "INSERT INTO deliveries (workspace_id, run_id, campaign_id, contact_id, channel, \
          variant_id, segment_id, status, reason, due_at, attempts, created_at, updated_at) ",
     );
-    let constants = format!("{}, {run_id}, {}", workspace.0, campaign.0);
+    let mut values: Vec<sea_orm::Value> = Vec::new();
     if backend == DbBackend::Postgres {
+        // The arrays are bound as text and cast, so that every page runs the same statement
+        // text: a text with the values in it would be prepared and cached anew per page,
+        // and the connection's statement cache would hold megabytes of old pages.
         let array = |f: &dyn Fn(&Row, &mut String)| {
             let mut out = String::with_capacity(rows.len() * 12);
-            out.push_str("'{");
+            out.push('{');
             for (i, row) in rows.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
                 f(row, &mut out);
             }
-            out.push_str("}'");
-            out
+            out.push('}');
+            sea_orm::Value::from(out)
         };
-        let contacts = array(&|r, o| {
-            let _ = write!(o, "{}", r.contact.0);
-        });
-        let channels = array(&|r, o| o.push_str(r.channel.as_str()));
-        let variants = array(&|r, o| {
-            let _ = write!(o, "{}", r.variant.0);
-        });
-        let statuses = array(&|r, o| o.push_str(r.status.as_str()));
-        let reasons = array(&|r, o| match r.reason {
-            Some(reason) => {
-                let _ = write!(o, "\"{reason}\"");
-            }
-            None => o.push_str("NULL"),
-        });
-        let dues = array(&|r, o| match r.due {
-            Some(due) => {
-                let _ = write!(o, "{due}");
-            }
-            None => o.push_str("NULL"),
-        });
-        let _ = write!(
-            sql,
-            "SELECT {constants}, u.contact_id, u.channel, u.variant_id, {segment}, u.status, \
-             u.reason, u.due_at, 0, {now}, {now} FROM UNNEST({contacts}::bigint[], \
-             {channels}::text[], {variants}::bigint[], {statuses}::text[], {reasons}::text[], \
-             {dues}::bigint[]) AS u(contact_id, channel, variant_id, status, reason, due_at)"
+        values = vec![
+            workspace.0.into(),
+            run_id.into(),
+            campaign.0.into(),
+            segment.into(),
+            now.into(),
+            array(&|r, o| {
+                let _ = write!(o, "{}", r.contact.0);
+            }),
+            array(&|r, o| o.push_str(r.channel.as_str())),
+            array(&|r, o| {
+                let _ = write!(o, "{}", r.variant.0);
+            }),
+            array(&|r, o| o.push_str(r.status.as_str())),
+            array(&|r, o| match r.reason {
+                Some(reason) => {
+                    let _ = write!(o, "\"{reason}\"");
+                }
+                None => o.push_str("NULL"),
+            }),
+            array(&|r, o| match r.due {
+                Some(due) => {
+                    let _ = write!(o, "{due}");
+                }
+                None => o.push_str("NULL"),
+            }),
+        ];
+        sql.push_str(
+            "SELECT $1, $2, $3, u.contact_id, u.channel, u.variant_id, $4, u.status, u.reason, \
+             u.due_at, 0, $5, $5 FROM UNNEST(CAST($6 AS bigint[]), CAST($7 AS text[]), \
+             CAST($8 AS bigint[]), CAST($9 AS text[]), CAST($10 AS text[]), CAST($11 AS bigint[])) \
+             AS u(contact_id, channel, variant_id, status, reason, due_at)",
         );
     } else {
+        let constants = format!("{}, {run_id}, {}", workspace.0, campaign.0);
         sql.push_str("VALUES ");
         for (i, row) in rows.iter().enumerate() {
             if i > 0 {
@@ -756,7 +766,7 @@ pub(crate) async fn write_rows(
         " ON CONFLICT (run_id, contact_id, channel) DO NOTHING RETURNING id, channel, status, due_at",
     );
     let written = db
-        .query_all_raw(Statement::from_string(backend, sql))
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
     let mut queued = Vec::new();
     for row in written {
