@@ -222,9 +222,9 @@ fn millis(at: Option<DateTime<Utc>>) -> Option<i64> {
 /// fired as a one-off. The next fire time counts from `now`.
 ///
 /// # Errors
-/// [`CampaignError::Invalid`] naming each bad field (nothing is saved);
-/// [`CampaignError::NotFound`]; [`CampaignError::Conflict`] for a cancelled campaign or a
-/// one-off that fired already.
+/// [`CampaignError::Invalid`] naming each bad field, or `cron`/`at` when the campaign has a
+/// trigger (nothing is saved); [`CampaignError::NotFound`]; [`CampaignError::Conflict`] for a
+/// cancelled campaign or a one-off that fired already.
 pub async fn put(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
@@ -238,6 +238,15 @@ pub async fn put(
         return Err(CampaignError::Conflict(format!(
             "campaign {campaign} is cancelled; duplicate it to schedule a copy"
         )));
+    }
+    if crate::trigger::exists(db, campaign).await? {
+        let field = if input.cron.is_some() { "cron" } else { "at" };
+        return Err(CampaignError::Invalid(vec![super::issue(
+            field,
+            format!(
+                "campaign {campaign} is sent by a trigger on segment entry, so it cannot also be scheduled; schedule a copy of it (POST /api/v1/campaigns/{campaign}/duplicate)"
+            ),
+        )]));
     }
     let existing = stored(db, workspace, campaign).await?;
     if let Some(old) = &existing

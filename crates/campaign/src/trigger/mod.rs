@@ -523,9 +523,9 @@ async fn include_existing(
 /// of the moment.
 ///
 /// # Errors
-/// [`CampaignError::Invalid`] naming each bad field (nothing is saved);
-/// [`CampaignError::NotFound`]; [`CampaignError::Conflict`] when the campaign was launched or
-/// scheduled, or its trigger was stopped.
+/// [`CampaignError::Invalid`] naming each bad field, or `segment` when the campaign has a
+/// schedule (nothing is saved); [`CampaignError::NotFound`]; [`CampaignError::Conflict`] when
+/// the campaign was launched or its trigger was stopped.
 pub async fn put(
     db: &DatabaseConnection,
     sending: &SendingSettings,
@@ -592,9 +592,12 @@ pub async fn put(
                 )));
             }
             if has_schedule(db, campaign).await? {
-                return Err(CampaignError::Conflict(format!(
-                    "campaign {campaign} has a schedule; cancel it (DELETE /api/v1/campaigns/{campaign}/schedule) or trigger a copy of the campaign"
-                )));
+                return Err(CampaignError::Invalid(vec![issue(
+                    "segment",
+                    format!(
+                        "campaign {campaign} has a schedule, so it cannot also be triggered on segment entry; cancel the schedule (DELETE /api/v1/campaigns/{campaign}/schedule) or trigger a copy of the campaign"
+                    ),
+                )]));
             }
             crate::launch::launchable(db, sending, workspace, campaign, &[Status::Draft]).await?;
             arm(db, workspace, campaign, &checked, stamp).await?;
@@ -603,6 +606,20 @@ pub async fn put(
     get(db, workspace, campaign)
         .await?
         .ok_or_else(|| CampaignError::Corrupt("the saved trigger cannot be read".into()))
+}
+
+/// Whether campaign `campaign` has a trigger, switched on or stopped: such a campaign is sent
+/// on segment entry and is never scheduled.
+///
+/// # Errors
+/// Database failures.
+pub async fn exists(db: &impl ConnectionTrait, campaign: CampaignId) -> Result<bool, DbErr> {
+    let select = Query::select()
+        .column("id")
+        .from("campaign_triggers")
+        .and_where(Expr::col("campaign_id").eq(campaign.0))
+        .to_owned();
+    Ok(db.query_one(&select).await?.is_some())
 }
 
 async fn has_schedule(db: &DatabaseConnection, campaign: CampaignId) -> Result<bool, DbErr> {

@@ -50,7 +50,7 @@ pub async fn preview(
     responses((status = 200, body = ScheduleView), (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError),
         (status = 409, description = "The campaign is cancelled, or its one-off schedule fired already", body = ApiError),
-        (status = 422, description = "A field is invalid; nothing was saved", body = ApiError)),
+        (status = 422, description = "A field is invalid, or the campaign has a trigger (`cron` or `at`); nothing was saved", body = ApiError)),
     security(("api_key" = [])))]
 pub async fn put(
     caller: Caller,

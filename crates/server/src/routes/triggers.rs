@@ -28,8 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     request_body = TriggerInput,
     responses((status = 200, body = TriggerView), (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError),
-        (status = 409, description = "The campaign was launched or scheduled, or its trigger was stopped", body = ApiError),
-        (status = 422, description = "A field is invalid (the segment, a duration, a node of the condition); nothing was saved", body = ApiError)),
+        (status = 409, description = "The campaign was launched, or its trigger was stopped", body = ApiError),
+        (status = 422, description = "A field is invalid (the segment, a duration, a node of the condition), or the campaign has a schedule (`segment`); nothing was saved", body = ApiError)),
     security(("api_key" = [])))]
 pub async fn put(
     caller: Caller,
