@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use clarion_model::{
-    Channel, ContactId, DeliveryJob, DeliveryStatus, SegmentId, SubscriptionStatus, Timestamp,
-    WorkspaceId,
+    Channel, ContactId, DeliveryJob, DeliveryStatus, SegmentId, SubscriptionStatus, TimeZone,
+    Timestamp, WorkspaceId,
 };
 use clarion_segment::{compile, members, save as segments};
 use sea_orm::{
@@ -31,7 +31,10 @@ use crate::{
     assign::{Group, assign_in_group, group_of, segment_ids},
     campaign::{Campaign, Status},
     launch::{Row, delivery_status, start_run, write_rows},
-    schedule::fire::{Clock, Lease},
+    schedule::{
+        fire::{Clock, Lease},
+        quiet::{self, QUIET_HOURS, QuietAction, QuietHours},
+    },
     sending::Queues,
     suppression,
 };
@@ -47,6 +50,8 @@ pub struct Round {
     pub skipped: u64,
     /// Delivery jobs enqueued.
     pub enqueued: u64,
+    /// Due sends put off because quiet hours had begun for their contacts.
+    pub delayed: u64,
 }
 
 impl std::ops::AddAssign for Round {
@@ -55,6 +60,7 @@ impl std::ops::AddAssign for Round {
         self.sent += other.sent;
         self.skipped += other.skipped;
         self.enqueued += other.enqueued;
+        self.delayed += other.delayed;
     }
 }
 
@@ -148,7 +154,7 @@ impl Triggers {
         }
         loop {
             let moved = self.move_due(now).await?;
-            let done = moved.sent + moved.skipped;
+            let done = moved.sent + moved.skipped + moved.delayed;
             round += moved;
             if done < self.settings.batch {
                 return Ok(round);
@@ -185,23 +191,26 @@ impl Triggers {
     async fn move_due(&self, now: i64) -> Result<Round, CampaignError> {
         // Literal values, so that both databases use the partial index of pending sends.
         let sql = format!(
-            "SELECT id, trigger_id, contact_id FROM trigger_sends \
-             WHERE state = 'pending' AND due_at <= {now} ORDER BY due_at LIMIT {}",
+            "SELECT s.id, s.trigger_id, s.contact_id, \
+             CASE WHEN s.due_at > s.entered_at + t.delay_secs * 1000 THEN s.due_at END AS put_off \
+             FROM trigger_sends s JOIN campaign_triggers t ON t.id = s.trigger_id \
+             WHERE s.state = 'pending' AND s.due_at <= {now} ORDER BY s.due_at LIMIT {}",
             self.settings.batch
         );
         let rows = self
             .db
             .query_all_raw(Statement::from_string(self.db.get_database_backend(), sql))
             .await?;
-        let mut by_trigger: BTreeMap<i64, Vec<(i64, ContactId)>> = BTreeMap::new();
+        let mut by_trigger: BTreeMap<i64, Vec<DueSend>> = BTreeMap::new();
         for row in &rows {
             by_trigger
                 .entry(row.try_get("", "trigger_id")?)
                 .or_default()
-                .push((
-                    row.try_get("", "id")?,
-                    ContactId(row.try_get("", "contact_id")?),
-                ));
+                .push(DueSend {
+                    id: row.try_get("", "id")?,
+                    contact: ContactId(row.try_get("", "contact_id")?),
+                    put_off: row.try_get("", "put_off")?,
+                });
         }
         let mut round = Round::default();
         for (trigger, sends) in by_trigger {
@@ -214,7 +223,7 @@ impl Triggers {
     async fn move_sends(
         &self,
         trigger_id: i64,
-        sends: &[(i64, ContactId)],
+        sends: &[DueSend],
         now: i64,
     ) -> Result<Round, CampaignError> {
         let db = &self.db;
@@ -230,7 +239,10 @@ impl Triggers {
         let campaign = crate::store::get(db, trigger.workspace, trigger.campaign).await?;
         let mut skipped: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         let all = |reason: &str| {
-            BTreeMap::from([(reason.to_owned(), sends.iter().map(|(id, _)| *id).collect())])
+            BTreeMap::from([(
+                reason.to_owned(),
+                sends.iter().map(|send| send.id).collect(),
+            )])
         };
         let campaign = match (&campaign, trigger.state) {
             (_, TriggerState::Stopped) => {
@@ -251,12 +263,16 @@ impl Triggers {
             }
             (Some(c), _) => c,
         };
-        let contacts: Vec<ContactId> = sends.iter().map(|(_, c)| *c).collect();
+        let contacts: Vec<ContactId> = sends.iter().map(|send| send.contact).collect();
         let passing = match self.condition(&trigger, &contacts, now).await {
             Ok(passing) => passing,
             Err(reason) => return self.settle(&trigger, all(&reason), now).await,
         };
         let reach = reachability(db, trigger.workspace, &contacts).await?;
+        let quiet = quiet::stored(db, trigger.workspace, trigger.campaign)
+            .await?
+            .map(|(quiet, _)| quiet);
+        let mut delayed: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         let mut member_of = members::of_contacts(db, &contacts, &segment_ids(campaign)).await?;
         let mut listed: HashMap<Channel, HashMap<ContactId, suppression::Source>> = HashMap::new();
         for &channel in &campaign.channels {
@@ -271,7 +287,12 @@ impl Triggers {
         let mut rows: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
         let mut sent: Vec<(i64, ContactId)> = Vec::new();
         let mut counts = RunCounts::default();
-        for &(id, contact) in sends {
+        for &DueSend {
+            id,
+            contact,
+            put_off,
+        } in sends
+        {
             let reason = if passing.as_ref().is_some_and(|p| !p.contains(&contact)) {
                 Some(CONDITION)
             } else if !reach.contains_key(&contact) {
@@ -292,6 +313,12 @@ impl Triggers {
                 skipped.entry(OUTSIDE.to_owned()).or_default().push(id);
                 continue;
             };
+            let quiet_now = quiet.as_ref().and_then(|q| quiet_decision(q, member, now));
+            if let Some(QuietDecision::Delay(until)) = quiet_now {
+                delayed.entry(until).or_default().push(id);
+                continue;
+            }
+            let dropped = quiet_now == Some(QuietDecision::Drop);
             let segment = match group {
                 Group::Target(position) => campaign.targets.get(position).map(|t| t.segment.id),
                 Group::Fallback => campaign.audience_segment.as_ref().map(|s| s.id),
@@ -308,7 +335,12 @@ impl Triggers {
                     .and_then(|sources| sources.get(&contact))
                     .copied();
                 let (status, reason) =
-                    delivery_status(member, channel, assignment.holdout, on_list);
+                    match delivery_status(member, channel, assignment.holdout, on_list) {
+                        (DeliveryStatus::Queued, _) if dropped => {
+                            (DeliveryStatus::Suppressed, Some(QUIET_HOURS))
+                        }
+                        decided => decided,
+                    };
                 match status {
                     DeliveryStatus::Queued => counts.queued += 1,
                     DeliveryStatus::Suppressed => counts.suppressed += 1,
@@ -320,13 +352,16 @@ impl Triggers {
                     variant: assignment.variant_id,
                     status,
                     reason,
-                    due: None,
+                    due: put_off,
                 });
             }
             sent.push((id, contact));
         }
-        self.write(&trigger, campaign, &sent, &rows, skipped, counts, now)
-            .await
+        let mut round = postpone(db, &delayed).await?;
+        round += self
+            .write(&trigger, campaign, &sent, &rows, skipped, counts, now)
+            .await?;
+        Ok(round)
     }
 
     /// The contacts of `contacts` that satisfy the trigger's condition now (`None`: it has
@@ -503,6 +538,61 @@ impl Triggers {
     }
 }
 
+/// A pending send that is due.
+#[derive(Debug, Clone, Copy)]
+struct DueSend {
+    id: i64,
+    contact: ContactId,
+    /// When quiet hours put it off, the moment it was put off to (ms), which its delivery
+    /// shows as its due time.
+    put_off: Option<i64>,
+}
+
+/// What quiet hours make of a send due now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuietDecision {
+    /// Put off to this moment (ms), the first one outside them in the contact's zone.
+    Delay(i64),
+    /// Recorded `suppressed` with the reason `quiet hours`.
+    Drop,
+}
+
+/// Whether it is quiet for `member` at `now` (ms) in its own time zone (the quiet hours' zone
+/// for a contact without one), and what then becomes of its send.
+fn quiet_decision(quiet: &QuietHours, member: &members::Member, now: i64) -> Option<QuietDecision> {
+    let zone = member.time_zone.map_or(quiet.fallback, TimeZone::tz);
+    let at = chrono::DateTime::from_timestamp_millis(now)?;
+    if !quiet.quiet_at(at.with_timezone(&zone).naive_local()) {
+        return None;
+    }
+    Some(match quiet.action {
+        QuietAction::Drop => QuietDecision::Drop,
+        QuietAction::Delay => QuietDecision::Delay(quiet.next_allowed(zone, at).timestamp_millis()),
+    })
+}
+
+/// Puts off the pending sends of `delayed` (ids by the moment they are due again): each
+/// stays pending with its later due time, which the trigger's view shows, and the delivery
+/// written then carries it too.
+async fn postpone(
+    db: &impl ConnectionTrait,
+    delayed: &BTreeMap<i64, Vec<i64>>,
+) -> Result<Round, DbErr> {
+    let mut round = Round::default();
+    for (&until, ids) in delayed {
+        for chunk in ids.chunks(1000) {
+            let update = Query::update()
+                .table("trigger_sends")
+                .value("due_at", until)
+                .and_where(Expr::col("id").is_in(chunk.iter().copied()))
+                .and_where(Expr::col("state").eq("pending"))
+                .to_owned();
+            round.delayed += db.execute(&update).await?.rows_affected();
+        }
+    }
+    Ok(round)
+}
+
 /// Counts added to the run.
 #[derive(Default)]
 struct RunCounts {
@@ -573,7 +663,7 @@ async fn reachability(
     for chunk in contacts.chunks(1000) {
         let select = Query::select()
             .column("id")
-            .columns(["email_status", "webhook_status"])
+            .columns(["email_status", "webhook_status", "time_zone"])
             .expr_as(
                 Expr::cust("CAST(CASE WHEN email IS NOT NULL THEN 1 ELSE 0 END AS BIGINT)"),
                 "has_email",
@@ -596,8 +686,10 @@ async fn reachability(
                     has_email: has_email != 0,
                     email_status: status("email_status")?,
                     webhook_status: status("webhook_status")?,
-                    // A triggered send goes when it is due, not in local-time waves.
-                    time_zone: None,
+                    // For quiet hours: a triggered send goes when it is due, in no wave.
+                    time_zone: row
+                        .try_get::<Option<String>>("", "time_zone")?
+                        .and_then(|name| TimeZone::parse(&name).ok()),
                 },
             );
         }
