@@ -32,6 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clarion_contacts::Ingest;
 use clarion_dispatch::{
     DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendReceipt, SendResult,
@@ -39,7 +40,7 @@ use clarion_dispatch::{
 };
 use clarion_model::{
     CampaignId, Channel, ContactId, DeliveryJob, DeliveryStatus, RunStatus, SubscriptionStatus,
-    Suppression, Timestamp, VariantId, WorkspaceId, reachability,
+    Suppression, TimeZone, Timestamp, VariantId, WorkspaceId, reachability,
 };
 use clarion_queue::{Outcome, Received, RunStats};
 use clarion_template::Tracker;
@@ -58,6 +59,10 @@ use crate::{
     feedback::{self, BounceSettings},
     frequency,
     render::MessageRenderer,
+    schedule::{
+        quiet::{self, QUIET_HOURS, QuietAction, QuietHours},
+        rfc3339,
+    },
     senders::{Identities, IdentityCache},
     sending::{Queues, SendingSettings},
     store, suppression,
@@ -230,6 +235,8 @@ impl Worker {
         let mut to_send: Vec<(Claimed, Message)> = Vec::with_capacity(claimed.len());
         let people = self.contacts(&claimed).await?;
         let suppressed = self.suppressed(channel, &claimed).await?;
+        let quiet = self.quiet_hours_of_retries(&claimed).await?;
+        let now = chrono::Utc::now();
         let mut campaigns: HashMap<CampaignId, Arc<Campaign>> = HashMap::new();
         for row in &claimed {
             if !campaigns.contains_key(&row.campaign)
@@ -272,6 +279,14 @@ impl Worker {
             };
             if let Some(source) = suppressed.get(&row.contact) {
                 decided.push((row, Fate::Suppressed(source.delivery_reason().into())));
+                continue;
+            }
+            if let Some(fate) = quiet
+                .get(&row.campaign)
+                .filter(|_| is_retry(&row))
+                .and_then(|q| quiet_retry(q, contact, now))
+            {
+                decided.push((row, fate));
                 continue;
             }
             let lookups = Lookups {
@@ -432,6 +447,26 @@ impl Worker {
             );
         }
         Ok(())
+    }
+
+    /// The quiet hours in force now of the campaigns whose rows in `claimed` are retries
+    /// (quiet hours were applied to first attempts at launch).
+    async fn quiet_hours_of_retries(
+        &self,
+        claimed: &[Claimed],
+    ) -> Result<HashMap<CampaignId, QuietHours>, CampaignError> {
+        let mut found = HashMap::new();
+        let retried: HashSet<(WorkspaceId, CampaignId)> = claimed
+            .iter()
+            .filter(|row| is_retry(row))
+            .map(|row| (row.workspace, row.campaign))
+            .collect();
+        for (workspace, campaign) in retried {
+            if let Some((quiet, _)) = quiet::stored(&self.parts.db, workspace, campaign).await? {
+                found.insert(campaign, quiet);
+            }
+        }
+        Ok(found)
     }
 
     /// The claimed rows' contacts that are on `channel`'s suppression list now.
@@ -978,6 +1013,37 @@ impl Worker {
 }
 
 /// Adds one attempt to its endpoint's tally.
+/// Whether this claim of the row is not its first attempt: a retry, or a job taken over from
+/// a worker that died.
+fn is_retry(row: &Claimed) -> bool {
+    row.attempts > 1
+}
+
+/// What the quiet hours `quiet` make of a retry of a message to `contact` at `now`, in the
+/// contact's own time zone (the quiet hours' zone for a contact without one): put off until
+/// they end (not counted as an attempt; the row's reason says until when), or suppressed.
+fn quiet_retry(quiet: &QuietHours, contact: &ContactData, now: DateTime<Utc>) -> Option<Fate> {
+    let zone = contact
+        .value
+        .get("time_zone")
+        .and_then(Json::as_str)
+        .and_then(|name| TimeZone::parse(name).ok())
+        .map_or(quiet.fallback, TimeZone::tz);
+    if !quiet.quiet_at(now.with_timezone(&zone).naive_local()) {
+        return None;
+    }
+    Some(match quiet.action {
+        QuietAction::Drop => Fate::Suppressed(QUIET_HOURS.into()),
+        QuietAction::Delay => {
+            let until = quiet.next_allowed(zone, now);
+            Fate::Postponed(
+                format!("{QUIET_HOURS}: the retry waits until {}", rfc3339(until)),
+                (until - now).to_std().unwrap_or_default(),
+            )
+        }
+    })
+}
+
 fn tally(tally: &mut Tally, attempt: &WebhookAttempt) {
     match &attempt.result {
         Ok(SendReceipt { .. }) => tally.successes += 1,
