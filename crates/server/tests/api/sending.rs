@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::app::{TestApp, read};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Timelike as _;
 use clarion_campaign::{Worker, control};
 use clarion_dispatch::SmtpConfig;
 use clarion_model::Channel;
@@ -825,6 +826,122 @@ async fn the_webhook_channel_needs_a_receiver_url(backend: Backend) {
     assert_eq!(campaign["status"], "draft", "nothing changed");
 }
 
+/// A webhook campaign to one contact of a fresh segment `slug`, with `time_zone`.
+async fn webhook_campaign_in_zone(
+    app: &TestApp,
+    slug: &str,
+    contact: &str,
+    zone: Option<&str>,
+) -> i64 {
+    contacts(
+        app,
+        json!([{"external_id": contact, "first_name": "Q", "time_zone": zone}]),
+    )
+    .await;
+    segment(app, slug, &[contact]).await;
+    create(
+        app,
+        &campaign(
+            &format!("Hooks for {slug}"),
+            &["webhook"],
+            slug,
+            webhook_variant("Hook"),
+        ),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Quiet hours that began after a launch hold its retries: the worker checks each retry
+/// against the quiet hours in force on the contact's clock when it comes due, and puts it
+/// off until they end without using up an attempt (`delay`), or suppresses it (`drop`).
+async fn retries_are_checked_against_quiet_hours_again(backend: Backend) {
+    let s = Sending::start(backend).await;
+    let app = &s.app;
+    // Both first tries fail with a 500, a failure worth another try.
+    s.receiver
+        .answer_next(vec![Reply::status(500), Reply::status(500)]);
+    let delayed = webhook_campaign_in_zone(app, "late-delay", "q1", Some("Asia/Tokyo")).await;
+    let dropped = webhook_campaign_in_zone(app, "late-drop", "q2", None).await;
+    s.launch(delayed).await;
+    s.launch(dropped).await;
+    let stats = s.drain(Channel::Webhook).await;
+    assert_eq!(stats.retried, 2, "{stats:?}");
+
+    // Quiet hours begin: from an hour ago to two hours from now, on each contact's clock
+    // (Tokyo for q1; the quiet hours' own zone, UTC, for q2 without one).
+    let now = chrono::Utc::now();
+    let ends = (now + chrono::Duration::hours(2))
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap();
+    let window = |zone: chrono_tz::Tz| {
+        (
+            (now - chrono::Duration::hours(1))
+                .with_timezone(&zone)
+                .format("%H:%M")
+                .to_string(),
+            ends.with_timezone(&zone).format("%H:%M").to_string(),
+        )
+    };
+    for (id, action, zone) in [
+        (delayed, "delay", chrono_tz::Asia::Tokyo),
+        (dropped, "drop", chrono_tz::UTC),
+    ] {
+        let (start, end) = window(zone);
+        let (status, body) = put(
+            app,
+            &format!("/api/v1/campaigns/{id}/quiet-hours"),
+            &json!({"start": start, "end": end, "action": action, "time_zone": "UTC"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.drain(Channel::Webhook).await;
+        let q1 = s.delivery_of("q1").await;
+        let q2 = s.delivery_of("q2").await;
+        if q1["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("quiet hours")
+            && q2["status"] == "suppressed"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{q1}\n{q2}");
+    }
+    let q1 = s.delivery_of("q1").await;
+    assert_eq!(q1["status"], "queued", "{q1}");
+    assert_eq!(
+        q1["attempts"], 1,
+        "the put-off retry is not an attempt: {q1}"
+    );
+    let reason = q1["reason"].as_str().unwrap();
+    let until = reason
+        .strip_prefix("quiet hours: the retry waits until ")
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(until).unwrap(),
+        ends,
+        "{reason}"
+    );
+    let q2 = s.delivery_of("q2").await;
+    assert_eq!(q2["reason"], "quiet hours", "{q2}");
+    // The receiver saw the two first tries and nothing since.
+    assert_eq!(s.receiver.requests().len(), 2);
+    let queue = app.state.queues.open(Channel::Webhook).await.unwrap();
+    assert_eq!(
+        queue.stats().await.unwrap().delayed,
+        1,
+        "q1's retry waits in the queue"
+    );
+}
+
 on_both_backends!(
     each_recipient_gets_one_email_with_its_first_segments_variant,
     webhooks_arrive_signed_and_verifiable_by_the_receiver,
@@ -833,4 +950,5 @@ on_both_backends!(
     a_campaign_failing_too_often_pauses_itself_and_resumes,
     pause_resume_cancel_and_retry_through_the_api,
     the_webhook_channel_needs_a_receiver_url,
+    retries_are_checked_against_quiet_hours_again,
 );

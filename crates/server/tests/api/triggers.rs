@@ -551,9 +551,228 @@ async fn bad_triggers_are_refused_naming_the_field(backend: Backend) {
     assert_eq!(status, 409);
 }
 
+/// The first moment at or after `from` whose UTC clock shows `hour`:00.
+fn next_utc_hour(from: DateTime<Utc>, hour: u32) -> DateTime<Utc> {
+    let today = from.date_naive().and_hms_opt(hour, 0, 0).unwrap().and_utc();
+    if today >= from {
+        today
+    } else {
+        today + chrono::Duration::days(1)
+    }
+}
+
+/// The first moment after `after` that `zone`'s clocks show as `hour`:00.
+fn next_local_hour(after: DateTime<Utc>, zone: chrono_tz::Tz, hour: u32) -> DateTime<Utc> {
+    use chrono::TimeZone as _;
+    let date = after.with_timezone(&zone).date_naive();
+    (0..3)
+        .map(|days| date + chrono::Duration::days(days))
+        .filter_map(|d| {
+            zone.from_local_datetime(&d.and_hms_opt(hour, 0, 0).unwrap())
+                .earliest()
+        })
+        .map(|at| at.with_timezone(&Utc))
+        .find(|at| *at > after)
+        .unwrap()
+}
+
+/// Quiet hours (21:00-08:00 on each contact's clock) hold a triggered send that falls due
+/// inside them: with `delay` it stays pending until they end in the contact's zone (the
+/// quiet hours' zone for a contact without one) and its delivery shows when it went; with
+/// `drop` it is recorded `suppressed` with the reason `quiet hours`. Checked at 20:00 UTC,
+/// evening in Berlin, afternoon in New York and early morning in Tokyo.
+async fn quiet_hours_hold_triggered_sends(backend: Backend) {
+    let s = Sending::start(backend).await;
+    let app = &s.app;
+    contacts(
+        app,
+        json!([
+            {"external_id": "ber", "email": "ber@customer.example", "time_zone": "Europe/Berlin"},
+            {"external_id": "ny", "email": "ny@customer.example", "time_zone": "America/New_York"},
+            {"external_id": "none", "email": "none@customer.example"},
+        ]),
+    )
+    .await;
+    dynamic_segment(
+        app,
+        "signed-up",
+        json!({"event": "signup", "within": "365d", "count": {"op": ">=", "value": 1}}),
+    )
+    .await;
+    let delayed = email_campaign(app, "Delayed", "signed-up").await;
+    let dropped = email_campaign(app, "Dropped", "signed-up").await;
+    for (id, action) in [(delayed, "delay"), (dropped, "drop")] {
+        let (status, body) = put(
+            app,
+            &format!("/api/v1/campaigns/{id}/quiet-hours"),
+            &json!({"start": "21:00", "end": "08:00", "weekends": false,
+                    "action": action, "time_zone": "Asia/Tokyo"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        trigger(app, id, json!({"segment": "signed-up"})).await;
+    }
+    events(
+        app,
+        json!(["ber", "ny", "none"].map(|id| json!({"external_id": id, "kind": "signup"}))),
+    )
+    .await;
+
+    let evening = next_utc_hour(Utc::now(), 20);
+    let clock = ManualClock::at(evening);
+    let first = round(&triggers(app, &clock)).await;
+    assert_eq!(first.entries, 6, "{first:?}");
+    // New York for both campaigns, plus the dropped campaign's two quiet ones.
+    assert_eq!(
+        (first.sent, first.delayed, first.enqueued),
+        (4, 2, 2),
+        "{first:?}"
+    );
+    let waiting = view(app, delayed).await;
+    assert_eq!(waiting["counts"]["pending"], 2, "{waiting}");
+    let tokyo_morning = next_local_hour(evening, chrono_tz::Asia::Tokyo, 8);
+    let berlin_morning = next_local_hour(evening, chrono_tz::Europe::Berlin, 8);
+    assert_eq!(
+        waiting["next_due_at"]
+            .as_str()
+            .map(|d| DateTime::parse_from_rfc3339(d).unwrap()),
+        Some(tokyo_morning.into()),
+        "{waiting}"
+    );
+
+    clock.set(tokyo_morning - chrono::Duration::minutes(1));
+    assert_eq!(round(&triggers(app, &clock)).await, Round::default());
+    clock.set(tokyo_morning + chrono::Duration::minutes(1));
+    let tokyo = round(&triggers(app, &clock)).await;
+    assert_eq!((tokyo.sent, tokyo.enqueued), (1, 1), "{tokyo:?}");
+    clock.set(berlin_morning + chrono::Duration::minutes(1));
+    let berlin = round(&triggers(app, &clock)).await;
+    assert_eq!((berlin.sent, berlin.enqueued), (1, 1), "{berlin:?}");
+
+    s.settle(delayed, Channel::Email).await;
+    s.settle(dropped, Channel::Email).await;
+    assert_eq!(
+        received(&s, "Delayed"),
+        [
+            "ber@customer.example",
+            "none@customer.example",
+            "ny@customer.example"
+        ]
+    );
+    assert_eq!(received(&s, "Dropped"), ["ny@customer.example"]);
+
+    // The delay shows on the deliveries: each went when its contact's morning came.
+    let sent = s
+        .deliveries(&format!(
+            "/api/v1/campaigns/{delayed}/deliveries?status=sent"
+        ))
+        .await;
+    let due_of = |contact: &str| {
+        sent.iter()
+            .find(|d| d["contact"] == contact)
+            .map(|d| d["due_at"].clone())
+            .unwrap_or_else(|| panic!("no delivery to {contact}: {sent:#?}"))
+    };
+    assert_eq!(due_of("ny"), Json::Null, "New York was not quiet");
+    for (contact, morning) in [("none", tokyo_morning), ("ber", berlin_morning)] {
+        let due = due_of(contact);
+        let due = DateTime::parse_from_rfc3339(due.as_str().unwrap()).unwrap();
+        assert_eq!(due, morning, "{contact}");
+    }
+    let suppressed = s
+        .deliveries(&format!(
+            "/api/v1/campaigns/{dropped}/deliveries?status=suppressed"
+        ))
+        .await;
+    let mut quiet: Vec<&str> = suppressed
+        .iter()
+        .filter(|d| d["reason"] == "quiet hours")
+        .map(|d| d["contact"].as_str().unwrap())
+        .collect();
+    quiet.sort_unstable();
+    assert_eq!(quiet, ["ber", "none"], "{suppressed:#?}");
+}
+
+/// A campaign is scheduled or triggered, never both: saving the other answers 422 naming
+/// the field, and nothing is saved.
+async fn a_campaign_is_scheduled_or_triggered(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    contacts(
+        &app,
+        json!([{"external_id": "x", "email": "x@customer.example"}]),
+    )
+    .await;
+    dynamic_segment(
+        &app,
+        "germans",
+        json!({"attr": "country", "op": "=", "value": "DE"}),
+    )
+    .await;
+    let year = Utc::now().format("%Y").to_string().parse::<i32>().unwrap() + 1;
+
+    let triggered = email_campaign(&app, "Triggered", "germans").await;
+    trigger(&app, triggered, json!({"segment": "germans"})).await;
+    for (body, field) in [
+        (
+            json!({"cron": "0 9 * * MON", "time_zone": "Europe/Berlin"}),
+            "cron",
+        ),
+        (
+            json!({"at": format!("{year}-03-23T10:00"), "time_zone": "Europe/Berlin"}),
+            "at",
+        ),
+    ] {
+        let (status, answer) = put(
+            &app,
+            &format!("/api/v1/campaigns/{triggered}/schedule"),
+            &body,
+        )
+        .await;
+        assert_eq!(status, 422, "{answer}");
+        assert_eq!(answer["details"]["errors"][0]["field"], field, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains("trigger")
+                || answer["details"].to_string().contains("trigger"),
+            "{answer}"
+        );
+    }
+    let (status, _) = app
+        .get(&format!("/api/v1/campaigns/{triggered}/schedule"))
+        .await;
+    assert_eq!(status, 404, "no schedule was saved");
+
+    let scheduled = email_campaign(&app, "Scheduled", "germans").await;
+    let (status, body) = put(
+        &app,
+        &format!("/api/v1/campaigns/{scheduled}/schedule"),
+        &json!({"cron": "0 9 * * MON", "time_zone": "Europe/Berlin"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, answer) = put(
+        &app,
+        &format!("/api/v1/campaigns/{scheduled}/trigger"),
+        &json!({"segment": "germans"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["details"]["errors"][0]["field"], "segment",
+        "{answer}"
+    );
+    let (status, _) = app
+        .get(&format!("/api/v1/campaigns/{scheduled}/trigger"))
+        .await;
+    assert_eq!(status, 404, "no trigger was saved");
+    let (_, campaign) = app.get(&format!("/api/v1/campaigns/{scheduled}")).await;
+    assert_eq!(campaign["status"], "draft");
+}
+
 on_both_backends!(
     entries_fire_once_after_the_delay_with_the_condition_rechecked,
     every_way_of_entering_counts,
     reentry_after_the_cool_down_and_paused_campaigns,
     bad_triggers_are_refused_naming_the_field,
+    quiet_hours_hold_triggered_sends,
+    a_campaign_is_scheduled_or_triggered,
 );
