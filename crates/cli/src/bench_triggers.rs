@@ -59,7 +59,7 @@ pub async fn run(bench: &TriggerBench, settings: &Settings) -> anyhow::Result<()
     Ok(())
 }
 
-/// The server under test: the API and the trigger rounds on a fresh database.
+/// The server under test: the API, and the trigger rounds beside it, on a fresh database.
 struct Server {
     address: String,
     key: String,
@@ -86,12 +86,14 @@ impl Server {
         settings.database.migrate_on_start = true;
         settings.database.max_connections = 8;
         settings.redis.key_prefix = format!("clarion-bench-{}", uuid::Uuid::new_v4().simple());
-        let state = AppState::connect(settings).await?;
+        let state = AppState::connect(settings.clone()).await?;
         let db = state.db.clone();
         let queues = state.queues.clone();
         let (key, _) = store::keys::create(&db, DEFAULT_WORKSPACE, "bench", Role::Marketer).await?;
+        // The trigger rounds run as a `--role scheduler` process runs them, with connections
+        // of their own: requests waiting on a segment's lock cannot hold up a round.
         let (stop, stopped) = watch::channel(false);
-        let triggers = crate::roles::spawn_triggers(&state, &stopped);
+        let triggers = crate::roles::spawn_triggers(&AppState::connect(settings).await?, &stopped);
         let application = Application::from_state(state)?;
         let address = format!("http://127.0.0.1:{}", application.port());
         let handle = application.handle();
@@ -183,17 +185,16 @@ impl Server {
     }
 
     /// Sends one `signup` per contact, `per_request` to a request, `rate` entries a second;
-    /// returns when each contact's request was sent (Unix ms).
+    /// returns when each contact's request was sent and when it was answered (Unix ms).
     async fn send_entries(
         &self,
         client: &reqwest::Client,
         bench: &TriggerBench,
-    ) -> anyhow::Result<HashMap<String, i64>> {
+    ) -> anyhow::Result<HashMap<String, (i64, i64)>> {
         let per_request = bench.per_request.max(1);
         let period = Duration::from_secs_f64(per_request as f64 / f64::from(bench.rate.max(1)));
         let mut ticker = tokio::time::interval(period);
         let mut requests = tokio::task::JoinSet::new();
-        let mut sent_at = HashMap::with_capacity(bench.entries);
         let ids: Vec<String> = (0..bench.entries).map(|i| format!("t{i}")).collect();
         for chunk in ids.chunks(per_request) {
             ticker.tick().await;
@@ -201,13 +202,13 @@ impl Server {
                 .iter()
                 .map(|id| json!({"external_id": id, "kind": "signup"}))
                 .collect();
-            let now = wall_millis();
-            sent_at.extend(chunk.iter().map(|id| (id.clone(), now)));
+            let chunk = chunk.to_vec();
             let request = client
                 .post(format!("{}/api/v1/events/batch", self.address))
                 .bearer_auth(&self.key)
                 .json(&json!({ "events": events }));
             requests.spawn(async move {
+                let sent = wall_millis();
                 let response = request.send().await?;
                 let status = response.status();
                 anyhow::ensure!(
@@ -215,13 +216,15 @@ impl Server {
                     "the event batch answered {status}: {}",
                     response.text().await?
                 );
-                anyhow::Ok(())
+                let answered = wall_millis();
+                anyhow::Ok(chunk.into_iter().map(move |id| (id, (sent, answered))))
             });
         }
+        let mut times = HashMap::with_capacity(bench.entries);
         while let Some(done) = requests.join_next().await {
-            done??;
+            times.extend(done??);
         }
-        Ok(sent_at)
+        Ok(times)
     }
 
     /// Waits until `expected` jobs are in the email stream (or `patience` passes without a
@@ -311,7 +314,7 @@ async fn measure(
         .build()?;
     server.prepare(&client, bench.entries).await?;
     let started = Instant::now();
-    let sent_at = server.send_entries(&client, bench).await?;
+    let times = server.send_entries(&client, bench).await?;
     let sending = started.elapsed();
     let enqueued = server
         .enqueued(bench.entries, Duration::from_secs(30))
@@ -319,34 +322,54 @@ async fn measure(
     let recipients = server.recipients().await?;
     server.stop().await?;
 
-    let mut latencies: Vec<i64> = enqueued
+    // From the request's send (the event) and from its answer (the event stored, the
+    // memberships current) to the job in the stream.
+    let (mut from_event, mut from_answer): (Vec<i64>, Vec<i64>) = enqueued
         .iter()
         .filter_map(|(delivery, added)| {
-            let sent = sent_at.get(recipients.get(delivery)?)?;
-            Some(added - sent)
+            let (sent, answered) = times.get(recipients.get(delivery)?)?;
+            Some((added - sent, added - answered))
         })
-        .collect();
+        .unzip();
     anyhow::ensure!(
-        latencies.len() == bench.entries,
+        from_event.len() == bench.entries,
         "{} entries sent but {} triggered messages enqueued",
         bench.entries,
-        latencies.len()
+        from_event.len()
     );
-    latencies.sort_unstable();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or_default()
+    let mut answering: Vec<i64> = times
+        .values()
+        .map(|(sent, answered)| answered - sent)
+        .collect();
+    for values in [&mut from_event, &mut from_answer, &mut answering] {
+        values.sort_unstable();
+    }
+    let quantiles = |values: &[i64]| {
+        format!(
+            "p50 {} ms, p99 {} ms, max {} ms",
+            percentile(values, 0.5),
+            percentile(values, 0.99),
+            percentile(values, 1.0)
+        )
     };
     Ok(format!(
-        "triggers {:<8} entry -> enqueued: p50 {} ms, p99 {} ms, max {} ms over {} entries ({} entries/s sent, in {:.1} s)",
+        "triggers {:<8} entry -> enqueued: {} over {} entries ({} entries/s sent, in {:.1} s)\n\
+         {:17} the event batch answered in: {}; from its answer to the stream (below 0: enqueued before the answer arrived): {}",
         format!("{backend:?}").to_lowercase(),
-        pick(0.5),
-        pick(0.99),
-        pick(1.0),
-        latencies.len(),
+        quantiles(&from_event),
+        from_event.len(),
         (bench.entries as f64 / sending.as_secs_f64()).round(),
         sending.as_secs_f64(),
+        "",
+        quantiles(&answering),
+        quantiles(&from_answer),
     ))
+}
+
+/// The `q` quantile of the sorted `values` (nearest rank).
+fn percentile(values: &[i64], q: f64) -> i64 {
+    values
+        .get(((values.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }

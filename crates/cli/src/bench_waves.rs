@@ -164,7 +164,7 @@ pub async fn run(bench: &SendingBench, settings: &Settings) -> anyhow::Result<()
     let depth = queues.open(Channel::Email).await?.stats().await?;
     let in_waves: u64 = recorded.iter().map(|w| w.size).sum();
     println!(
-        "  firing (launch with waves): {} waves, {in_waves} deliveries due between {} and {}, {} jobs enqueued before any is due, in {:.2} s; the run's waves read back in {} ms; VmHWM {} MiB -> {} MiB",
+        "  firing (launch with waves): {} waves, {in_waves} deliveries due between {} and {}, {} jobs enqueued at the firing (the waves due by then; the others wait for theirs), in {:.2} s; the run's waves read back in {} ms; VmHWM {} MiB -> {} MiB",
         recorded.len(),
         recorded.first().map(|w| w.due_at.as_str()).unwrap_or(""),
         recorded.last().map(|w| w.due_at.as_str()).unwrap_or(""),
