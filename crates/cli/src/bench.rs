@@ -498,12 +498,7 @@ async fn ingest(
     postgres_url: &str,
 ) -> anyhow::Result<String> {
     let database = FreshDatabase::create(backend, postgres_url).await?;
-    let mut settings = base.clone();
-    settings.server.host = "127.0.0.1".into();
-    settings.server.port = 0;
-    settings.database.url = SecretString::from(database.url().to_owned());
-    settings.database.migrate_on_start = true;
-    settings.database.max_connections = 8;
+    let settings = database.server_settings(base);
     let state = AppState::connect(settings).await?;
     let db = state.db.clone();
     let (key, _) = store::keys::create(&db, DEFAULT_WORKSPACE, "bench", Role::Marketer).await?;
@@ -635,6 +630,18 @@ impl FreshDatabase {
     /// The connection URL of the database.
     pub(crate) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `base` for a server on this database: on a port of its own on the loopback
+    /// interface, migrating the database at start.
+    pub(crate) fn server_settings(&self, base: &Settings) -> Settings {
+        let mut settings = base.clone();
+        settings.server.host = "127.0.0.1".into();
+        settings.server.port = 0;
+        settings.database.url = SecretString::from(self.url.clone());
+        settings.database.migrate_on_start = true;
+        settings.database.max_connections = 8;
+        settings
     }
 
     /// Drops the PostgreSQL database (the SQLite folder goes with `self`).

@@ -190,12 +190,7 @@ impl Server {
         contacts: usize,
     ) -> anyhow::Result<Server> {
         let database = FreshDatabase::create(backend, postgres_url).await?;
-        let mut settings = base.clone();
-        settings.server.host = "127.0.0.1".into();
-        settings.server.port = 0;
-        settings.database.url = SecretString::from(database.url().to_owned());
-        settings.database.migrate_on_start = true;
-        settings.database.max_connections = 8;
+        let settings = database.server_settings(base);
         let state = AppState::connect(settings).await?;
         let db = state.db.clone();
         let (key, _) = store::keys::create(&db, DEFAULT_WORKSPACE, "bench", Role::Marketer).await?;

@@ -18,7 +18,6 @@ use clarion_model::{Channel, DEFAULT_WORKSPACE, DeliveryJob, Role};
 use clarion_queue::EntryId;
 use clarion_server::{AppState, Application, Settings, store};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
-use secrecy::SecretString;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
@@ -79,12 +78,7 @@ impl Server {
         postgres_url: &str,
     ) -> anyhow::Result<Self> {
         let database = FreshDatabase::create(backend, postgres_url).await?;
-        let mut settings = base.clone();
-        settings.server.host = "127.0.0.1".into();
-        settings.server.port = 0;
-        settings.database.url = SecretString::from(database.url().to_owned());
-        settings.database.migrate_on_start = true;
-        settings.database.max_connections = 8;
+        let mut settings = database.server_settings(base);
         settings.redis.key_prefix = format!("clarion-bench-{}", uuid::Uuid::new_v4().simple());
         let state = AppState::connect(settings.clone()).await?;
         let db = state.db.clone();

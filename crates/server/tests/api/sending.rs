@@ -583,20 +583,7 @@ async fn webhook_errors_are_retried_or_dead_lettered_by_kind(backend: Backend) {
 
 /// A webhook campaign to one new contact `contact` in a new segment `slug`.
 async fn webhook_campaign_for(app: &TestApp, slug: &str, contact: &str) -> i64 {
-    contacts(app, json!([{"external_id": contact, "first_name": "R"}])).await;
-    segment(app, slug, &[contact]).await;
-    create(
-        app,
-        &campaign(
-            &format!("Hooks for {slug}"),
-            &["webhook"],
-            slug,
-            webhook_variant("Hook"),
-        ),
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap()
+    webhook_campaign_in_zone(app, slug, contact, None).await
 }
 
 async fn emails_wait_out_a_relay_outage_and_arrive_once(backend: Backend) {
@@ -835,7 +822,7 @@ async fn webhook_campaign_in_zone(
 ) -> i64 {
     contacts(
         app,
-        json!([{"external_id": contact, "first_name": "Q", "time_zone": zone}]),
+        json!([{"external_id": contact, "first_name": "R", "time_zone": zone}]),
     )
     .await;
     segment(app, slug, &[contact]).await;
