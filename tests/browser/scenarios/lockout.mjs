@@ -22,7 +22,7 @@ await scenario('lockout', async (run) => {
   assert.equal(response.status(), 429, 'the right password is refused while locked out');
   assert.match(
     await page.getByRole('alert').innerText(),
-    /Too many failed logins: too many failed logins; try again in 15 minute\(s\)\./i,
+    /^Too many failed logins for this account or from this address\. Logins are refused, even with the right password, for 15 minutes\.$/,
   );
   await visit(page, '/');
   assert.equal(new URL(page.url()).pathname, '/login', 'no session was started');
