@@ -2,9 +2,10 @@
 //! axe-core checking accessibility, against a served instance on SQLite and on PostgreSQL.
 //!
 //! The scenarios are ES modules under `tests/browser/scenarios/` (see
-//! `tests/browser/README.md`); this test serves an instance, gives it an admin, a marketer
-//! and a viewer with passwords set through their one-time links, then runs every scenario
-//! with `node` and fails with the output of each scenario that failed. `scripts/test`
+//! `tests/browser/README.md`); this test serves an instance that sends email to a real SMTP
+//! server (aiosmtpd), gives it an admin, a marketer and a viewer with passwords set through
+//! their one-time links, then runs every scenario with `node` and fails with the output of
+//! each scenario that failed. `scripts/test`
 //! installs the Debian packages `chromium` and `chromium-driver`, and the npm packages of
 //! `tests/browser/package-lock.json` under `target/browser-node/`. Screenshots land in
 //! `target/screenshots/<backend>/`.
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use clarion_e2e::{Served, clarion, run, serve, target_dir};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
+use clarion_testpeers::SmtpServer;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value as Json, json};
 
@@ -155,10 +157,18 @@ async fn the_dashboard_works_in_a_real_browser(backend: Backend) {
     let (output, _, stderr) = run(clarion(&db).arg("migrate"));
     assert!(output.status.success(), "{stderr}");
     let prefix = format!("clarion-e2e-{}", uuid::Uuid::new_v4().simple());
+    // Email goes to a real SMTP server, whose messages scenarios can read.
+    let smtp = SmtpServer::start().await;
+    let smtp_port = smtp.port.to_string();
     let served = serve(
         &db,
         dir.path(),
-        &[("CLARION__REDIS__KEY_PREFIX", prefix.as_str())],
+        &[
+            ("CLARION__REDIS__KEY_PREFIX", prefix.as_str()),
+            ("CLARION__EMAIL__SMTP__HOST", smtp.host()),
+            ("CLARION__EMAIL__SMTP__PORT", smtp_port.as_str()),
+            ("CLARION__EMAIL__SMTP__TLS", "none"),
+        ],
     );
     let users = accounts(&db, &served, &prefix).await;
     let (output, key, stderr) = run(installation(&db, &served, &prefix)
@@ -190,7 +200,8 @@ async fn the_dashboard_works_in_a_real_browser(backend: Backend) {
             .env("CLARION_BIN", template.get_program())
             .env("CLARION_BROWSER_NODE_MODULES", node_modules())
             .env("CLARION_CHROMIUM", chromium())
-            .env("CLARION_ARTIFACTS", &artifacts);
+            .env("CLARION_ARTIFACTS", &artifacts)
+            .env("CLARION_SMTP_DIR", smtp.folder());
         let output = tokio::task::spawn_blocking(move || node.output())
             .await
             .unwrap()

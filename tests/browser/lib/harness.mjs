@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -177,6 +177,29 @@ export class Run {
         console.error(`page ${n} at ${page.url()}: no screenshot (${error.message})`);
       }
     }
+  }
+}
+
+/** The messages the instance's SMTP server (aiosmtpd, started by the Rust test) accepted so
+ * far: `{ mail_from, rcpt_tos, raw }`, `raw` being the message as received. */
+export function receivedMail() {
+  const folder = setting('CLARION_SMTP_DIR');
+  return readdirSync(folder)
+    .filter((name) => name.endsWith('.json'))
+    .map((name) => ({
+      ...JSON.parse(readFileSync(path.join(folder, name), 'utf8')),
+      raw: readFileSync(path.join(folder, name.replace(/\.json$/, '.eml')), 'utf8'),
+    }));
+}
+
+/** Waits until `condition()` (sync or async) is true, checking every 100 ms, for as long as a
+ * step may take; fails naming `what` was awaited. For what no page shows, such as mail
+ * arriving; on a page, wait for the element instead. */
+export async function waitFor(condition, what) {
+  const deadline = Date.now() + STEP_LIMIT_MS;
+  while (!(await condition())) {
+    assert.ok(Date.now() < deadline, `gave up waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 

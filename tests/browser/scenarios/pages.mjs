@@ -4,7 +4,17 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 
-import { VIEWPORTS, accessibilityProblems, artifacts, login, scenario, users, visit } from '../lib/harness.mjs';
+import {
+  VIEWPORTS,
+  accessibilityProblems,
+  artifacts,
+  login,
+  receivedMail,
+  scenario,
+  users,
+  visit,
+  waitFor,
+} from '../lib/harness.mjs';
 import { pages } from '../pages.mjs';
 
 /** Contacts, a segment and a launched campaign, so that the overview's tables and chart
@@ -34,6 +44,11 @@ async function seed(run) {
     ],
   });
   await run.api('POST', `/api/v1/campaigns/${campaign.id}/launch`);
+  const gold = contacts.filter((contact) => contact.attributes.tier === 'gold').map((contact) => contact.email);
+  // Other scenarios send mail to the same server: count this campaign's recipients only.
+  const delivered = () => receivedMail().flatMap((mail) => mail.rcpt_tos.filter((to) => to.startsWith('page-')));
+  await waitFor(() => delivered().length === gold.length, 'the campaign at the SMTP server');
+  assert.deepEqual(delivered().sort(), gold);
 }
 
 await scenario('pages', async (run) => {
