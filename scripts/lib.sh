@@ -98,3 +98,19 @@ ensure_python_package() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$package==$version" >&2 \
         || die "pip could not install $package $version into $venv (is PyPI reachable?)"
 }
+
+# ensure_npm_packages SOURCE DIR: the npm packages that SOURCE/package-lock.json pins (the
+# browser tests' playwright-core and axe-core), installed by `npm ci` into DIR/node_modules,
+# so nothing lands beside the sources and no browser is downloaded (the tests drive Debian's
+# Chromium). Quick when DIR already holds that lock file's packages.
+ensure_npm_packages() {
+    local source="$1" dir="$2"
+    [ -d "$dir/node_modules" ] && cmp -s "$source/package-lock.json" "$dir/installed-lock.json" && return
+    say "installing the npm packages of $source into $dir (for the browser tests)..."
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$source/package.json" "$source/package-lock.json" "$dir/"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2) \
+        || die "npm ci could not install the packages of $source/package-lock.json into $dir (is the npm registry reachable?)"
+    cp "$source/package-lock.json" "$dir/installed-lock.json"
+}

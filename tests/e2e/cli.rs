@@ -1,8 +1,6 @@
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
-use clarion_e2e::{clarion, run};
+use clarion_e2e::{clarion, run, serve};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
 
 async fn keys_are_shown_once_and_open_the_api_of_a_served_instance(backend: Backend) {
@@ -26,33 +24,13 @@ async fn keys_are_shown_once_and_open_the_api_of_a_served_instance(backend: Back
     assert!(!output.status.success());
     assert!(stderr.contains("owner"), "{stderr}");
 
-    let mut server = clarion(&db)
-        .arg("serve")
-        .env("CLARION__SERVER__PORT", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut output = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on port") {
-        line.clear();
-        assert!(
-            output.read_line(&mut line).unwrap() > 0,
-            "serve exited before listening"
-        );
-    }
-    let port: u16 = line
-        .split("port ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(&db, dir.path(), &[]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = served.base_url();
     let health = client.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let listed = client
@@ -78,8 +56,6 @@ async fn keys_are_shown_once_and_open_the_api_of_a_served_instance(backend: Back
         .await
         .unwrap();
     assert_eq!(revoked.status(), 401);
-    server.kill().unwrap();
-    server.wait().unwrap();
 }
 
 on_both_backends!(keys_are_shown_once_and_open_the_api_of_a_served_instance);

@@ -11,12 +11,11 @@
 //! and the links of the stateful phase reach real objects. Nothing leaves the machine: email
 //! goes to a file outbox and no webhook URL is configured.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use clarion_e2e::{clarion, clarion_binary, run};
+use clarion_e2e::{clarion, run, serve, target_dir};
 use clarion_testkit::{Backend, TestDb};
 use serde_json::{Value as Json, json};
 
@@ -33,76 +32,10 @@ fn schemathesis() -> PathBuf {
     if let Some(path) = std::env::var_os("CLARION_SCHEMATHESIS") {
         return PathBuf::from(path);
     }
-    let build = clarion_binary();
-    let target = build
-        .parent()
-        .and_then(Path::parent)
-        .expect("the binary lies in target/<profile>");
-    target
+    target_dir()
         .join("conformance-venv")
         .join("bin")
         .join("schemathesis")
-}
-
-/// A served instance; dropping it stops it.
-struct Served {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!(
-                "--- server log (end) ---\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
-        }
-    }
-}
-
-fn serve(db: &TestDb, dir: &Path) -> Served {
-    let log = dir.join("serve.log");
-    let mut child = clarion(db)
-        .arg("serve")
-        .env("CLARION__SERVER__PORT", "0")
-        .env("CLARION__SERVER__WORKERS", "2")
-        .env(
-            "CLARION__REDIS__KEY_PREFIX",
-            format!("clarion-e2e-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .env("CLARION__EMAIL__OUTBOX_DIR", dir.join("outbox"))
-        // Launched campaigns send at once, to the outbox; webhooks stay unconfigured.
-        .env("CLARION__SENDING__WEBHOOK_URL", "")
-        .env("CLARION__SENDING__BACKOFF_BASE_MS", "100")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut output = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on port") {
-        line.clear();
-        assert!(
-            output.read_line(&mut line).unwrap() > 0,
-            "serve exited before listening: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    let port = line
-        .split("port ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    // The rest of stdout is not read; let it drain so the server never blocks on a write.
-    std::thread::spawn(move || std::io::copy(&mut output, &mut std::io::sink()));
-    Served { child, port, log }
 }
 
 /// POSTs JSON with the key and asserts the status.
@@ -221,8 +154,16 @@ async fn the_api_answers_what_its_openapi_document_says() {
     assert!(output.status.success(), "{stderr}");
     let key = key.trim().to_string();
 
-    let served = serve(&db, dir.path());
-    let base = format!("http://127.0.0.1:{}", served.port);
+    // Launched campaigns send at once, to the outbox; webhooks stay unconfigured.
+    let served = serve(
+        &db,
+        dir.path(),
+        &[
+            ("CLARION__SENDING__WEBHOOK_URL", ""),
+            ("CLARION__SENDING__BACKOFF_BASE_MS", "100"),
+        ],
+    );
+    let base = served.base_url();
     seed(&base, &key).await;
 
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/schemathesis.toml");

@@ -106,6 +106,13 @@ impl SmtpServer {
     pub fn received(&self) -> Vec<Received> {
         read_received(self.dir.path())
     }
+
+    /// The folder where each accepted message is recorded as `<id>.eml` (the bytes received)
+    /// and `<id>.json` (the envelope: `mail_from`, `rcpt_tos`; written last), for readers
+    /// outside this crate such as the browser scenarios.
+    pub fn folder(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 fn spawn_aiosmtpd(port: u16, dir: &Path, options: &SmtpOptions) -> Child {

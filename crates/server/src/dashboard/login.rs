@@ -164,10 +164,13 @@ pub async fn submit(
     };
     match limiter.check(email, &address).await {
         Ok(()) => {}
-        Err(error @ AccountError::LockedOut { .. }) => {
+        Err(AccountError::LockedOut { minutes }) => {
+            let unit = if minutes == 1 { "minute" } else { "minutes" };
             return Ok(refused(
                 StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many failed logins: {error}."),
+                format!(
+                    "Too many failed logins for this account or from this address. Logins are refused, even with the right password, for {minutes} {unit}."
+                ),
             ));
         }
         Err(other) => return Err(other.into()),
