@@ -29,7 +29,9 @@ pub struct SendingSettings {
     /// Longest delay between two attempts, in milliseconds.
     pub backoff_max_ms: u64,
     /// A delivery claimed this long ago by a worker that never finished it (the worker died)
-    /// is taken over by another worker, in seconds. Must exceed the time a batch takes.
+    /// is taken over by another worker, and a launch that wrote no page for this long (its
+    /// process died) is finished by the supervisor, in seconds. Must exceed the time a batch
+    /// takes.
     pub reclaim_after_secs: u64,
     /// Emails per second across all workers (0: no limit), enforced through Redis.
     pub email_per_second: u32,
