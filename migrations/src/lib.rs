@@ -20,6 +20,7 @@ mod m20261204_000012_kpi_activity;
 mod m20261204_000013_local_time;
 mod m20261204_000013_triggers;
 mod m20261204_000013_users;
+mod m20261205_000027_launch_cursor;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_local_time::Migration),
             Box::new(m20261204_000013_triggers::Migration),
             Box::new(m20261204_000013_users::Migration),
+            Box::new(m20261205_000027_launch_cursor::Migration),
         ]
     }
 }

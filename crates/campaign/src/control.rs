@@ -394,7 +394,7 @@ async fn refreshed(
 /// # Errors
 /// Database failures.
 pub async fn complete_if_done(db: &DatabaseConnection, run: i64) -> Result<bool, DbErr> {
-    if crate::trigger::keeps_open(db, run).await? {
+    if crate::trigger::keeps_open(db, run).await? || launching(db, run).await? {
         return Ok(false);
     }
     let open = Query::select()
@@ -419,6 +419,55 @@ pub async fn complete_if_done(db: &DatabaseConnection, run: i64) -> Result<bool,
         None,
     )
     .await
+}
+
+/// Whether run `run`'s launch is still writing its audience (or stopped half-way, to be
+/// resumed): until it is done, the deliveries written so far are not the whole run.
+async fn launching(db: &DatabaseConnection, run: i64) -> Result<bool, DbErr> {
+    let select = Query::select()
+        .column("id")
+        .from("campaign_runs")
+        .and_where(Expr::col("id").eq(run))
+        .and_where(Expr::col("launch_cursor").is_not_null())
+        .to_owned();
+    Ok(db.query_one(&select).await?.is_some())
+}
+
+/// Finishes the launches that stopped beating longer ago than `stale` (ms): the process
+/// writing them died or lost the database. Returns how many this process finished; one that
+/// fails is logged and tried again next round.
+async fn resume_launches(
+    db: &DatabaseConnection,
+    queues: &Queues,
+    settings: &SendingSettings,
+    stale: i64,
+) -> Result<u64, DbErr> {
+    let select = Query::select()
+        .column("id")
+        .from("campaign_runs")
+        .and_where(Expr::col("launch_cursor").is_not_null())
+        .and_where(Expr::col("launch_beat").lt(stale))
+        .and_where(
+            Expr::col("status").is_in([RunStatus::Running.as_str(), RunStatus::Paused.as_str()]),
+        )
+        .to_owned();
+    let runs: Vec<i64> = db
+        .query_all(&select)
+        .await?
+        .iter()
+        .map(|row| row.try_get("", "id"))
+        .collect::<Result<_, _>>()?;
+    let mut resumed = 0;
+    for run in runs {
+        match crate::launch::resume(db, queues, settings, run, stale).await {
+            Ok(Some(_)) => resumed += 1,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(run, %error, "an interrupted launch could not be finished; trying again next round");
+            }
+        }
+    }
+    Ok(resumed)
 }
 
 /// Enqueues again the deliveries of `run` on `channels` in `status` (with `claimed_before`:
@@ -493,6 +542,8 @@ pub struct Supervised {
     pub failed: u64,
     /// Deliveries enqueued because their wave (local time, quiet hours) came due.
     pub released: u64,
+    /// Launches stopped half-way (their process died) whose audience was written to the end.
+    pub resumed_launches: u64,
 }
 
 /// Fails the deliveries of `run` left in `sending` by dead workers as often as they have
@@ -523,7 +574,9 @@ async fn fail_crashing(
 
 /// One supervision round over every running run:
 ///
-/// - a run with nothing queued or being sent is completed;
+/// - a launch that stopped writing its audience longer ago than `sending.reclaim_after_secs`
+///   (its process died) is finished from its cursor ([`crate::launch::resume`]);
+/// - a run with nothing queued or being sent, and whose launch is finished, is completed;
 /// - a delivery claimed longer ago than `sending.reclaim_after_secs` whose worker never
 ///   finished it is enqueued again (the claim takes such rows over);
 /// - when a channel's queue holds nothing (no job waiting, in flight or delayed) while a run
@@ -538,6 +591,9 @@ pub async fn supervise(
     settings: &SendingSettings,
 ) -> Result<Supervised, CampaignError> {
     let mut done = Supervised::default();
+    let stale = Timestamp::now().millis()
+        - i64::try_from(settings.reclaim_after().as_millis()).unwrap_or(i64::MAX);
+    done.resumed_launches = resume_launches(db, queues, settings, stale).await?;
     let select = Query::select()
         .column("id")
         .from("campaign_runs")
@@ -563,7 +619,6 @@ pub async fn supervise(
         }
     }
     let now = Timestamp::now().millis();
-    let stale = now - i64::try_from(settings.reclaim_after().as_millis()).unwrap_or(i64::MAX);
     // Rows written in the last moments of a launch may not be enqueued yet: they get two
     // supervision rounds (at least 2 s) before their jobs count as lost.
     let grace_period =

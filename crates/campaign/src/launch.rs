@@ -13,6 +13,14 @@
 //! The database is the source of truth: if Redis fails half-way, the rows written stay
 //! `queued` and the supervisor ([`crate::control::supervise`]) enqueues them once the queue
 //! answers again.
+//!
+//! A launch keeps its place in the run: each page's rows are written in one transaction with
+//! the run's [`Cursor`] (the group and the last member written), its heartbeat and its counts,
+//! on condition that the cursor is still the one this launch wrote last. A launch whose
+//! process died (or lost the database) stops beating; the supervisor takes it over after
+//! `sending.reclaim_after_secs` and writes the rest from the cursor ([`resume`]), and until
+//! the cursor is cleared at the end the run is not completed, so the members written so far
+//! are sent and the others follow, each once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -24,10 +32,10 @@ use clarion_model::{
 use clarion_queue::Queue;
 use clarion_segment::members::{self, Member};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, Statement,
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait, Query},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
@@ -165,12 +173,145 @@ async fn launch_from(
     let campaign = launchable(db, settings, workspace, id, from).await?;
     let planner = waves::planner(db, workspace, id, local, now).await?;
     // Open the queues first: with Redis down, refuse before anything changes.
+    let opened = open_queues(queues, &campaign).await?;
+    claim(db, workspace, id, from).await?;
+    let cursor = Cursor::start(local, now);
+    let run_id = start_run(db, workspace, id, launched_by, Some(&cursor)).await?;
+    let run = RunOf {
+        id: run_id,
+        workspace,
+        campaign: &campaign,
+    };
+    let mut report = write_audience(db, settings, &run, planner, &opened, cursor).await?;
+    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        run = run_id,
+        audience = report.audience,
+        queued = report.queued,
+        suppressed = report.suppressed.values().sum::<u64>(),
+        holdout = report.holdout,
+        ms = report.elapsed_ms,
+        "campaign launched"
+    );
+    Ok(report)
+}
+
+/// Finishes the launch of run `run_id` from the cursor kept in the run, if its launch stopped
+/// beating before `stale` (ms): the process writing it died, or lost the database. Another
+/// process taking it over at the same moment finds it taken (`None`); so does a launch that
+/// finished meanwhile. Returns what this process wrote.
+///
+/// # Errors
+/// [`CampaignError::NotFound`] when the campaign was deleted; database and Redis failures
+/// (the launch stays unfinished, to be taken over again).
+#[tracing::instrument(skip_all, fields(run = run_id))]
+pub async fn resume(
+    db: &DatabaseConnection,
+    queues: &Queues,
+    settings: &SendingSettings,
+    run_id: i64,
+    stale: i64,
+) -> Result<Option<LaunchReport>, CampaignError> {
+    let Some((workspace, id, cursor)) = take_over(db, run_id, stale).await? else {
+        return Ok(None);
+    };
+    let campaign = store::get(db, workspace, id)
+        .await?
+        .ok_or_else(|| CampaignError::NotFound(format!("campaign {id}")))?;
+    let planner = waves::planner(db, workspace, id, cursor.local()?, cursor.launched_at()?).await?;
+    let opened = open_queues(queues, &campaign).await?;
+    tracing::warn!(group = cursor.group, after = ?cursor.after, "a launch stopped half-way; writing the rest of its audience");
+    let run = RunOf {
+        id: run_id,
+        workspace,
+        campaign: &campaign,
+    };
+    let report = write_audience(db, settings, &run, planner, &opened, cursor).await?;
+    tracing::info!(
+        audience = report.audience,
+        queued = report.queued,
+        "the rest of an interrupted launch is written"
+    );
+    Ok(Some(report))
+}
+
+/// Takes over the launch of `run_id` if it stopped beating before `stale`: one process wins
+/// (compare-and-set on the heartbeat). Returns the run's workspace, campaign and cursor.
+async fn take_over(
+    db: &DatabaseConnection,
+    run_id: i64,
+    stale: i64,
+) -> Result<Option<(WorkspaceId, CampaignId, Cursor)>, CampaignError> {
+    let select = Query::select()
+        .columns([
+            "workspace_id",
+            "campaign_id",
+            "launch_cursor",
+            "launch_beat",
+        ])
+        .from("campaign_runs")
+        .and_where(Expr::col("id").eq(run_id))
+        .and_where(Expr::col("launch_beat").lt(stale))
+        .to_owned();
+    let Some(row) = db.query_one(&select).await? else {
+        return Ok(None);
+    };
+    let (Some(cursor), Some(beat)) = (
+        row.try_get::<Option<String>>("", "launch_cursor")?,
+        row.try_get::<Option<i64>>("", "launch_beat")?,
+    ) else {
+        return Ok(None);
+    };
+    let take = Query::update()
+        .table("campaign_runs")
+        .value("launch_beat", Timestamp::now().millis())
+        .and_where(Expr::col("id").eq(run_id))
+        .and_where(Expr::col("launch_beat").eq(beat))
+        .to_owned();
+    if db.execute(&take).await?.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let cursor: Cursor = serde_json::from_str(&cursor).map_err(|error| {
+        CampaignError::Corrupt(format!("launch cursor of run {run_id}: {error}"))
+    })?;
+    Ok(Some((
+        WorkspaceId(row.try_get("", "workspace_id")?),
+        CampaignId(row.try_get("", "campaign_id")?),
+        cursor,
+    )))
+}
+
+/// The queue of each of the campaign's channels.
+async fn open_queues(
+    queues: &Queues,
+    campaign: &Campaign,
+) -> Result<Vec<(Channel, Queue<DeliveryJob>)>, CampaignError> {
     let mut opened = Vec::new();
     for &channel in &campaign.channels {
         opened.push((channel, queues.open(channel).await?));
     }
-    claim(db, workspace, id, from).await?;
-    let run_id = start_run(db, workspace, id, launched_by).await?;
+    Ok(opened)
+}
+
+/// The run a launch writes, and its campaign.
+struct RunOf<'a> {
+    id: i64,
+    workspace: WorkspaceId,
+    campaign: &'a Campaign,
+}
+
+/// Writes the campaign's audience into the run from `cursor` on, enqueues it, and closes the
+/// launch: waves, KPI roll-ups, the cursor cleared (the run may complete now).
+async fn write_audience(
+    db: &DatabaseConnection,
+    settings: &SendingSettings,
+    run: &RunOf<'_>,
+    planner: Planner,
+    opened: &[(Channel, Queue<DeliveryJob>)],
+    cursor: Cursor,
+) -> Result<LaunchReport, CampaignError> {
+    let (workspace, campaign, run_id) = (run.workspace, run.campaign, run.id);
+    let now = cursor.launched_at()?;
     // Pages are checked against the suppression list only for channels that have one.
     let mut listed = Vec::new();
     for &channel in &campaign.channels {
@@ -191,18 +332,19 @@ async fn launch_from(
             .collect()
     };
 
+    let first_group = cursor.group;
     let mut outbox = Outbox {
         db,
         workspace,
-        campaign: &campaign,
+        campaign,
         run_id,
-        opened: &opened,
+        opened,
         listed: &listed,
         capped: &capped,
         page: settings.launch_page,
         report: LaunchReport {
             run_id,
-            campaign_id: id,
+            campaign_id: campaign.id,
             audience: 0,
             holdout: 0,
             queued: 0,
@@ -212,38 +354,94 @@ async fn launch_from(
             elapsed_ms: 0,
         },
         planner,
-        now: now.timestamp_millis(),
+        now: cursor.now,
+        cursor,
         phases: Phases::default(),
         pending: Vec::new(),
         written_rows: 0,
         analyze_at: 10_000,
     };
-    for plan in groups(&campaign) {
-        outbox.write_group(&plan).await?;
+    for (index, plan) in groups(campaign).iter().enumerate().skip(first_group) {
+        outbox.write_group(index, plan).await?;
     }
     let (mut report, mut planner) = outbox.finish().await?;
     if planner.plans() {
+        // A launch killed after recording its waves, before closing, records them anew.
+        let recorded = Query::delete()
+            .from_table("run_waves")
+            .and_where(Expr::col("run_id").eq(run_id))
+            .to_owned();
+        db.execute(&recorded).await?;
         report.waves = waves::record(db, workspace, run_id, &mut planner, now).await?;
     }
     // The run's KPI roll-ups start from its rows; events that arrive meanwhile are merged
     // in by the ingestion listener, and refreshing a contact twice changes nothing.
     clarion_kpi::rollup::build_run(db, run_id).await?;
-
-    record_counts(db, run_id, &report).await?;
-    if report.queued == 0 {
-        crate::control::complete_if_done(db, run_id).await?;
-    }
-    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(
-        run = run_id,
-        audience = report.audience,
-        queued = report.queued,
-        suppressed = report.suppressed.values().sum::<u64>(),
-        holdout = report.holdout,
-        ms = report.elapsed_ms,
-        "campaign launched"
-    );
+    close_launch(db, run_id).await?;
+    crate::control::complete_if_done(db, run_id).await?;
     Ok(report)
+}
+
+/// Where a launch stands, kept in its run (`campaign_runs.launch_cursor`, JSON) with every
+/// page written, so that another process can finish it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The group being written: its index in [`groups`].
+    group: usize,
+    /// The last member of that group written.
+    after: Option<i64>,
+    /// The launch's moment (ms since the epoch), which waves and due times are planned from.
+    now: i64,
+    /// A local-time schedule's slot, and the zone of contacts without one.
+    local: Option<(chrono::NaiveDateTime, String)>,
+}
+
+impl Cursor {
+    fn start(
+        local: Option<(chrono::NaiveDateTime, chrono_tz::Tz)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            group: 0,
+            after: None,
+            now: now.timestamp_millis(),
+            local: local.map(|(at, zone)| (at, zone.name().to_owned())),
+        }
+    }
+
+    fn launched_at(&self) -> Result<chrono::DateTime<chrono::Utc>, CampaignError> {
+        chrono::DateTime::from_timestamp_millis(self.now)
+            .ok_or_else(|| CampaignError::Corrupt(format!("launch cursor time {}", self.now)))
+    }
+
+    fn local(&self) -> Result<Option<(chrono::NaiveDateTime, chrono_tz::Tz)>, CampaignError> {
+        self.local
+            .as_ref()
+            .map(|(at, zone)| {
+                zone.parse()
+                    .map(|zone| (*at, zone))
+                    .map_err(|_| CampaignError::Corrupt(format!("launch cursor zone {zone:?}")))
+            })
+            .transpose()
+    }
+
+    fn to_json(&self) -> String {
+        // A struct of numbers and strings always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Marks the launch of `run_id` finished: the run may complete once its deliveries are done.
+async fn close_launch(db: &DatabaseConnection, run_id: i64) -> Result<(), sea_orm::DbErr> {
+    let close = Query::update()
+        .table("campaign_runs")
+        .value("launch_cursor", Option::<String>::None)
+        .value("launch_beat", Option::<i64>::None)
+        .value("updated_at", Timestamp::now().millis())
+        .and_where(Expr::col("id").eq(run_id))
+        .to_owned();
+    db.execute(&close).await?;
+    Ok(())
 }
 
 /// The campaign, if it may be launched now.
@@ -328,12 +526,14 @@ pub(crate) async fn claim(
     Ok(())
 }
 
-/// Writes the run row, its counts still zero; returns its id.
+/// Writes the run row, its counts still zero; returns its id. A launch gives its starting
+/// `cursor`, which marks the run as being launched.
 pub(crate) async fn start_run(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     id: CampaignId,
     launched_by: Option<i64>,
+    cursor: Option<&Cursor>,
 ) -> Result<i64, CampaignError> {
     let now = Timestamp::now().millis();
     let insert = Query::insert()
@@ -349,6 +549,8 @@ pub(crate) async fn start_run(
             "holdout",
             "started_at",
             "updated_at",
+            "launch_cursor",
+            "launch_beat",
         ])
         .values_panic([
             workspace.0.into(),
@@ -361,6 +563,8 @@ pub(crate) async fn start_run(
             0i64.into(),
             now.into(),
             now.into(),
+            cursor.map(Cursor::to_json).into(),
+            cursor.map(|_| now).into(),
         ])
         .returning_col("id")
         .to_owned();
@@ -369,26 +573,6 @@ pub(crate) async fn start_run(
         .await?
         .ok_or_else(|| CampaignError::Corrupt("the new run has no id".into()))?
         .try_get("", "id")?)
-}
-
-/// Stores the launch's counts on its run.
-async fn record_counts(
-    db: &DatabaseConnection,
-    run_id: i64,
-    report: &LaunchReport,
-) -> Result<(), sea_orm::DbErr> {
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let counts = Query::update()
-        .table("campaign_runs")
-        .value("audience", count(report.audience))
-        .value("queued", count(report.queued))
-        .value("suppressed", count(report.suppressed.values().sum()))
-        .value("holdout", count(report.holdout))
-        .value("updated_at", Timestamp::now().millis())
-        .and_where(Expr::col("id").eq(run_id))
-        .to_owned();
-    db.execute(&counts).await?;
-    Ok(())
 }
 
 /// The streaming part of a launch: the audience, a page at a time, written as delivery rows
@@ -410,6 +594,8 @@ struct Outbox<'a> {
     /// The launch's moment (ms): rows due later are held until their wave is released.
     now: i64,
     phases: Phases,
+    /// Where the launch stands, as last written to the run.
+    cursor: Cursor,
     /// Jobs written but not enqueued yet, by index into `opened`.
     pending: Vec<(usize, Vec<DeliveryJob>)>,
     /// Workers claim while the launch writes; see `refresh_statistics`.
@@ -422,12 +608,22 @@ impl Outbox<'_> {
     ///
     /// Three things overlap at each step: page N is written, page N+1 is read, and the jobs
     /// of page N-1 are enqueued. The database works on two connections at once.
-    async fn write_group(&mut self, plan: &GroupPlan<'_>) -> Result<(), CampaignError> {
+    /// The group is the `index`th of the campaign; a launch resumed in it starts after the
+    /// cursor's member.
+    async fn write_group(
+        &mut self,
+        index: usize,
+        plan: &GroupPlan<'_>,
+    ) -> Result<(), CampaignError> {
         let (db, workspace, page) = (self.db, self.workspace, self.page);
         let segment = SegmentId(plan.segment.id);
         let weights = weights(self.campaign, plan.group);
         let step = Instant::now();
-        let mut page_members = members::page(db, workspace, segment, None, page).await?;
+        let resumed_after = (self.cursor.group == index)
+            .then_some(self.cursor.after)
+            .flatten()
+            .map(ContactId);
+        let mut page_members = members::page(db, workspace, segment, resumed_after, page).await?;
         self.phases.read += step.elapsed();
         while let (Some(first), Some(last)) = (page_members.first(), page_members.last()) {
             let step = Instant::now();
@@ -451,21 +647,28 @@ impl Outbox<'_> {
                     );
                 }
             }
+            let counted = self.counted();
             let rows = self.rows(plan, &weights, &page_members, &taken, &listed, &capped);
             self.phases.assign += step.elapsed();
 
             let step = Instant::now();
             let more = page_members.len() as u64 == page;
             let after = Some(last.contact);
+            let cursor = Cursor {
+                group: index,
+                after: Some(last.contact.0),
+                ..self.cursor.clone()
+            };
+            let now_counted = self.counted();
+            let written_page = Page {
+                segment: plan.segment.id,
+                rows: &rows,
+                counts: std::array::from_fn(|i| now_counted[i] - counted[i]),
+                from: self.cursor.to_json(),
+                to: cursor.to_json(),
+            };
             let (written, next, deferred) = tokio::join!(
-                write_rows(
-                    db,
-                    self.run_id,
-                    self.campaign.id,
-                    workspace,
-                    plan.segment.id,
-                    &rows
-                ),
+                write_page(db, self.run_id, self.campaign.id, workspace, &written_page),
                 async {
                     if more {
                         members::page(db, workspace, segment, after, page).await
@@ -478,6 +681,7 @@ impl Outbox<'_> {
             self.phases.write += step.elapsed();
             self.report.enqueue_deferred += deferred;
             let queued = written?;
+            self.cursor = cursor;
             page_members = next?;
             self.written_rows += rows.len() as u64;
             if self.written_rows >= self.analyze_at {
@@ -487,6 +691,15 @@ impl Outbox<'_> {
             self.hold_jobs(&queued);
         }
         Ok(())
+    }
+
+    /// Members, held-out members and suppressed rows counted so far.
+    fn counted(&self) -> [u64; 3] {
+        [
+            self.report.audience,
+            self.report.holdout,
+            self.report.suppressed.values().sum(),
+        ]
     }
 
     /// The rows of one page of members: each member not taken by an earlier group is assigned
@@ -660,6 +873,57 @@ fn choose(
         crate::assign::Group::Fallback => campaign.fallback.as_ref()?.id,
     };
     Some((variant, decision.holdout))
+}
+
+/// One page of a launch, to be written with the run's progress.
+struct Page<'r> {
+    segment: i64,
+    rows: &'r [Row],
+    /// Members, held-out members and suppressed rows on the page (queued rows are counted as
+    /// they are written).
+    counts: [u64; 3],
+    /// The run's cursor before and after the page (JSON).
+    from: String,
+    to: String,
+}
+
+/// Writes a page's rows and moves the run's cursor past it, adding its counts, in one
+/// transaction: a launch killed at any moment leaves its run's counts and cursor exactly at
+/// the last page written. The cursor moves only from where this launch left it, so a launch
+/// taken over by another process (it was thought dead) stops at its next page.
+async fn write_page(
+    db: &DatabaseConnection,
+    run_id: i64,
+    campaign: CampaignId,
+    workspace: WorkspaceId,
+    page: &Page<'_>,
+) -> Result<Vec<(Channel, i64, Option<i64>)>, CampaignError> {
+    let txn = db.begin().await?;
+    let queued = write_rows(&txn, run_id, campaign, workspace, page.segment, page.rows).await?;
+    let add =
+        |column: &'static str, n: u64| Expr::col(column).add(i64::try_from(n).unwrap_or(i64::MAX));
+    let [audience, holdout, suppressed] = page.counts;
+    let now = Timestamp::now().millis();
+    let progress = Query::update()
+        .table("campaign_runs")
+        .value("launch_cursor", page.to.clone())
+        .value("launch_beat", now)
+        .value("audience", add("audience", audience))
+        .value("holdout", add("holdout", holdout))
+        .value("suppressed", add("suppressed", suppressed))
+        .value("queued", add("queued", queued.len() as u64))
+        .value("updated_at", now)
+        .and_where(Expr::col("id").eq(run_id))
+        .and_where(Expr::col("launch_cursor").eq(page.from.clone()))
+        .to_owned();
+    if txn.execute(&progress).await?.rows_affected() != 1 {
+        // Dropping the transaction rolls the page back.
+        return Err(CampaignError::Conflict(format!(
+            "the launch of run {run_id} was taken over by another process"
+        )));
+    }
+    txn.commit().await?;
+    Ok(queued)
 }
 
 /// Writes a page of rows (all of `segment`) in one statement and returns the queued ones'

@@ -13,11 +13,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendingSettings {
-    /// Jobs a worker takes from a queue at once; contacts and variants are loaded, and
-    /// statuses recorded, once per batch.
+    /// Jobs a worker takes from a queue at once; contacts and variants are loaded once per
+    /// batch (outcomes are recorded in small groups as sends complete).
     pub batch_size: usize,
-    /// Messages one worker has in flight at once per channel (SMTP connections are further
-    /// limited by `email.smtp.pool_size`).
+    /// Messages one worker has in flight at once per channel, across all its batches (SMTP
+    /// connections are further limited by `email.smtp.pool_size`). A message is in flight
+    /// from its send until its outcome is recorded, so this also bounds the messages sent
+    /// twice when a worker is killed.
     pub concurrency: usize,
     /// Attempts per delivery before it fails for good (transient errors only; a permanent
     /// error fails at once).
@@ -27,7 +29,9 @@ pub struct SendingSettings {
     /// Longest delay between two attempts, in milliseconds.
     pub backoff_max_ms: u64,
     /// A delivery claimed this long ago by a worker that never finished it (the worker died)
-    /// is taken over by another worker, in seconds. Must exceed the time a batch takes.
+    /// is taken over by another worker, and a launch that wrote no page for this long (its
+    /// process died) is finished by the supervisor, in seconds. Must exceed the time a batch
+    /// takes.
     pub reclaim_after_secs: u64,
     /// Emails per second across all workers (0: no limit), enforced through Redis.
     pub email_per_second: u32,

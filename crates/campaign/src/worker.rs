@@ -1,7 +1,7 @@
 //! The delivery worker: jobs in, messages out, statuses recorded.
 //!
-//! A batch of jobs (delivery ids) is handled in four steps, each one statement or one
-//! concurrent burst whatever the batch size:
+//! A batch of jobs (delivery ids) is handled in these steps, each one statement or one
+//! concurrent burst whatever the batch size (recording: one statement per small group):
 //!
 //! 1. **Claim**: one `UPDATE … RETURNING` moves the batch's rows from `queued` to `sending`
 //!    (compare-and-set), for runs that are running. A row another worker claimed, one that is
@@ -15,11 +15,15 @@
 //!    launch is suppressed; data that breaks the template fails that delivery with the
 //!    template's message. Messages over a contact's frequency cap (sent by other campaigns
 //!    since launch) are suppressed, one query for the batch ([`crate::frequency`]).
-//! 3. **Send** concurrently over the pooled SMTP connections or keep-alive HTTP client.
-//! 4. **Record** every outcome with one `UPDATE … FROM (VALUES …)` (again only rows still
-//!    `sending`), then settle the jobs: acknowledge, retry later (transient errors, status
-//!    back to `queued` with the reason), or dead-letter (permanent errors and exhausted
-//!    attempts, status `failed` with the reason).
+//! 3. **Send** concurrently over the pooled SMTP connections or keep-alive HTTP client, at
+//!    most `sending.concurrency` messages of a channel in flight in the whole worker.
+//! 4. **Record** outcomes as sends complete, in small groups (a few dozen, or what completed
+//!    within a few milliseconds) of one `UPDATE … FROM (VALUES …)` each (again only rows
+//!    still `sending`); a message counts as in flight until its outcome is recorded, so a
+//!    worker killed at any moment has sent at most `sending.concurrency` messages per channel
+//!    that will be sent again. Then settle the jobs: acknowledge, retry later (transient
+//!    errors, status back to `queued` with the reason), or dead-letter (permanent errors and
+//!    exhausted attempts, status `failed` with the reason).
 //! 5. **Bounces**: recipients the SMTP relay refused are applied as bounces
 //!    ([`crate::feedback`]): a 5xx marks the contact `bounced` and suppresses the address at
 //!    once, 4xx answers are counted as soft bounces.
@@ -36,7 +40,7 @@ use chrono::{DateTime, Utc};
 use clarion_contacts::Ingest;
 use clarion_dispatch::{
     DispatchError, EmailMessage, EmailSender, ListUnsubscribe, SendReceipt, SendResult,
-    Sender as _, WebhookAttempt, WebhookMessage, WebhookSender,
+    WebhookMessage, WebhookSender,
 };
 use clarion_model::{
     CampaignId, Channel, ContactId, DeliveryJob, DeliveryStatus, RunStatus, SubscriptionStatus,
@@ -44,11 +48,14 @@ use clarion_model::{
 };
 use clarion_queue::{Outcome, Received, RunStats};
 use clarion_template::Tracker;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value,
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde_json::Value as Json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     CampaignError,
@@ -95,6 +102,9 @@ pub struct Worker {
     campaigns: Mutex<HashMap<(WorkspaceId, CampaignId), Arc<Campaign>>>,
     senders: IdentityCache,
     guard: Mutex<HashMap<i64, ErrorWindow>>,
+    /// `sending.concurrency` slots per channel; see [`Worker::send_and_record`].
+    email_slots: Arc<Semaphore>,
+    webhook_slots: Arc<Semaphore>,
 }
 
 /// Finished deliveries of one run seen by this worker, for the error-rate guard.
@@ -144,10 +154,18 @@ type Targets = HashMap<(WorkspaceId, EndpointRef), Arc<SendTarget>>;
 /// Most campaigns a worker keeps compiled in memory.
 const CAMPAIGN_CACHE: usize = 64;
 
+/// Most outcomes recorded by one statement ...
+const RECORD_GROUP: usize = 64;
+/// ... and longest an outcome waits for others to be recorded with it.
+const RECORD_WAIT: Duration = Duration::from_millis(5);
+
 impl Worker {
     #[must_use]
     pub fn new(parts: WorkerParts) -> Self {
+        let slots = || Arc::new(Semaphore::new(parts.settings.concurrency));
         Self {
+            email_slots: slots(),
+            webhook_slots: slots(),
             parts,
             campaigns: Mutex::new(HashMap::new()),
             senders: IdentityCache::default(),
@@ -320,23 +338,11 @@ impl Worker {
             to_send = self.within_endpoint_limits(to_send, &mut decided).await?;
         }
 
-        let (rows, messages): (Vec<Claimed>, Vec<Message>) = to_send.into_iter().unzip();
-        let results = self.send(channel, messages).await?;
-        let mut bounces = Vec::new();
-        for (row, result) in rows.into_iter().zip(results) {
-            let fate = match result {
-                Ok(receipt) => Fate::Sent(receipt.detail),
-                Err(error) => {
-                    if let Some(report) = bounce_report(&row, &error, people.get(&row.contact)) {
-                        bounces.push((row.workspace, report));
-                    }
-                    self.failure(&row, &error)
-                }
-            };
-            decided.push((row, fate));
-        }
-
+        // What was decided without sending is recorded first, then each send as it completes.
         self.record(&decided).await?;
+        let sent = self.send_and_record(channel, to_send, &people).await?;
+        decided.extend(sent.decided);
+        let bounces = sent.bounces;
         self.apply_bounces(bounces).await;
         self.roll_up(&decided).await;
         for (row, fate) in &decided {
@@ -757,48 +763,110 @@ impl Worker {
         }
     }
 
-    /// Sends the batch's messages (moved, not copied: a batch of 20 KB emails is megabytes).
-    /// Webhook results are added to their endpoints' results, one UPDATE per endpoint.
-    async fn send(&self, channel: Channel, batch: Vec<Message>) -> Result<Vec<SendResult>, DbErr> {
-        let concurrency = self.parts.settings.concurrency;
-        match channel {
-            Channel::Email => {
-                let messages: Vec<EmailMessage> = batch
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        Message::Email(email) => Some(email),
-                        Message::Webhook(..) => None,
-                    })
-                    .collect();
-                Ok(self.parts.email.send_many(&messages, concurrency).await)
+    /// Sends the batch's messages (moved, not copied: a batch of 20 KB emails is megabytes)
+    /// and records each outcome soon after its send completes, returning the outcomes with
+    /// the bounces the relay reported.
+    ///
+    /// A message takes one of the channel's `sending.concurrency` slots of this worker
+    /// before it is sent and gives it back once its outcome is recorded, so however many
+    /// batches run at once, a worker killed at any moment leaves at most that many messages
+    /// sent but not recorded: the ones the worker taking over sends again. Outcomes are
+    /// recorded in groups of up to [`RECORD_GROUP`], one statement each, a group waiting at
+    /// most [`RECORD_WAIT`] for its first outcome's company; one group is recorded while the
+    /// next fills. Webhook results are added to their endpoints' results, one UPDATE per
+    /// endpoint, at the end.
+    async fn send_and_record(
+        &self,
+        channel: Channel,
+        to_send: Vec<(Claimed, Message)>,
+        people: &HashMap<ContactId, ContactData>,
+    ) -> Result<Sent, CampaignError> {
+        let slots = Arc::clone(self.slots(channel));
+        let mut waiting = to_send.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        let mut group = Group::default();
+        let mut recording: Option<BoxFuture<'_, Recorded>> = None;
+        let mut sent = Sent::default();
+        let mut tallies: HashMap<i64, Tally> = HashMap::new();
+        loop {
+            let nothing_left = waiting.as_slice().is_empty() && in_flight.is_empty();
+            if recording.is_none() && group.is_due(nothing_left) {
+                recording = Some(Box::pin(self.record_group(std::mem::take(&mut group))));
             }
-            Channel::Webhook => {
-                let Some(sender) = &self.parts.webhook else {
-                    return Ok(batch
-                        .iter()
-                        .map(|_| {
-                            Err(DispatchError::permanent(
-                                "no webhook secret is configured (webhook.secret)",
-                            ))
-                        })
-                        .collect());
-                };
-                let (messages, targets): (Vec<WebhookMessage>, Vec<Option<i64>>) = batch
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        Message::Webhook(webhook, target) => Some((webhook, target.map(|t| t.id))),
-                        Message::Email(_) => None,
-                    })
-                    .unzip();
-                let attempts = sender.attempt_many(&messages, concurrency).await;
-                let mut tallies: HashMap<i64, Tally> = HashMap::new();
-                for (attempt, target) in attempts.iter().zip(&targets) {
-                    if let Some(id) = target {
-                        tally(tallies.entry(*id).or_default(), attempt);
-                    }
+            if nothing_left && recording.is_none() && group.outcomes.is_empty() {
+                break;
+            }
+            let wait_until = group.due_at();
+            tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned(), if !waiting.as_slice().is_empty() => {
+                    let (Ok(permit), Some((row, message))) = (permit, waiting.next()) else {
+                        continue;
+                    };
+                    in_flight.push(async move {
+                        let (result, answer) = self.send_one(message).await;
+                        (row, result, answer, permit)
+                    });
                 }
-                endpoints::record_results(&self.parts.db, &tallies).await?;
-                Ok(attempts.into_iter().map(|attempt| attempt.result).collect())
+                Some((row, result, answer, permit)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some((endpoint, status)) = answer {
+                        tally(tallies.entry(endpoint).or_default(), &result, status);
+                    }
+                    let fate = match result {
+                        Ok(receipt) => Fate::Sent(receipt.detail),
+                        Err(error) => {
+                            if let Some(report) = bounce_report(&row, &error, people.get(&row.contact)) {
+                                sent.bounces.push((row.workspace, report));
+                            }
+                            self.failure(&row, &error)
+                        }
+                    };
+                    group.add(row, fate, permit);
+                }
+                Some(recorded) = async { match recording.as_mut() {
+                    Some(future) => Some(future.await),
+                    None => None,
+                } }, if recording.is_some() => {
+                    recording = None;
+                    sent.decided.extend(recorded?);
+                }
+                () = tokio::time::sleep_until(wait_until), if recording.is_none() && !group.outcomes.is_empty() => {}
+            }
+        }
+        endpoints::record_results(&self.parts.db, &tallies).await?;
+        Ok(sent)
+    }
+
+    /// Records one group of outcomes, then gives their slots back.
+    async fn record_group(&self, group: Group) -> Recorded {
+        self.record(&group.outcomes).await?;
+        drop(group.slots);
+        Ok(group.outcomes)
+    }
+
+    /// The in-flight slots of `channel`.
+    fn slots(&self, channel: Channel) -> &Arc<Semaphore> {
+        match channel {
+            Channel::Email => &self.email_slots,
+            Channel::Webhook => &self.webhook_slots,
+        }
+    }
+
+    /// Sends one message; for a webhook to an endpoint, also the endpoint and the HTTP status
+    /// it answered, for its results.
+    async fn send_one(&self, message: Message) -> (SendResult, Option<(i64, Option<u16>)>) {
+        match message {
+            Message::Email(email) => (self.parts.email.send_email(&email).await, None),
+            Message::Webhook(webhook, target) => {
+                let Some(sender) = &self.parts.webhook else {
+                    return (
+                        Err(DispatchError::permanent(
+                            "no webhook secret is configured (webhook.secret)",
+                        )),
+                        None,
+                    );
+                };
+                let attempt = sender.attempt(&webhook).await;
+                (attempt.result, target.map(|t| (t.id, attempt.status)))
             }
         }
     }
@@ -1012,7 +1080,6 @@ impl Worker {
     }
 }
 
-/// Adds one attempt to its endpoint's tally.
 /// Whether this claim of the row is not its first attempt: a retry, or a job taken over from
 /// a worker that died.
 fn is_retry(row: &Claimed) -> bool {
@@ -1044,16 +1111,61 @@ fn quiet_retry(quiet: &QuietHours, contact: &ContactData, now: DateTime<Utc>) ->
     })
 }
 
-fn tally(tally: &mut Tally, attempt: &WebhookAttempt) {
-    match &attempt.result {
+/// Adds one attempt (its result, and the HTTP status if the endpoint answered) to its
+/// endpoint's tally.
+fn tally(tally: &mut Tally, result: &SendResult, status: Option<u16>) {
+    match result {
         Ok(SendReceipt { .. }) => tally.successes += 1,
         Err(error) => {
             tally.failures += 1;
             tally.last_error = Some(error.reason().to_owned());
         }
     }
-    if attempt.status.is_some() {
-        tally.last_status = attempt.status;
+    if status.is_some() {
+        tally.last_status = status;
+    }
+}
+
+/// Outcomes sent and recorded, and the bounces the relay reported, of one batch.
+#[derive(Default)]
+struct Sent {
+    decided: Vec<(Claimed, Fate)>,
+    bounces: Vec<(WorkspaceId, feedback::Report)>,
+}
+
+/// A recorded group's outcomes, or why it could not be recorded.
+type Recorded = Result<Vec<(Claimed, Fate)>, DbErr>;
+
+/// Outcomes of completed sends waiting to be recorded together, with the slots their
+/// messages hold until then.
+#[derive(Default)]
+struct Group {
+    outcomes: Vec<(Claimed, Fate)>,
+    slots: Vec<OwnedSemaphorePermit>,
+    /// When the first outcome arrived.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Group {
+    fn add(&mut self, row: Claimed, fate: Fate, slot: OwnedSemaphorePermit) {
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+        self.outcomes.push((row, fate));
+        self.slots.push(slot);
+    }
+
+    /// Whether the group should be recorded now: it is full, its first outcome waited long
+    /// enough, or no more outcomes will come (`last`).
+    fn is_due(&self, last: bool) -> bool {
+        !self.outcomes.is_empty()
+            && (last
+                || self.outcomes.len() >= RECORD_GROUP
+                || self.due_at() <= tokio::time::Instant::now())
+    }
+
+    /// When the group is due at the latest.
+    fn due_at(&self) -> tokio::time::Instant {
+        self.since
+            .map_or_else(tokio::time::Instant::now, |since| since + RECORD_WAIT)
     }
 }
 

@@ -78,6 +78,7 @@ pub fn spawn_supervisor(state: &AppState, stop: &watch::Receiver<bool>) -> JoinH
                         requeued = done.requeued,
                         abandoned = done.abandoned,
                         failed = done.failed,
+                        resumed_launches = done.resumed_launches,
                         "supervision round"
                     );
                 }

@@ -604,7 +604,7 @@ struct RunCounts {
 
 /// Starts a new run for the trigger and makes it the trigger's.
 async fn new_run(txn: &impl ConnectionTrait, trigger: &Stored) -> Result<i64, CampaignError> {
-    let run = start_run(txn, trigger.workspace, trigger.campaign, None).await?;
+    let run = start_run(txn, trigger.workspace, trigger.campaign, None, None).await?;
     let update = Query::update()
         .table("campaign_triggers")
         .value("run_id", run)

@@ -655,7 +655,7 @@ async fn arm(
             "campaign {campaign} was launched at the same moment by another request"
         )));
     }
-    let run = crate::launch::start_run(&txn, workspace, campaign, None).await?;
+    let run = crate::launch::start_run(&txn, workspace, campaign, None, None).await?;
     let cursor = newest_entry(&txn, checked.segment).await?;
     let insert = Query::insert()
         .into_table("campaign_triggers")
