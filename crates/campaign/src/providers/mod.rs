@@ -27,8 +27,8 @@ use std::sync::{Arc, OnceLock};
 
 use clarion_contacts::Ingest;
 use clarion_model::{Coded, DEFAULT_WORKSPACE, EmailAddress, ErrorCode, FieldError};
+use sea_orm::DbBackend;
 use serde::{Deserialize, Serialize};
-use sea_orm::{ConnectionTrait, DbBackend};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use utoipa::ToSchema;
 
