@@ -301,7 +301,7 @@ async fn repeated_failures_lock_the_account_and_the_address(backend: Backend) {
         "{}",
         locked.body
     );
-    assert!(locked.body.contains("15 minute(s)"), "{}", locked.body);
+    assert!(locked.body.contains("for 15 minutes."), "{}", locked.body);
     assert!(!visitor.cookies.contains_key("clarion_session"));
 
     // Another account from the same address still works until the address's own limit.
