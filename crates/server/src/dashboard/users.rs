@@ -270,31 +270,11 @@ pub async fn role(
         )
         .await;
     };
-    match users::set_role(&state.db, signed.session.workspace, id, role).await {
-        Ok(user) => {
-            let notice = format!("{} is now {}.", user.email, user.role);
-            render(
-                &state,
-                &signed,
-                StatusCode::OK,
-                Extra {
-                    notice,
-                    ..Extra::default()
-                },
-            )
-            .await
-        }
-        Err(error @ AccountError::LastAdmin) => {
-            refuse(
-                &state,
-                &signed,
-                StatusCode::CONFLICT,
-                capitalised(&error.to_string()) + ".",
-            )
-            .await
-        }
-        Err(other) => Err(other.into()),
-    }
+    let changed = users::set_role(&state.db, signed.session.workspace, id, role).await;
+    settled(&state, &signed, changed, |user| {
+        format!("{} is now {}.", user.email, user.role)
+    })
+    .await
 }
 
 /// `POST /users/{id}/deactivate`: the account can no longer log in; its sessions end.
@@ -308,30 +288,11 @@ pub async fn deactivate(
     signed.require(Role::Admin)?;
     signed.check_form(&request, &form.csrf)?;
     let id = parse_id(&id)?;
-    match users::deactivate(&state.db, signed.session.workspace, id).await {
-        Ok(user) => {
-            render(
-                &state,
-                &signed,
-                StatusCode::OK,
-                Extra {
-                    notice: format!("{} was deactivated and logged out.", user.email),
-                    ..Extra::default()
-                },
-            )
-            .await
-        }
-        Err(error @ AccountError::LastAdmin) => {
-            refuse(
-                &state,
-                &signed,
-                StatusCode::CONFLICT,
-                capitalised(&error.to_string()) + ".",
-            )
-            .await
-        }
-        Err(other) => Err(other.into()),
-    }
+    let changed = users::deactivate(&state.db, signed.session.workspace, id).await;
+    settled(&state, &signed, changed, |user| {
+        format!("{} was deactivated and logged out.", user.email)
+    })
+    .await
 }
 
 /// `POST /users/{id}/reactivate`.
@@ -345,17 +306,35 @@ pub async fn reactivate(
     signed.require(Role::Admin)?;
     signed.check_form(&request, &form.csrf)?;
     let id = parse_id(&id)?;
-    let user = users::reactivate(&state.db, signed.session.workspace, id).await?;
-    render(
-        &state,
-        &signed,
-        StatusCode::OK,
-        Extra {
-            notice: format!("{} can log in again.", user.email),
-            ..Extra::default()
-        },
-    )
+    let changed = users::reactivate(&state.db, signed.session.workspace, id).await;
+    settled(&state, &signed, changed, |user| {
+        format!("{} can log in again.", user.email)
+    })
     .await
+}
+
+/// The page after a change to an account: the list with `notice` of the changed user, a 409
+/// when the change would leave the workspace without an active admin, or the error's page.
+async fn settled(
+    state: &AppState,
+    signed: &SignedIn,
+    changed: Result<users::User, AccountError>,
+    notice: impl FnOnce(&users::User) -> String,
+) -> Result<HttpResponse, PageError> {
+    match changed {
+        Ok(user) => {
+            let extra = Extra {
+                notice: notice(&user),
+                ..Extra::default()
+            };
+            render(state, signed, StatusCode::OK, extra).await
+        }
+        Err(error @ AccountError::LastAdmin) => {
+            let message = capitalised(&error.to_string()) + ".";
+            refuse(state, signed, StatusCode::CONFLICT, message).await
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// `POST /users/{id}/reset-link`: a password-reset link for the user, shown once.
