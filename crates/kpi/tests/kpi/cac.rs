@@ -24,6 +24,8 @@ use clarion_testkit::{Backend, TestDb, on_both_backends};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
 
+use crate::{exec, id_of};
+
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
@@ -112,27 +114,6 @@ struct World {
     /// Contacts built for one edge case each, by name.
     named: HashMap<&'static str, i64>,
     _test_db: TestDb,
-}
-
-async fn exec(db: &DatabaseConnection, sql: &str) {
-    db.execute_raw(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-async fn id_of(db: &DatabaseConnection, sql: &str) -> i64 {
-    db.query_one_raw(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .unwrap()
-    .unwrap()
-    .try_get("", "id")
-    .unwrap()
 }
 
 async fn count(db: &DatabaseConnection, sql: &str) -> i64 {

@@ -25,6 +25,8 @@ use clarion_testkit::{Backend, TestDb, on_both_backends};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
 
+use crate::{exec, id_of};
+
 const HOUR: i64 = 3_600_000;
 
 /// 2026-06-01T00:00:00Z.
@@ -97,27 +99,6 @@ struct World {
     stored: Vec<Happening>,
     externals: HashMap<i64, String>,
     _test_db: TestDb,
-}
-
-async fn exec(db: &DatabaseConnection, sql: &str) {
-    db.execute_raw(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-async fn id_of(db: &DatabaseConnection, sql: &str) -> i64 {
-    db.query_one_raw(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .unwrap()
-    .unwrap()
-    .try_get("", "id")
-    .unwrap()
 }
 
 async fn ingest_events(world: &mut World, events: Vec<Happening>) {

@@ -10,3 +10,28 @@ mod clv;
 mod machine;
 mod segment_conversion;
 mod stats;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+
+/// Runs one statement of a test's setup; a failure names the statement.
+async fn exec(db: &DatabaseConnection, sql: &str) {
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The `id` column of the one row `sql` selects.
+async fn id_of(db: &DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "id")
+    .unwrap()
+}
