@@ -21,6 +21,7 @@ mod m20261204_000013_local_time;
 mod m20261204_000013_triggers;
 mod m20261204_000013_users;
 mod m20261205_000027_launch_cursor;
+mod m20261205_000028_kpi_goal_days;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_triggers::Migration),
             Box::new(m20261204_000013_users::Migration),
             Box::new(m20261205_000027_launch_cursor::Migration),
+            Box::new(m20261205_000028_kpi_goal_days::Migration),
         ]
     }
 }

@@ -7,14 +7,17 @@
 //! sent over the first hour), its roll-ups built the way launch builds them (set-based), the
 //! activity roll-up of churn and retention built from the events, then p50/p95 of
 //! the campaign report, segment conversion over 30 days, two-segment comparison, 12 months
-//! of churn and the 12x12 cohort table.
+//! of churn, the 12x12 cohort table and CAC by channel over 30 days (with a spend of the
+//! campaign and one of the email channel). The goal roll-up segment conversion reads is
+//! filled from the generated events the way a repair fills it (they bypassed ingestion).
 
 use std::time::{Duration, Instant};
 
 use clarion_kpi::{
+    cac::{self, CacQuery, Grouping},
     campaign,
     churn::{self, Period},
-    rollup,
+    goal_days, rollup,
     segment::{self, Basis, ConversionQuery},
 };
 use clarion_model::{CampaignId, DEFAULT_WORKSPACE, Timestamp};
@@ -139,6 +142,23 @@ async fn campaign_run(db: &DatabaseConnection) -> anyhow::Result<(i64, i64, bool
     Ok((campaign, run, false))
 }
 
+/// A spend of the bench campaign over the 60 days before now and one of the email channel
+/// over the last 30, unless already there.
+async fn spends(db: &DatabaseConnection, campaign: i64) -> anyhow::Result<()> {
+    if scalar(db, "SELECT COUNT(*) AS v FROM marketing_spend").await? > 0 {
+        return Ok(());
+    }
+    db.execute_unprepared(&format!(
+        "INSERT INTO marketing_spend (workspace_id, campaign_id, channel, amount_minor, currency, period_from, period_to, label, created_at, updated_at) \
+         VALUES (1, {campaign}, NULL, 500000, 'GBP', {c}, {NOW}, 'bench', 0, 0), \
+                (1, NULL, 'email', 120000, 'GBP', {e}, {NOW}, 'bench', 0, 0)",
+        c = NOW - 60 * DAY,
+        e = NOW - 30 * DAY,
+    ))
+    .await?;
+    Ok(())
+}
+
 pub async fn run(bench: KpiBench, settings: &Settings) -> anyhow::Result<()> {
     let n = bench.contacts;
     println!("kpi reports on PostgreSQL, {n} contacts, {} events", n * 10);
@@ -164,6 +184,17 @@ pub async fn run(bench: KpiBench, settings: &Settings) -> anyhow::Result<()> {
         );
         db.execute_unprepared("ANALYZE kpi_spells").await?;
     }
+    if scalar(&db, "SELECT COUNT(*) AS v FROM kpi_goal_days").await? == 0 {
+        let started = Instant::now();
+        goal_days::rebuild(&db, DEFAULT_WORKSPACE).await?;
+        println!(
+            "  goal roll-up built from the raw events (as a repair rebuilds it): {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        db.execute_unprepared("VACUUM ANALYZE kpi_goal_days")
+            .await?;
+    }
+    spends(&db, campaign).await?;
     let k = bench.iterations;
     let line = |what: &str, ours: (f64, f64), baseline: Option<(f64, f64)>| match baseline {
         Some(b) => println!(
@@ -286,6 +317,34 @@ pub async fn run(bench: KpiBench, settings: &Settings) -> anyhow::Result<()> {
     .await?;
     let baseline = percentiles(k.min(3), || raw(&db, &raw_retention)).await?;
     line("retention, 12x12 cohort table", ours, Some(baseline));
+
+    let cac_query = CacQuery {
+        from: Timestamp::from_millis(NOW - 30 * DAY),
+        to: Timestamp::from_millis(NOW),
+        by: Grouping::Channel,
+        currency: Some("GBP".into()),
+        event: "purchase".into(),
+    };
+    let ours = percentiles(k.min(5), || async {
+        cac::report(&db, DEFAULT_WORKSPACE, &cac_query).await?;
+        Ok(())
+    })
+    .await?;
+    // New customers (first purchase ever in the period) attributed to a sent delivery of a
+    // purchase-goal campaign within its window, per channel, from every contact's purchases.
+    let raw_cac = format!(
+        "WITH firsts AS (SELECT contact_id, MIN(occurred_at) AS first_at FROM events WHERE kind = 'purchase' GROUP BY contact_id) \
+         SELECT d.channel, COUNT(DISTINCT f.contact_id) AS n, \
+                (SELECT SUM(amount_minor) FROM marketing_spend WHERE period_from < {NOW} AND period_to > {from}) AS spend \
+         FROM firsts f JOIN deliveries d ON d.contact_id = f.contact_id AND d.status = 'sent' \
+         JOIN campaigns c ON c.id = d.campaign_id AND c.goal_event = 'purchase' \
+         WHERE f.first_at >= {from} AND f.first_at < {NOW} AND d.sent_at <= f.first_at \
+               AND f.first_at < d.sent_at + c.goal_window_hours * 3600000 \
+         GROUP BY d.channel",
+        from = NOW - 30 * DAY,
+    );
+    let baseline = percentiles(k.min(5), || raw(&db, &raw_cac)).await?;
+    line("CAC by channel over 30 days", ours, Some(baseline));
     db.close().await.ok();
     Ok(())
 }

@@ -45,7 +45,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{KpiError, settings, settings::ChurnDefinition};
+use crate::{KpiError, param, settings, settings::ChurnDefinition};
 
 const DAY_MS: i64 = 86_400_000;
 const PAGE: usize = 50_000;
@@ -268,14 +268,6 @@ fn boundaries(zone: Tz, period: Period, from: i64, to: i64) -> Result<Vec<i64>, 
         }
     }
     Ok(out)
-}
-
-fn param(backend: DbBackend, values: &mut Vec<Value>, value: Value) -> String {
-    values.push(value);
-    match backend {
-        DbBackend::Postgres => format!("${}", values.len()),
-        _ => format!("?{}", values.len()),
-    }
 }
 
 /// Calls `each` with the spells of every contact of `workspace` that has any, reading the

@@ -23,6 +23,8 @@
 //! - [`rollup`]: the roll-ups reports read instead of raw events, kept current by an
 //!   ingestion [`clarion_contacts::Listener`] and by the delivery workers as they record
 //!   outcomes.
+//! - [`goal_days`]: each contact's events per kind and day, the roll-up segment conversion
+//!   reads.
 //! - [`campaign`]: the campaign report (per run, variant, segment, channel, series), with
 //!   attribution and the intent-to-treat comparison against the holdout.
 //! - [`segment`]: conversion of any segment for any goal and period, breakdowns, and the
@@ -46,6 +48,7 @@ pub mod cac;
 pub mod campaign;
 pub mod churn;
 pub mod clv;
+pub mod goal_days;
 pub mod machine;
 pub mod predictions;
 pub mod rollup;
@@ -79,6 +82,21 @@ pub enum KpiError {
     /// CSV could not be written (only ever into memory, so a bug if it happens).
     #[error("CSV export failed: {0}")]
     Csv(String),
+}
+
+/// Appends `value` to a raw statement's parameters and gives its placeholder. Numbered on
+/// both backends (SQLite reads `?NNN`), so a statement may be assembled out of the order its
+/// parameters are collected in.
+pub(crate) fn param(
+    backend: sea_orm::DbBackend,
+    values: &mut Vec<sea_orm::Value>,
+    value: sea_orm::Value,
+) -> String {
+    values.push(value);
+    match backend {
+        sea_orm::DbBackend::Postgres => format!("${}", values.len()),
+        _ => format!("?{}", values.len()),
+    }
 }
 
 impl KpiError {

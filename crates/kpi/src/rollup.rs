@@ -591,6 +591,7 @@ async fn refresh_chunk(
         .await?;
     }
     crate::churn::refresh_spells(&txn, workspace, rule, contacts).await?;
+    crate::goal_days::refresh(&txn, workspace, contacts).await?;
     let deliveries = load_deliveries(&txn, workspace, contacts).await?;
     let old = load_facts(&txn, workspace, contacts).await?;
     if deliveries.is_empty() && old.is_empty() {

@@ -23,6 +23,13 @@
 //! (Welch), with intervals and p-values (see [`crate::stats`]).
 //!
 //! Rates with an empty denominator are `null`.
+//!
+//! # Where the figures come from
+//!
+//! Members from `segment_memberships`; each member's goal events of the period from the goal
+//! roll-up ([`crate::goal_days`]: events per contact, kind and UTC day, kept current at
+//! ingestion) for the period's whole days and from the raw events for the partial days at its
+//! edges. The figures are the same as over the raw events alone.
 
 use clarion_model::{AttributeName, Timestamp, WorkspaceId};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
@@ -30,7 +37,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    KpiError, settings,
+    KpiError,
+    goal_days::{self, Window},
+    param, settings,
     stats::{self, Comparison, ConfidenceLevel, Interval, Proportion, Summary},
 };
 
@@ -191,16 +200,6 @@ impl Sums {
     }
 }
 
-fn placeholders(backend: DbBackend, values: &mut Vec<Value>, value: Value) -> String {
-    values.push(value);
-    // Numbered on both backends (SQLite reads `?NNN`): the statement is assembled out of
-    // the order its parameters are collected in.
-    match backend {
-        DbBackend::Postgres => format!("${}", values.len()),
-        _ => format!("?{}", values.len()),
-    }
-}
-
 /// The id of segment `slug` of `workspace`.
 async fn segment_id(
     db: &impl ConnectionTrait,
@@ -209,8 +208,8 @@ async fn segment_id(
 ) -> Result<i64, KpiError> {
     let backend = db.get_database_backend();
     let mut values = Vec::new();
-    let w = placeholders(backend, &mut values, workspace.0.into());
-    let s = placeholders(backend, &mut values, slug.into());
+    let w = param(backend, &mut values, workspace.0.into());
+    let s = param(backend, &mut values, slug.into());
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             backend,
@@ -246,15 +245,16 @@ pub async fn conversion(
     let mut values: Vec<Value> = Vec::new();
     let members = match query.basis {
         Basis::Current => {
-            let s = placeholders(backend, &mut values, segment.into());
+            let s = param(backend, &mut values, segment.into());
+            // A contact is a current member at most once (a unique index says so).
             format!(
-                "SELECT DISTINCT contact_id FROM segment_memberships WHERE segment_id = {s} AND exited_at IS NULL"
+                "SELECT contact_id FROM segment_memberships WHERE segment_id = {s} AND exited_at IS NULL"
             )
         }
         Basis::PeriodStart => {
-            let s = placeholders(backend, &mut values, segment.into());
-            let at = placeholders(backend, &mut values, query.from.millis().into());
-            let at2 = placeholders(backend, &mut values, query.from.millis().into());
+            let s = param(backend, &mut values, segment.into());
+            let at = param(backend, &mut values, query.from.millis().into());
+            let at2 = param(backend, &mut values, query.from.millis().into());
             format!(
                 "SELECT DISTINCT contact_id FROM segment_memberships WHERE segment_id = {s} \
                  AND entered_at <= {at} AND (exited_at IS NULL OR exited_at > {at2})"
@@ -264,7 +264,7 @@ pub async fn conversion(
     let key = match by {
         None => "NULL".to_owned(),
         Some(Breakdown::Segment(_)) => {
-            let o = placeholders(backend, &mut values, other.unwrap_or_default().into());
+            let o = param(backend, &mut values, other.unwrap_or_default().into());
             format!(
                 "CASE WHEN EXISTS (SELECT 1 FROM segment_memberships o WHERE o.segment_id = {o} \
                  AND o.contact_id = p.contact_id AND o.exited_at IS NULL) THEN 'in' ELSE 'out' END"
@@ -272,13 +272,13 @@ pub async fn conversion(
         }
         Some(Breakdown::Attribute(name)) => match backend {
             DbBackend::Postgres => {
-                let k = placeholders(backend, &mut values, name.as_str().into());
+                let k = param(backend, &mut values, name.as_str().into());
                 format!("(SELECT c.attributes ->> {k} FROM contacts c WHERE c.id = p.contact_id)")
             }
             _ => {
                 let path = format!("$.\"{}\"", name.as_str());
-                let p1 = placeholders(backend, &mut values, path.clone().into());
-                let p2 = placeholders(backend, &mut values, path.into());
+                let p1 = param(backend, &mut values, path.clone().into());
+                let p2 = param(backend, &mut values, path.into());
                 format!(
                     "(SELECT CASE json_type(c.attributes, {p1}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
                      ELSE CAST(json_extract(c.attributes, {p2}) AS TEXT) END FROM contacts c WHERE c.id = p.contact_id)"
@@ -289,22 +289,21 @@ pub async fn conversion(
             "(SELECT CAST(t.{name} AS TEXT) FROM contact_traits t WHERE t.contact_id = p.contact_id)"
         ),
     };
-    let w = placeholders(backend, &mut values, workspace.0.into());
-    let k = placeholders(backend, &mut values, query.event.clone().into());
-    let f = placeholders(backend, &mut values, query.from.millis().into());
-    let t = placeholders(backend, &mut values, query.to.millis().into());
-    // One pass: each member's goal events of the period joined and summed, then the members
-    // grouped by their breakdown key.
+    let goals = goal_days::per_contact(
+        backend,
+        &mut values,
+        workspace,
+        &query.event,
+        Window::new(query.from.millis(), query.to.millis()),
+    );
+    // One pass over the members, each joined to its goal figures of the period (only
+    // converters have a row), then grouped by the breakdown key.
     let sql = format!(
-        "SELECT g.k AS k, COUNT(*) AS members, \
-                CAST(SUM(CASE WHEN g.orders > 0 THEN 1 ELSE 0 END) AS BIGINT) AS converters, \
+        "SELECT q.k AS k, COUNT(*) AS members, COUNT(g.contact_id) AS converters, \
                 CAST(SUM(g.orders) AS BIGINT) AS orders, SUM(g.revenue) AS revenue, SUM(g.revenue * g.revenue) AS revenue_sq \
-         FROM (SELECT p.contact_id, p.orders, p.revenue, {key} AS k \
-               FROM (SELECT m.contact_id AS contact_id, COUNT(e.id) AS orders, COALESCE(SUM(e.amount), 0.0) AS revenue \
-                     FROM ({members}) m LEFT JOIN events e ON e.contact_id = m.contact_id AND e.workspace_id = {w} \
-                          AND e.kind = {k} AND e.occurred_at >= {f} AND e.occurred_at < {t} \
-                     GROUP BY m.contact_id) p) g \
-         GROUP BY g.k ORDER BY g.k"
+         FROM (SELECT p.contact_id AS contact_id, {key} AS k FROM ({members}) p) q \
+         LEFT JOIN ({goals}) g ON g.contact_id = q.contact_id \
+         GROUP BY q.k ORDER BY q.k"
     );
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))

@@ -57,6 +57,9 @@ struct Purchase {
 
 struct Data {
     db: DatabaseConnection,
+    ingest: Ingest,
+    /// Contact ids by the contact's number.
+    ids: Vec<i64>,
     stays: Vec<Stay>,
     purchases: Vec<Purchase>,
     tiers: Vec<Option<&'static str>>,
@@ -193,6 +196,22 @@ async fn data(backend: Backend) -> Data {
             _ => {}
         }
     }
+    let mut data = Data {
+        db,
+        ingest,
+        ids,
+        stays,
+        purchases: Vec::new(),
+        tiers,
+        _test_db: test_db,
+    };
+    add_purchases(&mut data, purchases).await;
+    data
+}
+
+/// Ingests `purchases` through the API's path (the roll-up listener included) and adds them
+/// to what the test expects.
+async fn add_purchases(data: &mut Data, purchases: Vec<Purchase>) {
     let events: Vec<(usize, EventInput)> = purchases
         .iter()
         .enumerate()
@@ -207,18 +226,64 @@ async fn data(backend: Backend) -> Data {
         max_future_millis: 0,
         atomic: true,
     };
-    let report = ingest
+    let report = data
+        .ingest
         .events(DEFAULT_WORKSPACE, events, options)
         .await
         .unwrap();
     assert_eq!(report.accepted, purchases.len());
-    Data {
-        db,
-        stays,
-        purchases,
-        tiers,
-        _test_db: test_db,
+    data.purchases.extend(purchases);
+}
+
+/// The goal roll-up holds, per contact, kind and UTC day, exactly the count and amount sum
+/// of the events the test ingested.
+async fn assert_rollup_current(data: &Data, what: &str) {
+    let mut want: BTreeMap<(i64, String, i64), (i64, f64)> = BTreeMap::new();
+    for p in &data.purchases {
+        let cell = want
+            .entry((data.ids[p.contact], p.kind.to_owned(), p.at.div_euclid(DAY)))
+            .or_default();
+        cell.0 += 1;
+        cell.1 += p.amount.unwrap_or(0.0);
     }
+    let rows = data
+        .db
+        .query_all_raw(Statement::from_string(
+            data.db.get_database_backend(),
+            "SELECT contact_id, kind, day, orders, revenue FROM kpi_goal_days ORDER BY contact_id, kind, day",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), want.len(), "{what}: roll-up rows");
+    for (row, (key, (orders, revenue))) in rows.iter().zip(&want) {
+        let got: (i64, String, i64) = (
+            row.try_get("", "contact_id").unwrap(),
+            row.try_get("", "kind").unwrap(),
+            row.try_get("", "day").unwrap(),
+        );
+        assert_eq!(&got, key, "{what}");
+        assert_eq!(
+            row.try_get::<i64>("", "orders").unwrap(),
+            *orders,
+            "{what}: {key:?}"
+        );
+        let amount: f64 = row.try_get("", "revenue").unwrap();
+        assert!(
+            close(amount, *revenue),
+            "{what}: {key:?} {amount} vs {revenue}"
+        );
+    }
+}
+
+/// Conversion of the `a` segment's current members over `[start, end)` from the test's rows.
+fn expected_a(data: &Data, start: i64, end: i64) -> Sums {
+    let n = data.tiers.len();
+    expected_in(
+        data,
+        (0..n).filter(|&c| is_member(data, "a", c, Basis::Current)),
+        start,
+        end,
+    )
 }
 
 fn is_member(data: &Data, segment: &str, contact: usize, basis: Basis) -> bool {
@@ -236,14 +301,17 @@ fn is_member(data: &Data, segment: &str, contact: usize, basis: Basis) -> bool {
 type Sums = (u64, u64, u64, f64, f64);
 
 fn expected(data: &Data, members: impl Iterator<Item = usize>) -> Sums {
+    expected_in(data, members, from(), to())
+}
+
+/// The figures of `members` over `[start, end)`.
+fn expected_in(data: &Data, members: impl Iterator<Item = usize>, start: i64, end: i64) -> Sums {
     let mut out: Sums = (0, 0, 0, 0.0, 0.0);
     for contact in members {
         let mine: Vec<&Purchase> = data
             .purchases
             .iter()
-            .filter(|p| {
-                p.contact == contact && p.kind == "purchase" && p.at >= from() && p.at < to()
-            })
+            .filter(|p| p.contact == contact && p.kind == "purchase" && p.at >= start && p.at < end)
             .collect();
         let revenue: f64 = mine.iter().map(|p| p.amount.unwrap_or(0.0)).sum();
         out.0 += 1;
@@ -397,6 +465,83 @@ async fn segment_conversion_matches_the_rows(backend: Backend) {
     );
     assert_eq!(report.figures.conversion_rate, Some(0.0));
     assert_eq!(report.figures.average_order_value, None);
+    assert_rollup_current(&data, "after the reports").await;
+}
+
+/// Periods that start and end mid-day (read partly from the raw events), events exactly on
+/// those edges, and events that arrive late, dated inside a period already reported on.
+async fn partial_days_and_late_events_count_exactly(backend: Backend) {
+    let mut data = data(backend).await;
+    let hour = 3_600_000;
+    let (start, end) = (from() + 7 * hour, to() - 3 * hour);
+    let period = ConversionQuery {
+        from: Timestamp::from_millis(start),
+        to: Timestamp::from_millis(end),
+        ..query(Basis::Current)
+    };
+    let on_edges = |contact: usize| {
+        [start - 1, start, start + 1, end - 1, end, end + 1]
+            .into_iter()
+            .enumerate()
+            .map(move |(i, at)| Purchase {
+                contact,
+                kind: "purchase",
+                at,
+                amount: Some(10.0 + i as f64),
+            })
+    };
+    add_purchases(&mut data, (0..4).flat_map(on_edges).collect()).await;
+    let report = segment::conversion(&data.db, DEFAULT_WORKSPACE, "a", &period, None)
+        .await
+        .unwrap();
+    assert_conversion(
+        "mid-day edges",
+        &report.figures,
+        expected_a(&data, start, end),
+    );
+
+    // Late: dated on days already in the roll-up, whole and partial, and before the period.
+    let late: Vec<Purchase> = (0..data.tiers.len())
+        .step_by(3)
+        .flat_map(|contact| {
+            [
+                start + 12 * hour,
+                from() + 11 * DAY + 5,
+                end - hour,
+                start - DAY,
+            ]
+            .into_iter()
+            .map(move |at| Purchase {
+                contact,
+                kind: "purchase",
+                at,
+                amount: Some(3.25),
+            })
+        })
+        .collect();
+    add_purchases(&mut data, late).await;
+    let report = segment::conversion(&data.db, DEFAULT_WORKSPACE, "a", &period, None)
+        .await
+        .unwrap();
+    assert_conversion(
+        "after late events",
+        &report.figures,
+        expected_a(&data, start, end),
+    );
+
+    // Within one day, and across one midnight: the raw events alone.
+    for (s, e) in [(start, start + 2 * hour), (start, start + 20 * hour)] {
+        let short = ConversionQuery {
+            from: Timestamp::from_millis(s),
+            to: Timestamp::from_millis(e),
+            ..query(Basis::Current)
+        };
+        let report = segment::conversion(&data.db, DEFAULT_WORKSPACE, "a", &short, None)
+            .await
+            .unwrap();
+        assert_conversion("short period", &report.figures, expected_a(&data, s, e));
+    }
+    assert_rollup_current(&data, "after late events").await;
 }
 
 async fn two_segments_are_compared(backend: Backend) {
@@ -461,6 +606,7 @@ async fn two_segments_are_compared(backend: Backend) {
     assert!(report.conversion.is_none());
     let csv = segment::comparison_csv(&report).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert_rollup_current(&data, "after the comparisons").await;
 }
 
 async fn bad_queries_are_named(backend: Backend) {
@@ -494,5 +640,6 @@ async fn bad_queries_are_named(backend: Backend) {
 on_both_backends!(
     segment_conversion_matches_the_rows,
     two_segments_are_compared,
+    partial_days_and_late_events_count_exactly,
     bad_queries_are_named,
 );
