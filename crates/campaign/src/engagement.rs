@@ -1,26 +1,21 @@
 //! What a reader does with a message: clicks, opens and unsubscribes on a delivery, recorded
 //! through ingestion as `email_click`, `email_open` and `unsubscribe` events of the delivery's
-//! contact, like any other event (segments follow at once; KPI roll-ups will too).
+//! contact, like any other event (segments and KPI roll-ups follow).
 //!
 //! The tracking endpoints verify the signed token and call these; nothing here trusts a
-//! delivery id or contact id that did not come out of a verified token.
-//!
-//! Opens and clicks by machines are stored with the reason in the event's `machine`
-//! property (`clarion_kpi::machine`): bots by user agent and Apple's privacy proxy when they
-//! are recorded, and click bursts and honeypot clicks once the message's clicks around them
-//! are known, which flags those clicks too. Reports leave flagged events out of unique
-//! counts.
+//! delivery id or contact id that did not come out of a verified token. Opens and clicks are
+//! recorded in batches, off the request path ([`crate::hits`]); an unsubscribe is rare and
+//! must hold at once, so it is recorded while the request waits.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use clarion_contacts::{ContactsError, Ingest, events::IngestOptions};
-use clarion_kpi::machine::{MachineFilter, MachineReason};
 use clarion_model::{
-    ContactId, EventInput, EventKind, ExternalId, IdempotencyKey, ModelError, Timestamp,
-    WorkspaceId,
+    ContactId, EventInput, EventKind, ExternalId, IdempotencyKey, ModelError, WorkspaceId,
 };
 use sea_orm::{
-    ConnectionTrait, DbBackend, Statement, Value as SqlValue,
+    ConnectionTrait,
     sea_query::{Expr, ExprTrait, JoinType, Query},
 };
 use serde_json::{Map, Value, json};
@@ -56,7 +51,24 @@ pub async fn recipient(
     db: &impl ConnectionTrait,
     id: i64,
 ) -> Result<Option<Recipient>, EngagementError> {
+    Ok(recipients(db, &[id]).await?.remove(&id))
+}
+
+/// The recipients of deliveries `ids` by delivery id, in one query; deliveries that do not
+/// exist, or whose contact has been deleted since, are left out.
+pub async fn recipients(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> Result<HashMap<i64, Recipient>, EngagementError> {
+    let mut out = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     let select = Query::select()
+        .expr_as(Expr::col(("d", "id")), "id")
         .expr_as(Expr::col(("d", "workspace_id")), "workspace_id")
         .expr_as(Expr::col(("d", "campaign_id")), "campaign_id")
         .expr_as(Expr::col(("d", "contact_id")), "contact_id")
@@ -72,18 +84,21 @@ pub async fn recipient(
                 .equals(("d", "contact_id"))
                 .and(Expr::col(("c", "workspace_id")).equals(("d", "workspace_id"))),
         )
-        .and_where(Expr::col(("d", "id")).eq(id))
+        .and_where(Expr::col(("d", "id")).is_in(ids))
         .to_owned();
-    let Some(row) = db.query_one(&select).await? else {
-        return Ok(None);
-    };
-    let external_id: String = row.try_get("", "external_id")?;
-    Ok(Some(Recipient {
-        workspace: WorkspaceId(row.try_get("", "workspace_id")?),
-        campaign_id: row.try_get("", "campaign_id")?,
-        contact: ContactId(row.try_get("", "contact_id")?),
-        external_id: ExternalId::parse(external_id)?,
-    }))
+    for row in db.query_all(&select).await? {
+        let external_id: String = row.try_get("", "external_id")?;
+        out.insert(
+            row.try_get("", "id")?,
+            Recipient {
+                workspace: WorkspaceId(row.try_get("", "workspace_id")?),
+                campaign_id: row.try_get("", "campaign_id")?,
+                contact: ContactId(row.try_get("", "contact_id")?),
+                external_id: ExternalId::parse(external_id)?,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// The name of a variant version's link table, as sent messages carry it in their signed
@@ -93,17 +108,66 @@ pub fn link_table_name(variant_id: i64, version: i64) -> String {
     format!("{variant_id}.{version}")
 }
 
-/// The target of entry `index` of the link table named `link_table` (from a verified link
-/// token): the link written literally at that place in the HTML of that saved variant
-/// version, derived from the version's stored revision. Editing a variant adds a revision and
-/// leaves the old one, so links of messages sent before the edit still resolve. `None` when
-/// the name is not one this server gives out, the revision is gone, the index is outside the
-/// table, or the entry is not an `http(s)` link: the caller refuses the request.
-pub async fn link_target(
+/// Link tables a process keeps before it starts its cache over.
+const CACHED_LINK_TABLES: usize = 4_096;
+
+/// The link tables of saved variant versions, as `/t/l/` reads them. A saved version never
+/// changes (an edit adds a revision), so each table is read and parsed once per process
+/// rather than once per click; the cache holds [`CACHED_LINK_TABLES`] and starts over when
+/// full. A table is cached once found, so a campaign deleted after its links were followed
+/// keeps redirecting in that process until the cache starts over or the process restarts.
+#[derive(Debug, Default)]
+pub struct LinkTables {
+    tables: Mutex<HashMap<String, Arc<Vec<String>>>>,
+}
+
+impl LinkTables {
+    /// The target of entry `index` of the link table named `link_table` (from a verified
+    /// link token): the link written literally at that place in the HTML of that saved
+    /// variant version. Editing a variant adds a revision and leaves the old one, so links
+    /// of messages sent before the edit still resolve. `None` when the name is not one this
+    /// server gives out, the revision is gone, the index is outside the table, or the entry
+    /// is not an `http(s)` link: the caller refuses the request.
+    pub async fn target(
+        &self,
+        db: &impl ConnectionTrait,
+        link_table: &str,
+        index: usize,
+    ) -> Result<Option<String>, EngagementError> {
+        let cached = self
+            .tables
+            .lock()
+            .ok()
+            .and_then(|tables| tables.get(link_table).cloned());
+        let table = match cached {
+            Some(table) => table,
+            None => {
+                let Some(table) = load_link_table(db, link_table).await? else {
+                    return Ok(None);
+                };
+                let table = Arc::new(table);
+                if let Ok(mut tables) = self.tables.lock() {
+                    if tables.len() >= CACHED_LINK_TABLES {
+                        tables.clear();
+                    }
+                    tables.insert(link_table.to_owned(), Arc::clone(&table));
+                }
+                table
+            }
+        };
+        Ok(table
+            .get(index)
+            .filter(|target| clarion_template::is_http_url(target))
+            .cloned())
+    }
+}
+
+/// The link table of the saved variant version `link_table` names, derived from its stored
+/// revision; `None` when the name is not one this server gives out or the revision is gone.
+async fn load_link_table(
     db: &impl ConnectionTrait,
     link_table: &str,
-    index: usize,
-) -> Result<Option<String>, EngagementError> {
+) -> Result<Option<Vec<String>>, EngagementError> {
     let Some((variant, version)) = link_table
         .split_once('.')
         .and_then(|(v, n)| Some((v.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
@@ -124,233 +188,7 @@ pub async fn link_target(
     };
     let email: crate::campaign::EmailVariant = serde_json::from_str(&email)
         .map_err(|e| EngagementError::Corrupt(format!("variant revision {link_table}: {e}")))?;
-    Ok(clarion_template::link_table(&email.html)
-        .into_iter()
-        .nth(index)
-        .filter(|target| clarion_template::is_http_url(target)))
-}
-
-/// What recording a click or an open came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// The event was stored.
-    Stored,
-    /// The delivery or its contact no longer exists; nothing was stored.
-    UnknownDelivery,
-}
-
-/// What the tracking request showed about who made it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Requester<'a> {
-    pub user_agent: Option<&'a str>,
-    /// The client's address (as forwarded by a trusted proxy, or the peer's).
-    pub address: Option<IpAddr>,
-}
-
-/// Records an open (`email_open`) on delivery `id`, flagged as a machine's when the request
-/// is a bot's or Apple's privacy proxy. Opens repeat, and each one counts, so they carry no
-/// idempotency key.
-pub async fn record_open(
-    ingest: &Ingest,
-    filter: &MachineFilter,
-    id: i64,
-    requester: Requester<'_>,
-) -> Result<Recorded, EngagementError> {
-    let reason = filter.classify_open(requester.user_agent, requester.address);
-    record(ingest, id, "email_open", Map::new(), reason)
-        .await
-        .map(|(recorded, _)| recorded)
-}
-
-/// Records a click (`email_click` with its `url`) on delivery `id`. A bot's click is flagged
-/// at once; a click on the message's honeypot link (`honeypot`) is a machine's, and so are
-/// the message's clicks within the burst window around it; several different links clicked
-/// within that window are a burst, all of whose clicks are flagged. The burst check runs
-/// after the click is stored, so of clicks arriving together the last one sees them all.
-pub async fn record_click(
-    ingest: &Ingest,
-    filter: &MachineFilter,
-    id: i64,
-    url: &str,
-    honeypot: bool,
-    requester: Requester<'_>,
-) -> Result<Recorded, EngagementError> {
-    let reason = if honeypot {
-        Some(MachineReason::Honeypot)
-    } else {
-        filter.classify_click(requester.user_agent)
-    };
-    let mut properties = Map::new();
-    properties.insert("url".to_owned(), Value::String(url.to_owned()));
-    let (recorded, recipient) = record(ingest, id, "email_click", properties, reason).await?;
-    if let Some(recipient) = recipient
-        && flag_bursts(ingest.db(), filter, &recipient, id).await?
-    {
-        // The roll-up listener counted the clicks before they were flagged: count again,
-        // before answering, so the campaign report agrees with the flags.
-        // Like the listener's, a failure is logged: the click and its flags are stored.
-        if let Err(error) =
-            clarion_kpi::rollup::refresh(ingest.db(), recipient.workspace, &[recipient.contact])
-                .await
-        {
-            tracing::warn!(%error, "KPI roll-ups could not be updated after flagging clicks; rebuild the run");
-        }
-    }
-    Ok(recorded)
-}
-
-/// Records an open or a click (with `properties` such as the `url`) on delivery `id`,
-/// with `machine` as its `machine` property when it is a machine's.
-async fn record(
-    ingest: &Ingest,
-    id: i64,
-    kind: &str,
-    mut properties: Map<String, Value>,
-    machine: Option<MachineReason>,
-) -> Result<(Recorded, Option<Recipient>), EngagementError> {
-    let Some(recipient) = recipient(ingest.db(), id).await? else {
-        return Ok((Recorded::UnknownDelivery, None));
-    };
-    properties.insert("campaign_id".to_owned(), json!(recipient.campaign_id));
-    properties.insert("delivery_id".to_owned(), json!(id));
-    if let Some(reason) = machine {
-        properties.insert("machine".to_owned(), json!(reason.as_str()));
-    }
-    let stored = store_event(
-        ingest,
-        recipient.workspace,
-        recipient.external_id.clone(),
-        kind,
-        properties,
-        None,
-    )
-    .await?;
-    Ok(if stored {
-        (Recorded::Stored, Some(recipient))
-    } else {
-        (Recorded::UnknownDelivery, None)
-    })
-}
-
-/// A click of one delivery as the burst check reads it.
-struct Click {
-    id: i64,
-    at: i64,
-    url: String,
-    machine: Option<String>,
-}
-
-/// Flags the delivery's recent clicks when they form a burst or surround a honeypot click:
-/// looks at the clicks of the last two windows, and flags every click of a burst or within a
-/// window of a honeypot click that is not flagged yet. Says whether it flagged any.
-async fn flag_bursts(
-    db: &impl ConnectionTrait,
-    filter: &MachineFilter,
-    recipient: &Recipient,
-    delivery: i64,
-) -> Result<bool, EngagementError> {
-    let window = filter.settings().burst_window_ms;
-    let now = Timestamp::now().millis();
-    let backend = db.get_database_backend();
-    let (property, delivery_value) = match backend {
-        DbBackend::Postgres => (
-            "properties ->> 'delivery_id'",
-            SqlValue::from(delivery.to_string()),
-        ),
-        _ => (
-            "json_extract(properties, '$.delivery_id')",
-            SqlValue::from(delivery),
-        ),
-    };
-    let machine = match backend {
-        DbBackend::Postgres => "properties ->> 'machine'",
-        _ => "json_extract(properties, '$.machine')",
-    };
-    let url = match backend {
-        DbBackend::Postgres => "properties ->> 'url'",
-        _ => "json_extract(properties, '$.url')",
-    };
-    let sql = format!(
-        "SELECT id, occurred_at, {url} AS url, {machine} AS machine FROM events \
-         WHERE contact_id = {p1} AND kind = 'email_click' AND occurred_at >= {p2} AND {property} = {p3} \
-         ORDER BY occurred_at",
-        p1 = placeholder(backend, 1),
-        p2 = placeholder(backend, 2),
-        p3 = placeholder(backend, 3),
-    );
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [
-                SqlValue::from(recipient.contact.0),
-                SqlValue::from(now - 2 * window),
-                delivery_value,
-            ],
-        ))
-        .await?;
-    let mut clicks = Vec::with_capacity(rows.len());
-    for row in rows {
-        clicks.push(Click {
-            id: row.try_get("", "id")?,
-            at: row.try_get("", "occurred_at")?,
-            url: row
-                .try_get::<Option<String>>("", "url")?
-                .unwrap_or_default(),
-            machine: row.try_get("", "machine")?,
-        });
-    }
-    let timeline: Vec<(i64, String)> = clicks.iter().map(|c| (c.at, c.url.clone())).collect();
-    let honeypots: Vec<i64> = clicks
-        .iter()
-        .filter(|c| c.machine.as_deref() == Some(MachineReason::Honeypot.as_str()))
-        .map(|c| c.at)
-        .collect();
-    let mut flags: Vec<(i64, MachineReason)> = Vec::new();
-    for click in clicks.iter().filter(|c| c.machine.is_none()) {
-        if honeypots.iter().any(|h| (h - click.at).abs() <= window) {
-            flags.push((click.id, MachineReason::Honeypot));
-        } else if filter.is_burst(click.at, &timeline) {
-            flags.push((click.id, MachineReason::ClickBurst));
-        }
-    }
-    for reason in [MachineReason::Honeypot, MachineReason::ClickBurst] {
-        let ids: Vec<i64> = flags
-            .iter()
-            .filter(|(_, r)| *r == reason)
-            .map(|(id, _)| *id)
-            .collect();
-        if ids.is_empty() {
-            continue;
-        }
-        let set = match backend {
-            DbBackend::Postgres => format!(
-                "properties = jsonb_set(properties, '{{machine}}', to_jsonb(CAST({} AS TEXT)))",
-                placeholder(backend, 1)
-            ),
-            _ => "properties = json_set(properties, '$.machine', ?)".to_owned(),
-        };
-        let list: Vec<String> = (0..ids.len())
-            .map(|i| placeholder(backend, i + 2))
-            .collect();
-        let mut values = vec![SqlValue::from(reason.as_str().to_owned())];
-        values.extend(ids.iter().map(|id| SqlValue::from(*id)));
-        db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            format!("UPDATE events SET {set} WHERE id IN ({})", list.join(", ")),
-            values,
-        ))
-        .await?;
-    }
-    Ok(!flags.is_empty())
-}
-
-/// The `n`th (1-based) bound parameter of a statement.
-fn placeholder(backend: DbBackend, n: usize) -> String {
-    match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
-    }
+    Ok(Some(clarion_template::link_table(&email.html)))
 }
 
 /// What an unsubscribe request did.

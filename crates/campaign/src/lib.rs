@@ -60,6 +60,7 @@ pub mod endpoints;
 pub mod engagement;
 pub mod feedback;
 pub mod frequency;
+pub mod hits;
 pub mod launch;
 pub mod overview;
 pub mod preview;

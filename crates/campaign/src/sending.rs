@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clarion_model::{Channel, DeliveryJob};
 use clarion_queue::{Queue, QueueConfig};
+
+use crate::hits::Hit;
 use serde::Deserialize;
 
 /// `[sending]`: how launches write and enqueue, and how workers send.
@@ -212,6 +214,36 @@ impl Queues {
             self.config.clone(),
         )
         .await
+    }
+
+    /// The queue of accepted opens and clicks ([`crate::hits`]), its consumer group created
+    /// if needed, with `config` (normally [`Queues::hits_config`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn hits(&self, config: QueueConfig) -> Result<Queue<Hit>, clarion_queue::Error> {
+        Queue::new(
+            self.client.clone(),
+            self.conn.clone(),
+            &self.prefix,
+            crate::hits::QUEUE,
+            config,
+        )
+        .await
+    }
+
+    /// How the hits queue is read: large batches (one insert each), and a short reclaim
+    /// time, since a batch takes well under a second and a dead recorder's hits should not
+    /// wait minutes.
+    #[must_use]
+    pub fn hits_config(&self) -> QueueConfig {
+        QueueConfig {
+            group: "hit-recorders".to_owned(),
+            batch_size: crate::hits::BATCH,
+            reclaim_min_idle: crate::hits::RECLAIM_AFTER,
+            reclaim_interval: crate::hits::RECLAIM_AFTER / 4,
+            ..self.config.clone()
+        }
     }
 
     /// The shared Redis connection (for the throttle).

@@ -61,6 +61,46 @@ pub fn spawn_workers(
         .collect()
 }
 
+/// Records tracking hits (opens and clicks the endpoints queued) in batches until `stop`
+/// turns true; the batch in hand is finished first. Counts go to this process's metrics.
+pub fn spawn_recorder(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHandle<()> {
+    let hits = state.hits.clone();
+    let recorder = state.recorder.clone();
+    let metrics = state.metrics.clone();
+    let name = format!("{}-hits", consumer_name());
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        let consumer = loop {
+            match hits.queue().await.cloned() {
+                Ok(queue) => match queue.consumer(name.clone()).await {
+                    Ok(consumer) => break consumer,
+                    Err(error) => {
+                        tracing::warn!(%error, "the hit recorder cannot read the queue; trying again")
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "the hit recorder cannot open the queue; trying again")
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => return,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        };
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(error) = recorder
+            .run(&consumer, shutdown, move |tally| {
+                metrics.count_recorded(tally)
+            })
+            .await
+        {
+            tracing::error!(%error, "the hit recorder stopped; opens and clicks wait in Redis");
+        }
+    })
+}
+
 /// Runs a supervision round every `sending.supervise_interval_secs` until `stop` turns true:
 /// finished runs are completed, lost jobs enqueued again.
 pub fn spawn_supervisor(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHandle<()> {

@@ -15,8 +15,9 @@ pub struct Metrics {
     pub http_seconds: HistogramVec,
     /// Ingested items by kind (contact, event) and outcome (stored, duplicate, rejected).
     pub ingested: IntCounterVec,
-    /// Tracking requests by kind (click, open, unsubscribe) and outcome (recorded, repeated,
-    /// preview, unknown_delivery, invalid, failed).
+    /// Tracking requests by kind (click, open, unsubscribe) and outcome: `accepted` (an open
+    /// or click queued for the recorder), then, as the recorder of this process stores them,
+    /// `recorded`, `repeated` or `unknown_delivery`; `preview`, `invalid`, `failed`.
     pub tracking: IntCounterVec,
     /// The delivery queues, read from Redis at each scrape: jobs by queue (email, webhook)
     /// and state (depth, lag, pending, delayed, dead), and totals since the queue was made
@@ -68,6 +69,15 @@ impl Metrics {
             tracking,
             queue,
         })
+    }
+
+    /// Counts what the recorder did with a batch of opens and clicks.
+    pub fn count_recorded(&self, tally: &clarion_campaign::hits::Tally) {
+        for (action, outcome, n) in tally.iter() {
+            self.tracking
+                .with_label_values(&[action, outcome])
+                .inc_by(n as u64);
+        }
     }
 
     /// The metrics in Prometheus' text format.

@@ -29,8 +29,14 @@ pub struct AppState {
     pub webhooks: WebhookSender,
     /// Verifies and applies the email providers' bounce and complaint webhooks.
     pub providers: clarion_campaign::providers::Receiver,
-    /// Tells machine opens and clicks from people's (`[engagement]` configuration).
-    pub machines: clarion_kpi::machine::MachineFilter,
+    /// Where the tracking endpoints put opens and clicks, to be recorded in batches.
+    pub hits: clarion_campaign::hits::HitQueue,
+    /// Records opens and clicks in batches (flagging machines' by the `[engagement]`
+    /// configuration): the consumer of `hits`, and the endpoints' fallback when Redis does
+    /// not take a hit.
+    pub recorder: clarion_campaign::hits::Recorder,
+    /// The link tables of saved variant versions that `/t/l/` links point into.
+    pub link_tables: clarion_campaign::engagement::LinkTables,
     /// The dashboard's login counters (Redis) and the key that signs its one-time links.
     pub accounts: crate::accounts::Accounts,
 }
@@ -74,16 +80,18 @@ impl AppState {
         };
         Ok(AppState {
             accounts,
-            ingest,
+            ingest: ingest.clone(),
             providers,
             db,
             settings,
             metrics: Metrics::new()?,
             redis,
             tracker,
+            hits: clarion_campaign::hits::HitQueue::new(queues.clone()),
+            recorder: clarion_campaign::hits::Recorder::new(ingest.clone(), machines),
+            link_tables: clarion_campaign::engagement::LinkTables::default(),
             queues,
             webhooks,
-            machines,
         })
     }
 

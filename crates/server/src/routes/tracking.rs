@@ -8,6 +8,11 @@
 //! delivery's contact, like any ingested event. Links signed for a campaign preview (delivery
 //! id `preview`) work but record nothing.
 //!
+//! An open or a click is answered as soon as Redis holds it: the handler verifies the token,
+//! queues a hit and answers; the recorder stores hits in batches (`clarion_campaign::hits`,
+//! which says what is deferred and what can be lost). An unsubscribe is recorded before the
+//! answer.
+//!
 //! Opens and clicks by machines are recorded with the reason (`machine` property; see
 //! `clarion_kpi::machine`): the `User-Agent` header and the client's address (from
 //! `Forwarded` / `X-Forwarded-For` when present, else the peer) are what the request shows.
@@ -23,7 +28,8 @@ use actix_web::{
     web,
 };
 use clarion_campaign::{
-    engagement::{self, Recorded, Requester, Unsubscribed},
+    engagement::{self, Unsubscribed},
+    hits::{Action, Hit},
     preview::PREVIEW_DELIVERY,
 };
 use clarion_model::ContactId;
@@ -68,7 +74,7 @@ impl DeliveryRef {
     }
 }
 
-/// Redirects to the link's target and records an `email_click` event (flagged as a
+/// Redirects to the link's target and queues an `email_click` event (flagged as a
 /// machine's for bots, bursts and the honeypot link, which answers an empty page).
 ///
 /// Only a token the installation signed redirects, and only to the URL inside it, so this is
@@ -93,7 +99,7 @@ pub async fn click(
 }
 
 /// Redirects to a link written literally in the message's variant (entry `index` of the
-/// variant version's link table, named by the message's signed token) and records an
+/// variant version's link table, named by the message's signed token) and queues an
 /// `email_click` event, like `/t/c/{token}`.
 ///
 /// The token names the delivery and the saved variant version; an altered token, an index
@@ -119,7 +125,11 @@ pub async fn link(
         count(&state, "click", "invalid");
         return broken_link();
     };
-    match engagement::link_target(state.ingest.db(), &link.link_table, link.index).await {
+    match state
+        .link_tables
+        .target(&state.db, &link.link_table, link.index)
+        .await
+    {
         Ok(Some(url)) => {
             let target = ClickTarget {
                 delivery_id: link.delivery_id,
@@ -144,7 +154,7 @@ pub async fn link(
     }
 }
 
-/// Records the click on a verified target and answers the redirect (or the honeypot's empty
+/// Queues the click on a verified target and answers the redirect (or the honeypot's empty
 /// page).
 async fn follow(state: &AppState, request: &HttpRequest, target: ClickTarget) -> HttpResponse {
     let honeypot = state.tracker.is_honeypot(&target);
@@ -152,28 +162,11 @@ async fn follow(state: &AppState, request: &HttpRequest, target: ClickTarget) ->
         count(state, "click", "invalid");
         return broken_link();
     };
-    let outcome = match DeliveryRef::parse(&target.delivery_id) {
-        DeliveryRef::Preview => "preview",
-        DeliveryRef::Unknown => "unknown_delivery",
-        DeliveryRef::Id(id) => {
-            let address = client_address(request);
-            let requester = Requester {
-                user_agent: user_agent(request),
-                address,
-            };
-            let recorded = engagement::record_click(
-                &state.ingest,
-                &state.machines,
-                id,
-                &target.url,
-                honeypot,
-                requester,
-            )
-            .await;
-            outcome_of(recorded, "email_click")
-        }
+    let action = Action::Click {
+        url: target.url,
+        honeypot,
     };
-    count(state, "click", outcome);
+    hand_over(state, request, &target.delivery_id, action).await;
     if honeypot {
         return HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
@@ -187,7 +180,7 @@ async fn follow(state: &AppState, request: &HttpRequest, target: ClickTarget) ->
         .finish()
 }
 
-/// Answers the open pixel and records an `email_open` event.
+/// Answers the open pixel and queues an `email_open` event.
 ///
 /// Every token gets the image, so mail clients never show a broken one; only a valid token
 /// records an open.
@@ -200,27 +193,40 @@ pub async fn open(
     request: HttpRequest,
     token: web::Path<String>,
 ) -> HttpResponse {
-    let outcome = match state.tracker.verify_open(&token) {
-        Err(_) => "invalid",
-        Ok(delivery_id) => match DeliveryRef::parse(&delivery_id) {
-            DeliveryRef::Preview => "preview",
-            DeliveryRef::Unknown => "unknown_delivery",
-            DeliveryRef::Id(id) => {
-                let requester = Requester {
-                    user_agent: user_agent(&request),
-                    address: client_address(&request),
-                };
-                let recorded =
-                    engagement::record_open(&state.ingest, &state.machines, id, requester).await;
-                outcome_of(recorded, "email_open")
-            }
-        },
-    };
-    count(&state, "open", outcome);
+    match state.tracker.verify_open(&token) {
+        Err(_) => count(&state, "open", "invalid"),
+        Ok(delivery_id) => hand_over(&state, &request, &delivery_id, Action::Open).await,
+    }
     HttpResponse::Ok()
         .content_type("image/gif")
         .insert_header((header::CACHE_CONTROL, "no-store, max-age=0"))
         .body(PIXEL.as_slice())
+}
+
+/// Hands an open or click on a verified token's delivery to the recorder: queued in Redis
+/// (`accepted`), or, when Redis does not take it, recorded before answering. Preview links
+/// and delivery ids this server never gave out record nothing. Failures are logged and
+/// counted, never shown to the reader.
+async fn hand_over(state: &AppState, request: &HttpRequest, delivery_id: &str, action: Action) {
+    let label = action.label();
+    let id = match DeliveryRef::parse(delivery_id) {
+        DeliveryRef::Preview => return count(state, label, "preview"),
+        DeliveryRef::Unknown => return count(state, label, "unknown_delivery"),
+        DeliveryRef::Id(id) => id,
+    };
+    let hit = Hit::new(id, action, user_agent(request), client_address(request));
+    let Err(error) = state.hits.accept(&hit).await else {
+        return count(state, label, "accepted");
+    };
+    tracing::warn!(%error, "tracking: Redis did not take the hit; recording it now");
+    match state.recorder.record(std::slice::from_ref(&hit)).await {
+        Ok(tally) => state.metrics.count_recorded(&tally),
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            tracing::error!(error = %format!("{error:#}"), kind = label, "tracking: the event could not be stored");
+            count(state, label, "failed");
+        }
+    }
 }
 
 /// The unsubscribe page: says what the button does. Nothing changes until it is pressed
@@ -312,8 +318,6 @@ pub async fn unsubscribe(state: web::Data<AppState>, token: web::Path<String>) -
     }
 }
 
-/// Records a click or open on delivery `id`; returns the outcome for the metrics. Failures
-/// are logged, never shown to the reader.
 /// The request's `User-Agent`, when it is readable text.
 fn user_agent(request: &HttpRequest) -> Option<&str> {
     request
@@ -331,18 +335,6 @@ fn client_address(request: &HttpRequest) -> Option<std::net::IpAddr> {
     text.parse()
         .ok()
         .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-}
-
-fn outcome_of(recorded: Result<Recorded, engagement::EngagementError>, kind: &str) -> &'static str {
-    match recorded {
-        Ok(Recorded::Stored) => "recorded",
-        Ok(Recorded::UnknownDelivery) => "unknown_delivery",
-        Err(error) => {
-            let error = anyhow::Error::from(error);
-            tracing::error!(error = %format!("{error:#}"), kind, "tracking: the event could not be stored");
-            "failed"
-        }
-    }
 }
 
 fn count(state: &AppState, kind: &str, outcome: &str) {

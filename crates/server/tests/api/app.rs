@@ -18,6 +18,11 @@ pub fn test_settings(db: &TestDb) -> Settings {
     settings.database.max_connections = 5;
     settings.redis.url = SecretString::from(redis_url());
     settings.redis.key_prefix = redis_prefix();
+    // Emails no test reads (invitations, for one) go to a directory of the test's own.
+    settings.email.outbox_dir = std::env::temp_dir().join(format!(
+        "clarion-outbox-{}",
+        settings.redis.key_prefix.replace([':', '/'], "-")
+    ));
     if std::env::var("TEST_LOG").is_ok() {
         settings.log.level = "debug".to_string();
         clarion_server::telemetry::init(&settings.log);
@@ -82,6 +87,14 @@ impl TestApp {
             handle,
             _db: test_db,
         }
+    }
+
+    /// Records the opens and clicks the tracking endpoints queued, as a worker's recorder
+    /// does, and says what that came to.
+    pub async fn record_hits(&self) -> clarion_campaign::hits::Tally {
+        let queue = self.state.hits.queue().await.expect("open the hits queue");
+        let consumer = queue.consumer("test-recorder").await.unwrap();
+        self.state.recorder.drain(&consumer).await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

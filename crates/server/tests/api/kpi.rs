@@ -121,6 +121,10 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
         let response = no_redirects.get(s.app.url(&path)).send().await.unwrap();
         assert!(response.status().is_redirection(), "{}", response.status());
     }
+    // The worker's recorder stores the queued opens and clicks.
+    let tally = s.app.record_hits().await;
+    assert_eq!(tally.count("open", "recorded"), 11, "{tally:?}");
+    assert_eq!(tally.count("click", "recorded"), 5, "{tally:?}");
     let (status, held) = s
         .app
         .get(&format!("/api/v1/campaigns/{id}/deliveries?status=holdout"))

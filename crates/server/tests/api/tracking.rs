@@ -5,9 +5,15 @@
 //! The campaign, its run and the delivery are written with SQL: the tests depend on the
 //! tables' shape, not on a launch API.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use crate::app::TestApp;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clarion_campaign::hits::Tally;
+use clarion_queue::QueueConfig;
+use clarion_server::{AppState, Settings};
 use clarion_template::{Tracker, TrackingKeys};
 use clarion_testkit::{Backend, on_both_backends};
 use reqwest::{StatusCode, header};
@@ -34,8 +40,14 @@ struct Fixture {
 
 impl Fixture {
     async fn new(backend: Backend) -> Fixture {
+        Self::with(backend, |_| {}).await
+    }
+
+    /// A fixture whose server runs with changed settings.
+    async fn with(backend: Backend, change: impl FnOnce(&mut Settings)) -> Fixture {
         let app = TestApp::spawn_with(backend, |settings| {
             settings.tracking.signing_keys = vec![secrecy::SecretString::from(KEY)];
+            change(settings);
         })
         .await;
         let (status, body) = app
@@ -219,6 +231,10 @@ async fn clicks_redirect_to_the_target_and_are_recorded(backend: Backend) {
         assert_eq!(response.headers()[header::LOCATION], TARGET);
         assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
     }
+    // The answers came before the clicks were stored; the recorder stores them.
+    assert!(f.events("anna", "email_click").await.is_empty());
+    let tally = f.app.record_hits().await;
+    assert_eq!(tally.count("click", "recorded"), 2, "{tally:?}");
     // Each click counts: a second one is not a duplicate.
     let clicks = f.events("anna", "email_click").await;
     assert_eq!(clicks.len(), 2, "{clicks:#?}");
@@ -252,11 +268,14 @@ async fn clicks_redirect_to_the_target_and_are_recorded(backend: Backend) {
     let response = f.get(&f.tracker.click_url("987654321", TARGET)).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(response.headers()[header::LOCATION], TARGET);
+    let tally = f.app.record_hits().await;
+    assert_eq!(tally.count("click", "unknown_delivery"), 1, "{tally:?}");
+    assert_eq!(tally.count("click", "recorded"), 0, "{tally:?}");
     assert_eq!(f.events("anna", "email_click").await.len(), 2);
 
     let metrics = f.get(&f.app.url("/metrics")).await.text().await.unwrap();
     assert!(
-        metrics.contains(r#"clarion_tracking_requests_total{kind="click",outcome="recorded"} 2"#),
+        metrics.contains(r#"clarion_tracking_requests_total{kind="click",outcome="accepted"} 3"#),
         "{metrics}"
     );
     assert!(
@@ -268,6 +287,7 @@ async fn clicks_redirect_to_the_target_and_are_recorded(backend: Backend) {
 async fn opens_answer_a_pixel_and_are_recorded(backend: Backend) {
     let f = Fixture::new(backend).await;
     assert_pixel(f.get(&f.tracker.open_url(&f.delivery.to_string())).await).await;
+    f.app.record_hits().await;
     let opens = f.events("anna", "email_open").await;
     assert_eq!(opens.len(), 1, "{opens:#?}");
     assert_eq!(
@@ -282,6 +302,7 @@ async fn opens_answer_a_pixel_and_are_recorded(backend: Backend) {
         &(f.delivery + 1).to_string(),
     );
     assert_pixel(f.get(&forged).await).await;
+    assert_eq!(f.app.record_hits().await, Default::default());
     assert_eq!(f.events("anna", "email_open").await.len(), 1);
     assert!(f.all_events("ben").await.is_empty());
 }
@@ -309,6 +330,7 @@ async fn machine_opens_and_clicks_are_flagged(backend: Backend) {
     assert_pixel(f.get_as(&open, &[("user-agent", googlebot)]).await).await;
     assert_pixel(f.get_as(&open, &[("user-agent", "Mozilla/5.0")]).await).await;
     assert_pixel(f.get_as(&open, &[("x-forwarded-for", "17.58.12.9")]).await).await;
+    f.app.record_hits().await;
     assert_eq!(
         machine_flags(&f, "anna", "email_open").await,
         [
@@ -324,6 +346,7 @@ async fn machine_opens_and_clicks_are_flagged(backend: Backend) {
     for _ in 0..2 {
         assert_eq!(f.get(&url).await.status(), StatusCode::FOUND);
     }
+    f.app.record_hits().await;
     assert_eq!(machine_flags(&f, "anna", "email_click").await, [None, None]);
 
     // A security scanner (a browser's user agent) follows all three links of Ben's message at once.
@@ -338,6 +361,7 @@ async fn machine_opens_and_clicks_are_flagged(backend: Backend) {
     .collect();
     let responses = futures::future::join_all(links.iter().map(|l| f.get(l))).await;
     assert!(responses.iter().all(|r| r.status() == StatusCode::FOUND));
+    f.app.record_hits().await;
     assert_eq!(
         machine_flags(&f, "ben", "email_click").await,
         vec![Some("click_burst".to_owned()); 3]
@@ -370,6 +394,7 @@ async fn machine_opens_and_clicks_are_flagged(backend: Backend) {
         .tracker
         .click_url(&cara_delivery, "https://shop.example/b");
     assert_eq!(f.get(&after).await.status(), StatusCode::FOUND);
+    f.app.record_hits().await;
     assert_eq!(
         machine_flags(&f, "cara", "email_click").await,
         vec![Some("honeypot".to_owned()); 3]
@@ -377,20 +402,140 @@ async fn machine_opens_and_clicks_are_flagged(backend: Backend) {
     // Anna's clicks were never touched by the machines' flags on other messages.
     assert_eq!(machine_flags(&f, "anna", "email_click").await, [None, None]);
 
-    // The run's roll-ups agree with the flags as the requests answered: of the three
-    // messages clicked only Anna's has a person's click, and only Anna opened as a person.
-    for (metric, people) in [("clicked", 1), ("opened", 1)] {
-        let counted = id(
-            &f.app,
-            &format!(
-                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM kpi_run_counts \
-                 WHERE run_id = {} AND channel = 'email' AND metric = '{metric}'",
-                f.run
-            ),
-        )
-        .await;
-        assert_eq!(counted, people, "{metric}");
+    // The run's roll-ups agree with the flags: of the three messages clicked only Anna's
+    // has a person's click, and only Anna opened as a person.
+    let everyone = ["anna", "ben", "cara"];
+    for (metric, kind, people) in [("clicked", "email_click", 1), ("opened", "email_open", 1)] {
+        assert_eq!(people_engaged(&f, &everyone, kind).await, people, "{kind}");
+        assert_eq!(rolled_up(&f, metric).await, people, "{metric}");
     }
+}
+
+/// The run's roll-up total of `metric` on the email channel.
+async fn rolled_up(f: &Fixture, metric: &str) -> i64 {
+    id(
+        &f.app,
+        &format!(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM kpi_run_counts \
+             WHERE run_id = {} AND channel = 'email' AND metric = '{metric}'",
+            f.run
+        ),
+    )
+    .await
+}
+
+/// Unique opens or clicks computed from the raw events, as the API lists them: the
+/// deliveries with at least one event of `kind` that is not flagged as a machine's.
+async fn people_engaged(f: &Fixture, contacts: &[&str], kind: &str) -> i64 {
+    let mut deliveries = BTreeSet::new();
+    for contact in contacts {
+        for event in f.events(contact, kind).await {
+            if event["properties"]["machine"].is_null() {
+                deliveries.insert(event["properties"]["delivery_id"].as_i64().unwrap());
+            }
+        }
+    }
+    deliveries.len() as i64
+}
+
+/// A scanner's clicks on two links of one message, recorded in two batches: the second batch
+/// flags both, the first one's click included, and the roll-ups drop the click again.
+async fn a_burst_split_over_two_batches_is_flagged(backend: Backend) {
+    // A window of a minute, so that recording between the clicks stays inside it.
+    let f = Fixture::with(backend, |settings| {
+        settings.engagement.burst_window_ms = 60_000;
+    })
+    .await;
+    let delivery = f.delivery.to_string();
+    let first = f.tracker.click_url(&delivery, "https://shop.example/a");
+    assert_eq!(f.get(&first).await.status(), StatusCode::FOUND);
+    assert_eq!(f.app.record_hits().await.count("click", "recorded"), 1);
+    assert_eq!(machine_flags(&f, "anna", "email_click").await, [None]);
+    assert_eq!(rolled_up(&f, "clicked").await, 1);
+
+    let second = f.tracker.click_url(&delivery, "https://shop.example/b");
+    assert_eq!(f.get(&second).await.status(), StatusCode::FOUND);
+    assert_eq!(f.app.record_hits().await.count("click", "recorded"), 1);
+    assert_eq!(
+        machine_flags(&f, "anna", "email_click").await,
+        vec![Some("click_burst".to_owned()); 2]
+    );
+    assert_eq!(people_engaged(&f, &["anna"], "email_click").await, 0);
+    assert_eq!(rolled_up(&f, "clicked").await, 0);
+}
+
+/// Hits accepted before a restart are recorded after it, each once: those a dying recorder
+/// had read and even stored but not acknowledged, and those nobody had read yet.
+async fn hits_survive_a_restart_and_are_recorded_once(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let open = f.tracker.open_url(&f.delivery.to_string());
+    for _ in 0..3 {
+        assert_pixel(f.get(&open).await).await;
+    }
+    let click = f.tracker.click_url(&f.delivery.to_string(), TARGET);
+    assert_eq!(f.get(&click).await.status(), StatusCode::FOUND);
+
+    // The first process's recorder reads two hits, stores them and dies before acknowledging.
+    let queue = f.app.state.hits.queue().await.unwrap();
+    let dying = queue.consumer("dying").await.unwrap();
+    let batch: Vec<_> = dying
+        .next_batch(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|received| received.job)
+        .collect();
+    assert_eq!(batch.len(), 2);
+    let stored = f.app.state.recorder.record(&batch).await.unwrap();
+    assert_eq!(stored.count("open", "recorded"), 2, "{stored:?}");
+    drop(dying);
+
+    // Another process starts on the same database and Redis and takes the queue over.
+    let restarted = AppState::connect(f.app.settings.clone()).await.unwrap();
+    let queues = &restarted.queues;
+    let config = QueueConfig {
+        reclaim_min_idle: Duration::ZERO,
+        ..queues.hits_config()
+    };
+    let consumer = queues
+        .hits(config)
+        .await
+        .unwrap()
+        .consumer("restarted")
+        .await
+        .unwrap();
+    let tally = restarted.recorder.drain(&consumer).await.unwrap();
+    assert_eq!(tally.count("open", "repeated"), 2, "{tally:?}");
+    assert_eq!(tally.count("open", "recorded"), 1, "{tally:?}");
+    assert_eq!(tally.count("click", "recorded"), 1, "{tally:?}");
+    assert_eq!(
+        restarted.recorder.drain(&consumer).await.unwrap(),
+        Tally::default()
+    );
+
+    assert_eq!(f.events("anna", "email_open").await.len(), 3);
+    assert_eq!(f.events("anna", "email_click").await.len(), 1);
+    for (metric, kind) in [("opened", "email_open"), ("clicked", "email_click")] {
+        assert_eq!(people_engaged(&f, &["anna"], kind).await, 1, "{kind}");
+        assert_eq!(rolled_up(&f, metric).await, 1, "{metric}");
+    }
+}
+
+/// While Redis does not answer, the endpoints record opens and clicks before answering.
+async fn without_redis_hits_are_recorded_before_the_answer(backend: Backend) {
+    let f = Fixture::with(backend, |settings| {
+        settings.redis.url = secrecy::SecretString::from("redis://127.0.0.1:1");
+    })
+    .await;
+    assert_pixel(f.get(&f.tracker.open_url(&f.delivery.to_string())).await).await;
+    let opens = f.events("anna", "email_open").await;
+    assert_eq!(opens.len(), 1, "{opens:#?}");
+    assert_eq!(rolled_up(&f, "opened").await, 1);
+    let metrics = f.get(&f.app.url("/metrics")).await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"clarion_tracking_requests_total{kind="open",outcome="recorded"} 1"#),
+        "{metrics}"
+    );
 }
 
 async fn one_click_unsubscribes_once_and_repeats_harmlessly(backend: Backend) {
@@ -491,6 +636,7 @@ async fn preview_links_work_but_record_nothing(backend: Backend) {
     let response = f.one_click(&url).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.text().await.unwrap().contains("preview"));
+    assert_eq!(f.app.record_hits().await, Default::default());
 
     assert_eq!(f.email_status("anna").await, "subscribed");
     assert!(f.all_events("anna").await.is_empty());
@@ -576,6 +722,7 @@ async fn literal_links_resolve_in_their_variant_version_after_an_edit(backend: B
     assert_redirect(&f, &sent_before[1], "https://shop.example/sale?x=1&y=2").await;
     assert_redirect(&f, &sent_before[0], "https://shop.example/spring").await;
     assert_redirect(&f, &sent_after[0], "https://shop.example/autumn").await;
+    f.app.record_hits().await;
     let clicks = f.events("anna", "email_click").await;
     let mut urls: Vec<&str> = clicks
         .iter()
@@ -621,6 +768,7 @@ async fn literal_links_resolve_in_their_variant_version_after_an_edit(backend: B
     let click = f.tracker.click_url(&f.delivery.to_string(), TARGET);
     let click_token = click.rsplit('/').next().unwrap();
     assert_broken_page(f.get(&f.app.url(&format!("/t/l/{click_token}/0"))).await).await;
+    assert_eq!(f.app.record_hits().await, Default::default());
     assert_eq!(f.events("anna", "email_click").await.len(), 4);
 }
 
@@ -632,4 +780,7 @@ on_both_backends!(
     one_click_unsubscribes_once_and_repeats_harmlessly,
     unsubscribing_works_after_the_delivery_is_gone,
     preview_links_work_but_record_nothing,
+    a_burst_split_over_two_batches_is_flagged,
+    hits_survive_a_restart_and_are_recorded_once,
+    without_redis_hits_are_recorded_before_the_answer,
 );
