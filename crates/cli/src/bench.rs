@@ -92,6 +92,13 @@ pub enum BenchCommand {
         #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
         postgres_url: String,
     },
+    /// Tracking endpoints under load: a server started in this process on a fresh database
+    /// with a sent campaign, its open pixel and click redirect driven by `wrk` (Debian package
+    /// `wrk`; without it, by a load generator in this process) with valid signed links, each
+    /// request another delivery, while this process's recorder stores the hits. Prints
+    /// requests/s, how long the recorder took to catch up, and checks that the recorded
+    /// events equal the accepted requests and the roll-ups the raw events.
+    Tracking(crate::bench_tracking::TrackingArgs),
     /// Segment computation on PostgreSQL over a generated population: RFM/CLV recomputation,
     /// a materialized segment beside hand-written SQL, a size preview, and the latency from
     /// an event to current memberships.
@@ -122,6 +129,25 @@ pub enum BenchCommand {
         /// Runs of each report.
         #[arg(long, default_value_t = 50)]
         iterations: usize,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// Generate the population anew even when a database of that size exists.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Dashboard pages on PostgreSQL over the population of `bench segments`, logged in as an
+    /// admin: p50/p95 of each page's GET (target p95 < 50 ms) and the bytes of the overview
+    /// with its assets (target < 200 KB).
+    Dashboard {
+        /// Contacts (ten events each).
+        #[arg(long, default_value_t = 1_000_000)]
+        contacts: u64,
+        /// GETs of each page.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// The pages to measure, as paths.
+        #[arg(long, value_delimiter = ',', default_value = crate::bench_dashboard::PAGES)]
+        pages: Vec<String>,
         #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
         postgres_url: String,
         /// Generate the population anew even when a database of that size exists.
@@ -305,6 +331,7 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
             )
             .await
         }
+        BenchCommand::Tracking(args) => crate::bench_tracking::run(&args, &settings).await,
         BenchCommand::Segments {
             contacts,
             events_per_contact,
@@ -334,6 +361,25 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
                 crate::bench_kpi::KpiBench {
                     contacts,
                     iterations,
+                    postgres_url,
+                    fresh,
+                },
+                &settings,
+            )
+            .await
+        }
+        BenchCommand::Dashboard {
+            contacts,
+            iterations,
+            pages,
+            postgres_url,
+            fresh,
+        } => {
+            crate::bench_dashboard::run(
+                crate::bench_dashboard::DashboardBench {
+                    contacts,
+                    iterations,
+                    pages,
                     postgres_url,
                     fresh,
                 },

@@ -2,10 +2,12 @@
 //! dashboard users, computes traits and measures throughput.
 
 mod bench;
+mod bench_dashboard;
 mod bench_feedback;
 mod bench_kpi;
 mod bench_segments;
 mod bench_sending;
+mod bench_tracking;
 mod bench_triggers;
 mod bench_waves;
 mod campaign;
@@ -104,7 +106,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 enum Role {
     /// The HTTP API, tracking endpoints, documentation, health and metrics; the segment sweep.
     Api,
-    /// Delivery workers: take jobs from the queues, render, send, record.
+    /// Delivery workers (take jobs from the queues, render, send, record) and the recorder
+    /// of the opens and clicks the tracking endpoints queued.
     Worker,
     /// The supervisor: completes finished campaigns and re-enqueues lost jobs.
     Scheduler,
@@ -136,7 +139,8 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
     if roles.contains(&Role::Worker) {
         let worker = std::sync::Arc::new(state.delivery_worker().await?);
         tasks.extend(roles::spawn_workers(&state, worker, &stopped));
-        tracing::info!("delivery workers started (email, webhook)");
+        tasks.push(roles::spawn_recorder(&state, &stopped));
+        tracing::info!("delivery workers and the hit recorder started");
     }
     if roles.contains(&Role::Scheduler) {
         tasks.push(roles::spawn_supervisor(&state, &stopped));

@@ -302,62 +302,126 @@ pub async fn history(
     since: Timestamp,
     until: Timestamp,
 ) -> Result<Vec<Day>, SegmentError> {
+    let mut all = histories(db, &[segment.id], since, until).await?;
+    Ok(all.remove(&segment.id.0).unwrap_or_default())
+}
+
+/// [`history`] of several segments at once, by segment id: three grouped queries whatever
+/// their number, for lists that draw each segment's size over time.
+pub async fn histories(
+    db: &DatabaseConnection,
+    segments: &[SegmentId],
+    since: Timestamp,
+    until: Timestamp,
+) -> Result<BTreeMap<i64, Vec<Day>>, SegmentError> {
+    if segments.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let ids: Vec<i64> = segments.iter().map(|s| s.0).collect();
     let first_day = since.millis().div_euclid(DAY);
     let last_day = until.millis().div_euclid(DAY);
     let start = first_day * DAY;
     let end = (last_day + 1) * DAY;
     // Members at the start: entered before it and not exited before it.
     let before = Query::select()
+        .column("segment_id")
         .expr_as(Expr::col("id").count(), "n")
         .from("segment_memberships")
-        .and_where(Expr::col("segment_id").eq(segment.id.0))
+        .and_where(Expr::col("segment_id").is_in(ids.clone()))
         .and_where(Expr::col("entered_at").lt(start))
         .and_where(
             Expr::col("exited_at")
                 .is_null()
                 .or(Expr::col("exited_at").gte(start)),
         )
+        .group_by_col("segment_id")
         .to_owned();
     let options = PreviewOptions::default();
-    let rows = run(db, &before, options).await?;
-    let mut size: i64 = match rows.first() {
-        Some(row) => row.try_get("", "n")?,
-        None => 0,
-    };
+    let starting: BTreeMap<i64, i64> = run(db, &before, options)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("", "segment_id")?, row.try_get("", "n")?)))
+        .collect::<Result<_, SegmentError>>()?;
     let per_day = |column: &'static str| {
         let day = Expr::cust(format!("(\"{column}\" / {DAY})"));
         Query::select()
+            .column("segment_id")
             .expr_as(day.clone(), "day")
             .expr_as(Expr::col("id").count(), "n")
             .from("segment_memberships")
-            .and_where(Expr::col("segment_id").eq(segment.id.0))
+            .and_where(Expr::col("segment_id").is_in(ids.clone()))
             .and_where(Expr::col(column).gte(start))
             .and_where(Expr::col(column).lt(end))
+            .group_by_col("segment_id")
             .group_by_columns([Alias::new("day")])
             .to_owned()
     };
     let entered = day_counts(run(db, &per_day("entered_at"), options).await?)?;
     let exited = day_counts(run(db, &per_day("exited_at"), options).await?)?;
-    let mut days = Vec::new();
-    for day in first_day..=last_day {
-        let e = entered.get(&day).copied().unwrap_or(0);
-        let x = exited.get(&day).copied().unwrap_or(0);
-        size += e - x;
-        days.push(Day {
-            date: chrono::DateTime::from_timestamp_millis(day * DAY)
-                .map(|d| d.date_naive().to_string())
-                .unwrap_or_default(),
-            entered: count(Some(e)),
-            exited: count(Some(x)),
-            size: count(Some(size)),
-        });
+    let mut all = BTreeMap::new();
+    for id in ids {
+        let mut size = starting.get(&id).copied().unwrap_or(0);
+        let mut days = Vec::new();
+        for day in first_day..=last_day {
+            let e = entered.get(&(id, day)).copied().unwrap_or(0);
+            let x = exited.get(&(id, day)).copied().unwrap_or(0);
+            size += e - x;
+            days.push(Day {
+                date: chrono::DateTime::from_timestamp_millis(day * DAY)
+                    .map(|d| d.date_naive().to_string())
+                    .unwrap_or_default(),
+                entered: count(Some(e)),
+                exited: count(Some(x)),
+                size: count(Some(size)),
+            });
+        }
+        all.insert(id, days);
     }
-    Ok(days)
+    Ok(all)
 }
 
-fn day_counts(rows: Vec<QueryResult>) -> Result<BTreeMap<i64, i64>, SegmentError> {
+/// Counts by (segment id, day).
+fn day_counts(rows: Vec<QueryResult>) -> Result<BTreeMap<(i64, i64), i64>, SegmentError> {
     rows.iter()
-        .map(|row| Ok((row.try_get("", "day")?, row.try_get("", "n")?)))
+        .map(|row| {
+            Ok((
+                (row.try_get("", "segment_id")?, row.try_get("", "day")?),
+                row.try_get("", "n")?,
+            ))
+        })
+        .collect()
+}
+
+/// The net revenue of each segment's current members, by segment id, in one grouped query
+/// (segments without members with revenue are left out).
+pub async fn revenues(
+    db: &DatabaseConnection,
+    segments: &[SegmentId],
+) -> Result<BTreeMap<i64, f64>, SegmentError> {
+    if segments.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let query = Query::select()
+        .column(("sm", "segment_id"))
+        .expr_as(Expr::col(("t", "revenue")).sum(), "revenue")
+        .from_as("segment_memberships", "sm")
+        .join_as(
+            JoinType::InnerJoin,
+            "contact_traits",
+            "t",
+            Expr::col(("t", "contact_id")).equals(("sm", "contact_id")),
+        )
+        .and_where(Expr::col(("sm", "segment_id")).is_in(segments.iter().map(|s| s.0)))
+        .and_where(Expr::col(("sm", "exited_at")).is_null())
+        .group_by_col(("sm", "segment_id"))
+        .to_owned();
+    run(db, &query, PreviewOptions::default())
+        .await?
+        .iter()
+        .map(|row| {
+            let revenue: Option<f64> = row.try_get("", "revenue")?;
+            Ok((row.try_get("", "segment_id")?, revenue.unwrap_or(0.0)))
+        })
         .collect()
 }
 

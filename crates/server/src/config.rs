@@ -64,6 +64,12 @@ pub struct DashboardSettings {
     pub reset_link_minutes: u64,
     /// Hours an invitation (or first-admin) link works.
     pub invite_link_hours: u64,
+    /// Password-reset links one account may ask for per hour from the login page.
+    pub reset_requests_per_account_hour: u64,
+    /// Password-reset links one client address may ask for per hour, whatever the account.
+    pub reset_requests_per_address_hour: u64,
+    /// The From mailbox of invitation and password-reset emails.
+    pub mail_from: String,
 }
 
 impl DashboardSettings {
@@ -84,11 +90,13 @@ impl DashboardSettings {
             account_failures: self.lockout_account_failures,
             address_failures: self.lockout_address_failures,
             minutes: self.lockout_minutes,
+            reset_account_requests: self.reset_requests_per_account_hour,
+            reset_address_requests: self.reset_requests_per_address_hour,
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, u64); 6] = [
+        let checks: [(&'static str, u64, u64); 8] = [
             ("dashboard.session_hours", self.session_hours, 24 * 365),
             (
                 "dashboard.lockout_account_failures",
@@ -110,6 +118,16 @@ impl DashboardSettings {
                 "dashboard.invite_link_hours",
                 self.invite_link_hours,
                 30 * 24,
+            ),
+            (
+                "dashboard.reset_requests_per_account_hour",
+                self.reset_requests_per_account_hour,
+                1000,
+            ),
+            (
+                "dashboard.reset_requests_per_address_hour",
+                self.reset_requests_per_address_hour,
+                100_000,
             ),
         ];
         for (key, value, max) in checks {

@@ -26,7 +26,7 @@ await scenario('keyboard', async (run) => {
 
   // Back from the email field to the top, then forward through the whole page.
   const order = [];
-  for (const key of ['Shift+Tab', 'Shift+Tab', 'Tab', 'Tab', 'Tab', 'Tab', 'Tab', 'Tab']) {
+  for (const key of ['Shift+Tab', 'Shift+Tab', 'Tab', 'Tab', 'Tab', 'Tab', 'Tab', 'Tab', 'Tab']) {
     await page.keyboard.press(key);
     const now = await focused(page);
     assert.ok(now.outlined, `"${now.name}" shows that it has the focus`);
@@ -42,6 +42,7 @@ await scenario('keyboard', async (run) => {
     'Email address',
     'Password',
     'Log in',
+    'Forgot your password?',
     'API reference',
     'Third-party licenses',
   ]);

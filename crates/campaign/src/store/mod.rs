@@ -3,10 +3,11 @@
 //! any problem is found. The same statements run on SQLite and PostgreSQL.
 //!
 //! * `write`: create, update, save a variant, duplicate, delete.
-//! * `load`: one campaign, the list of campaigns, a variant's history, segments by slug.
+//! * `load`: one campaign, the list of campaigns (by creation for the API, sorted and paged
+//!   for the dashboard), a variant's history, segments by slug.
 
 mod load;
 mod write;
 
-pub use load::{get, history, list, segments_by_slug};
+pub use load::{SortKey, get, history, list, segments_by_slug, sorted};
 pub use write::{create, delete, duplicate, input_of, save_variant, update};

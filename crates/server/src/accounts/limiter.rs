@@ -1,7 +1,8 @@
 //! Login throttling: Redis counts failed logins per account and per client address; once a
 //! count reaches its threshold, logins for that account (or from that address) are refused,
-//! even with the right password, until `lockout_minutes` after the last failure. Counters are
-//! shared by every server process of the installation.
+//! even with the right password, until `lockout_minutes` after the last failure. Requests for
+//! a password-reset link are counted the same way, per hour. Counters are shared by every
+//! server process of the installation.
 
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ pub struct LockoutSettings {
     pub account_failures: u64,
     pub address_failures: u64,
     pub minutes: u64,
+    /// Reset links one account may ask for per hour.
+    pub reset_account_requests: u64,
+    /// Reset links one client address may ask for per hour.
+    pub reset_address_requests: u64,
 }
 
 /// Counts failed logins in Redis.
@@ -41,12 +46,35 @@ impl LoginLimiter {
 
     /// Keys carry a hash of the address, not the address, and share a hash tag per kind.
     fn keys(&self, email: &str, address: &str) -> (String, String) {
+        self.keys_of("login", email, address)
+    }
+
+    fn keys_of(&self, kind: &str, email: &str, address: &str) -> (String, String) {
         let account = token_hash(&email.trim().to_lowercase());
         let address = token_hash(address);
         (
-            format!("{}:{{login}}:account:{}", self.prefix, &account[..32]),
-            format!("{}:{{login}}:address:{}", self.prefix, &address[..32]),
+            format!("{}:{{{kind}}}:account:{}", self.prefix, &account[..32]),
+            format!("{}:{{{kind}}}:address:{}", self.prefix, &address[..32]),
         )
+    }
+
+    /// Counts a request for a password-reset link for `email` from `address`, and says whether
+    /// it is within the hourly allowance of both. Counted whether or not the account exists, so
+    /// the answer tells nothing about it.
+    pub async fn reset_requested(&self, email: &str, address: &str) -> Result<bool, AccountError> {
+        let (account, from) = self.keys_of("reset", email, address);
+        let mut redis = self.redis.clone();
+        let (account_count, address_count): (u64, u64) = redis::pipe()
+            .incr(&account, 1)
+            .expire(&account, 3600)
+            .ignore()
+            .incr(&from, 1)
+            .expire(&from, 3600)
+            .ignore()
+            .query_async(&mut redis)
+            .await?;
+        Ok(account_count <= self.settings.reset_account_requests
+            && address_count <= self.settings.reset_address_requests)
     }
 
     /// Refuses while the account or the address is locked out.

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, http::header, web};
 use super::PageError;
 
 /// Every asset: path under `/assets/`, content type, bytes.
-const ASSETS: [(&str, &str, &[u8]); 9] = [
+const ASSETS: [(&str, &str, &[u8]); 12] = [
     (
         "app.css",
         "text/css; charset=utf-8",
@@ -16,6 +16,21 @@ const ASSETS: [(&str, &str, &[u8]); 9] = [
         "app.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/app.js"),
+    ),
+    (
+        "tables.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/tables.js"),
+    ),
+    (
+        "segments.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/segments.js"),
+    ),
+    (
+        "builder.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/builder.js"),
     ),
     (
         "vendor/htmx/htmx.min.js",

@@ -1,14 +1,15 @@
-//! Logging in and out, and the one-time links that set a password (invitation, first admin,
-//! reset). These forms are shown before there is a session, so their CSRF token is a random
-//! value in a cookie of its own that the form must repeat (plus the origin check).
+//! Logging in and out, "forgot your password?", and the one-time links that set a password
+//! (invitation, first admin, reset). These forms are shown before there is a session, so
+//! their CSRF token is a random value in a cookie of its own that the form must repeat (plus
+//! the origin check).
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use minijinja::context;
 use serde::Deserialize;
 
 use super::{
-    FORM_COOKIE, PageError, SESSION_COOKIE, cookie, guard, html_response, removal, render_page,
-    see_other, templates,
+    FORM_COOKIE, PageError, SESSION_COOKIE, cookie, guard, html_response, mail, removal,
+    render_page, see_other, templates,
 };
 use crate::{
     accounts::{AccountError, LinkPurpose, links, sessions, users},
@@ -337,4 +338,122 @@ pub async fn link_submit(
             Some(lifetime),
         ))
         .finish())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ForgotForm {
+    email: String,
+    csrf: String,
+}
+
+fn forgot_form(
+    state: &AppState,
+    status: StatusCode,
+    token: String,
+    email: &str,
+    errors: minijinja::Value,
+    notice: &str,
+) -> HttpResponse {
+    let context = context! {
+        title => "Forgot your password?",
+        user => (),
+        active => "",
+        csrf => token.clone(),
+        email,
+        errors,
+        notice,
+    };
+    form_page(state, status, "forgot.html", context, token)
+}
+
+/// `GET /forgot-password`: asks for the address to send a reset link to.
+pub async fn forgot_page(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    forgot_form(
+        &state,
+        StatusCode::OK,
+        form_token(&request),
+        "",
+        context! {},
+        "",
+    )
+}
+
+/// `POST /forgot-password`: emails a reset link to the account of the address, if there is
+/// one. The answer is the same either way and does not wait for the email, so neither its
+/// words nor its timing tell whether the address has an account. Requests are counted per
+/// address and per client, and refused beyond the hourly allowance.
+pub async fn forgot_submit(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<ForgotForm>,
+) -> Result<HttpResponse, PageError> {
+    check_form_token(&request, &form.csrf)?;
+    let token = form_token(&request);
+    let typed = form.email.trim();
+    let email = match users::parse_email("email", typed) {
+        Ok(email) => email,
+        Err(error) => {
+            let errors = std::collections::BTreeMap::from([(
+                "email",
+                super::forms::capitalised(&error.field_message()) + ".",
+            )]);
+            return Ok(forgot_form(
+                &state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                token,
+                typed,
+                super::forms::value(&errors),
+                "",
+            ));
+        }
+    };
+    let client = guard::client_address(&request);
+    if !state
+        .accounts
+        .limiter
+        .reset_requested(&email, &client)
+        .await?
+    {
+        let errors =
+            context! { form => "Too many reset links were asked for; try again in an hour." };
+        return Ok(forgot_form(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            token,
+            typed,
+            errors,
+            "",
+        ));
+    }
+    let background = state.clone();
+    let address = email.clone();
+    tokio::spawn(async move { send_reset(&background, &address).await });
+    let notice = format!(
+        "If a Clarion account uses {email}, an email with a link to choose a new password is on its way. The link works once, for {} minutes.",
+        state.settings.dashboard.reset_link_minutes
+    );
+    Ok(forgot_form(
+        &state,
+        StatusCode::OK,
+        token,
+        "",
+        context! {},
+        &notice,
+    ))
+}
+
+/// Emails a reset link to the active account of `email`; nothing when there is none.
+async fn send_reset(state: &AppState, email: &str) {
+    let user = match users::find_by_email(&state.db, email).await {
+        Ok(Some(user)) if user.is_active() => user,
+        Ok(_) => return,
+        Err(error) => {
+            tracing::error!(%error, "a password reset could not look up its account");
+            return;
+        }
+    };
+    if let Err(error) = mail::issue_and_send(state, &user, None).await {
+        tracing::error!(user = user.id, %error, "a password-reset link could not be issued");
+    }
 }

@@ -4,14 +4,27 @@
 //! site (Origin / Sec-Fetch-Site). Pages are minijinja templates built into the binary
 //! ([`templates`]); front-end assets (htmx, uPlot) are vendored and served from `/assets`.
 //!
-//! Pages: `/` (overview), `/login`, `/logout`, `/password/{token}` (invitation and reset
-//! links), `/account/sessions`, `/users` (admins).
+//! Pages: `/` (overview), `/login`, `/logout`, `/forgot-password`, `/password/{token}`
+//! (invitation and reset links), `/account/sessions`, `/users`, `/channels` and `/settings`
+//! (admins), `/settings/suppressions`, `/contacts` (search and profiles), `/segments`
+//! (list, builder, health, members, cross-tabs, suggestions) and `/campaigns` (list,
+//! create, edit, preview, launch and the other actions, progress, report).
 
 mod account;
 mod assets;
+mod campaign_form;
+mod campaigns;
+mod channels;
+mod contacts;
+mod forms;
 mod guard;
 mod login;
+mod mail;
 mod overview;
+mod report;
+mod segments;
+mod settings;
+mod suppressions;
 pub mod templates;
 mod users;
 
@@ -26,7 +39,10 @@ use serde::Serialize;
 
 pub use guard::SignedIn;
 
-use crate::accounts::{AccountError, Session};
+use crate::{
+    accounts::{AccountError, Session},
+    error::ApiError,
+};
 
 /// The cookie holding the session token.
 pub const SESSION_COOKIE: &str = "clarion_session";
@@ -35,36 +51,124 @@ pub const FORM_COOKIE: &str = "clarion_form";
 
 /// Registers the dashboard's pages and assets.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::FormConfig::default()
-            .limit(64 * 1024)
-            .error_handler(|error, _| {
-                PageError::BadRequest(format!("the form could not be read: {error}")).into()
-            }),
-    )
-    .route("/", web::get().to(overview::page_handler))
-    .route("/overview/queues", web::get().to(overview::queues))
-    .route("/login", web::get().to(login::page))
-    .route("/login", web::post().to(login::submit))
-    .route("/logout", web::post().to(login::logout))
-    .route("/password/{token}", web::get().to(login::link_page))
-    .route("/password/{token}", web::post().to(login::link_submit))
-    .route("/account/sessions", web::get().to(account::page))
-    .route(
-        "/account/sessions/revoke-others",
-        web::post().to(account::revoke_others),
-    )
-    .route(
-        "/account/sessions/{id}/revoke",
-        web::post().to(account::revoke),
-    )
-    .route("/users", web::get().to(users::page_handler))
-    .route("/users", web::post().to(users::invite))
-    .route("/users/{id}/role", web::post().to(users::role))
-    .route("/users/{id}/deactivate", web::post().to(users::deactivate))
-    .route("/users/{id}/reactivate", web::post().to(users::reactivate))
-    .route("/users/{id}/reset-link", web::post().to(users::reset_link))
-    .route("/assets/{path:.*}", web::get().to(assets::serve));
+    cfg.app_data(form_config(64 * 1024))
+        .route("/", web::get().to(overview::page_handler))
+        .route("/overview/queues", web::get().to(overview::queues))
+        .route("/login", web::get().to(login::page))
+        .route("/login", web::post().to(login::submit))
+        .route("/logout", web::post().to(login::logout))
+        .route("/forgot-password", web::get().to(login::forgot_page))
+        .route("/forgot-password", web::post().to(login::forgot_submit))
+        .route("/password/{token}", web::get().to(login::link_page))
+        .route("/password/{token}", web::post().to(login::link_submit))
+        .route("/account/sessions", web::get().to(account::page))
+        .route(
+            "/account/sessions/revoke-others",
+            web::post().to(account::revoke_others),
+        )
+        .route(
+            "/account/sessions/{id}/revoke",
+            web::post().to(account::revoke),
+        )
+        .route("/users", web::get().to(users::page_handler))
+        .route("/users", web::post().to(users::invite))
+        .route("/users/{id}/role", web::post().to(users::role))
+        .route("/users/{id}/deactivate", web::post().to(users::deactivate))
+        .route("/users/{id}/reactivate", web::post().to(users::reactivate))
+        .route("/users/{id}/reset-link", web::post().to(users::reset_link))
+        .route("/channels", web::get().to(channels::page))
+        .route(
+            "/channels/webhooks",
+            web::post().to(channels::create_endpoint),
+        )
+        .route(
+            "/channels/webhooks/{id}",
+            web::post().to(channels::update_endpoint),
+        )
+        .route(
+            "/channels/webhooks/{id}/enable",
+            web::post().to(channels::enable_endpoint),
+        )
+        .route(
+            "/channels/webhooks/{id}/disable",
+            web::post().to(channels::disable_endpoint),
+        )
+        .route(
+            "/channels/webhooks/{id}/rotate",
+            web::post().to(channels::rotate_endpoint),
+        )
+        .route(
+            "/channels/webhooks/{id}/test",
+            web::post().to(channels::test_endpoint),
+        )
+        .route(
+            "/channels/webhooks/{id}/delete",
+            web::post().to(channels::delete_endpoint),
+        )
+        .route("/channels/senders", web::post().to(channels::create_sender))
+        .route(
+            "/channels/senders/{id}/delete",
+            web::post().to(channels::delete_sender),
+        )
+        .route("/settings", web::get().to(settings::page))
+        .route("/settings/keys", web::post().to(settings::create_key))
+        .route(
+            "/settings/keys/{id}/revoke",
+            web::post().to(settings::revoke_key),
+        )
+        .route(
+            "/settings/frequency-caps",
+            web::post().to(settings::save_caps),
+        )
+        .route("/settings/kpi", web::post().to(settings::save_kpi))
+        .route("/settings/suppressions", web::get().to(suppressions::page))
+        .route("/settings/suppressions", web::post().to(suppressions::add))
+        .route(
+            "/settings/suppressions/remove",
+            web::post().to(suppressions::remove),
+        )
+        .route(
+            "/settings/suppressions/export",
+            web::get().to(suppressions::export),
+        )
+        .service(
+            web::resource("/settings/suppressions/import")
+                .app_data(form_config(suppressions::MAX_IMPORT_BYTES))
+                .route(web::post().to(suppressions::import)),
+        )
+        .route("/campaigns", web::get().to(campaigns::list))
+        .route("/campaigns", web::post().to(campaigns::create))
+        .route("/campaigns/new", web::get().to(campaigns::new_form))
+        .route("/campaigns/{id}", web::get().to(campaigns::show))
+        .route("/campaigns/{id}/edit", web::get().to(campaigns::edit_form))
+        .route("/campaigns/{id}/edit", web::post().to(campaigns::update))
+        .route(
+            "/campaigns/{id}/progress",
+            web::get().to(campaigns::progress),
+        )
+        .route("/campaigns/{id}/report", web::get().to(report::page))
+        .route(
+            "/campaigns/{id}/preview/{variant}",
+            web::get().to(campaigns::preview),
+        )
+        .route(
+            "/campaigns/{id}/{action}",
+            web::get().to(campaigns::confirm),
+        )
+        .route("/campaigns/{id}/{action}", web::post().to(campaigns::act))
+        .route("/assets/{path:.*}", web::get().to(assets::serve))
+        .configure(contacts::configure)
+        .configure(segments::configure);
+}
+
+/// How the dashboard's forms are read: at most `limit` bytes, and a form that cannot be read
+/// answers a page saying why.
+fn form_config(limit: usize) -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(limit)
+        .error_handler(|error, _| {
+            PageError::BadRequest(format!("the form could not be read: {error}")).into()
+        })
 }
 
 /// Who is logged in, as templates see it.
@@ -105,6 +209,10 @@ pub enum PageError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The request does not fit the state of what it is about (launching twice, pausing a
+    /// campaign that is not sending); the message says what to do instead.
+    #[error("{0}")]
+    Conflict(String),
     /// A one-time link that is forged, unknown, expired or used.
     #[error("this link is not valid")]
     BadLink,
@@ -129,6 +237,7 @@ impl PageError {
             PageError::Forbidden(_) | PageError::Csrf => StatusCode::FORBIDDEN,
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::Conflict(_) => StatusCode::CONFLICT,
             PageError::BadLink => StatusCode::GONE,
             PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,6 +254,7 @@ impl PageError {
             ),
             PageError::NotFound(message) => ("Not found", message.clone()),
             PageError::BadRequest(message) => ("Bad request", message.clone()),
+            PageError::Conflict(message) => ("Not possible now", capitalised(message)),
             PageError::BadLink => (
                 "Link not valid",
                 "This link is not valid: it may have expired or been used already. Ask an admin for a new one.".into(),
@@ -158,6 +268,42 @@ impl PageError {
                 "Clarion could not show this page; the server log has the details.".into(),
             ),
         }
+    }
+}
+
+impl PageError {
+    /// The page for a domain error, by its API error code, so a page and the API refuse
+    /// the same things the same way.
+    pub fn from_coded<E: clarion_model::Coded + std::error::Error + 'static>(error: E) -> Self {
+        use clarion_model::ErrorCode;
+        match error.code() {
+            ErrorCode::NotFound => PageError::NotFound(capitalised(&error.to_string()) + "."),
+            ErrorCode::Conflict => PageError::Conflict(error.to_string()),
+            ErrorCode::Unavailable => PageError::Unavailable,
+            ErrorCode::Internal => PageError::internal(&error),
+            _ => PageError::BadRequest(capitalised(&error.to_string())),
+        }
+    }
+
+    /// The page for an answer the API would give, for checks shared with the API routes.
+    pub fn from_api(error: &crate::error::ApiError) -> Self {
+        use clarion_model::ErrorCode;
+        match error.code {
+            ErrorCode::NotFound => PageError::NotFound(capitalised(&error.message) + "."),
+            ErrorCode::Conflict => PageError::Conflict(error.message.clone()),
+            ErrorCode::Unavailable => PageError::Unavailable,
+            ErrorCode::Internal => PageError::Internal,
+            _ => PageError::BadRequest(capitalised(&error.message)),
+        }
+    }
+}
+
+/// `text` with its first letter in upper case, for messages written to follow a colon.
+pub(crate) fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
 }
 
@@ -176,6 +322,40 @@ impl From<AccountError> for PageError {
             },
         }
     }
+}
+
+/// A domain failure met by a page, answered as the API would classify it: a 404 page for
+/// what does not exist, a 400 page saying what is wrong, and the 500 and 503 pages that
+/// reveal nothing (the cause is logged where the [`ApiError`] was made).
+impl From<ApiError> for PageError {
+    fn from(error: ApiError) -> Self {
+        use clarion_model::ErrorCode;
+        match error.code {
+            ErrorCode::NotFound => PageError::NotFound(capitalized(&error.message)),
+            ErrorCode::Forbidden | ErrorCode::Unauthorized => PageError::Forbidden(error.message),
+            ErrorCode::Unavailable => PageError::Unavailable,
+            ErrorCode::Internal => PageError::Internal,
+            _ => PageError::BadRequest(capitalized(&error.message)),
+        }
+    }
+}
+
+/// A domain crate's error as a page: `.map_err(page_error)?`.
+pub(crate) fn page_error(error: impl Into<ApiError>) -> PageError {
+    error.into().into()
+}
+
+/// `text` with its first letter in upper case and a full stop, as pages write sentences.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
 }
 
 impl ResponseError for PageError {
@@ -234,6 +414,33 @@ pub(crate) fn render_page(
     }
 }
 
+/// A page of a signed-in user: the layout's values (title, current nav item, the user, the
+/// session's CSRF token) merged with the page's own.
+pub(crate) fn signed_page(
+    status: StatusCode,
+    template: &str,
+    signed: &SignedIn,
+    (title, active): (&str, &str),
+    page: minijinja::Value,
+) -> HttpResponse {
+    render_page(
+        status,
+        template,
+        context! {
+            title,
+            active,
+            user => view(signed.user()),
+            csrf => signed.session.csrf_token.clone(),
+            ..page
+        },
+    )
+}
+
+/// A serializable value as templates see it.
+pub(crate) fn view<T: Serialize>(value: T) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(value))
+}
+
 pub(crate) fn html_response(status: StatusCode) -> actix_web::HttpResponseBuilder {
     let mut builder = HttpResponse::build(status);
     builder
@@ -247,6 +454,25 @@ pub(crate) fn html_response(status: StatusCode) -> actix_web::HttpResponseBuilde
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ));
     builder
+}
+
+/// A page of a signed-in person: `page`'s values plus who they are and the session's CSRF
+/// token, which the layout's forms need.
+pub(crate) fn render_signed(
+    status: StatusCode,
+    template: &str,
+    signed: &SignedIn,
+    page: minijinja::Value,
+) -> HttpResponse {
+    render_page(
+        status,
+        template,
+        context! {
+            user => forms::value(&signed.user()),
+            csrf => signed.session.csrf_token.clone(),
+            ..page
+        },
+    )
 }
 
 /// A 303 to `location`.

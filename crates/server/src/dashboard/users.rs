@@ -6,9 +6,9 @@ use clarion_model::Role;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{PageError, SignedIn, login::CsrfForm, render_page};
+use super::{PageError, SignedIn, forms::capitalised, login::CsrfForm, mail, render_page};
 use crate::{
-    accounts::{AccountError, LinkPurpose, links, users},
+    accounts::{AccountError, LinkPurpose, users},
     state::AppState,
 };
 
@@ -42,6 +42,20 @@ struct NewLink {
     url: String,
     purpose: &'static str,
     expires_at: i64,
+}
+
+impl NewLink {
+    fn of(email: &str, issued: mail::Issued) -> Self {
+        NewLink {
+            email: email.to_string(),
+            url: issued.url,
+            purpose: match issued.purpose {
+                LinkPurpose::Invite => "invitation",
+                LinkPurpose::Reset => "password reset",
+            },
+            expires_at: issued.expires_at.millis(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -106,13 +120,6 @@ pub async fn page_handler(
 ) -> Result<HttpResponse, PageError> {
     signed.require(Role::Admin)?;
     render(&state, &signed, StatusCode::OK, Extra::default()).await
-}
-
-fn link_url(state: &AppState, token: &str) -> String {
-    format!(
-        "{}/password/{token}",
-        state.settings.server.public_url.trim_end_matches('/')
-    )
 }
 
 fn parse_id(id: &str) -> Result<i64, PageError> {
@@ -188,39 +195,34 @@ pub async fn invite(
         Some(Err(other)) => return Err(other.into()),
         None => return invalid(&state, &signed, form, errors).await,
     };
-    let (token, expires) = links::issue(
-        &state.db,
-        &state.accounts.links,
-        user.id,
-        LinkPurpose::Invite,
-        state.settings.dashboard.invite_link_lifetime(),
-        Some(signed.session.user_id),
-    )
-    .await?;
+    let issued = mail::issue_and_send(&state, &user, Some(signed.session.user_id)).await?;
     tracing::info!(user = user.id, by = signed.session.user_id, "user invited");
+    let notice = format!(
+        "{} was invited as {}. {}",
+        user.email,
+        user.role,
+        mailed_notice(&issued)
+    );
     render(
         &state,
         &signed,
         StatusCode::OK,
         Extra {
-            link: Some(NewLink {
-                email: user.email.clone(),
-                url: link_url(&state, &token),
-                purpose: "invitation",
-                expires_at: expires.millis(),
-            }),
-            notice: format!("{} was invited as {}.", user.email, user.role),
+            link: Some(NewLink::of(&user.email, issued)),
+            notice,
             ..Extra::default()
         },
     )
     .await
 }
 
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => format!("{}{}", first.to_uppercase(), chars.as_str()),
-        None => String::new(),
+/// What the notice says of the email of a link.
+fn mailed_notice(issued: &mail::Issued) -> String {
+    match &issued.mailed {
+        Ok(_) => "The link was emailed to them.".to_string(),
+        Err(error) => format!(
+            "The email with the link could not be sent ({error}): pass the link on yourself."
+        ),
     }
 }
 
@@ -351,39 +353,15 @@ pub async fn reset_link(
     let user = users::get(&state.db, signed.session.workspace, id)
         .await?
         .ok_or_else(|| PageError::NotFound("There is no such user.".into()))?;
-    let (purpose, ttl, name) = if user.has_password {
-        (
-            LinkPurpose::Reset,
-            state.settings.dashboard.reset_link_lifetime(),
-            "password reset",
-        )
-    } else {
-        (
-            LinkPurpose::Invite,
-            state.settings.dashboard.invite_link_lifetime(),
-            "invitation",
-        )
-    };
-    let (token, expires) = links::issue(
-        &state.db,
-        &state.accounts.links,
-        user.id,
-        purpose,
-        ttl,
-        Some(signed.session.user_id),
-    )
-    .await?;
+    let issued = mail::issue_and_send(&state, &user, Some(signed.session.user_id)).await?;
+    let notice = mailed_notice(&issued);
     render(
         &state,
         &signed,
         StatusCode::OK,
         Extra {
-            link: Some(NewLink {
-                email: user.email,
-                url: link_url(&state, &token),
-                purpose: name,
-                expires_at: expires.millis(),
-            }),
+            link: Some(NewLink::of(&user.email, issued)),
+            notice,
             ..Extra::default()
         },
     )

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use clarion_model::{
     AttributeName, AttributeType, Contact, ContactId, ContactPatch, ContactUpsert, CountryCode,
-    EmailAddress, ErrorCode, Event, EventId, EventKind, Role, Timestamp,
+    EmailAddress, ErrorCode, Event, EventId, EventKind, Role, Timestamp, WorkspaceId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -175,12 +175,42 @@ pub async fn list(
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
+    let ContactQuery {
+        filter,
+        after,
+        limit,
+    } = read_contact_query(&state, caller.workspace, query.into_inner()).await?;
+    let contacts =
+        store::contacts::list(&state.db, caller.workspace, &filter, after, limit).await?;
+    let next_cursor = (contacts.len() as u64 == limit)
+        .then(|| contacts.last().map(|c| cursor::encode(c.id.0)))
+        .flatten();
+    Ok(HttpResponse::Ok().json(ContactPage {
+        contacts,
+        next_cursor,
+    }))
+}
+
+/// What `GET /contacts` was asked for: its filters and page.
+pub(crate) struct ContactQuery {
+    pub filter: ContactFilter,
+    pub after: Option<ContactId>,
+    pub limit: u64,
+}
+
+/// Reads the query parameters of a contact list (the API's, and the dashboard's search
+/// form): each bad one is a 400 naming it; an attribute's value is read as its declared type.
+pub(crate) async fn read_contact_query(
+    state: &AppState,
+    workspace: WorkspaceId,
+    pairs: Vec<(String, String)>,
+) -> Result<ContactQuery, ApiError> {
     let bad = |message: String| ApiError::new(ErrorCode::InvalidQuery, message);
     let mut filter = ContactFilter::default();
     let mut after = None;
     let mut limit = None;
     let mut attributes = Vec::new();
-    for (key, value) in query.into_inner() {
+    for (key, value) in pairs {
         match key.as_str() {
             "cursor" => after = Some(ContactId(cursor::decode(&value)?)),
             "limit" => {
@@ -215,7 +245,7 @@ pub async fn list(
     }
     let limit = page_limit(limit)?;
     let names = attributes.iter().map(|(name, _)| name.clone()).collect();
-    let types = AttributeTypes::load(&state.db, caller.workspace, names).await?;
+    let types = AttributeTypes::load(&state.db, workspace, names).await?;
     for (name, value) in attributes {
         let typed = match types.declared(&name) {
             None => {
@@ -242,15 +272,11 @@ pub async fn list(
         };
         filter.attributes.push((name, typed));
     }
-    let contacts =
-        store::contacts::list(&state.db, caller.workspace, &filter, after, limit).await?;
-    let next_cursor = (contacts.len() as u64 == limit)
-        .then(|| contacts.last().map(|c| cursor::encode(c.id.0)))
-        .flatten();
-    Ok(HttpResponse::Ok().json(ContactPage {
-        contacts,
-        next_cursor,
-    }))
+    Ok(ContactQuery {
+        filter,
+        after,
+        limit,
+    })
 }
 
 /// A page of a contact's events.

@@ -152,7 +152,7 @@ use crate::error::ApiError;
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "suppressions", description = "Addresses and contacts never sent anything, with why: added by hand, imported, or after bounces and complaints"),
         (name = "provider webhooks", description = "Bounces and complaints reported by email providers (SES through SNS, SendGrid, Postmark, Mailgun). No API key: each request is verified the provider's way"),
-        (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on"),
+        (name = "tracking", description = "Links in messages: click redirects, the open pixel and unsubscribes. No API key; only signed tokens are acted on. Opens and clicks are answered once queued in Redis and stored in batches by the worker role's recorder, so reports and segments show them once their batch is stored (about one batch's recording while the recorder keeps up, longer during a backlog); unsubscribes are stored before the answer"),
     )
 )]
 pub struct ApiDoc;

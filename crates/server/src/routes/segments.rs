@@ -1,7 +1,7 @@
 //! `/api/v1/segments`: define, preview, save and inspect segments, and a contact's segments.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use clarion_model::{ContactId, ErrorCode, ExternalId, Role, Timestamp};
+use clarion_model::{ContactId, ErrorCode, ExternalId, Role, Timestamp, WorkspaceId};
 use clarion_segment::{
     PreviewOptions, Rule,
     membership::{self, Upload},
@@ -236,34 +236,39 @@ pub async fn preview(
         }
     };
     let rule = save::read_rule(&body.rule)?;
-    let valid = save::check_rule(&state.db, caller.workspace, None, &rule).await?;
+    let view = preview_rule(&state, caller.workspace, &rule, sample, started).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// What `rule` would select now in `workspace`: its figures and `sample` members. The API's
+/// preview and the dashboard's builder both answer with it; `started` is when the request
+/// came in, for `took_ms`.
+pub(crate) async fn preview_rule(
+    state: &AppState,
+    workspace: WorkspaceId,
+    rule: &Rule,
+    sample: u64,
+    started: std::time::Instant,
+) -> Result<PreviewView, clarion_segment::SegmentError> {
+    let valid = save::check_rule(&state.db, workspace, None, rule).await?;
     let now = Timestamp::now();
     let backend = state.db.get_database_backend();
-    let members = clarion_segment::compile(&valid, caller.workspace, backend, now)?;
-    let options = preview_options(&state);
-    let overview = report::overview(&state.db, caller.workspace, members, None, options).await?;
+    let members = clarion_segment::compile(&valid, workspace, backend, now)?;
+    let options = preview_options(state);
+    let overview = report::overview(&state.db, workspace, members, None, options).await?;
     let ids = if sample > 0 {
-        clarion_segment::members(
-            &state.db,
-            caller.workspace,
-            &valid,
-            now,
-            None,
-            sample,
-            options,
-        )
-        .await?
+        clarion_segment::members(&state.db, workspace, &valid, now, None, sample, options).await?
     } else {
         Vec::new()
     };
-    let sample = report::contacts_by_id(&state.db, caller.workspace, &ids).await?;
-    Ok(HttpResponse::Ok().json(PreviewView {
+    let sample = report::contacts_by_id(&state.db, workspace, &ids).await?;
+    Ok(PreviewView {
         rule: rule.to_json(),
         rule_text: rule.to_text(),
         overview,
         sample,
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }))
+    })
 }
 
 /// A stored segment's health: size, share of the base, value, reach per channel, overlap
@@ -279,12 +284,21 @@ pub async fn health(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
     let segment = find(&state, &caller, &path).await?;
+    Ok(HttpResponse::Ok().json(health_of(&state, caller.workspace, segment).await?))
+}
+
+/// A stored segment's health report, for the API and the dashboard's segment page.
+pub(crate) async fn health_of(
+    state: &AppState,
+    workspace: WorkspaceId,
+    segment: Segment,
+) -> Result<HealthView, ApiError> {
     let overview = report::overview(
         &state.db,
-        caller.workspace,
+        workspace,
         report::members_of(segment.id),
         Some(segment.id),
-        preview_options(&state),
+        preview_options(state),
     )
     .await?;
     let now = Timestamp::now();
@@ -295,11 +309,11 @@ pub async fn health(
         now,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(HealthView {
+    Ok(HealthView {
         segment: segment.into(),
         overview,
         last_30_days: days,
-    }))
+    })
 }
 
 /// Query parameters of the member list.
@@ -383,7 +397,12 @@ pub async fn members(
     }))
 }
 
-async fn members_csv(state: &AppState, segment: &Segment) -> Result<HttpResponse, ApiError> {
+/// Every current member of `segment` as a CSV download, read a page at a time; the API and
+/// the dashboard's export answer the same file.
+pub(crate) async fn members_csv(
+    state: &AppState,
+    segment: &Segment,
+) -> Result<HttpResponse, ApiError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let csv_error = |e: csv::Error| ApiError::internal(&e);
     writer

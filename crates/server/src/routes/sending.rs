@@ -67,9 +67,9 @@ pub async fn launch(
     Ok(HttpResponse::Ok().json(report))
 }
 
-/// Refuses a launch whose webhooks could only fail: the receiver's address is one the
+/// Refuses a launch (from the API or the dashboard) whose webhooks could only fail: the receiver's address is one the
 /// target policy forbids (private, loopback, link-local) or not an http(s) URL.
-async fn check_webhook_target(
+pub(crate) async fn check_webhook_target(
     state: &AppState,
     workspace: clarion_model::WorkspaceId,
     id: i64,

@@ -141,7 +141,7 @@ async fn bad_crosstab_requests_name_the_field(backend: Backend) {
 
 /// Two customer groups of 20: recent big-spending kitchen fans and lapsed garden fans, with
 /// traits written directly (as the trait computation would).
-async fn customers(app: &TestApp) {
+pub async fn customers(app: &TestApp) {
     let items: Vec<Value> = (0..40)
         .map(|i| json!({"external_id": format!("k{i:02}")}))
         .collect();

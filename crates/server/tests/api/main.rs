@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
+mod audience_pages;
 mod auth;
+mod campaign_pages;
 mod campaigns;
 mod contacts;
 mod dashboard;
+mod dashboard_settings;
 mod events;
 mod frequency_caps;
 mod insights;

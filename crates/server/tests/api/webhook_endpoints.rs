@@ -49,7 +49,7 @@ print(json.dumps(verdicts))
 "#;
 
 /// Whether the reference library verifies each request with `secret`.
-fn verified_with(secret: &str, requests: &[Recorded]) -> Vec<bool> {
+pub(crate) fn verified_with(secret: &str, requests: &[Recorded]) -> Vec<bool> {
     let job = json!({
         "secret": secret,
         "requests": requests.iter().map(|r| json!({
