@@ -6,6 +6,12 @@
 // as: the role of the account that opens it (none: logged out); status: the answer expected
 // (200 unless given).
 
+/** The path under the campaign the pages scenario launched. */
+const springSale = (rest) => async (run) => {
+  const { campaigns } = await run.api('GET', '/api/v1/campaigns');
+  return `/campaigns/${campaigns.find((c) => c.name === 'Spring sale').id}${rest}`;
+};
+
 export const pages = [
   { name: 'login', path: '/login' },
   { name: 'set-password', path: (run) => run.invite('viewer').link },
@@ -17,6 +23,9 @@ export const pages = [
   { name: 'campaigns', path: '/campaigns', as: 'marketer' },
   { name: 'campaign-new', path: '/campaigns/new', as: 'marketer' },
   { name: 'campaigns-viewer', path: '/campaigns', as: 'viewer' },
+  { name: 'campaign', path: springSale(''), as: 'marketer' },
+  { name: 'campaign-report', path: springSale('/report'), as: 'viewer' },
+  { name: 'campaign-timing', path: springSale('/schedule'), as: 'marketer' },
   { name: 'forbidden', path: '/users', as: 'viewer', status: 403 },
   { name: 'contacts', path: '/contacts', as: 'viewer' },
   { name: 'contact', path: '/contacts/page-0', as: 'viewer' },

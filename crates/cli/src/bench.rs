@@ -225,8 +225,9 @@ pub struct SendingArgs {
     /// emails to Postfix's smtp-sink (Debian package `postfix`).
     #[arg(long, value_enum, default_value_t = BenchChannel::Webhook)]
     channel: BenchChannel,
-    /// `bench worker` only: send twice in the same run, without and then with a frequency
-    /// cap on the channel (one every contact is under), and print both rates and their ratio.
+    /// `bench worker` only: after a first send, send without, with and again without a
+    /// frequency cap on the channel (one every contact is under), and print the capped rate
+    /// beside the mean of the uncapped ones, and their ratio.
     #[arg(long)]
     frequency_cap: bool,
 }

@@ -9,7 +9,8 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use clarion_campaign::{
-    Campaign, CampaignError, CampaignId, PreviewRequest, RunStatus, Status, VariantId, control,
+    Campaign, CampaignError, CampaignId, PreviewReport, PreviewRequest, RunStatus, Status, VariantId,
+    control,
     deliveries, launch, store,
 };
 use clarion_model::Role;
@@ -352,15 +353,15 @@ pub async fn progress(
     ))
 }
 
-/// `GET /campaigns/{id}/preview/{variant}`: the variant rendered for the first member of
-/// its segment, as the delivery worker would render it.
-pub async fn preview(
-    state: web::Data<AppState>,
-    signed: SignedIn,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, PageError> {
-    let (id, variant) = path.into_inner();
-    let campaign = load(&state, &signed, &id).await?;
+/// The variant `variant` of campaign `id` rendered for the first member of its segment, as
+/// the delivery worker would render it; or why it cannot be.
+async fn render_preview(
+    state: &AppState,
+    signed: &SignedIn,
+    id: &str,
+    variant: &str,
+) -> Result<(Campaign, VariantId, Result<PreviewReport, String>), PageError> {
+    let campaign = load(state, signed, id).await?;
     let variant = variant
         .parse::<i64>()
         .ok()
@@ -380,19 +381,30 @@ pub async fn preview(
         &state.tracker,
     )
     .await;
+    let report = match report {
+        Ok(report) => Ok(report),
+        Err(CampaignError::Invalid(issues)) => Err(issues
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+        Err(other) => return Err(PageError::from_coded(other)),
+    };
+    Ok((campaign, variant, report))
+}
+
+/// `GET /campaigns/{id}/preview/{variant}`: the preview fragment (sender, subject, the body
+/// in a sandboxed frame, the text part, the webhook body).
+pub async fn preview(
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, PageError> {
+    let (id, variant) = path.into_inner();
+    let (campaign, variant, report) = render_preview(&state, &signed, &id, &variant).await?;
     let (report, problem) = match report {
         Ok(report) => (Some(report), None),
-        Err(CampaignError::Invalid(issues)) => (
-            None,
-            Some(
-                issues
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-        ),
-        Err(other) => return Err(PageError::from_coded(other)),
+        Err(problem) => (None, Some(problem)),
     };
     Ok(render_page(
         StatusCode::OK,
@@ -400,8 +412,39 @@ pub async fn preview(
         context! {
             report => Value::from(Serde(&report)),
             problem,
+            body_url => format!("/campaigns/{}/preview/{}/body", campaign.id.0, variant.0),
         },
     ))
+}
+
+/// `GET /campaigns/{id}/preview/{variant}/body`: the rendered email's HTML on its own, for
+/// the preview's frame. The email's own inline styles and remote images need a policy of
+/// their own: this document may style itself and show images, runs no script (sandboxed),
+/// sends no form and may be framed by the dashboard only.
+pub async fn preview_body(
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, PageError> {
+    let (id, variant) = path.into_inner();
+    let (_, _, report) = render_preview(&state, &signed, &id, &variant).await?;
+    let html = report
+        .ok()
+        .and_then(|report| report.previews.into_iter().next())
+        .and_then(|preview| preview.email)
+        .map(|email| email.html)
+        .ok_or_else(|| PageError::NotFound("This variant has no email body to show.".into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .insert_header((actix_web::http::header::X_FRAME_OPTIONS, "SAMEORIGIN"))
+        .insert_header((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((actix_web::http::header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((
+            actix_web::http::header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src * data:; font-src *; form-action 'none'; frame-ancestors 'self'; base-uri 'none'; sandbox",
+        ))
+        .body(html))
 }
 
 /// What a person may do to a campaign, each after a confirmation page.

@@ -22,6 +22,7 @@ mod login;
 mod mail;
 mod overview;
 mod report;
+mod schedule;
 mod segments;
 mod settings;
 mod suppressions;
@@ -150,6 +151,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/campaigns/{id}/preview/{variant}",
             web::get().to(campaigns::preview),
+        )
+        .route(
+            "/campaigns/{id}/preview/{variant}/body",
+            web::get().to(campaigns::preview_body),
+        )
+        .route("/campaigns/{id}/schedule", web::get().to(schedule::page))
+        .route(
+            "/campaigns/{id}/schedule",
+            web::post().to(schedule::save_schedule),
+        )
+        .route(
+            "/campaigns/{id}/schedule/{action}",
+            web::post().to(schedule::schedule_action),
+        )
+        .route(
+            "/campaigns/{id}/quiet-hours",
+            web::post().to(schedule::save_quiet),
+        )
+        .route(
+            "/campaigns/{id}/quiet-hours/remove",
+            web::post().to(schedule::remove_quiet),
+        )
+        .route(
+            "/campaigns/{id}/trigger",
+            web::post().to(schedule::save_trigger),
+        )
+        .route(
+            "/campaigns/{id}/trigger/stop",
+            web::post().to(schedule::stop_trigger),
         )
         .route(
             "/campaigns/{id}/{action}",

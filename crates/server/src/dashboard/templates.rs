@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use minijinja::{Environment, UndefinedBehavior};
 
 /// Every template, by name: the layout and one file per page.
-pub const TEMPLATES: [(&str, &str); 28] = [
+pub const TEMPLATES: [(&str, &str); 29] = [
     ("layout.html", include_str!("../../templates/layout.html")),
     ("login.html", include_str!("../../templates/login.html")),
     (
@@ -53,6 +53,7 @@ pub const TEMPLATES: [(&str, &str); 28] = [
     ),
     ("forgot.html", include_str!("../../templates/forgot.html")),
     ("fields.html", include_str!("../../templates/fields.html")),
+    ("schedule.html", include_str!("../../templates/schedule.html")),
     (
         "channels.html",
         include_str!("../../templates/channels.html"),
@@ -135,7 +136,7 @@ pub(crate) fn datetime(millis: i64) -> String {
 
 /// An RFC 3339 time as the API gives it (`2026-12-04T05:12:09.123Z`) read like
 /// [`datetime`]'s; anything else as it is.
-fn moment(value: &str) -> String {
+pub(crate) fn moment(value: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(value)
         .map(|at| at.to_utc().format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|_| value.to_owned())

@@ -200,6 +200,13 @@ async fn a_marketer_creates_a_campaign_through_the_form(backend: Backend) {
         "{}",
         preview.body
     );
+    // The body is its own sandboxed document in a frame, so the email's inline styles and
+    // images show without loosening the dashboard's own policy.
+    let body_url = format!("/campaigns/{id}/preview/{variant}/body");
+    assert!(preview.body.contains(&format!("src=\"{body_url}\"")));
+    let body = visitor.get(&body_url).await;
+    assert_eq!(body.status, 200);
+    assert!(body.body.contains("<p>Hi</p>"), "{}", body.body);
 
     // Editing keeps the variant ids (and so their history).
     let edit = visitor.get(&format!("/campaigns/{id}/edit")).await;
@@ -408,3 +415,259 @@ async fn a_viewer_reads_campaigns_but_cannot_change_them(backend: Backend) {
 }
 
 on_both_backends!(a_viewer_reads_campaigns_but_cannot_change_them);
+
+/// A campaign to `vip` by email, created through the API; its id.
+async fn vip_campaign(app: &TestApp, name: &str) -> i64 {
+    let created = create(
+        app,
+        &json!({
+            "name": name,
+            "goal": { "event": "purchase", "window_hours": 168 },
+            "channels": ["email"],
+            "targets": [{ "segment": "vip", "variants": [{ "name": "A", "email": {
+                "subject": "Hi", "html": "<p>Hi</p>", "from": "Shop <news@shop.example>" } }] }],
+        }),
+    )
+    .await;
+    created["id"].as_i64().unwrap()
+}
+
+async fn a_marketer_times_a_campaign_from_its_timing_page(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    two_segments(&app).await;
+    let id = vip_campaign(&app, "Weekly news").await;
+    let mut visitor = marketer(&app).await;
+    let page = visitor.get(&format!("/campaigns/{id}")).await;
+    assert!(
+        page.body
+            .contains(&format!("href=\"/campaigns/{id}/schedule\"")),
+        "the campaign page links to its timing"
+    );
+    let timing = format!("/campaigns/{id}/schedule");
+    let page = visitor.get(&timing).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(element(&page, "schedule-state").starts_with("No schedule"));
+    let csrf = page.csrf();
+
+    // A cron with a bad field: refused beside the field, what was typed kept, nothing saved.
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("kind", "recurring"),
+        ("cron", "0 25 * * MON"),
+        ("time_zone", "Europe/Berlin"),
+        ("catch_up", "run_once"),
+    ];
+    let refused = visitor.post(&timing, &bad).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(
+        element(&refused, "schedule-cron-error").contains("hour"),
+        "{}",
+        element(&refused, "schedule-cron-error")
+    );
+    assert!(refused.body.contains("value=\"0 25 * * MON\""));
+    let (status, _) = app.get(&format!("/api/v1/campaigns/{id}/schedule")).await;
+    assert_eq!(status, 404, "nothing was saved");
+
+    // Mondays at 09:00 in Berlin, four runs: the API reads back what the form said, and the
+    // page lists the same next fire times as the API.
+    let good = [
+        ("csrf", csrf.as_str()),
+        ("kind", "recurring"),
+        ("at", ""),
+        ("cron", "0 9 * * MON"),
+        ("time_zone", "Europe/Berlin"),
+        ("local_time", "on"),
+        ("max_runs", "4"),
+        ("catch_up", "skip"),
+    ];
+    let saved = visitor.post(&timing, &good).await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let (status, schedule) = app.get(&format!("/api/v1/campaigns/{id}/schedule")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            &schedule["cron"],
+            &schedule["time_zone"],
+            &schedule["local_time"],
+            &schedule["max_runs"],
+            &schedule["catch_up"],
+            &schedule["state"],
+        ),
+        (
+            &json!("0 9 * * MON"),
+            &json!("Europe/Berlin"),
+            &json!(true),
+            &json!(4),
+            &json!("skip"),
+            &json!("active"),
+        )
+    );
+    let upcoming = schedule["upcoming"].as_array().unwrap();
+    assert!(!upcoming.is_empty());
+    let first = chrono::DateTime::parse_from_rfc3339(upcoming[0].as_str().unwrap()).unwrap();
+    let shown = first.to_utc().format("%Y-%m-%d %H:%M UTC").to_string();
+    assert!(saved.body.contains(&shown), "the page lists {shown}");
+
+    // Paused and resumed from the page.
+    let paused = visitor
+        .post(&format!("{timing}/pause"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(paused.status, 303);
+    let (_, schedule) = app.get(&format!("/api/v1/campaigns/{id}/schedule")).await;
+    assert_eq!(schedule["state"], "paused");
+    let page = visitor.get(&timing).await;
+    assert!(page.body.contains("Resume schedule"));
+    visitor
+        .post(&format!("{timing}/resume"), &[("csrf", csrf.as_str())])
+        .await;
+    let (_, schedule) = app.get(&format!("/api/v1/campaigns/{id}/schedule")).await;
+    assert_eq!(schedule["state"], "active");
+
+    // Quiet hours: a time that is not a time is refused beside it; then saved overnight.
+    let quiet = format!("/campaigns/{id}/quiet-hours");
+    let refused = visitor
+        .post(
+            &quiet,
+            &[
+                ("csrf", csrf.as_str()),
+                ("start", "9pm"),
+                ("end", "08:00"),
+                ("action", "delay"),
+                ("time_zone", "UTC"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(!element(&refused, "quiet-start-error").is_empty());
+    assert!(refused.body.contains("value=\"9pm\""));
+    let saved = visitor
+        .post(
+            &quiet,
+            &[
+                ("csrf", csrf.as_str()),
+                ("start", "21:00"),
+                ("end", "08:00"),
+                ("weekends", "on"),
+                ("action", "drop"),
+                ("time_zone", "Europe/Paris"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let (_, stored) = app.get(&format!("/api/v1/campaigns/{id}/quiet-hours")).await;
+    assert_eq!(
+        (
+            &stored["start"],
+            &stored["end"],
+            &stored["weekends"],
+            &stored["action"],
+            &stored["time_zone"]
+        ),
+        (
+            &json!("21:00"),
+            &json!("08:00"),
+            &json!(true),
+            &json!("drop"),
+            &json!("Europe/Paris")
+        )
+    );
+    visitor
+        .post(&format!("{quiet}/remove"), &[("csrf", csrf.as_str())])
+        .await;
+    let (status, _) = app.get(&format!("/api/v1/campaigns/{id}/quiet-hours")).await;
+    assert_eq!(status, 404, "removed");
+
+    // A campaign with a schedule takes no trigger: the page offers none; one without does.
+    assert!(!visitor.get(&timing).await.body.contains("id=\"trigger-form\""));
+    let other = vip_campaign(&app, "Welcome").await;
+    let other_timing = format!("/campaigns/{other}/schedule");
+    assert!(
+        visitor
+            .get(&other_timing)
+            .await
+            .body
+            .contains("id=\"trigger-form\"")
+    );
+    let trigger = format!("/campaigns/{other}/trigger");
+    // A static list nobody enters on their own, and a delay that is not one: each refused
+    // beside its field.
+    let refused = visitor
+        .post(
+            &trigger,
+            &[("csrf", csrf.as_str()), ("segment", "new"), ("delay", "3d")],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(element(&refused, "trigger-segment-error").contains("static list"));
+    crate::triggers::dynamic_segment(
+        &app,
+        "newcomers",
+        json!({"attr": "first_name", "op": "starts_with", "value": "NEW"}),
+    )
+    .await;
+    let refused = visitor
+        .post(
+            &trigger,
+            &[
+                ("csrf", csrf.as_str()),
+                ("segment", "newcomers"),
+                ("delay", "three days"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(!element(&refused, "trigger-delay-error").is_empty());
+    assert!(refused.body.contains("value=\"three days\""));
+    let saved = visitor
+        .post(
+            &trigger,
+            &[
+                ("csrf", csrf.as_str()),
+                ("segment", "newcomers"),
+                ("delay", "3d"),
+                ("reentry_after", "30d"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let (_, stored) = app.get(&format!("/api/v1/campaigns/{other}/trigger")).await;
+    assert_eq!(
+        (
+            &stored["segment"],
+            &stored["delay"],
+            &stored["reentry_after"],
+            &stored["include_existing"],
+            &stored["state"]
+        ),
+        (
+            &json!("newcomers"),
+            &json!("3d"),
+            &json!("30d"),
+            &json!(false),
+            &json!("active")
+        )
+    );
+    visitor
+        .post(&format!("{trigger}/stop"), &[("csrf", csrf.as_str())])
+        .await;
+    let (_, stored) = app.get(&format!("/api/v1/campaigns/{other}/trigger")).await;
+    assert_eq!(stored["state"], "stopped");
+
+    // A viewer reads the page but has no form, and posting is refused.
+    user(&app, "vic@example.com", Role::Viewer, PASSWORD).await;
+    let mut viewer = Visitor::new(&app);
+    viewer.login("vic@example.com", PASSWORD).await;
+    let page = viewer.get(&timing).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("id=\"schedule-form\""));
+    assert!(page.body.contains("0 9 * * MON"));
+    let viewer_csrf = page.csrf();
+    let refused = viewer
+        .post(&format!("{timing}/cancel"), &[("csrf", viewer_csrf.as_str())])
+        .await;
+    assert_eq!(refused.status, 403);
+    let (_, schedule) = app.get(&format!("/api/v1/campaigns/{id}/schedule")).await;
+    assert_eq!(schedule["state"], "active");
+}
+
+on_both_backends!(a_marketer_times_a_campaign_from_its_timing_page);

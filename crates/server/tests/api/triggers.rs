@@ -30,7 +30,7 @@ fn triggers(app: &TestApp, clock: &ManualClock) -> Triggers {
     )
 }
 
-async fn dynamic_segment(app: &TestApp, slug: &str, rule: Json) {
+pub(crate) async fn dynamic_segment(app: &TestApp, slug: &str, rule: Json) {
     let (status, body) = app
         .post(
             "/api/v1/segments",
