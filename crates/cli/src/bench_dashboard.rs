@@ -20,7 +20,7 @@ use secrecy::SecretString;
 use crate::bench_segments::prepare;
 
 /// The main pages measured unless `--pages` names others.
-pub const PAGES: &str = "/,/channels,/settings,/settings/suppressions,/users,/account/sessions";
+pub const PAGES: &str = "/,/contacts,/segments,/campaigns,/channels,/settings,/settings/suppressions,/users,/account/sessions";
 
 /// What to measure.
 pub struct DashboardBench {

@@ -302,7 +302,10 @@ pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Re
         &[None]
     };
     let autovacuum = db
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SHOW autovacuum"))
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SHOW autovacuum",
+        ))
         .await?
         .map(|row| row.try_get::<String>("", "autovacuum"))
         .transpose()?
@@ -339,7 +342,9 @@ pub async fn run_worker(bench: &SendingBench, settings: &Settings) -> anyhow::Re
             None if bench.frequency_cap => "first send, no frequency cap",
             None => "no frequency cap",
             Some(false) => "no frequency cap (earlier sends in the table)",
-            Some(true) => "frequency cap on (5 in 168 h, every contact has earlier messages in the window)",
+            Some(true) => {
+                "frequency cap on (5 in 168 h, every contact has earlier messages in the window)"
+            }
         };
         let started = Instant::now();
         let report = launch(&db, &queues, &sending, DEFAULT_WORKSPACE, campaign, None).await?;

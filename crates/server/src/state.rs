@@ -1,11 +1,14 @@
 //! What every handler shares: the database, the ingestion entry point, Redis, the queues, the
 //! tracker, metrics and the configuration they came from.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use clarion_campaign::{Worker, WorkerParts, throttle::Throttle};
+use clarion_campaign::{Worker, WorkerParts, overview::Totals, throttle::Throttle};
 use clarion_contacts::Ingest;
 use clarion_dispatch::{EmailSender, WebhookSender};
+use clarion_model::{Timestamp, WorkspaceId};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 
@@ -37,6 +40,8 @@ pub struct AppState {
     pub recorder: clarion_campaign::hits::Recorder,
     /// The link tables of saved variant versions that `/t/l/` links point into.
     pub link_tables: clarion_campaign::engagement::LinkTables,
+    /// The overview's whole-table counts per workspace, kept for a minute.
+    pub overview_totals: OverviewTotals,
     /// The dashboard's login counters (Redis) and the key that signs its one-time links.
     pub accounts: crate::accounts::Accounts,
 }
@@ -90,6 +95,7 @@ impl AppState {
             hits: clarion_campaign::hits::HitQueue::new(queues.clone()),
             recorder: clarion_campaign::hits::Recorder::new(ingest.clone(), machines),
             link_tables: clarion_campaign::engagement::LinkTables::default(),
+            overview_totals: OverviewTotals::default(),
             queues,
             webhooks,
         })
@@ -151,4 +157,90 @@ pub fn ingest(db: &DatabaseConnection, settings: &Settings) -> Ingest {
     ingest.with_listener(std::sync::Arc::new(clarion_kpi::rollup::Rollups::new(
         db.clone(),
     )))
+}
+
+/// The overview page's counts of contacts and events per workspace, as last counted. They
+/// are whole-table counts (most of a second at 10,000,000 events), so a page shows the last
+/// count and, once it is older than [`OverviewTotals::MAX_AGE`], one request starts a new
+/// count in the background for the pages after it.
+#[derive(Clone, Default)]
+pub struct OverviewTotals {
+    entries: Arc<Mutex<HashMap<WorkspaceId, CountedTotals>>>,
+}
+
+#[derive(Clone, Copy)]
+struct CountedTotals {
+    counted: Instant,
+    at: Timestamp,
+    totals: Totals,
+    recounting: bool,
+}
+
+impl OverviewTotals {
+    /// How long a count is shown before it is counted again.
+    pub const MAX_AGE: Duration = Duration::from_secs(60);
+
+    /// The totals of `workspace` and when they were counted: counted now when never counted,
+    /// else the last count (starting a recount in the background when it is too old).
+    ///
+    /// # Errors
+    /// Database failures of a count made now.
+    pub async fn get(
+        &self,
+        db: &DatabaseConnection,
+        workspace: WorkspaceId,
+    ) -> Result<(Totals, Timestamp), clarion_campaign::CampaignError> {
+        let known = self.lock().get(&workspace).copied();
+        if let Some(entry) = known {
+            if entry.counted.elapsed() >= Self::MAX_AGE && self.start_recount(workspace) {
+                let (cache, db) = (self.clone(), db.clone());
+                tokio::spawn(async move {
+                    match clarion_campaign::overview::totals(&db, workspace).await {
+                        Ok(totals) => cache.store(workspace, totals),
+                        Err(error) => {
+                            tracing::warn!(%error, "the overview's totals could not be counted");
+                            cache.abandon_recount(workspace);
+                        }
+                    }
+                });
+            }
+            return Ok((entry.totals, entry.at));
+        }
+        let totals = clarion_campaign::overview::totals(db, workspace).await?;
+        self.store(workspace, totals);
+        Ok((totals, Timestamp::now()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<WorkspaceId, CountedTotals>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store(&self, workspace: WorkspaceId, totals: Totals) {
+        self.lock().insert(
+            workspace,
+            CountedTotals {
+                counted: Instant::now(),
+                at: Timestamp::now(),
+                totals,
+                recounting: false,
+            },
+        );
+    }
+
+    /// Marks a recount as started; false when one is under way already.
+    fn start_recount(&self, workspace: WorkspaceId) -> bool {
+        match self.lock().get_mut(&workspace) {
+            Some(entry) if !entry.recounting => {
+                entry.recounting = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn abandon_recount(&self, workspace: WorkspaceId) {
+        if let Some(entry) = self.lock().get_mut(&workspace) {
+            entry.recounting = false;
+        }
+    }
 }

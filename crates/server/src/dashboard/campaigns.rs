@@ -9,9 +9,8 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use clarion_campaign::{
-    Campaign, CampaignError, CampaignId, PreviewReport, PreviewRequest, RunStatus, Status, VariantId,
-    control,
-    deliveries, launch, store,
+    Campaign, CampaignError, CampaignId, PreviewReport, PreviewRequest, RunStatus, Status,
+    VariantId, control, deliveries, launch, store,
 };
 use clarion_model::Role;
 use minijinja::{Value, context, value::Serde};

@@ -64,18 +64,25 @@ pub async fn page_handler(
     state: web::Data<AppState>,
     signed: SignedIn,
 ) -> Result<HttpResponse, PageError> {
+    let failed = |error: clarion_campaign::CampaignError| match clarion_model::Coded::code(&error) {
+        clarion_model::ErrorCode::Unavailable => PageError::Unavailable,
+        _ => PageError::internal(&error),
+    };
+    let (totals, counted_at) = state
+        .overview_totals
+        .get(&state.db, signed.session.workspace)
+        .await
+        .map_err(failed)?;
     let figures = clarion_campaign::overview::overview(
         &state.db,
         signed.session.workspace,
         Timestamp::now(),
         DAYS,
         LIMIT,
+        Some(totals),
     )
     .await
-    .map_err(|error| match clarion_model::Coded::code(&error) {
-        clarion_model::ErrorCode::Unavailable => PageError::Unavailable,
-        _ => PageError::internal(&error),
-    })?;
+    .map_err(failed)?;
     let queues = queue_lines(&state).await;
     let chart = serde_json::json!({
         "days": figures.daily.iter().map(|d| d.day.millis() / 1000).collect::<Vec<_>>(),
@@ -121,6 +128,7 @@ pub async fn page_handler(
             contacts => figures.contacts,
             subscribed => figures.subscribed,
             events => figures.events,
+            counted_at => counted_at.millis(),
             segments,
             recent,
             upcoming,

@@ -31,7 +31,14 @@ use super::{
 };
 use crate::state::AppState;
 
-const SCHEDULE_FIELDS: [&str; 6] = ["at", "cron", "time_zone", "local_time", "max_runs", "catch_up"];
+const SCHEDULE_FIELDS: [&str; 6] = [
+    "at",
+    "cron",
+    "time_zone",
+    "local_time",
+    "max_runs",
+    "catch_up",
+];
 const QUIET_FIELDS: [&str; 5] = ["start", "end", "weekends", "action", "time_zone"];
 const TRIGGER_FIELDS: [&str; 5] = [
     "segment",

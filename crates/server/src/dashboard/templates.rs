@@ -53,7 +53,10 @@ pub const TEMPLATES: [(&str, &str); 29] = [
     ),
     ("forgot.html", include_str!("../../templates/forgot.html")),
     ("fields.html", include_str!("../../templates/fields.html")),
-    ("schedule.html", include_str!("../../templates/schedule.html")),
+    (
+        "schedule.html",
+        include_str!("../../templates/schedule.html"),
+    ),
     (
         "channels.html",
         include_str!("../../templates/channels.html"),

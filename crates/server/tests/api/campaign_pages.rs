@@ -554,7 +554,9 @@ async fn a_marketer_times_a_campaign_from_its_timing_page(backend: Backend) {
         )
         .await;
     assert_eq!(saved.status, 200, "{}", saved.body);
-    let (_, stored) = app.get(&format!("/api/v1/campaigns/{id}/quiet-hours")).await;
+    let (_, stored) = app
+        .get(&format!("/api/v1/campaigns/{id}/quiet-hours"))
+        .await;
     assert_eq!(
         (
             &stored["start"],
@@ -574,11 +576,19 @@ async fn a_marketer_times_a_campaign_from_its_timing_page(backend: Backend) {
     visitor
         .post(&format!("{quiet}/remove"), &[("csrf", csrf.as_str())])
         .await;
-    let (status, _) = app.get(&format!("/api/v1/campaigns/{id}/quiet-hours")).await;
+    let (status, _) = app
+        .get(&format!("/api/v1/campaigns/{id}/quiet-hours"))
+        .await;
     assert_eq!(status, 404, "removed");
 
     // A campaign with a schedule takes no trigger: the page offers none; one without does.
-    assert!(!visitor.get(&timing).await.body.contains("id=\"trigger-form\""));
+    assert!(
+        !visitor
+            .get(&timing)
+            .await
+            .body
+            .contains("id=\"trigger-form\"")
+    );
     let other = vip_campaign(&app, "Welcome").await;
     let other_timing = format!("/campaigns/{other}/schedule");
     assert!(
@@ -663,7 +673,10 @@ async fn a_marketer_times_a_campaign_from_its_timing_page(backend: Backend) {
     assert!(page.body.contains("0 9 * * MON"));
     let viewer_csrf = page.csrf();
     let refused = viewer
-        .post(&format!("{timing}/cancel"), &[("csrf", viewer_csrf.as_str())])
+        .post(
+            &format!("{timing}/cancel"),
+            &[("csrf", viewer_csrf.as_str())],
+        )
         .await;
     assert_eq!(refused.status, 403);
     let (_, schedule) = app.get(&format!("/api/v1/campaigns/{id}/schedule")).await;
