@@ -174,7 +174,11 @@ pub async fn create(
     save(&state, &signed, form, op, None).await
 }
 
-async fn load(state: &AppState, signed: &SignedIn, id: &str) -> Result<Campaign, PageError> {
+pub(super) async fn load(
+    state: &AppState,
+    signed: &SignedIn,
+    id: &str,
+) -> Result<Campaign, PageError> {
     let missing = || PageError::NotFound("There is no such campaign.".into());
     let id = id.parse::<i64>().map_err(|_| missing())?;
     store::get(&state.db, signed.session.workspace, CampaignId(id))

@@ -10,13 +10,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use clarion_campaign::{
-    Campaign, CampaignError, CampaignId,
+    Campaign, CampaignError,
     schedule::{
         CatchUp, ScheduleInput,
         quiet::{self, QuietAction, QuietHoursInput, QuietHoursView},
         store::{self as schedules, ScheduleView},
     },
-    store,
     trigger::{self, TriggerInput, TriggerView},
 };
 use clarion_model::Role;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     PageError, SignedIn,
+    campaigns::load,
     forms::{FieldErrors, Refusal, Refused, number, value},
     login::CsrfForm,
     render_signed, see_other,
@@ -100,15 +100,6 @@ struct Extra {
     quiet_errors: FieldErrors,
     trigger_form: Option<TriggerForm>,
     trigger_errors: FieldErrors,
-}
-
-async fn load(state: &AppState, signed: &SignedIn, id: &str) -> Result<Campaign, PageError> {
-    let missing = || PageError::NotFound("There is no such campaign.".into());
-    let id = id.parse::<i64>().map_err(|_| missing())?;
-    store::get(&state.db, signed.session.workspace, CampaignId(id))
-        .await
-        .map_err(PageError::from_coded)?
-        .ok_or_else(missing)
 }
 
 fn schedule_form(view: Option<&ScheduleView>) -> ScheduleForm {
