@@ -10,8 +10,11 @@
 //! totals exactly equal to the sums over the raw rows.
 //!
 //! Who calls [`refresh`]: the ingestion listener [`Rollups`] (every stored event batch, the
-//! tracking endpoints' clicks, opens and unsubscribes included), the delivery worker after it
-//! records outcomes, and launch after writing a run's rows ([`build_run`]).
+//! tracking endpoints' clicks, opens and unsubscribes included) and launch after writing a
+//! run's rows ([`build_run`]). The delivery worker after it records outcomes, and triggers
+//! after they send, call [`refresh_deliveries`], which leaves the event roll-ups alone. Only
+//! the runs whose facts changed are rewritten, so settling a message costs the same however
+//! many runs its contact was in before.
 //!
 //! # The facts of one contact in one run
 //!
@@ -52,7 +55,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, JoinType, OnConflict, Query},
 };
 
-use crate::{Attribution, KpiError, settings};
+use crate::{Attribution, KpiError, param, settings};
 
 const HOUR_MS: i64 = 3_600_000;
 /// Contacts refreshed per transaction; keeps IN lists and statements small.
@@ -346,6 +349,38 @@ pub async fn refresh(
     workspace: WorkspaceId,
     contacts: &[ContactId],
 ) -> Result<(), KpiError> {
+    refresh_after(db, workspace, contacts, Changed::Events).await
+}
+
+/// [`refresh`] after only the contacts' delivery rows changed (the worker recorded outcomes,
+/// a trigger sent): the roll-ups of events alone (activity spells, goal days) stay as they
+/// are, and only the run facts are computed again.
+///
+/// # Errors
+/// Database errors; nothing of the failed chunk is changed then.
+pub async fn refresh_deliveries(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    contacts: &[ContactId],
+) -> Result<(), KpiError> {
+    refresh_after(db, workspace, contacts, Changed::Deliveries).await
+}
+
+/// What changed of the contacts a refresh computes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    /// Their events (and perhaps their deliveries): every roll-up.
+    Events,
+    /// Their delivery rows only: the run facts.
+    Deliveries,
+}
+
+async fn refresh_after(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    contacts: &[ContactId],
+    changed: Changed,
+) -> Result<(), KpiError> {
     if contacts.is_empty() {
         return Ok(());
     }
@@ -358,7 +393,7 @@ pub async fn refresh(
     for chunk in ids.chunks(CHUNK) {
         let mut attempt = 1;
         loop {
-            match refresh_chunk(db, workspace, chunk, attribution, &rule).await {
+            match refresh_chunk(db, workspace, chunk, attribution, &rule, changed).await {
                 Err(KpiError::Db(ref error))
                     if attempt < 5 && clarion_contacts::is_retryable(error) =>
                 {
@@ -568,6 +603,7 @@ async fn refresh_chunk(
     contacts: &[i64],
     attribution: Attribution,
     rule: &crate::churn::Rule,
+    changed: Changed,
 ) -> Result<(), KpiError> {
     let txn = clarion_contacts::begin_write(db).await?;
     let backend = txn.get_database_backend();
@@ -590,8 +626,10 @@ async fn refresh_chunk(
         ))
         .await?;
     }
-    crate::churn::refresh_spells(&txn, workspace, rule, contacts).await?;
-    crate::goal_days::refresh(&txn, workspace, contacts).await?;
+    if changed == Changed::Events {
+        crate::churn::refresh_spells(&txn, workspace, rule, contacts).await?;
+        crate::goal_days::refresh(&txn, workspace, contacts).await?;
+    }
     let deliveries = load_deliveries(&txn, workspace, contacts).await?;
     let old = load_facts(&txn, workspace, contacts).await?;
     if deliveries.is_empty() && old.is_empty() {
@@ -600,8 +638,10 @@ async fn refresh_chunk(
     }
     let events = load_events(&txn, workspace, &deliveries).await?;
 
+    // Facts are compared and rewritten per contact and run: settling one delivery rewrites
+    // the facts of its run, not those of every run the contact was ever in.
     let mut deltas: Deltas = BTreeMap::new();
-    let mut changed: Vec<i64> = Vec::new();
+    let mut stale: Vec<(i64, i64)> = Vec::new();
     let mut inserts: Vec<(i64, FactKey, FactValue)> = Vec::new();
     let touched: BTreeSet<i64> = deliveries.keys().chain(old.keys()).copied().collect();
     let empty_d = Vec::new();
@@ -617,41 +657,95 @@ async fn refresh_chunk(
         if &new == before {
             continue;
         }
-        changed.push(contact);
-        let mut delta = |key: &FactKey, value: &FactValue, sign: f64| {
-            let entry = deltas
-                .entry((
-                    key.run_id,
-                    value.variant_id,
-                    value.segment_id,
-                    key.channel.clone(),
-                    key.metric.clone(),
-                    key.bucket,
-                ))
-                .or_insert((0, 0.0, 0.0));
-            entry.0 += if sign > 0.0 { value.n } else { -value.n };
-            entry.1 += sign * value.amount;
-            entry.2 += sign * value.amount * value.amount;
-        };
-        for (key, value) in before {
-            delta(key, value, -1.0);
+        let (before, new) = (per_run(before), per_run(&new));
+        let runs: BTreeSet<i64> = before.keys().chain(new.keys()).copied().collect();
+        for run in runs {
+            let (was, now) = (before.get(&run), new.get(&run));
+            if was == now {
+                continue;
+            }
+            stale.push((contact, run));
+            for (facts, sign) in [(was, -1.0), (now, 1.0)] {
+                for (key, value) in facts.into_iter().flatten() {
+                    let entry = deltas
+                        .entry((
+                            key.run_id,
+                            value.variant_id,
+                            value.segment_id,
+                            key.channel.clone(),
+                            key.metric.clone(),
+                            key.bucket,
+                        ))
+                        .or_insert((0, 0.0, 0.0));
+                    entry.0 += if sign > 0.0 { value.n } else { -value.n };
+                    entry.1 += sign * value.amount;
+                    entry.2 += sign * value.amount * value.amount;
+                }
+            }
+            inserts.extend(
+                now.into_iter()
+                    .flatten()
+                    .map(|(key, value)| (contact, (*key).clone(), **value)),
+            );
         }
-        for (key, value) in &new {
-            delta(key, value, 1.0);
-        }
-        inserts.extend(new.into_iter().map(|(k, v)| (contact, k, v)));
     }
-    if !changed.is_empty() {
-        let delete = Query::delete()
-            .from_table("kpi_run_facts")
-            .and_where(Expr::col("workspace_id").eq(workspace.0))
-            .and_where(Expr::col("contact_id").is_in(changed.iter().copied()))
-            .to_owned();
-        txn.execute(&delete).await?;
+    if !stale.is_empty() {
+        delete_facts(&txn, workspace, &stale).await?;
         write_facts(&txn, workspace, &inserts).await?;
         write_deltas(&txn, &deltas).await?;
     }
     txn.commit().await?;
+    Ok(())
+}
+
+/// A contact's facts grouped by run.
+fn per_run(facts: &BTreeMap<FactKey, FactValue>) -> BTreeMap<i64, Vec<(&FactKey, &FactValue)>> {
+    let mut runs: BTreeMap<i64, Vec<(&FactKey, &FactValue)>> = BTreeMap::new();
+    for (key, value) in facts {
+        runs.entry(key.run_id).or_default().push((key, value));
+    }
+    runs
+}
+
+/// Deletes the facts of these (contact, run) pairs.
+async fn delete_facts(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    pairs: &[(i64, i64)],
+) -> Result<(), KpiError> {
+    let backend = db.get_database_backend();
+    let per_statement = clarion_contacts::rows_per_statement(backend, 3);
+    for chunk in pairs.chunks(per_statement) {
+        let mut values: Vec<sea_orm::Value> = Vec::new();
+        let in_workspace = param(backend, &mut values, workspace.0.into());
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|&(contact, run)| {
+                let contact = param(backend, &mut values, contact.into());
+                format!("({contact}, {})", param(backend, &mut values, run.into()))
+            })
+            .collect();
+        let mut contacts: Vec<i64> = chunk.iter().map(|&(contact, _)| contact).collect();
+        contacts.dedup();
+        let contacts: Vec<String> = contacts
+            .into_iter()
+            .map(|contact| param(backend, &mut values, contact.into()))
+            .collect();
+        // The contact list lets the planner walk the primary key (contact, run, ...); the
+        // row value IN a VALUES list picks the pairs (SQLite takes no list of row values
+        // after IN).
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "DELETE FROM kpi_run_facts WHERE workspace_id = {in_workspace} AND contact_id IN ({}) \
+                 AND (contact_id, run_id) IN (VALUES {})",
+                contacts.join(", "),
+                rows.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    }
     Ok(())
 }
 

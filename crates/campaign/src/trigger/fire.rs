@@ -521,7 +521,8 @@ impl Triggers {
         if !sent.is_empty() {
             let contacts: Vec<ContactId> = sent.iter().map(|(_, c)| *c).collect();
             if let Err(error) =
-                clarion_kpi::rollup::refresh(&self.db, trigger.workspace, &contacts).await
+                clarion_kpi::rollup::refresh_deliveries(&self.db, trigger.workspace, &contacts)
+                    .await
             {
                 tracing::warn!(%error, run, "KPI roll-ups of triggered deliveries could not be updated");
             }

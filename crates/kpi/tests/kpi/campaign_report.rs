@@ -343,7 +343,7 @@ async fn settle(world: &mut World, rng: &mut Rng) {
         touched.insert(d.contact);
     }
     let contacts: Vec<ContactId> = touched.into_iter().map(ContactId).collect();
-    rollup::refresh(&world.db, DEFAULT_WORKSPACE, &contacts)
+    rollup::refresh_deliveries(&world.db, DEFAULT_WORKSPACE, &contacts)
         .await
         .unwrap();
 }
