@@ -225,7 +225,7 @@ fn midnight(zone: Tz, date: NaiveDate) -> i64 {
         .map_or(naive.and_utc().timestamp_millis(), |t| t.timestamp_millis())
 }
 
-fn local_date(zone: Tz, millis: i64) -> NaiveDate {
+pub(crate) fn local_date(zone: Tz, millis: i64) -> NaiveDate {
     zone.timestamp_millis_opt(millis)
         .single()
         .map(|t| t.date_naive())
@@ -808,16 +808,6 @@ pub async fn retention(
     })
 }
 
-fn write_csv(rows: Vec<Vec<String>>) -> Result<String, KpiError> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    for row in rows {
-        out.write_record(&row)
-            .map_err(|e| KpiError::Csv(e.to_string()))?;
-    }
-    let bytes = out.into_inner().map_err(|e| KpiError::Csv(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| KpiError::Csv(e.to_string()))
-}
-
 /// The churn report as CSV: one row per period (`start,end,active_at_start,churned,
 /// churn_rate,became_active`; an empty rate cell is `null`).
 ///
@@ -846,7 +836,7 @@ pub fn churn_csv(report: &ChurnReport) -> Result<String, KpiError> {
             p.became_active.to_string(),
         ]);
     }
-    write_csv(rows)
+    crate::write_csv(rows)
 }
 
 /// The retention table as CSV: one row per cohort (`cohort,size,month_0,month_1,...` with
@@ -874,5 +864,5 @@ pub fn retention_csv(report: &RetentionReport) -> Result<String, KpiError> {
         }
         rows.push(row);
     }
-    write_csv(rows)
+    crate::write_csv(rows)
 }

@@ -31,6 +31,8 @@
 //!   comparison of two segments.
 //! - [`churn`]: churn per day, week or month in the workspace's time zone (by inactivity or
 //!   by an explicit cancel event), active contacts over time, retention by monthly cohort.
+//! - [`trend`]: the workspace's last months at a glance (active customers, churn, buyers,
+//!   conversion, revenue), for the dashboard's overview.
 //! - [`spend`]: marketing spend per campaign or channel, in an ISO 4217 currency, exact.
 //! - [`cac`]: customer acquisition cost per channel, campaign or target segment: prorated
 //!   spend divided by the new customers (first purchase ever in the period) attributed to
@@ -56,6 +58,7 @@ pub mod segment;
 pub mod settings;
 pub mod spend;
 pub mod stats;
+pub mod trend;
 
 use clarion_model::{Coded, ErrorCode, FieldError};
 
@@ -97,6 +100,17 @@ pub(crate) fn param(
         sea_orm::DbBackend::Postgres => format!("${}", values.len()),
         _ => format!("?{}", values.len()),
     }
+}
+
+/// Writes a report's rows (the header first) as CSV.
+pub(crate) fn write_csv(rows: Vec<Vec<String>>) -> Result<String, KpiError> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        out.write_record(&row)
+            .map_err(|e| KpiError::Csv(e.to_string()))?;
+    }
+    let bytes = out.into_inner().map_err(|e| KpiError::Csv(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| KpiError::Csv(e.to_string()))
 }
 
 impl KpiError {

@@ -428,16 +428,6 @@ fn cells(c: &Conversion, basis: Basis) -> Vec<String> {
     ]
 }
 
-fn write_csv(rows: Vec<Vec<String>>) -> Result<String, KpiError> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    for row in rows {
-        out.write_record(&row)
-            .map_err(|e| KpiError::Csv(e.to_string()))?;
-    }
-    let bytes = out.into_inner().map_err(|e| KpiError::Csv(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| KpiError::Csv(e.to_string()))
-}
-
 /// A conversion report as CSV: `segment,group,` then the figures; the first row is the
 /// whole segment (empty group), then one row per group of the breakdown. Empty cells are
 /// `null`s.
@@ -459,7 +449,7 @@ pub fn conversion_csv(report: &SegmentConversion) -> Result<String, KpiError> {
         row.extend(cells(&group.figures, report.basis));
         rows.push(row);
     }
-    write_csv(rows)
+    crate::write_csv(rows)
 }
 
 /// A comparison as CSV: one row per segment, then a `difference` row with the differences
@@ -502,5 +492,5 @@ pub fn comparison_csv(report: &SegmentComparison) -> Result<String, KpiError> {
         row.push(opt(comparison.map(|c| c.p_value)));
     }
     rows.push(row);
-    write_csv(rows)
+    crate::write_csv(rows)
 }

@@ -40,8 +40,9 @@ pub struct AppState {
     pub recorder: clarion_campaign::hits::Recorder,
     /// The link tables of saved variant versions that `/t/l/` links point into.
     pub link_tables: clarion_campaign::engagement::LinkTables,
-    /// The overview's whole-table counts per workspace, kept for a minute.
-    pub overview_totals: OverviewTotals,
+    /// The overview's slow figures (whole-table counts, the monthly trend) per workspace, kept
+    /// for a minute.
+    pub overview: OverviewCache,
     /// The dashboard's login counters (Redis) and the key that signs its one-time links.
     pub accounts: crate::accounts::Accounts,
 }
@@ -95,7 +96,7 @@ impl AppState {
             hits: clarion_campaign::hits::HitQueue::new(queues.clone()),
             recorder: clarion_campaign::hits::Recorder::new(ingest.clone(), machines),
             link_tables: clarion_campaign::engagement::LinkTables::default(),
-            overview_totals: OverviewTotals::default(),
+            overview: OverviewCache::default(),
             queues,
             webhooks,
         })
@@ -159,88 +160,113 @@ pub fn ingest(db: &DatabaseConnection, settings: &Settings) -> Ingest {
     )))
 }
 
-/// The overview page's counts of contacts and events per workspace, as last counted. They
-/// are whole-table counts (most of a second at 10,000,000 events), so a page shows the last
-/// count and, once it is older than [`OverviewTotals::MAX_AGE`], one request starts a new
-/// count in the background for the pages after it.
+/// The overview page's slow figures per workspace, as last computed: whole-table counts of
+/// contacts and events (most of a second at 10,000,000 events) and the monthly trend of
+/// active customers, churn, buyers and revenue. A page shows the last computation and, once
+/// it is older than [`OverviewCache::MAX_AGE`], one request starts a new one in the
+/// background for the pages after it.
 #[derive(Clone, Default)]
-pub struct OverviewTotals {
-    entries: Arc<Mutex<HashMap<WorkspaceId, CountedTotals>>>,
+pub struct OverviewCache {
+    entries: Arc<Mutex<HashMap<WorkspaceId, Computed>>>,
 }
 
-#[derive(Clone, Copy)]
-struct CountedTotals {
-    counted: Instant,
+/// What the overview shows of the whole workspace.
+#[derive(Debug, Clone)]
+pub struct OverviewFigures {
+    pub totals: Totals,
+    pub trend: clarion_kpi::trend::Trend,
+}
+
+#[derive(Clone)]
+struct Computed {
+    done: Instant,
     at: Timestamp,
-    totals: Totals,
-    recounting: bool,
+    figures: Arc<OverviewFigures>,
+    recomputing: bool,
 }
 
-impl OverviewTotals {
-    /// How long a count is shown before it is counted again.
+impl OverviewCache {
+    /// How long figures are shown before they are computed again.
     pub const MAX_AGE: Duration = Duration::from_secs(60);
+    /// Months of the trend.
+    pub const MONTHS: u32 = 12;
 
-    /// The totals of `workspace` and when they were counted: counted now when never counted,
-    /// else the last count (starting a recount in the background when it is too old).
+    /// The figures of `workspace` and when they were computed: computed now when never
+    /// computed, else the last ones (starting a recomputation in the background when they
+    /// are too old).
     ///
     /// # Errors
-    /// Database failures of a count made now.
+    /// Database failures of a computation made now.
     pub async fn get(
         &self,
         db: &DatabaseConnection,
         workspace: WorkspaceId,
-    ) -> Result<(Totals, Timestamp), clarion_campaign::CampaignError> {
-        let known = self.lock().get(&workspace).copied();
+    ) -> Result<(Arc<OverviewFigures>, Timestamp), clarion_campaign::CampaignError> {
+        let known = self.lock().get(&workspace).cloned();
         if let Some(entry) = known {
-            if entry.counted.elapsed() >= Self::MAX_AGE && self.start_recount(workspace) {
+            if entry.done.elapsed() >= Self::MAX_AGE && self.start_recompute(workspace) {
                 let (cache, db) = (self.clone(), db.clone());
                 tokio::spawn(async move {
-                    match clarion_campaign::overview::totals(&db, workspace).await {
-                        Ok(totals) => cache.store(workspace, totals),
+                    match compute(&db, workspace).await {
+                        Ok(figures) => {
+                            cache.store(workspace, figures);
+                        }
                         Err(error) => {
-                            tracing::warn!(%error, "the overview's totals could not be counted");
-                            cache.abandon_recount(workspace);
+                            tracing::warn!(%error, "the overview's figures could not be computed");
+                            cache.abandon_recompute(workspace);
                         }
                     }
                 });
             }
-            return Ok((entry.totals, entry.at));
+            return Ok((entry.figures, entry.at));
         }
-        let totals = clarion_campaign::overview::totals(db, workspace).await?;
-        self.store(workspace, totals);
-        Ok((totals, Timestamp::now()))
+        let figures = compute(db, workspace).await?;
+        Ok((self.store(workspace, figures), Timestamp::now()))
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<WorkspaceId, CountedTotals>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<WorkspaceId, Computed>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn store(&self, workspace: WorkspaceId, totals: Totals) {
+    fn store(&self, workspace: WorkspaceId, figures: OverviewFigures) -> Arc<OverviewFigures> {
+        let figures = Arc::new(figures);
         self.lock().insert(
             workspace,
-            CountedTotals {
-                counted: Instant::now(),
+            Computed {
+                done: Instant::now(),
                 at: Timestamp::now(),
-                totals,
-                recounting: false,
+                figures: figures.clone(),
+                recomputing: false,
             },
         );
+        figures
     }
 
-    /// Marks a recount as started; false when one is under way already.
-    fn start_recount(&self, workspace: WorkspaceId) -> bool {
+    /// Marks a recomputation as started; false when one is under way already.
+    fn start_recompute(&self, workspace: WorkspaceId) -> bool {
         match self.lock().get_mut(&workspace) {
-            Some(entry) if !entry.recounting => {
-                entry.recounting = true;
+            Some(entry) if !entry.recomputing => {
+                entry.recomputing = true;
                 true
             }
             _ => false,
         }
     }
 
-    fn abandon_recount(&self, workspace: WorkspaceId) {
+    fn abandon_recompute(&self, workspace: WorkspaceId) {
         if let Some(entry) = self.lock().get_mut(&workspace) {
-            entry.recounting = false;
+            entry.recomputing = false;
         }
     }
+}
+
+async fn compute(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+) -> Result<OverviewFigures, clarion_campaign::CampaignError> {
+    Ok(OverviewFigures {
+        totals: clarion_campaign::overview::totals(db, workspace).await?,
+        trend: clarion_kpi::trend::monthly(db, workspace, OverviewCache::MONTHS, Timestamp::now())
+            .await?,
+    })
 }

@@ -9,7 +9,7 @@ use clarion_kpi::{
     ChurnDefinition, KpiSettings,
     churn::{self, Period},
     rollup::Rollups,
-    settings,
+    settings, stats, trend,
 };
 use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE, EventInput, Timestamp};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
@@ -49,9 +49,15 @@ struct Data {
     _test_db: TestDb,
 }
 
-/// An event as the API receives it.
+/// The amount a purchase at `at` carries: none for one in seven, else up to 99.99.
+fn amount(at: i64) -> Option<f64> {
+    (at.rem_euclid(7) != 0).then(|| (at.rem_euclid(10_000) as f64) / 100.0)
+}
+
+/// An event as the API receives it; purchases carry [`amount`].
 fn input(i: usize, at: i64, kind: &str) -> EventInput {
-    serde_json::from_value(json!({"external_id": format!("k{i:03}"), "kind": kind, "occurred_at": Timestamp::from_millis(at).to_rfc3339()})).unwrap()
+    let amount = if kind == "purchase" { amount(at) } else { None };
+    serde_json::from_value(json!({"external_id": format!("k{i:03}"), "kind": kind, "occurred_at": Timestamp::from_millis(at).to_rfc3339(), "amount": amount})).unwrap()
 }
 
 const OPTIONS: IngestOptions = IngestOptions {
@@ -439,7 +445,95 @@ async fn bad_periods_are_named(backend: Backend) {
     assert_eq!(error.to_string(), "segment \"nope\" not found");
 }
 
+/// The overview's monthly trend: churn figures as the churn report gives them, buyers,
+/// orders and revenue against the raw events (months in Berlin, so every month edge is a
+/// partial UTC day; purchases exactly on month starts; late events; purchases without an
+/// amount), and the current month cut at "now".
+async fn the_trend_counts_buyers_and_revenue_per_month(backend: Backend) {
+    let mut data = data(backend).await;
+    data.arrive().await;
+    data.arrive().await;
+    let bounds = months();
+    let now = bounds[11] + 10 * DAY + 12_345;
+    let trend = trend::monthly(&data.db, DEFAULT_WORKSPACE, 12, Timestamp::from_millis(now))
+        .await
+        .unwrap();
+    assert_eq!(trend.event, "purchase");
+    assert_eq!(trend.time_zone, "Europe/Berlin");
+    assert_eq!(trend.months.len(), 12, "{trend:?}");
+    let report = churn::churn(
+        &data.db,
+        DEFAULT_WORKSPACE,
+        None,
+        Period::Month,
+        Timestamp::from_millis(bounds[0]),
+        Timestamp::from_millis(now),
+    )
+    .await
+    .unwrap();
+    for (p, month) in trend.months.iter().enumerate() {
+        let (s, e) = (bounds[p], bounds[p + 1].min(now));
+        assert_eq!(
+            (month.start.millis(), month.end.millis()),
+            (s, e),
+            "month {p}"
+        );
+        assert_eq!(month.month, format!("2025-{:02}", p + 1));
+        let period = &report.periods[p];
+        assert_eq!(
+            (
+                month.active_at_start,
+                month.churned,
+                month.churn_rate,
+                month.became_active
+            ),
+            (
+                period.active_at_start,
+                period.churned,
+                period.churn_rate,
+                period.became_active
+            ),
+            "month {p}"
+        );
+        assert_eq!(month.active, period.active_at_start + period.became_active);
+        let (mut buyers, mut orders, mut revenue) = (0u64, 0u64, 0.0f64);
+        for events in &data.events {
+            let bought: Vec<i64> = events
+                .iter()
+                .filter(|(t, k)| *k == "purchase" && s <= *t && *t < e)
+                .map(|(t, _)| *t)
+                .collect();
+            buyers += u64::from(!bought.is_empty());
+            orders += bought.len() as u64;
+            revenue += bought.iter().filter_map(|&t| amount(t)).sum::<f64>();
+        }
+        assert_eq!((month.buyers, month.orders), (buyers, orders), "month {p}");
+        assert!(
+            (month.revenue - revenue).abs() < 1e-6,
+            "month {p}: {} vs {revenue}",
+            month.revenue
+        );
+        assert_eq!(month.conversion_rate, stats::rate(buyers, month.active));
+    }
+    // The data exercises what is counted.
+    assert!(
+        trend
+            .months
+            .iter()
+            .any(|m| m.buyers > 0 && m.revenue > 0.0 && m.churned > 0),
+        "{trend:?}"
+    );
+    let csv = trend::trend_csv(&trend).unwrap();
+    assert_eq!(csv.lines().count(), 13);
+    assert!(csv.starts_with("month,start,end,active_at_start,became_active,active,churned,"));
+    let error = trend::monthly(&data.db, DEFAULT_WORKSPACE, 0, Timestamp::from_millis(now))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "months: must be between 1 and 120");
+}
+
 on_both_backends!(
     churn_and_retention_follow_the_definitions,
-    bad_periods_are_named
+    bad_periods_are_named,
+    the_trend_counts_buyers_and_revenue_per_month
 );

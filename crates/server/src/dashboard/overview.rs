@@ -15,6 +15,53 @@ const DAYS: u32 = 14;
 /// Lines per list.
 const LIMIT: u64 = 10;
 
+const BLUE: &str = "#1f5fbf";
+const GREEN: &str = "#157f3b";
+const RED: &str = "#b42318";
+
+/// A time chart as `assets/app.js` draws it: x in seconds since 1970, one line per series
+/// (`null` leaves a gap).
+#[derive(Serialize)]
+struct Chart {
+    x: Vec<i64>,
+    unit: &'static str,
+    series: Vec<Series>,
+}
+
+#[derive(Serialize)]
+struct Series {
+    label: &'static str,
+    color: &'static str,
+    fill: bool,
+    values: Vec<Option<f64>>,
+}
+
+impl Series {
+    fn line(
+        label: &'static str,
+        color: &'static str,
+        values: impl Iterator<Item = Option<f64>>,
+    ) -> Self {
+        Series {
+            label,
+            color,
+            fill: false,
+            values: values.collect(),
+        }
+    }
+
+    fn filled(
+        label: &'static str,
+        color: &'static str,
+        values: impl Iterator<Item = Option<f64>>,
+    ) -> Self {
+        Series {
+            fill: true,
+            ..Series::line(label, color, values)
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct QueueLine {
     channel: &'static str,
@@ -68,8 +115,8 @@ pub async fn page_handler(
         clarion_model::ErrorCode::Unavailable => PageError::Unavailable,
         _ => PageError::internal(&error),
     };
-    let (totals, counted_at) = state
-        .overview_totals
+    let (cached, counted_at) = state
+        .overview
         .get(&state.db, signed.session.workspace)
         .await
         .map_err(failed)?;
@@ -79,16 +126,82 @@ pub async fn page_handler(
         Timestamp::now(),
         DAYS,
         LIMIT,
-        Some(totals),
+        Some(cached.totals),
     )
     .await
     .map_err(failed)?;
     let queues = queue_lines(&state).await;
-    let chart = serde_json::json!({
-        "days": figures.daily.iter().map(|d| d.day.millis() / 1000).collect::<Vec<_>>(),
-        "sent": figures.daily.iter().map(|d| d.sent).collect::<Vec<_>>(),
-        "failed": figures.daily.iter().map(|d| d.failed).collect::<Vec<_>>(),
-    });
+    let chart = Chart {
+        x: figures
+            .daily
+            .iter()
+            .map(|d| d.day.millis() / 1000)
+            .collect(),
+        unit: "messages",
+        series: vec![
+            Series::filled(
+                "Sent",
+                BLUE,
+                figures.daily.iter().map(|d| Some(d.sent as f64)),
+            ),
+            Series::line(
+                "Failed",
+                RED,
+                figures.daily.iter().map(|d| Some(d.failed as f64)),
+            ),
+        ],
+    };
+    let trend = &cached.trend;
+    let months: Vec<i64> = trend
+        .months
+        .iter()
+        .map(|m| m.start.millis() / 1000)
+        .collect();
+    let customers = Chart {
+        x: months.clone(),
+        unit: "contacts",
+        series: vec![
+            Series::filled(
+                "Active customers",
+                BLUE,
+                trend.months.iter().map(|m| Some(m.active as f64)),
+            ),
+            Series::line(
+                "Buyers",
+                GREEN,
+                trend.months.iter().map(|m| Some(m.buyers as f64)),
+            ),
+        ],
+    };
+    let percent = |r: Option<f64>| r.map(|r| r * 100.0);
+    let rates = Chart {
+        x: months.clone(),
+        unit: "%",
+        series: vec![
+            Series::line(
+                "Conversion rate",
+                GREEN,
+                trend.months.iter().map(|m| percent(m.conversion_rate)),
+            ),
+            Series::line(
+                "Churn rate",
+                RED,
+                trend.months.iter().map(|m| percent(m.churn_rate)),
+            ),
+        ],
+    };
+    let revenue = Chart {
+        x: months,
+        unit: "revenue",
+        series: vec![Series::filled(
+            "Revenue",
+            BLUE,
+            trend.months.iter().map(|m| Some(m.revenue)),
+        )],
+    };
+    let this_month = trend.months.last();
+    // Churn of the last whole month: the current one has not ended.
+    let last_month = trend.months.iter().rev().nth(1);
     let total_sent: u64 = figures.daily.iter().map(|d| d.sent).sum();
     let total_failed: u64 = figures.daily.iter().map(|d| d.failed).sum();
     let segments: Vec<_> = figures
@@ -134,6 +247,12 @@ pub async fn page_handler(
             upcoming,
             failures,
             chart => minijinja::Value::from(minijinja::value::Serde(&chart)),
+            customers => minijinja::Value::from(minijinja::value::Serde(&customers)),
+            rates => minijinja::Value::from(minijinja::value::Serde(&rates)),
+            revenue => minijinja::Value::from(minijinja::value::Serde(&revenue)),
+            trend => minijinja::Value::from(minijinja::value::Serde(trend)),
+            this_month => minijinja::Value::from(minijinja::value::Serde(this_month)),
+            last_month => minijinja::Value::from(minijinja::value::Serde(last_month)),
             days => DAYS,
             total_sent,
             total_failed,

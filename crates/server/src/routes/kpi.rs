@@ -9,6 +9,7 @@ use clarion_kpi::{
     campaign::{self, CampaignReport, Step},
     churn::{self, ChurnReport, Period, RetentionReport},
     segment::{self, Basis, Breakdown, ConversionQuery, SegmentComparison, SegmentConversion},
+    trend::{self, Trend},
 };
 use clarion_model::{CampaignId, ErrorCode, Role, Timestamp};
 use serde::Deserialize;
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/kpi/segments/compare", web::get().to(segment_comparison))
         .route("/kpi/churn", web::get().to(churn_report))
         .route("/kpi/retention", web::get().to(retention_report))
+        .route("/kpi/trend", web::get().to(trend_report))
         .route("/kpi/cac", web::get().to(cac_report))
         .route("/kpi/settings", web::get().to(get_settings))
         .route("/kpi/settings", web::put().to(put_settings));
@@ -383,6 +385,51 @@ pub async fn retention_report(
     .await?;
     if csv {
         return Ok(csv_answer("retention", churn::retention_csv(&report)?));
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Query parameters of the monthly trend.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TrendParams {
+    /// Months up to and including the current one (default 12).
+    #[param(minimum = 1, maximum = 120)]
+    pub months: Option<u32>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+/// The workspace's last months at a glance, as the dashboard's overview charts them: per
+/// month (workspace time zone; the current one up to now) the contacts active at its start
+/// and those who became active in it, churned contacts and the churn rate (as in
+/// `/api/v1/kpi/churn`), buyers (contacts with the activity event, default `purchase`), the
+/// conversion rate (buyers / active), orders and revenue, from the roll-ups.
+#[utoipa::path(get, path = "/api/v1/kpi/trend", tag = "kpi",
+    params(TrendParams),
+    responses((status = 200, description = "JSON, or text/csv with format=csv",
+            content((Trend = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ApiError), (status = 422, body = ApiError)),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(workspace = caller.workspace.0))]
+pub async fn trend_report(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<TrendParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let report = trend::monthly(
+        &state.db,
+        caller.workspace,
+        query.months.unwrap_or(12),
+        Timestamp::now(),
+    )
+    .await?;
+    if csv {
+        return Ok(csv_answer("trend", trend::trend_csv(&report)?));
     }
     Ok(HttpResponse::Ok().json(report))
 }

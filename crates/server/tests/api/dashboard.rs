@@ -780,6 +780,17 @@ async fn the_overview_shows_the_workspaces_figures(backend: Backend) {
         .await;
     assert_eq!(status, 201, "{body}");
 
+    // Purchases now: ten buyers, one of them twice; the trend counts them this month.
+    let mut purchases: Vec<_> = (0..10)
+        .map(|i| json!({"external_id": format!("c{i}"), "kind": "purchase", "amount": f64::from(i) + 0.25}))
+        .collect();
+    purchases.push(json!({"external_id": "c0", "kind": "purchase", "amount": 1.0}));
+    let (status, body) = app
+        .post("/api/v1/events/batch", &json!({ "events": purchases }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let revenue: f64 = (0..10).map(|i| f64::from(i) + 0.25).sum::<f64>() + 1.0;
+
     // Independently counted: a third of the contacts are on the pro plan.
     let pro = (0..1234).filter(|i| i % 3 == 0).count();
     let mut visitor = Visitor::new(&app);
@@ -801,6 +812,33 @@ async fn the_overview_shows_the_workspaces_figures(backend: Backend) {
     );
     assert!(page.body.contains("Spring sale"));
     assert!(page.body.contains("state-draft"));
+    // This month's customers: every buyer became active now, so all of them converted.
+    for (id, shown) in [
+        ("figure-active", "10".to_owned()),
+        ("figure-buyers", "10".to_owned()),
+        ("figure-conversion", "100.0%".to_owned()),
+        ("figure-revenue", format!("{revenue:.2}")),
+    ] {
+        assert!(
+            page.body.contains(&format!("id=\"{id}\">{shown}<")),
+            "{id} should show {shown}: {}",
+            page.body
+        );
+    }
+    // The charts carry the API's trend, month for month.
+    let (status, trend) = app.get("/api/v1/kpi/trend?months=12").await;
+    assert_eq!(status, 200, "{trend}");
+    let months = trend["months"].as_array().unwrap();
+    assert_eq!(months.len(), 12);
+    assert_eq!(months[11]["orders"], 11, "{trend}");
+    for month in months {
+        let label = month["month"].as_str().unwrap();
+        assert!(
+            page.body
+                .contains(&format!("<th scope=\"row\">{label}</th>")),
+            "{label}"
+        );
+    }
     assert!(page.body.contains("Delivery queues"));
     let fragment = visitor.get("/overview/queues").await;
     assert_eq!(fragment.status, 200);

@@ -368,6 +368,21 @@ async fn reports_and_settings_check_roles_and_input(backend: Backend) {
     )
     .await;
     assert_eq!(status, 422, "{body}");
+    let (status, body) = get_as(&s, viewer, "/api/v1/kpi/trend?months=3").await;
+    assert_eq!(status, 200, "{body}");
+    let months = body["months"].as_array().unwrap();
+    assert_eq!(months.len(), 3, "{body}");
+    assert_eq!(
+        (
+            months[2]["active"].clone(),
+            months[2]["conversion_rate"].clone()
+        ),
+        (json!(0), Json::Null),
+        "{body}"
+    );
+    let (status, body) = get_as(&s, viewer, "/api/v1/kpi/trend?months=121").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"]["errors"][0]["field"], "months", "{body}");
     let response = s
         .app
         .client
