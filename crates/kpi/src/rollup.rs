@@ -10,9 +10,9 @@
 //! totals exactly equal to the sums over the raw rows.
 //!
 //! Who calls [`refresh`]: the ingestion listener [`Rollups`] (every stored event batch, the
-//! tracking endpoints' clicks, opens and unsubscribes included) and launch after writing a
-//! run's rows ([`build_run`]). The delivery worker after it records outcomes, and triggers
-//! after they send, call [`refresh_deliveries`], which leaves the event roll-ups alone. Only
+//! tracking endpoints' clicks, opens and unsubscribes included). Launch after writing a
+//! run's rows ([`build_run`]), the delivery worker after it records outcomes, and triggers
+//! after they send call [`refresh_deliveries`], which leaves the event roll-ups alone. Only
 //! the runs whose facts changed are rewritten, so settling a message costs the same however
 //! many runs its contact was in before.
 //!
@@ -590,7 +590,9 @@ pub async fn build_run(db: &DatabaseConnection, run_id: i64) -> Result<(), KpiEr
         .iter()
         .map(|row| row.try_get("", "contact_id").map(ContactId))
         .collect::<Result<_, _>>()?;
-    refresh(db, workspace, &contacts).await
+    // Launch wrote delivery rows; the contacts' events, and so their event roll-ups, are
+    // as they were.
+    refresh_deliveries(db, workspace, &contacts).await
 }
 
 /// Changes of the run totals: (run, variant, segment, channel, metric, bucket) -> (count,

@@ -57,9 +57,27 @@ pub(crate) async fn page_(
     ))
 }
 
+/// What the last revocation did, carried to the page it redirects to.
+#[derive(serde::Deserialize)]
+pub struct Done {
+    /// `one`, or the number of other sessions ended.
+    revoked: Option<String>,
+}
+
 /// `GET /account/sessions`.
-pub async fn page(state: web::Data<AppState>, signed: SignedIn) -> Result<HttpResponse, PageError> {
-    page_(&state, &signed, "").await
+pub async fn page(
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    done: web::Query<Done>,
+) -> Result<HttpResponse, PageError> {
+    let notice = match done.revoked.as_deref() {
+        Some("one") => "The session was logged out.".to_owned(),
+        Some("0") => "There were no other sessions.".to_owned(),
+        Some("1") => "1 other session was logged out.".to_owned(),
+        Some(n) if n.parse::<u64>().is_ok() => format!("{n} other sessions were logged out."),
+        _ => String::new(),
+    };
+    page_(&state, &signed, &notice).await
 }
 
 /// `POST /account/sessions/{id}/revoke`: ends one session; ending this one logs out.
@@ -88,7 +106,8 @@ pub async fn revoke(
             .cookie(removal(&state.settings, SESSION_COOKIE))
             .finish());
     }
-    page_(&state, &signed, "The session was logged out.").await
+    // Back to the list by GET, so that reloading it posts nothing again.
+    Ok(see_other("/account/sessions?revoked=one").finish())
 }
 
 /// `POST /account/sessions/revoke-others`: ends every session but this one.
@@ -101,10 +120,5 @@ pub async fn revoke_others(
     signed.check_form(&request, &form.csrf)?;
     let ended =
         sessions::revoke_all(&state.db, signed.session.user_id, Some(signed.session.id)).await?;
-    let notice = match ended {
-        0 => "There were no other sessions.".to_string(),
-        1 => "1 other session was logged out.".to_string(),
-        n => format!("{n} other sessions were logged out."),
-    };
-    page_(&state, &signed, &notice).await
+    Ok(see_other(&format!("/account/sessions?revoked={ended}")).finish())
 }

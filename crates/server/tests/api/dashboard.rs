@@ -453,8 +453,15 @@ async fn a_user_sees_and_revokes_their_sessions(backend: Backend) {
             &[("csrf", &page.csrf())],
         )
         .await;
-    assert_eq!(revoked.status, 200);
-    assert!(revoked.body.contains("The session was logged out."));
+    // Post/Redirect/Get: the list comes back by GET, with what happened.
+    assert_eq!(revoked.status, 303);
+    assert_eq!(
+        revoked.location.as_deref(),
+        Some("/account/sessions?revoked=one")
+    );
+    let list = laptop.get("/account/sessions?revoked=one").await;
+    assert!(list.body.contains("The session was logged out."));
+    assert_eq!(list.body.matches("data-session=").count(), 1);
     assert_eq!(phone.get("/").await.status, 303, "the phone is logged out");
     assert_eq!(laptop.get("/").await.status, 200, "the laptop is not");
     // Revoking a session that is not one's own (or no longer live) says so.
