@@ -85,6 +85,10 @@ impl Application {
                         Ok(response)
                     }
                 })
+                .wrap_fn(|req, srv| {
+                    let call = srv.call(req);
+                    async move { Ok(crate::dashboard::error_pages_with_menu(call.await?)) }
+                })
                 .configure(routes::configure)
                 .default_service(web::to(not_found))
         })

@@ -41,7 +41,7 @@ pub struct AppState {
     /// The link tables of saved variant versions that `/t/l/` links point into.
     pub link_tables: clarion_campaign::engagement::LinkTables,
     /// The overview's slow figures (whole-table counts, the monthly trend) per workspace, kept
-    /// for a minute.
+    /// for five minutes.
     pub overview: OverviewCache,
     /// The dashboard's login counters (Redis) and the key that signs its one-time links.
     pub accounts: crate::accounts::Accounts,
@@ -187,7 +187,7 @@ struct Computed {
 
 impl OverviewCache {
     /// How long figures are shown before they are computed again.
-    pub const MAX_AGE: Duration = Duration::from_secs(60);
+    pub const MAX_AGE: Duration = Duration::from_secs(300);
     /// Months of the trend.
     pub const MONTHS: u32 = 12;
 

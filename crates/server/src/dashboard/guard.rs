@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, dev::Payload, http::header, web};
 use clarion_model::Role;
 use subtle::ConstantTimeEq as _;
 
@@ -15,7 +15,9 @@ use crate::{
 };
 
 /// A request with a live session. Without one, the page answers a redirect to the login page
-/// that comes back here.
+/// that comes back here. The extractor also leaves a copy in the request's extensions, so that
+/// an error page of the request can show the menu ([`super::error_pages_with_menu`]).
+#[derive(Clone)]
 pub struct SignedIn {
     pub session: Session,
 }
@@ -51,6 +53,7 @@ impl FromRequest for SignedIn {
 
     fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
+        let request = request.clone();
         let token = request
             .cookie(SESSION_COOKIE)
             .map(|cookie| cookie.value().to_string());
@@ -71,7 +74,9 @@ impl FromRequest for SignedIn {
             let session = sessions::authenticate(&state.db, &token)
                 .await?
                 .ok_or(PageError::LoginRequired { next })?;
-            Ok(SignedIn { session })
+            let signed = SignedIn { session };
+            request.extensions_mut().insert(signed.clone());
+            Ok(signed)
         })
     }
 }

@@ -406,12 +406,51 @@ impl ResponseError for PageError {
                 .finish();
         }
         let (title, text) = self.title_and_text();
-        render_page(
+        let mut response = render_page(
             self.status(),
             "message.html",
-            context! { title, text, user => (), csrf => "", active => "" },
-        )
+            context! { title, text => text.clone(), user => (), csrf => "", active => "" },
+        );
+        response.extensions_mut().insert(ErrorPage { title, text });
+        response
     }
+}
+
+/// What an error page says, kept on its response so that [`error_pages_with_menu`] can draw
+/// it again for the person who is logged in.
+#[derive(Clone)]
+struct ErrorPage {
+    title: &'static str,
+    text: String,
+}
+
+/// Draws a dashboard error page again with the menu and the account of the person who asked,
+/// when they were logged in (the error was rendered without knowing who asked). Other
+/// responses pass unchanged.
+pub fn error_pages_with_menu(
+    response: actix_web::dev::ServiceResponse,
+) -> actix_web::dev::ServiceResponse {
+    let page = response.response().extensions().get::<ErrorPage>().cloned();
+    let signed = actix_web::HttpMessage::extensions(response.request())
+        .get::<SignedIn>()
+        .cloned();
+    let (Some(page), Some(signed)) = (page, signed) else {
+        return response;
+    };
+    let status = response.status();
+    let (request, _) = response.into_parts();
+    let again = render_page(
+        status,
+        "message.html",
+        context! {
+            title => page.title,
+            text => page.text,
+            user => minijinja::Value::from(minijinja::value::Serde(signed.user())),
+            csrf => signed.session.csrf_token.clone(),
+            active => "",
+        },
+    );
+    actix_web::dev::ServiceResponse::new(request, again)
 }
 
 /// Percent-encodes a value for a query string.

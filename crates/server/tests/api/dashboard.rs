@@ -413,6 +413,22 @@ async fn a_viewer_is_not_shown_admin_actions_and_gets_403_there(backend: Backend
         "{}",
         page.body
     );
+    // The refusal keeps the menu and the account of the person logged in (a viewer's menu,
+    // without Users), and no "Log in" link.
+    assert!(page.body.contains("aria-label=\"Main\""), "{}", page.body);
+    assert!(page.body.contains("vera@example.com"), "{}", page.body);
+    assert!(!page.body.contains("href=\"/users\""), "{}", page.body);
+    assert!(!page.body.contains("href=\"/login\""), "{}", page.body);
+    // Logged out, the same page is the login redirect; a missing campaign's page keeps the
+    // menu too.
+    assert_eq!(Visitor::new(&app).get("/users").await.status, 303);
+    let missing = visitor.get("/campaigns/999999").await;
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("aria-label=\"Main\""),
+        "{}",
+        missing.body
+    );
     let csrf = visitor.get("/account/sessions").await.csrf();
     let posted = visitor
         .post(
