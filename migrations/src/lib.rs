@@ -22,6 +22,7 @@ mod m20261204_000013_triggers;
 mod m20261204_000013_users;
 mod m20261205_000027_launch_cursor;
 mod m20261205_000028_kpi_goal_days;
+mod m20261205_000029_dashboard_indexes;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_users::Migration),
             Box::new(m20261205_000027_launch_cursor::Migration),
             Box::new(m20261205_000028_kpi_goal_days::Migration),
+            Box::new(m20261205_000029_dashboard_indexes::Migration),
         ]
     }
 }

@@ -97,7 +97,7 @@ async fn campaign_run(db: &DatabaseConnection) -> anyhow::Result<(i64, i64, bool
     ] {
         db.execute_unprepared(&format!(
             "INSERT INTO segments (workspace_id, slug, name, description, category, kind, rule, created_at, updated_at) \
-             VALUES (1, '{slug}', '{slug}', '', 'custom', 'static', NULL, 0, 0)"
+             VALUES (1, '{slug}', '{slug}', '', 'value', 'static', NULL, 0, 0)"
         ))
         .await?;
         db.execute_unprepared(&format!(

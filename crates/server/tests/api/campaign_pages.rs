@@ -304,6 +304,22 @@ async fn a_campaign_launched_from_its_page_is_delivered_and_reported(backend: Ba
     );
     assert!(!done.body.contains("hx-trigger"), "polling stops when done");
     assert_eq!(element(&done, "total-sent"), "5");
+    // The overview's recent campaigns (read from the run roll-ups) agree with the rows:
+    // 5 sent, none failed or queued, and the day's chart carries the 5.
+    let overview = visitor.get("/").await;
+    assert_eq!(overview.status, 200);
+    let row = overview
+        .body
+        .split("<tr>")
+        .find(|row| row.contains("state-completed") || row.contains("state-sent"))
+        .unwrap_or_else(|| panic!("no finished campaign on the overview: {}", overview.body));
+    let cells: Vec<&str> = row
+        .split("<td class=\"num")
+        .skip(1)
+        .map(|cell| cell.split('>').nth(1).unwrap().split('<').next().unwrap())
+        .collect();
+    assert_eq!(cells, ["5", "0", "0"], "{row}");
+    assert_eq!(element(&overview, "figure-sent"), "5");
 
     // The SMTP server got each segment's own message.
     let mut subjects: Vec<(String, String)> = s
