@@ -73,7 +73,8 @@ pub async fn monthly(
     let kpi = settings::get(db, workspace).await?;
     let zone = kpi.zone()?;
     // Any instant of the first month will do: the report starts at the month containing it.
-    let from = now.millis() - i64::from(months - 1) * 31 * 86_400_000;
+    // A millisecond earlier, so that a one-month trend still spans an instant.
+    let from = now.millis() - i64::from(months - 1) * 31 * 86_400_000 - 1;
     let report = churn::churn(
         db,
         workspace,

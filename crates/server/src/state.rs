@@ -224,6 +224,31 @@ impl OverviewCache {
         Ok((self.store(workspace, figures), Timestamp::now()))
     }
 
+    /// Computes the figures of every workspace that has none yet (at start, so that the
+    /// first view does not wait for them); a failure is logged and left to that view.
+    pub async fn warm(&self, db: &DatabaseConnection) {
+        let workspaces = match clarion_segment::sweep::workspace_ids(db).await {
+            Ok(workspaces) => workspaces,
+            Err(error) => {
+                tracing::warn!(%error, "the overview's figures were not computed at start");
+                return;
+            }
+        };
+        for workspace in workspaces {
+            if self.lock().contains_key(&workspace) {
+                continue;
+            }
+            match compute(db, workspace).await {
+                Ok(figures) => {
+                    self.store(workspace, figures);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, workspace = workspace.0, "the overview's figures were not computed at start");
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<WorkspaceId, Computed>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }

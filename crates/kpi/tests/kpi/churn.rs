@@ -526,6 +526,21 @@ async fn the_trend_counts_buyers_and_revenue_per_month(backend: Backend) {
     let csv = trend::trend_csv(&trend).unwrap();
     assert_eq!(csv.lines().count(), 13);
     assert!(csv.starts_with("month,start,end,active_at_start,became_active,active,churned,"));
+    // One month is the current one; at the very start of a month, the one that just ended.
+    let one = trend::monthly(&data.db, DEFAULT_WORKSPACE, 1, Timestamp::from_millis(now))
+        .await
+        .unwrap();
+    assert_eq!(one.months, trend.months[11..]);
+    let at_start = trend::monthly(
+        &data.db,
+        DEFAULT_WORKSPACE,
+        1,
+        Timestamp::from_millis(bounds[11]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(at_start.months.len(), 1);
+    assert_eq!(at_start.months[0].month, "2025-11");
     let error = trend::monthly(&data.db, DEFAULT_WORKSPACE, 0, Timestamp::from_millis(now))
         .await
         .unwrap_err();

@@ -879,7 +879,43 @@ async fn the_overview_shows_the_workspaces_figures(backend: Backend) {
     assert_eq!(visitor.get("/assets/../Cargo.toml").await.status, 404);
 }
 
+/// `clarion serve` computes the overview's slow figures at start; the first view shows them
+/// (as counted then) instead of computing its own.
+async fn the_overview_figures_computed_at_start_are_shown(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    user(&app, "vera@example.com", Role::Viewer, PASSWORD).await;
+    let contacts: Vec<_> = (0..7)
+        .map(|i| json!({"external_id": format!("w{i}")}))
+        .collect();
+    let (status, body) = app
+        .post("/api/v1/contacts/batch", &json!({ "contacts": contacts }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.state.overview.warm(&app.db).await;
+    // Contacts added after the start are not counted until the figures are recomputed.
+    let (status, body) = app
+        .post(
+            "/api/v1/contacts/batch",
+            &json!({ "contacts": [{"external_id": "late"}] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut visitor = Visitor::new(&app);
+    assert_eq!(
+        visitor.login("vera@example.com", PASSWORD).await.status,
+        303
+    );
+    let page = visitor.get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("id=\"figure-contacts\">7<"),
+        "{}",
+        page.body
+    );
+}
+
 on_both_backends!(
+    the_overview_figures_computed_at_start_are_shown,
     a_person_logs_in_with_email_and_password_and_sees_the_overview,
     cookies_are_secure_when_served_over_https,
     repeated_failures_lock_the_account_and_the_address,
