@@ -41,7 +41,7 @@ pub struct AppState {
     /// The link tables of saved variant versions that `/t/l/` links point into.
     pub link_tables: clarion_campaign::engagement::LinkTables,
     /// The overview's slow figures (whole-table counts, the monthly trend) per workspace, kept
-    /// for five minutes.
+    /// for a while (see [`OverviewCache::max_age`]).
     pub overview: OverviewCache,
     /// The dashboard's login counters (Redis) and the key that signs its one-time links.
     pub accounts: crate::accounts::Accounts,
@@ -163,8 +163,9 @@ pub fn ingest(db: &DatabaseConnection, settings: &Settings) -> Ingest {
 /// The overview page's slow figures per workspace, as last computed: whole-table counts of
 /// contacts and events (most of a second at 10,000,000 events) and the monthly trend of
 /// active customers, churn, buyers and revenue. A page shows the last computation and, once
-/// it is older than [`OverviewCache::MAX_AGE`], one request starts a new one in the
-/// background for the pages after it.
+/// it is older than [`OverviewCache::max_age`] (sixty times what it took to compute, between
+/// ten seconds and five minutes), one request starts a new one in the background for the
+/// pages after it.
 #[derive(Clone, Default)]
 pub struct OverviewCache {
     entries: Arc<Mutex<HashMap<WorkspaceId, Computed>>>,
@@ -180,14 +181,21 @@ pub struct OverviewFigures {
 #[derive(Clone)]
 struct Computed {
     done: Instant,
+    /// How long the computation took.
+    took: Duration,
     at: Timestamp,
     figures: Arc<OverviewFigures>,
     recomputing: bool,
 }
 
 impl OverviewCache {
-    /// How long figures are shown before they are computed again.
-    pub const MAX_AGE: Duration = Duration::from_secs(300);
+    /// How long figures are shown before they are computed again: sixty times what they took
+    /// to compute (so recomputing costs at most a sixtieth of a core), at least ten seconds
+    /// and at most five minutes. A small workspace sees new contacts within seconds; one of a
+    /// million contacts, whose trend takes about 3 s, every three minutes.
+    pub fn max_age(took: Duration) -> Duration {
+        (took * 60).clamp(Duration::from_secs(10), Duration::from_secs(300))
+    }
     /// Months of the trend.
     pub const MONTHS: u32 = 12;
 
@@ -204,12 +212,13 @@ impl OverviewCache {
     ) -> Result<(Arc<OverviewFigures>, Timestamp), clarion_campaign::CampaignError> {
         let known = self.lock().get(&workspace).cloned();
         if let Some(entry) = known {
-            if entry.done.elapsed() >= Self::MAX_AGE && self.start_recompute(workspace) {
+            if entry.done.elapsed() >= Self::max_age(entry.took) && self.start_recompute(workspace)
+            {
                 let (cache, db) = (self.clone(), db.clone());
                 tokio::spawn(async move {
                     match compute(&db, workspace).await {
-                        Ok(figures) => {
-                            cache.store(workspace, figures);
+                        Ok((figures, took)) => {
+                            cache.store(workspace, figures, took);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "the overview's figures could not be computed");
@@ -220,8 +229,8 @@ impl OverviewCache {
             }
             return Ok((entry.figures, entry.at));
         }
-        let figures = compute(db, workspace).await?;
-        Ok((self.store(workspace, figures), Timestamp::now()))
+        let (figures, took) = compute(db, workspace).await?;
+        Ok((self.store(workspace, figures, took), Timestamp::now()))
     }
 
     /// Computes the figures of every workspace that has none yet (at start, so that the
@@ -239,8 +248,8 @@ impl OverviewCache {
                 continue;
             }
             match compute(db, workspace).await {
-                Ok(figures) => {
-                    self.store(workspace, figures);
+                Ok((figures, took)) => {
+                    self.store(workspace, figures, took);
                 }
                 Err(error) => {
                     tracing::warn!(%error, workspace = workspace.0, "the overview's figures were not computed at start");
@@ -253,12 +262,18 @@ impl OverviewCache {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn store(&self, workspace: WorkspaceId, figures: OverviewFigures) -> Arc<OverviewFigures> {
+    fn store(
+        &self,
+        workspace: WorkspaceId,
+        figures: OverviewFigures,
+        took: Duration,
+    ) -> Arc<OverviewFigures> {
         let figures = Arc::new(figures);
         self.lock().insert(
             workspace,
             Computed {
                 done: Instant::now(),
+                took,
                 at: Timestamp::now(),
                 figures: figures.clone(),
                 recomputing: false,
@@ -288,10 +303,25 @@ impl OverviewCache {
 async fn compute(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
-) -> Result<OverviewFigures, clarion_campaign::CampaignError> {
-    Ok(OverviewFigures {
+) -> Result<(OverviewFigures, Duration), clarion_campaign::CampaignError> {
+    let started = Instant::now();
+    let figures = OverviewFigures {
         totals: clarion_campaign::overview::totals(db, workspace).await?,
         trend: clarion_kpi::trend::monthly(db, workspace, OverviewCache::MONTHS, Timestamp::now())
             .await?,
-    })
+    };
+    Ok((figures, started.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_kept_sixty_times_their_cost_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(OverviewCache::max_age(ms(5)), Duration::from_secs(10));
+        assert_eq!(OverviewCache::max_age(ms(3_000)), Duration::from_secs(180));
+        assert_eq!(OverviewCache::max_age(ms(60_000)), Duration::from_secs(300));
+    }
 }
