@@ -85,52 +85,73 @@ pub async fn monthly(
     )
     .await?;
     let skip = report.periods.len().saturating_sub(months as usize);
+    let periods: Vec<_> = report.periods.into_iter().skip(skip).collect();
+    // Every month's buyers, orders and revenue in one statement: a part per month, each
+    // reading the goal days of its window.
     let backend = db.get_database_backend();
-    let mut out = Vec::with_capacity(months as usize);
-    for period in report.periods.into_iter().skip(skip) {
-        let end = period.end.min(now);
-        let mut values = Vec::new();
-        let goals = goal_days::per_contact(
+    let mut values = Vec::new();
+    let parts: Vec<String> = periods
+        .iter()
+        .enumerate()
+        .map(|(i, period)| {
+            let goals = goal_days::per_contact(
+                backend,
+                &mut values,
+                workspace,
+                &kpi.activity_event,
+                Window::new(period.start.millis(), period.end.min(now).millis()),
+            );
+            format!(
+                "SELECT CAST({i} AS BIGINT) AS i, CAST(COUNT(*) AS BIGINT) AS buyers, \
+                        CAST(SUM(g.orders) AS BIGINT) AS orders, SUM(g.revenue) AS revenue \
+                 FROM ({goals}) g"
+            )
+        })
+        .collect();
+    let mut sums = vec![(0u64, 0u64, 0.0f64); periods.len()];
+    for row in db
+        .query_all_raw(Statement::from_sql_and_values(
             backend,
-            &mut values,
-            workspace,
-            &kpi.activity_event,
-            Window::new(period.start.millis(), end.millis()),
-        );
-        let sql = format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS buyers, CAST(SUM(g.orders) AS BIGINT) AS orders, \
-                    SUM(g.revenue) AS revenue FROM ({goals}) g"
-        );
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
-        let (buyers, orders, revenue) = match row {
-            Some(row) => (
-                row.try_get::<Option<i64>>("", "buyers")?.unwrap_or(0),
-                row.try_get::<Option<i64>>("", "orders")?.unwrap_or(0),
-                row.try_get::<Option<f64>>("", "revenue")?.unwrap_or(0.0),
-            ),
-            None => (0, 0, 0.0),
+            parts.join(" UNION ALL "),
+            values,
+        ))
+        .await?
+    {
+        let i: i64 = row.try_get("", "i")?;
+        let count = |name: &str| -> Result<u64, KpiError> {
+            Ok(u64::try_from(row.try_get::<Option<i64>>("", name)?.unwrap_or(0)).unwrap_or(0))
         };
-        let buyers = u64::try_from(buyers).unwrap_or(0);
-        let active = period.active_at_start + period.became_active;
-        out.push(TrendMonth {
-            month: churn::local_date(zone, period.start.millis())
-                .format("%Y-%m")
-                .to_string(),
-            start: period.start,
-            end,
-            active_at_start: period.active_at_start,
-            became_active: period.became_active,
-            active,
-            churned: period.churned,
-            churn_rate: period.churn_rate,
-            buyers,
-            conversion_rate: crate::stats::rate(buyers, active),
-            orders: u64::try_from(orders).unwrap_or(0),
-            revenue,
-        });
+        if let Some(slot) = usize::try_from(i).ok().and_then(|i| sums.get_mut(i)) {
+            *slot = (
+                count("buyers")?,
+                count("orders")?,
+                row.try_get::<Option<f64>>("", "revenue")?.unwrap_or(0.0),
+            );
+        }
     }
+    let out = periods
+        .into_iter()
+        .zip(sums)
+        .map(|(period, (buyers, orders, revenue))| {
+            let active = period.active_at_start + period.became_active;
+            TrendMonth {
+                month: churn::local_date(zone, period.start.millis())
+                    .format("%Y-%m")
+                    .to_string(),
+                start: period.start,
+                end: period.end.min(now),
+                active_at_start: period.active_at_start,
+                became_active: period.became_active,
+                active,
+                churned: period.churned,
+                churn_rate: period.churn_rate,
+                buyers,
+                conversion_rate: crate::stats::rate(buyers, active),
+                orders,
+                revenue,
+            }
+        })
+        .collect();
     Ok(Trend {
         event: kpi.activity_event,
         time_zone: report.time_zone,

@@ -24,12 +24,26 @@ struct SessionLine {
     current: bool,
 }
 
+/// What the last revocation did, carried to the page it redirects to.
+#[derive(serde::Deserialize)]
+pub struct Done {
+    /// `one`, or the number of other sessions ended.
+    revoked: Option<String>,
+}
+
 /// `GET /account/sessions`.
-pub(crate) async fn page_(
-    state: &AppState,
-    signed: &SignedIn,
-    notice: &str,
+pub async fn page(
+    state: web::Data<AppState>,
+    signed: SignedIn,
+    done: web::Query<Done>,
 ) -> Result<HttpResponse, PageError> {
+    let notice = match done.revoked.as_deref() {
+        Some("one") => "The session was logged out.".to_owned(),
+        Some("0") => "There were no other sessions.".to_owned(),
+        Some("1") => "1 other session was logged out.".to_owned(),
+        Some(n) if n.parse::<u64>().is_ok() => format!("{n} other sessions were logged out."),
+        _ => String::new(),
+    };
     let lines: Vec<SessionLine> = sessions::list(&state.db, signed.session.user_id)
         .await?
         .into_iter()
@@ -55,29 +69,6 @@ pub(crate) async fn page_(
             notice,
         },
     ))
-}
-
-/// What the last revocation did, carried to the page it redirects to.
-#[derive(serde::Deserialize)]
-pub struct Done {
-    /// `one`, or the number of other sessions ended.
-    revoked: Option<String>,
-}
-
-/// `GET /account/sessions`.
-pub async fn page(
-    state: web::Data<AppState>,
-    signed: SignedIn,
-    done: web::Query<Done>,
-) -> Result<HttpResponse, PageError> {
-    let notice = match done.revoked.as_deref() {
-        Some("one") => "The session was logged out.".to_owned(),
-        Some("0") => "There were no other sessions.".to_owned(),
-        Some("1") => "1 other session was logged out.".to_owned(),
-        Some(n) if n.parse::<u64>().is_ok() => format!("{n} other sessions were logged out."),
-        _ => String::new(),
-    };
-    page_(&state, &signed, &notice).await
 }
 
 /// `POST /account/sessions/{id}/revoke`: ends one session; ending this one logs out.
