@@ -102,7 +102,7 @@ fn installation(db: &TestDb, served: &Served, prefix: &str) -> Command {
 
 /// One account per role, its password set through the link `clarion users create` prints.
 async fn accounts(db: &TestDb, served: &Served, prefix: &str) -> Json {
-    let client = reqwest::Client::builder()
+    let client = crate::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()

@@ -26,7 +26,7 @@ async fn keys_are_shown_once_and_open_the_api_of_a_served_instance(backend: Back
 
     let dir = tempfile::tempdir().unwrap();
     let served = serve(&db, dir.path(), &[]);
-    let client = reqwest::Client::builder()
+    let client = crate::http_client()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();

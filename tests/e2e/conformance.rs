@@ -54,7 +54,7 @@ async fn post(client: &reqwest::Client, base: &str, key: &str, path: &str, body:
 
 /// Contacts, events, a dynamic segment and a campaign on it.
 async fn seed(base: &str, key: &str) {
-    let client = reqwest::Client::builder()
+    let client = crate::http_client()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();

@@ -10,3 +10,10 @@ mod import;
 mod scheduling;
 mod sending;
 mod traits;
+
+/// An HTTP client for the served binary. It drops idle connections after two seconds, well
+/// before actix-web closes them (five): a request sent on a connection the server is closing
+/// at that moment fails with `IncompleteMessage`.
+fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(2))
+}

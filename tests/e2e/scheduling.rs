@@ -31,7 +31,7 @@ async fn two_scheduler_processes_fire_a_one_off_schedule_once_at_its_time() {
         deadline.check(|| format!("log: {log}"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let client = reqwest::Client::new();
+    let client = crate::http_client().build().unwrap();
     let call = async |method: reqwest::Method, path: &str, body: Json| -> Json {
         let response = client
             .request(method, format!("http://127.0.0.1:{port}/api/v1{path}"))

@@ -217,7 +217,7 @@ impl Installation {
             deadline.check(|| format!("log: {log}"));
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let client = reqwest::Client::builder()
+        let client = crate::http_client()
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap();

@@ -233,6 +233,9 @@ impl WebhookSender {
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(config.user_agent.as_str())
             .pool_max_idle_per_host(config.max_idle_per_host)
+            // Receivers commonly close idle connections after five seconds (Node, actix-web);
+            // one reused just as the receiver closes it fails the message for nothing.
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()
             .map_err(|error| {
                 DispatchError::invalid_config("webhook", format!("HTTP client: {error}"))

@@ -71,10 +71,7 @@ impl TestApp {
                 .unwrap();
             keys.push(key);
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        let client = http_client().build().unwrap();
         let [marketer_key, viewer_key]: [String; 2] = keys.try_into().unwrap();
         TestApp {
             address,
@@ -128,6 +125,16 @@ impl TestApp {
             .unwrap();
         read(response).await
     }
+}
+
+/// An HTTP client for the test servers. It drops idle connections after two seconds, well
+/// before actix-web closes them (five): a request sent on a connection the server is closing
+/// at that moment fails with `IncompleteMessage`, which is what a test that paused for a few
+/// seconds (running dkimpy, say) then met.
+pub fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(2))
 }
 
 /// Status and JSON body (or `null` for an empty one) of a response.

@@ -70,7 +70,7 @@ impl Page {
 impl Visitor {
     pub fn new(app: &TestApp) -> Visitor {
         Visitor {
-            client: reqwest::Client::builder()
+            client: crate::app::http_client()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),

@@ -98,7 +98,7 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
     // People's mail clients send a user agent (a request without one is a machine's).
     let person =
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
-    let people = reqwest::Client::builder()
+    let people = crate::app::http_client()
         .user_agent(person)
         .build()
         .unwrap();
@@ -109,7 +109,7 @@ async fn a_sent_campaign_is_reported_as_the_far_end_saw_it(backend: Backend) {
             assert_eq!(response.status(), 200);
         }
     }
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = crate::app::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(person)
         .build()

@@ -612,7 +612,7 @@ async fn tracking_links_verify_across_instances_and_restarts_without_configured_
     let second_tracker = second.state().tracker.clone();
     let second_handle = second.handle();
     tokio::spawn(second.run_until_stopped());
-    let client = reqwest::Client::builder()
+    let client = crate::app::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

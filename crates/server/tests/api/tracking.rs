@@ -93,7 +93,7 @@ impl Fixture {
         // Links point at the test server; the key is what makes them the installation's.
         let tracker =
             Tracker::new(&app.address, TrackingKeys::new(&[KEY.as_bytes()]).unwrap()).unwrap();
-        let client = reqwest::Client::builder()
+        let client = crate::app::http_client()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(PERSON)
             .build()
