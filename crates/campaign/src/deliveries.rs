@@ -65,9 +65,21 @@ pub async fn progress(
     workspace: WorkspaceId,
     campaign: &Campaign,
 ) -> Result<Option<Progress>, CampaignError> {
-    let Some(run) = latest_run(db, workspace, campaign.id).await? else {
-        return Ok(None);
-    };
+    match latest_run(db, workspace, campaign.id).await? {
+        Some(run) => Ok(Some(run_progress(db, campaign, run).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Where `run` of `campaign` stands: one grouped count over the run's deliveries.
+///
+/// # Errors
+/// Database failures.
+pub async fn run_progress(
+    db: &DatabaseConnection,
+    campaign: &Campaign,
+    run: Run,
+) -> Result<Progress, CampaignError> {
     let select = Query::select()
         .columns(["channel", "variant_id", "status"])
         .expr_as(Expr::cust("COUNT(*)"), "n")
@@ -140,7 +152,7 @@ pub async fn progress(
     // A paused run sends nothing, whatever it sent in the last 30 seconds.
     let eta_seconds = (rate > 0.0 && run.status == RunStatus::Running)
         .then(|| (remaining as f64 / rate).ceil() as u64);
-    Ok(Some(Progress {
+    Ok(Progress {
         run,
         totals,
         channels,
@@ -148,7 +160,7 @@ pub async fn progress(
         rate_per_second: (rate * 10.0).round() / 10.0,
         remaining,
         eta_seconds,
-    }))
+    })
 }
 
 /// One delivery as the API shows it.

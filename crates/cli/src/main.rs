@@ -166,11 +166,14 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
         );
     }
     let sweeper = roles::spawn_sweeper(&state);
-    // The overview's slow figures (seconds at a million contacts) are computed now, in the
-    // background, instead of at the first view after a start.
-    let (overview, db) = (state.overview.clone(), state.db.clone());
-    tokio::spawn(async move { overview.warm(&db).await });
     let application = Application::from_state(state)?;
+    // The overview's and large segments' slow figures (seconds at a million contacts) are
+    // computed now, in the background, instead of at the first views after a start.
+    let state = application.state();
+    tokio::spawn(async move {
+        state.overview.warm(&state.db).await;
+        clarion_server::dashboard::PageFigures::warm(&state).await;
+    });
     let handle = application.handle();
     tracing::info!(port = application.port(), %public_url, "Clarion is serving; API reference at /api/docs");
     println!(

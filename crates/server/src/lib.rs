@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod recent;
 pub mod routes;
 pub mod startup;
 pub mod state;

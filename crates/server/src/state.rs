@@ -1,8 +1,7 @@
 //! What every handler shares: the database, the ingestion entry point, Redis, the queues, the
 //! tracker, metrics and the configuration they came from.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clarion_campaign::{Worker, WorkerParts, overview::Totals, throttle::Throttle};
@@ -12,7 +11,7 @@ use clarion_model::{Timestamp, WorkspaceId};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 
-use crate::{config::Settings, db, metrics::Metrics};
+use crate::{config::Settings, db, metrics::Metrics, recent::Recent};
 
 /// What every handler shares.
 pub struct AppState {
@@ -41,8 +40,10 @@ pub struct AppState {
     /// The link tables of saved variant versions that `/t/l/` links point into.
     pub link_tables: clarion_campaign::engagement::LinkTables,
     /// The overview's slow figures (whole-table counts, the monthly trend) per workspace, kept
-    /// for a while (see [`OverviewCache::max_age`]).
+    /// for a while (see [`Recent::max_age`]).
     pub overview: OverviewCache,
+    /// The dashboard's figures of large segments and finished runs, kept between views.
+    pub pages: crate::dashboard::PageFigures,
     /// The dashboard's login counters (Redis) and the key that signs its one-time links.
     pub accounts: crate::accounts::Accounts,
 }
@@ -97,6 +98,7 @@ impl AppState {
             recorder: clarion_campaign::hits::Recorder::new(ingest.clone(), machines),
             link_tables: clarion_campaign::engagement::LinkTables::default(),
             overview: OverviewCache::default(),
+            pages: crate::dashboard::PageFigures::default(),
             queues,
             webhooks,
         })
@@ -160,15 +162,16 @@ pub fn ingest(db: &DatabaseConnection, settings: &Settings) -> Ingest {
     )))
 }
 
-/// The overview page's slow figures per workspace, as last computed: whole-table counts of
-/// contacts and events (most of a second at 10,000,000 events) and the monthly trend of
-/// active customers, churn, buyers and revenue. A page shows the last computation and, once
-/// it is older than [`OverviewCache::max_age`] (sixty times what it took to compute, between
-/// ten seconds and five minutes), one request starts a new one in the background for the
-/// pages after it.
-#[derive(Clone, Default)]
-pub struct OverviewCache {
-    entries: Arc<Mutex<HashMap<WorkspaceId, Computed>>>,
+/// The overview page's slow figures per workspace, as last computed ([`Recent`]): whole-table
+/// counts of contacts and events (most of a second at 10,000,000 events) and the monthly trend
+/// of active customers, churn, buyers and revenue.
+#[derive(Clone)]
+pub struct OverviewCache(Recent<WorkspaceId, OverviewFigures>);
+
+impl Default for OverviewCache {
+    fn default() -> Self {
+        OverviewCache(Recent::new("the overview's figures", 1024))
+    }
 }
 
 /// What the overview shows of the whole workspace.
@@ -178,30 +181,11 @@ pub struct OverviewFigures {
     pub trend: clarion_kpi::trend::Trend,
 }
 
-#[derive(Clone)]
-struct Computed {
-    done: Instant,
-    /// How long the computation took.
-    took: Duration,
-    at: Timestamp,
-    figures: Arc<OverviewFigures>,
-    recomputing: bool,
-}
-
 impl OverviewCache {
-    /// How long figures are shown before they are computed again: sixty times what they took
-    /// to compute (so recomputing costs at most a sixtieth of a core), at least ten seconds
-    /// and at most five minutes. A small workspace sees new contacts within seconds; one of a
-    /// million contacts, whose trend takes about 3 s, every three minutes.
-    pub fn max_age(took: Duration) -> Duration {
-        (took * 60).clamp(Duration::from_secs(10), Duration::from_secs(300))
-    }
     /// Months of the trend.
     pub const MONTHS: u32 = 12;
 
-    /// The figures of `workspace` and when they were computed: computed now when never
-    /// computed, else the last ones (starting a recomputation in the background when they
-    /// are too old).
+    /// The figures of `workspace` and when they were computed ([`Recent::get`]).
     ///
     /// # Errors
     /// Database failures of a computation made now.
@@ -210,27 +194,13 @@ impl OverviewCache {
         db: &DatabaseConnection,
         workspace: WorkspaceId,
     ) -> Result<(Arc<OverviewFigures>, Timestamp), clarion_campaign::CampaignError> {
-        let known = self.lock().get(&workspace).cloned();
-        if let Some(entry) = known {
-            if entry.done.elapsed() >= Self::max_age(entry.took) && self.start_recompute(workspace)
-            {
-                let (cache, db) = (self.clone(), db.clone());
-                tokio::spawn(async move {
-                    match compute(&db, workspace).await {
-                        Ok((figures, took)) => {
-                            cache.store(workspace, figures, took);
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "the overview's figures could not be computed");
-                            cache.abandon_recompute(workspace);
-                        }
-                    }
-                });
-            }
-            return Ok((entry.figures, entry.at));
-        }
-        let (figures, took) = compute(db, workspace).await?;
-        Ok((self.store(workspace, figures, took), Timestamp::now()))
+        let db = db.clone();
+        self.0
+            .get(
+                workspace,
+                move || async move { compute(&db, workspace).await },
+            )
+            .await
     }
 
     /// Computes the figures of every workspace that has none yet (at start, so that the
@@ -244,12 +214,13 @@ impl OverviewCache {
             }
         };
         for workspace in workspaces {
-            if self.lock().contains_key(&workspace) {
+            if self.0.contains(&workspace) {
                 continue;
             }
+            let started = Instant::now();
             match compute(db, workspace).await {
-                Ok((figures, took)) => {
-                    self.store(workspace, figures, took);
+                Ok(figures) => {
+                    self.0.store(workspace, figures, started.elapsed());
                 }
                 Err(error) => {
                     tracing::warn!(%error, workspace = workspace.0, "the overview's figures were not computed at start");
@@ -257,71 +228,15 @@ impl OverviewCache {
             }
         }
     }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<WorkspaceId, Computed>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn store(
-        &self,
-        workspace: WorkspaceId,
-        figures: OverviewFigures,
-        took: Duration,
-    ) -> Arc<OverviewFigures> {
-        let figures = Arc::new(figures);
-        self.lock().insert(
-            workspace,
-            Computed {
-                done: Instant::now(),
-                took,
-                at: Timestamp::now(),
-                figures: figures.clone(),
-                recomputing: false,
-            },
-        );
-        figures
-    }
-
-    /// Marks a recomputation as started; false when one is under way already.
-    fn start_recompute(&self, workspace: WorkspaceId) -> bool {
-        match self.lock().get_mut(&workspace) {
-            Some(entry) if !entry.recomputing => {
-                entry.recomputing = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn abandon_recompute(&self, workspace: WorkspaceId) {
-        if let Some(entry) = self.lock().get_mut(&workspace) {
-            entry.recomputing = false;
-        }
-    }
 }
 
 async fn compute(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
-) -> Result<(OverviewFigures, Duration), clarion_campaign::CampaignError> {
-    let started = Instant::now();
-    let figures = OverviewFigures {
+) -> Result<OverviewFigures, clarion_campaign::CampaignError> {
+    Ok(OverviewFigures {
         totals: clarion_campaign::overview::totals(db, workspace).await?,
         trend: clarion_kpi::trend::monthly(db, workspace, OverviewCache::MONTHS, Timestamp::now())
             .await?,
-    };
-    Ok((figures, started.elapsed()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn figures_are_kept_sixty_times_their_cost_within_bounds() {
-        let ms = Duration::from_millis;
-        assert_eq!(OverviewCache::max_age(ms(5)), Duration::from_secs(10));
-        assert_eq!(OverviewCache::max_age(ms(3_000)), Duration::from_secs(180));
-        assert_eq!(OverviewCache::max_age(ms(60_000)), Duration::from_secs(300));
-    }
+    })
 }

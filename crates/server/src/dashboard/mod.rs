@@ -43,7 +43,50 @@ pub use guard::SignedIn;
 use crate::{
     accounts::{AccountError, Session},
     error::ApiError,
+    recent::Recent,
 };
+
+/// Figures of large segments and finished runs, kept between views ([`Recent`]); those
+/// computed in less than [`PageFigures::KEEP_FROM`] are computed at every view.
+#[derive(Clone)]
+pub struct PageFigures {
+    /// A segment's health, by segment and definition (an edited rule is computed anew).
+    pub(crate) segments: Recent<
+        (clarion_model::SegmentId, clarion_model::Timestamp),
+        crate::routes::segments::SegmentFigures,
+    >,
+    /// The revenues and sizes over time of a page of the segment list, by its segments.
+    pub(crate) segment_lists: Recent<Vec<clarion_model::SegmentId>, segments::ListFigures>,
+    /// A completed or cancelled run's progress, by run and its last change (a retry reopens
+    /// it).
+    pub(crate) finished_runs:
+        Recent<(i64, clarion_model::Timestamp), clarion_campaign::deliveries::Progress>,
+}
+
+impl PageFigures {
+    /// A small share of the pages' 50 ms budget.
+    pub const KEEP_FROM: std::time::Duration = std::time::Duration::from_millis(20);
+}
+
+impl PageFigures {
+    /// Computes the figures of the segment list's first page and of large segments, at
+    /// start in the background, so that their first views do not wait for them.
+    pub async fn warm(state: &crate::state::AppState) {
+        segments::warm(state).await;
+    }
+}
+
+impl Default for PageFigures {
+    fn default() -> Self {
+        PageFigures {
+            segments: Recent::new("a segment's figures", 256).keeping_from(Self::KEEP_FROM),
+            segment_lists: Recent::new("the segment list's figures", 64)
+                .keeping_from(Self::KEEP_FROM),
+            finished_runs: Recent::new("a finished run's progress", 256)
+                .keeping_from(Self::KEEP_FROM),
+        }
+    }
+}
 
 /// The cookie holding the session token.
 pub const SESSION_COOKIE: &str = "clarion_session";

@@ -22,7 +22,7 @@ use super::{PageError, SignedIn, page_error, render_page, see_other, signed_page
 use crate::{
     routes::{
         cursor,
-        segments::{health_of, members_csv, preview_rule},
+        segments::{HealthView, figures_of, members_csv, preview_rule},
     },
     state::AppState,
 };
@@ -81,8 +81,17 @@ struct ListLine {
     last_size: u64,
 }
 
+/// The slow figures of a page of the segment list.
+pub(crate) struct ListFigures {
+    /// Each segment's size per day over the last [`SPARK_DAYS`], by segment id.
+    histories: BTreeMap<i64, Vec<report::Day>>,
+    /// Each segment's members' revenue, by segment id.
+    revenues: BTreeMap<i64, f64>,
+}
+
 /// `GET /segments`: a page of segments by slug, each with its size, its members' revenue and
-/// its size over the last 30 days (three grouped queries for the whole page).
+/// its size over the last 30 days (three grouped queries for the whole page, kept a while
+/// when they are slow: see [`super::PageFigures`]).
 pub async fn list(
     state: web::Data<AppState>,
     signed: SignedIn,
@@ -95,14 +104,17 @@ pub async fn list(
     let page = query.page.clamp(1, pages);
     let shown: Vec<Segment> = all.into_iter().skip((page - 1) * PAGE).take(PAGE).collect();
     let ids: Vec<SegmentId> = shown.iter().map(|s| s.id).collect();
-    let now = Timestamp::now();
-    let since = Timestamp::from_millis(now.millis() - (SPARK_DAYS - 1) * DAY);
-    let histories = report::histories(&state.db, &ids, since, now)
+    let compute = {
+        let (db, ids) = (state.db.clone(), ids.clone());
+        move || async move { list_figures(&db, &ids).await }
+    };
+    let (figures, _) = state
+        .pages
+        .segment_lists
+        .get(ids, compute)
         .await
         .map_err(page_error)?;
-    let revenues = report::revenues(&state.db, &ids)
-        .await
-        .map_err(page_error)?;
+    let (histories, revenues) = (&figures.histories, &figures.revenues);
     let lines: Vec<ListLine> = shown
         .into_iter()
         .map(|s| {
@@ -131,6 +143,69 @@ pub async fn list(
         ("Segments", "segments"),
         context! { segments => view(&lines), page, pages, days => SPARK_DAYS },
     ))
+}
+
+async fn list_figures(
+    db: &sea_orm::DatabaseConnection,
+    ids: &[SegmentId],
+) -> Result<ListFigures, SegmentError> {
+    let now = Timestamp::now();
+    let since = Timestamp::from_millis(now.millis() - (SPARK_DAYS - 1) * DAY);
+    Ok(ListFigures {
+        histories: report::histories(db, ids, since, now).await?,
+        revenues: report::revenues(db, ids).await?,
+    })
+}
+
+/// Segments at least this large have their figures computed at start ([`warm`]).
+const WARM_FROM_MEMBERS: i64 = 100_000;
+
+/// Computes, in turn, the figures of the list's first page and of every segment of at least
+/// [`WARM_FROM_MEMBERS`] members of every workspace, so that their first views after a start
+/// do not wait (seconds at a million members). Failures are logged and left to those views.
+pub(crate) async fn warm(state: &AppState) {
+    let figures = &state.pages;
+    let workspaces = match clarion_segment::sweep::workspace_ids(&state.db).await {
+        Ok(workspaces) => workspaces,
+        Err(error) => {
+            tracing::warn!(%error, "the segments' figures were not computed at start");
+            return;
+        }
+    };
+    for workspace in workspaces {
+        let all = match store::list(&state.db, workspace).await {
+            Ok(all) => all,
+            Err(error) => {
+                tracing::warn!(%error, workspace = workspace.0, "the segments' figures were not computed at start");
+                continue;
+            }
+        };
+        let first: Vec<SegmentId> = all.iter().take(PAGE).map(|s| s.id).collect();
+        let started = Instant::now();
+        match list_figures(&state.db, &first).await {
+            Ok(list) => {
+                figures.segment_lists.store(first, list, started.elapsed());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the segment list's figures were not computed at start")
+            }
+        }
+        for segment in all.iter().filter(|s| s.member_count >= WARM_FROM_MEMBERS) {
+            let started = Instant::now();
+            match figures_of(state, workspace, segment).await {
+                Ok(computed) => {
+                    figures.segments.store(
+                        (segment.id, segment.updated_at),
+                        computed,
+                        started.elapsed(),
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, segment = segment.id.0, "a segment's figures were not computed at start");
+                }
+            }
+        }
+    }
 }
 
 /// The points of a polyline drawing `sizes` left to right in a 100 × 24 box, the largest
@@ -182,9 +257,23 @@ pub async fn detail(
         .map(|m| context! { row => view(m), entered_at => m.entered_at })
         .collect();
     let title = segment.name.clone();
-    let health = health_of(&state, signed.session.workspace, segment)
+    let key = (segment.id, segment.updated_at);
+    let compute = {
+        let (state, segment) = (state.clone(), segment.clone());
+        let workspace = signed.session.workspace;
+        move || async move { figures_of(&state, workspace, &segment).await }
+    };
+    let (figures, figures_at) = state
+        .pages
+        .segments
+        .get(key, compute)
         .await
         .map_err(page_error)?;
+    let health = HealthView {
+        segment: segment.into(),
+        overview: figures.overview.clone(),
+        last_30_days: figures.last_30_days.clone(),
+    };
     let chart = json!({
         "x": health.last_30_days.iter().map(|d| day_seconds(&d.date)).collect::<Vec<_>>(),
         "size": health.last_30_days.iter().map(|d| d.size).collect::<Vec<_>>(),
@@ -202,6 +291,7 @@ pub async fn detail(
             next,
             paged => !query.cursor.is_empty(),
             chart => view(&chart),
+            figures_at => figures_at.millis(),
         },
     ))
 }
