@@ -228,7 +228,7 @@ pub async fn import(
         if form.csv.trim().is_empty() {
             return Err(Refused::field(
                 "csv",
-                "Paste a CSV file with an address (or email) column.",
+                "Choose or paste a CSV file with an address (or email) column.",
             )
             .into());
         }
