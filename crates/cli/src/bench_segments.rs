@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clarion_contacts::events;
 use clarion_model::{DEFAULT_WORKSPACE, EventInput, Timestamp};
 use clarion_segment::{
@@ -102,28 +102,37 @@ pub(crate) async fn prepare(
         ))
         .await?
         .is_some();
-    // A database from an interrupted generation is made anew.
-    let complete = exists
-        && {
-            let url = clarion_server::db::postgres_url_for_database(postgres_url, name);
-            match Database::connect(url.as_str()).await {
-                Ok(db) => {
-                    let n = db
-                    .query_one_raw(sea_orm::Statement::from_string(
-                        DbBackend::Postgres,
-                        "SELECT (SELECT COUNT(*) FROM contacts) AS c, (SELECT COUNT(*) FROM events) AS e"
-                            .to_string(),
-                    ))
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|row| Some((row.try_get::<i64>("", "c").ok()?, row.try_get::<i64>("", "e").ok()?)));
-                    db.close().await.ok();
-                    matches!(n, Some((c, e)) if c as u64 == contacts && (e > 0 || per_contact == 0))
-                }
-                Err(_) => false,
+    // A database from an interrupted generation is made anew. One that cannot be checked is
+    // left alone: dropping a population that took minutes to generate over a failed count
+    // is not the bench's call.
+    let complete = exists && {
+        let url = clarion_server::db::postgres_url_for_database(postgres_url, name);
+        let db = Database::connect(url.as_str())
+            .await
+            .with_context(|| format!("cannot connect to the existing database {name}"))?;
+        let counted = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT (SELECT COUNT(*) FROM contacts) AS c, (SELECT COUNT(*) FROM events) AS e"
+                    .to_string(),
+            ))
+            .await;
+        db.close().await.ok();
+        // No contacts table yet: the generation stopped before migrating.
+        let n = match counted {
+            Ok(row) => row.and_then(|row| {
+                Some((
+                    row.try_get::<i64>("", "c").ok()?,
+                    row.try_get::<i64>("", "e").ok()?,
+                ))
+            }),
+            Err(error) if error.to_string().contains("does not exist") => None,
+            Err(error) => {
+                bail!("cannot count the rows of {name} ({error}); pass --fresh to generate it anew")
             }
         };
+        matches!(n, Some((c, e)) if c as u64 == contacts && (e > 0 || per_contact == 0))
+    };
     if exists && (fresh || !complete) {
         admin
             .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
