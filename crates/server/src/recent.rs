@@ -96,18 +96,7 @@ where
         if let Some((value, at, done, took)) = known {
             if done.elapsed() >= Self::max_age(took) && self.start_recompute(&key) {
                 let cache = self.clone();
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    match compute().await {
-                        Ok(value) => {
-                            cache.store(key, value, started.elapsed());
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "{} could not be computed", cache.what);
-                            cache.abandon_recompute(&key);
-                        }
-                    }
-                });
+                tokio::spawn(async move { cache.compute_and_keep(key, compute()).await });
             }
             return Ok((value, at));
         }
@@ -116,9 +105,35 @@ where
         Ok((self.store(key, value, started.elapsed()), Timestamp::now()))
     }
 
+    /// Computes the figures of `key` now unless they are known (at start, so that the first
+    /// view does not wait for them); a failure is logged and left to that view.
+    pub async fn warm<E: Display>(&self, key: K, compute: impl Future<Output = Result<V, E>>) {
+        if !self.contains(&key) {
+            self.compute_and_keep(key, compute).await;
+        }
+    }
+
     /// Whether `key` was computed already.
     pub fn contains(&self, key: &K) -> bool {
         self.lock().contains_key(key)
+    }
+
+    /// Runs `compute` and keeps its figures; a failure is logged, and the last figures stay.
+    async fn compute_and_keep<E: Display>(
+        &self,
+        key: K,
+        compute: impl Future<Output = Result<V, E>>,
+    ) {
+        let started = Instant::now();
+        match compute.await {
+            Ok(value) => {
+                self.store(key, value, started.elapsed());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "{} could not be computed", self.what);
+                self.abandon_recompute(&key);
+            }
+        }
     }
 
     /// Keeps `value` as the figures of `key`, computed in `took` (unless that is less than

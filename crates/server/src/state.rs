@@ -2,7 +2,7 @@
 //! tracker, metrics and the configuration they came from.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clarion_campaign::{Worker, WorkerParts, overview::Totals, throttle::Throttle};
 use clarion_contacts::Ingest;
@@ -214,18 +214,7 @@ impl OverviewCache {
             }
         };
         for workspace in workspaces {
-            if self.0.contains(&workspace) {
-                continue;
-            }
-            let started = Instant::now();
-            match compute(db, workspace).await {
-                Ok(figures) => {
-                    self.0.store(workspace, figures, started.elapsed());
-                }
-                Err(error) => {
-                    tracing::warn!(%error, workspace = workspace.0, "the overview's figures were not computed at start");
-                }
-            }
+            self.0.warm(workspace, compute(db, workspace)).await;
         }
     }
 }

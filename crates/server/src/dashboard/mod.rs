@@ -66,9 +66,7 @@ pub struct PageFigures {
 impl PageFigures {
     /// A small share of the pages' 50 ms budget.
     pub const KEEP_FROM: std::time::Duration = std::time::Duration::from_millis(20);
-}
 
-impl PageFigures {
     /// Computes the figures of the segment list's first page and of large segments, at
     /// start in the background, so that their first views do not wait for them.
     pub async fn warm(state: &crate::state::AppState) {

@@ -181,29 +181,18 @@ pub(crate) async fn warm(state: &AppState) {
             }
         };
         let first: Vec<SegmentId> = all.iter().take(PAGE).map(|s| s.id).collect();
-        let started = Instant::now();
-        match list_figures(&state.db, &first).await {
-            Ok(list) => {
-                figures.segment_lists.store(first, list, started.elapsed());
-            }
-            Err(error) => {
-                tracing::warn!(%error, "the segment list's figures were not computed at start")
-            }
-        }
+        figures
+            .segment_lists
+            .warm(first.clone(), list_figures(&state.db, &first))
+            .await;
         for segment in all.iter().filter(|s| s.member_count >= WARM_FROM_MEMBERS) {
-            let started = Instant::now();
-            match figures_of(state, workspace, segment).await {
-                Ok(computed) => {
-                    figures.segments.store(
-                        (segment.id, segment.updated_at),
-                        computed,
-                        started.elapsed(),
-                    );
-                }
-                Err(error) => {
-                    tracing::warn!(%error, segment = segment.id.0, "a segment's figures were not computed at start");
-                }
-            }
+            figures
+                .segments
+                .warm(
+                    (segment.id, segment.updated_at),
+                    figures_of(state, workspace, segment),
+                )
+                .await;
         }
     }
 }
