@@ -246,6 +246,39 @@ impl Queues {
         }
     }
 
+    /// The queue of verified provider requests ([`crate::providers::queued`]), its consumer
+    /// group created if needed, with `config` (normally [`Queues::provider_reports_config`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn provider_reports(
+        &self,
+        config: QueueConfig,
+    ) -> Result<Queue<crate::providers::queued::QueuedRequest>, clarion_queue::Error> {
+        Queue::new(
+            self.client.clone(),
+            self.conn.clone(),
+            &self.prefix,
+            crate::providers::queued::QUEUE,
+            config,
+        )
+        .await
+    }
+
+    /// How the provider reports queue is read: large batches (one write each) and a short
+    /// reclaim time, like the hits queue.
+    #[must_use]
+    pub fn provider_reports_config(&self) -> QueueConfig {
+        use crate::providers::queued::{BATCH, RECLAIM_AFTER};
+        QueueConfig {
+            group: "provider-report-writers".to_owned(),
+            batch_size: BATCH,
+            reclaim_min_idle: RECLAIM_AFTER,
+            reclaim_interval: RECLAIM_AFTER / 4,
+            ..self.config.clone()
+        }
+    }
+
     /// The shared Redis connection (for the throttle).
     #[must_use]
     pub fn connection(&self) -> redis::aio::ConnectionManager {

@@ -106,8 +106,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 enum Role {
     /// The HTTP API, tracking endpoints, documentation, health and metrics; the segment sweep.
     Api,
-    /// Delivery workers (take jobs from the queues, render, send, record) and the recorder
-    /// of the opens and clicks the tracking endpoints queued.
+    /// Delivery workers (take jobs from the queues, render, send, record), the recorder
+    /// of the opens and clicks the tracking endpoints queued, and the writer of the
+    /// bounces and complaints the provider webhooks queued.
     Worker,
     /// The supervisor: completes finished campaigns and re-enqueues lost jobs.
     Scheduler,
@@ -140,7 +141,8 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
         let worker = std::sync::Arc::new(state.delivery_worker().await?);
         tasks.extend(roles::spawn_workers(&state, worker, &stopped));
         tasks.push(roles::spawn_recorder(&state, &stopped));
-        tracing::info!("delivery workers and the hit recorder started");
+        tasks.extend(roles::spawn_report_writer(&state, &stopped));
+        tracing::info!("delivery workers, the hit recorder and the provider report writer started");
     }
     if roles.contains(&Role::Scheduler) {
         tasks.push(roles::spawn_supervisor(&state, &stopped));

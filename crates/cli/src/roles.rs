@@ -68,28 +68,16 @@ pub fn spawn_recorder(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHan
     let recorder = state.recorder.clone();
     let metrics = state.metrics.clone();
     let name = format!("{}-hits", consumer_name());
-    let mut stop = stop.clone();
+    let stop = stop.clone();
     tokio::spawn(async move {
-        let consumer = loop {
-            match hits.queue().await.cloned() {
-                Ok(queue) => match queue.consumer(name.clone()).await {
-                    Ok(consumer) => break consumer,
-                    Err(error) => {
-                        tracing::warn!(%error, "the hit recorder cannot read the queue; trying again")
-                    }
-                },
-                Err(error) => {
-                    tracing::warn!(%error, "the hit recorder cannot open the queue; trying again")
-                }
-            }
-            tokio::select! {
-                _ = stop.wait_for(|stopped| *stopped) => return,
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
+        let open = || {
+            let hits = hits.clone();
+            async move { hits.queue().await.cloned() }
         };
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
+        let Some(consumer) = consumer_of("hit recorder", open, &name, &stop).await else {
+            return;
         };
+        let shutdown = stopped(stop);
         if let Err(error) = recorder
             .run(&consumer, shutdown, move |tally| {
                 metrics.count_recorded(tally)
@@ -99,6 +87,77 @@ pub fn spawn_recorder(state: &AppState, stop: &watch::Receiver<bool>) -> JoinHan
             tracing::error!(%error, "the hit recorder stopped; opens and clicks wait in Redis");
         }
     })
+}
+
+/// Writes the provider webhook requests the API queued (bounces and complaints) in batches
+/// until `stop` turns true; the batch in hand is finished first.
+pub fn spawn_report_writer(
+    state: &AppState,
+    stop: &watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let queue = state.providers.queue()?.clone();
+    let writer = state.providers.report_writer();
+    let name = format!("{}-provider-reports", consumer_name());
+    let stop = stop.clone();
+    Some(tokio::spawn(async move {
+        let open = || {
+            let queue = queue.clone();
+            async move { queue.queue().await.cloned() }
+        };
+        let Some(consumer) = consumer_of("provider report writer", open, &name, &stop).await else {
+            return;
+        };
+        let shutdown = stopped(stop);
+        let report = |applied: &clarion_campaign::feedback::Applied| {
+            tracing::debug!(
+                recorded = applied.recorded,
+                duplicates = applied.duplicates,
+                unknown = applied.unknown,
+                marked = applied.marked,
+                "provider events written"
+            );
+        };
+        if let Err(error) = writer.run(&consumer, shutdown, report).await {
+            tracing::error!(%error, "the provider report writer stopped; bounces and complaints wait in Redis");
+        }
+    }))
+}
+
+/// A consumer named `name` of the queue `open` opens, trying again every 5 s while Redis
+/// does not answer; `None` when `stop` turns true first.
+// A plain closure returning an owning future: an async closure's future borrows the
+// closure, which `tokio::spawn`'s `Send` check cannot see through.
+async fn consumer_of<J, F>(
+    what: &str,
+    open: impl Fn() -> F,
+    name: &str,
+    stop: &watch::Receiver<bool>,
+) -> Option<clarion_queue::Consumer<J>>
+where
+    J: serde::de::DeserializeOwned,
+    F: Future<Output = Result<clarion_queue::Queue<J>, clarion_queue::Error>>,
+{
+    let mut stop = stop.clone();
+    loop {
+        match open().await {
+            Ok(queue) => match queue.consumer(name.to_owned()).await {
+                Ok(consumer) => return Some(consumer),
+                Err(error) => {
+                    tracing::warn!(%error, "the {what} cannot read the queue; trying again")
+                }
+            },
+            Err(error) => tracing::warn!(%error, "the {what} cannot open the queue; trying again"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return None,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Completes when `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Runs a supervision round every `sending.supervise_interval_secs` until `stop` turns true:

@@ -73,7 +73,10 @@ impl AppState {
             ingest.clone(),
             settings.bounces.clone(),
             settings.providers.clone(),
-        );
+        )
+        .with_queue(clarion_campaign::providers::queued::ReportQueue::new(
+            queues.clone(),
+        ));
         let accounts = crate::accounts::Accounts {
             limiter: crate::accounts::LoginLimiter::new(
                 redis.clone(),

@@ -7,18 +7,22 @@
 //! `email_complaint` events recorded with the provider's event id as idempotency key. A request
 //! that fails verification records nothing and answers 401.
 //!
-//! Verified requests are written together: each hands its reports (and Mailgun's signed token)
-//! to a writer task, which takes every request waiting at that moment and applies them as one
-//! batch (one token insert, one event batch, one suppression insert, ...), then tells each
-//! request its own part. A provider that sends one event per request (Mailgun, Postmark, SES)
-//! so costs a handful of statements per batch of concurrent requests rather than per event.
-//! A batch that fails is applied again request by request, so a request's answer is its own.
-//! On PostgreSQL several writers take turns at the queue, so that one batch's round trips
-//! overlap another's; everything a batch writes is idempotent (event keys, Mailgun tokens,
-//! suppressions), so two batches about the same address cannot record it twice.
+//! Verified requests are queued in Redis and answered at once; a worker writes them in
+//! large batches (see [`queued`]). A replayed event id or Mailgun token is refused with 409
+//! when the request arrives.
+//!
+//! When Redis does not take a request, it is written before its answer, together with the
+//! others waiting: each hands its reports (and Mailgun's signed token) to a writer task,
+//! which takes every request waiting at that moment and applies them as one batch (one token
+//! insert, one event batch, one suppression insert, ...), then tells each request its own
+//! part. A batch that fails is applied again request by request, so a request's answer is
+//! its own. On PostgreSQL several writers take turns at the queue, so that one batch's round
+//! trips overlap another's; everything a batch writes is idempotent (event keys, Mailgun
+//! tokens, suppressions), so two batches about the same address cannot record it twice.
 
 pub mod mailgun;
 pub mod postmark;
+pub mod queued;
 pub mod sendgrid;
 pub mod ses;
 
@@ -57,7 +61,8 @@ impl ProviderSettings {
 }
 
 /// A provider whose webhooks Clarion reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Provider {
     Ses,
     Sendgrid,
@@ -91,18 +96,42 @@ impl Request {
     }
 }
 
-/// What a verified request came to.
+/// What a verified request came to. Its events are either queued, to be written moments
+/// later (`queued`), or, when Redis does not take them, written before the answer
+/// (`recorded`, `unknown`, `marked`).
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct Received {
     /// Bounce and complaint events read from the request.
     pub events: u64,
     /// Other events (deliveries, opens, ...), not used.
     pub ignored: u64,
-    #[serde(flatten)]
-    pub applied: Applied,
+    /// Events received before (same event id), neither queued nor stored again.
+    pub duplicates: u64,
+    /// New events queued; each is stored, marks its contact and suppresses its address
+    /// once the writer takes it (normally within a second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    /// Events stored (one per event and contact with the address), when written at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<u64>,
+    /// Events about an address no contact has, when written at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<u64>,
+    /// Contacts whose email status changed, when written at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marked: Option<u64>,
     /// An SNS subscription was confirmed (SES only).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub subscription_confirmed: bool,
+}
+
+impl Received {
+    fn written(&mut self, applied: &Applied) {
+        self.duplicates = applied.duplicates;
+        self.recorded = Some(applied.recorded);
+        self.unknown = Some(applied.unknown);
+        self.marked = Some(applied.marked);
+    }
 }
 
 /// Why a webhook request was refused.
@@ -176,7 +205,9 @@ pub struct Receiver {
     bounces: BounceSettings,
     settings: ProviderSettings,
     ses: ses::Certificates,
-    /// The writer tasks' queue, started at the first verified request.
+    /// Where verified requests are queued, when there is a Redis queue.
+    queue: Option<queued::ReportQueue>,
+    /// The writer tasks' queue, started at the first request written before its answer.
     writer: OnceLock<mpsc::UnboundedSender<Job>>,
 }
 
@@ -189,8 +220,29 @@ impl Receiver {
             bounces,
             settings,
             ses,
+            queue: None,
             writer: OnceLock::new(),
         }
+    }
+
+    /// Queues verified requests in `queue` and answers them at once; without it (or while
+    /// Redis does not answer) each request is written before its answer.
+    #[must_use]
+    pub fn with_queue(mut self, queue: queued::ReportQueue) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The queue verified requests go to, if any.
+    #[must_use]
+    pub fn queue(&self) -> Option<&queued::ReportQueue> {
+        self.queue.as_ref()
+    }
+
+    /// A writer of the queued requests (a worker runs it).
+    #[must_use]
+    pub fn report_writer(&self) -> queued::ReportWriter {
+        queued::ReportWriter::new(self.ingest.clone(), self.bounces.clone())
     }
 
     /// Verifies one webhook request of `provider`, then applies its bounces and complaints.
@@ -240,6 +292,28 @@ impl Receiver {
         if parsed.reports.is_empty() && token.is_none() {
             return Ok(received);
         }
+        let replayed = || ProviderError::Replayed {
+            field: parsed.id_field.to_owned(),
+            message: "every event of this request was received before; nothing changed".into(),
+        };
+        if let Some(queue) = &self.queue {
+            // A Mailgun token stays claimed while its signature is fresh, and a little longer.
+            let token_life =
+                std::time::Duration::from_secs(self.settings.mailgun.max_age_secs + 300);
+            let token_claim = token.as_deref().map(|token| (token, token_life));
+            match queue.submit(provider, token_claim, &parsed.reports).await {
+                Ok(queued::Submitted::Queued { queued, duplicates }) => {
+                    received.queued = Some(queued);
+                    received.duplicates = duplicates;
+                    return Ok(received);
+                }
+                Ok(queued::Submitted::Replayed) => return Err(replayed()),
+                Ok(queued::Submitted::TokenReplayed) => return Err(mailgun::replayed()),
+                Err(error) => {
+                    tracing::warn!(%error, "Redis did not take a provider request; writing it now");
+                }
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             token,
@@ -249,16 +323,13 @@ impl Receiver {
         self.writer()
             .send(job)
             .map_err(|_| ProviderError::Upstream("the bounce writer has stopped".into()))?;
-        received.applied = answer
+        let applied = answer
             .await
             .map_err(|_| ProviderError::Upstream("the bounce writer has stopped".into()))??;
-        let applied = &received.applied;
         if applied.recorded == 0 && applied.duplicates > 0 && applied.unknown == 0 {
-            return Err(ProviderError::Replayed {
-                field: parsed.id_field.to_owned(),
-                message: "every event of this request was received before; nothing changed".into(),
-            });
+            return Err(replayed());
         }
+        received.written(&applied);
         Ok(received)
     }
 

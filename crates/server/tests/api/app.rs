@@ -94,6 +94,27 @@ impl TestApp {
         self.state.recorder.drain(&consumer).await.unwrap()
     }
 
+    /// Writes the provider webhook requests (bounces, complaints) the server queued, as a
+    /// worker's writer does, and says what that came to.
+    pub async fn write_provider_reports(&self) -> clarion_campaign::feedback::Applied {
+        let queue = self
+            .state
+            .providers
+            .queue()
+            .expect("a provider report queue");
+        let queue = queue
+            .queue()
+            .await
+            .expect("open the provider reports queue");
+        let consumer = queue.consumer("test-writer").await.unwrap();
+        self.state
+            .providers
+            .report_writer()
+            .drain(&consumer)
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
