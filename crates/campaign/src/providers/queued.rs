@@ -87,12 +87,8 @@ pub struct QueuedReport {
 
 impl QueuedReport {
     fn of(report: &Report) -> Self {
-        let address = match &report.recipient {
-            Recipient::Address(address) => address.clone(),
-            Recipient::Contact { email, .. } => email.clone(),
-        };
         QueuedReport {
-            address,
+            address: address_of(report).clone(),
             kind: report.kind,
             code: report.code,
             text: report.text.clone(),
@@ -114,6 +110,14 @@ impl QueuedReport {
             campaign: None,
             occurred_at: self.occurred_at,
         }
+    }
+}
+
+/// The address a report is about.
+fn address_of(report: &Report) -> &EmailAddress {
+    match &report.recipient {
+        Recipient::Address(address) => address,
+        Recipient::Contact { email, .. } => email,
     }
 }
 
@@ -159,8 +163,8 @@ impl ReportQueue {
             .await
     }
 
-    /// Claims the request's token and event ids, then queues its new events.
-    /// `token_life` is how long the token stays claimed (its signature's freshness).
+    /// Claims the request's token, then its events (id and address), then queues the new
+    /// ones. `token` comes with how long it stays claimed (its signature's freshness).
     ///
     /// # Errors
     /// Redis failures; no claim is left but a pending one, and nothing is queued, so the
@@ -172,25 +176,38 @@ impl ReportQueue {
         reports: &[Report],
     ) -> Result<Submitted, clarion_queue::Error> {
         let queue = self.queue().await?;
-        // Each key with how long it is kept once the request is queued; the token last.
-        let mut keys: Vec<(String, Duration)> = reports
-            .iter()
-            .map(|report| (self.claim_key(provider, "event", &report.id), REMEMBER))
-            .collect();
+        // The token first: a replayed request claims nothing else, so it cannot make a
+        // concurrent request's events look seen before.
+        let mut mine: Vec<(String, Duration)> = Vec::new();
         if let Some((token, life)) = token {
-            keys.push((self.claim_key(provider, "token", token), life));
+            let key = self.claim_key(provider, &format!("token:{token}"));
+            if self.claim(std::slice::from_ref(&key)).await? != [true] {
+                return Ok(Submitted::TokenReplayed);
+            }
+            mine.push((key, life));
         }
-        let claimed = self.claim(&keys).await?;
-        let mine: Vec<(String, Duration)> = keys
-            .into_iter()
-            .zip(&claimed)
-            .filter(|(_, claimed)| **claimed)
-            .map(|(key, _)| key)
+        // An event is one per id and address, as its idempotency key is one per id and
+        // contact (an SES notification lists several recipients under one id).
+        let keys: Vec<String> = reports
+            .iter()
+            .map(|report| {
+                let address = address_of(report).as_str();
+                self.claim_key(provider, &format!("event:{}:{address}", report.id))
+            })
             .collect();
-        if token.is_some() && claimed.last() == Some(&false) {
-            self.release(&mine).await;
-            return Ok(Submitted::TokenReplayed);
-        }
+        let claimed = match self.claim(&keys).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                self.release(&mine).await;
+                return Err(error);
+            }
+        };
+        mine.extend(
+            keys.into_iter()
+                .zip(&claimed)
+                .filter(|(_, claimed)| **claimed)
+                .map(|(key, _)| (key, REMEMBER)),
+        );
         let fresh: Vec<QueuedReport> = reports
             .iter()
             .zip(&claimed)
@@ -223,18 +240,21 @@ impl ReportQueue {
         Ok(Submitted::Queued { queued, duplicates })
     }
 
-    fn claim_key(&self, provider: Provider, what: &str, id: &str) -> String {
+    fn claim_key(&self, provider: Provider, what: &str) -> String {
         format!(
-            "{}:provider-claims:{}:{what}:{id}",
+            "{}:provider-claims:{}:{what}",
             self.queues.prefix(),
             provider.as_str()
         )
     }
 
     /// Sets each key not set yet, for [`PENDING`]; which ones this call set.
-    async fn claim(&self, keys: &[(String, Duration)]) -> Result<Vec<bool>, clarion_queue::Error> {
+    async fn claim(&self, keys: &[String]) -> Result<Vec<bool>, clarion_queue::Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
-        for (key, _) in keys {
+        for key in keys {
             pipe.cmd("SET")
                 .arg(key)
                 .arg("pending")
@@ -256,6 +276,9 @@ impl ReportQueue {
     /// [`PENDING`] (a later replay is then stored once by its idempotency key, but answered
     /// 200), so it is logged.
     async fn keep(&self, keys: &[(String, Duration)]) {
+        if keys.is_empty() {
+            return;
+        }
         let mut pipe = redis::pipe();
         for (key, life) in keys {
             pipe.cmd("SET")

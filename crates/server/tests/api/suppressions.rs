@@ -677,6 +677,7 @@ async fn a_providers_soft_bounce_is_tied_to_its_delivery(backend: Backend) {
             .unwrap();
         assert_eq!(status, 200, "{:?}", body.text().await);
     }
+    s.app.write_provider_reports().await;
     assert_eq!(
         contact(&s, "p").await["subscriptions"]["email"],
         "subscribed"
@@ -700,6 +701,7 @@ async fn a_providers_soft_bounce_is_tied_to_its_delivery(backend: Backend) {
             .unwrap();
         assert_eq!(response.status().as_u16(), 200);
     }
+    s.app.write_provider_reports().await;
     let bounces = events(&s, "q", "email_bounce").await;
     assert_eq!(bounces.len(), 2, "{bounces:#?}");
     assert!(
