@@ -58,7 +58,99 @@ async fn keys_are_shown_once_and_open_the_api_of_a_served_instance(backend: Back
     assert_eq!(revoked.status(), 401);
 }
 
-on_both_backends!(keys_are_shown_once_and_open_the_api_of_a_served_instance);
+/// A provider's bounce is answered once queued; the worker role of `clarion serve` writes it:
+/// the contact becomes bounced and the address is suppressed, and a replay is refused.
+async fn a_served_instance_writes_the_bounces_providers_report(backend: Backend) {
+    use hmac::Mac as _;
+    let db = TestDb::new(backend).await;
+    let (output, _, stderr) = run(clarion(&db).arg("migrate"));
+    assert!(output.status.success(), "{stderr}");
+    let (output, key, stderr) = run(clarion(&db).args(["keys", "create", "--role", "admin"]));
+    assert!(output.status.success(), "{stderr}");
+    let key = key.trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let signing_key = "e2e-mailgun-signing-key";
+    let served = serve(
+        &db,
+        dir.path(),
+        &[("CLARION__PROVIDERS__MAILGUN__SIGNING_KEY", signing_key)],
+    );
+    let client = crate::http_client()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = served.base_url();
+    let created = client
+        .post(format!("{base}/api/v1/contacts/batch"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"contacts": [{"external_id": "gone", "email": "gone@customer.example"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{:?}", created.text().await);
+
+    let timestamp = (clarion_model::Timestamp::now().millis() / 1000).to_string();
+    let token = "e2e-token-1";
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(signing_key.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(token.as_bytes());
+    let body = serde_json::json!({
+        "signature": {"timestamp": timestamp, "token": token,
+                      "signature": hex::encode(mac.finalize().into_bytes())},
+        "event-data": {"event": "failed", "severity": "permanent", "id": "e2e-event-1",
+                       "timestamp": 1_764_700_000.0, "recipient": "gone@customer.example",
+                       "delivery-status": {"code": 550, "message": "550 5.1.1 no such user"}},
+    });
+    let post = || {
+        client
+            .post(format!("{base}/webhooks/mailgun"))
+            .json(&body)
+            .send()
+    };
+    let answer = post().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["queued"], 1, "{answer}");
+
+    // The worker role writes it within moments.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        let contact: serde_json::Value = client
+            .get(format!("{base}/api/v1/contacts/gone"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = contact["subscriptions"]["email"].clone();
+        if status == "bounced" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "bounced");
+    let listed: serde_json::Value = client
+        .get(format!(
+            "{base}/api/v1/suppressions/email/gone@customer.example"
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["source"], "hard_bounce", "{listed}");
+    let replay = post().await.unwrap();
+    assert_eq!(replay.status(), 409);
+}
+
+on_both_backends!(
+    keys_are_shown_once_and_open_the_api_of_a_served_instance,
+    a_served_instance_writes_the_bounces_providers_report,
+);
 
 #[test]
 fn a_bad_configuration_stops_the_binary_with_the_key_and_the_reason() {
