@@ -112,36 +112,26 @@ async fn a_served_instance_writes_the_bounces_providers_report(backend: Backend)
     let answer: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(answer["queued"], 1, "{answer}");
 
-    // The worker role writes it within moments.
-    let mut status = serde_json::Value::Null;
-    for _ in 0..100 {
-        let contact: serde_json::Value = client
-            .get(format!("{base}/api/v1/contacts/gone"))
+    let get = async |path: &str| -> serde_json::Value {
+        let response = client
+            .get(format!("{base}{path}"))
             .bearer_auth(&key)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
-        status = contact["subscriptions"]["email"].clone();
+        response.json().await.unwrap()
+    };
+    // The worker role writes it within moments.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        status = get("/api/v1/contacts/gone").await["subscriptions"]["email"].clone();
         if status == "bounced" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, "bounced");
-    let listed: serde_json::Value = client
-        .get(format!(
-            "{base}/api/v1/suppressions/email/gone@customer.example"
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get("/api/v1/suppressions/email/gone@customer.example").await;
     assert_eq!(listed["source"], "hard_bounce", "{listed}");
     let replay = post().await.unwrap();
     assert_eq!(replay.status(), 409);
