@@ -23,6 +23,7 @@ mod m20261204_000013_users;
 mod m20261205_000027_launch_cursor;
 mod m20261205_000028_kpi_goal_days;
 mod m20261205_000029_dashboard_indexes;
+mod m20261206_000030_goal_days_trigger;
 
 pub struct Migrator;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000027_launch_cursor::Migration),
             Box::new(m20261205_000028_kpi_goal_days::Migration),
             Box::new(m20261205_000029_dashboard_indexes::Migration),
+            Box::new(m20261206_000030_goal_days_trigger::Migration),
         ]
     }
 }

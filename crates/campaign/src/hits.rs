@@ -392,9 +392,12 @@ impl Recorder {
         set_machine(self.ingest.db(), &flags).await?;
         // Ingestion's roll-up listener counted these clicks before they were flagged.
         for (workspace, contacts) in touched {
-            if let Err(error) =
-                clarion_kpi::rollup::refresh(self.ingest.db(), WorkspaceId(workspace), &contacts)
-                    .await
+            if let Err(error) = clarion_kpi::rollup::refresh_runs(
+                self.ingest.db(),
+                WorkspaceId(workspace),
+                &contacts,
+            )
+            .await
             {
                 tracing::warn!(%error, "KPI roll-ups could not be updated after flagging clicks; rebuild the run");
             }

@@ -953,7 +953,7 @@ impl Worker {
         }
         for (workspace, contacts) in by_workspace {
             if let Err(error) =
-                clarion_kpi::rollup::refresh_deliveries(&self.parts.db, workspace, &contacts).await
+                clarion_kpi::rollup::refresh_runs(&self.parts.db, workspace, &contacts).await
             {
                 tracing::warn!(%error, contacts = contacts.len(), "KPI roll-ups of sent deliveries could not be updated");
             }

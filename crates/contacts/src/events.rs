@@ -1,6 +1,6 @@
 //! Events: batch insert with idempotency keys, and a contact's event history.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use clarion_model::{
     ContactId, Currency, Event, EventId, EventInput, EventKind, ExternalId, IdempotencyKey,
@@ -49,6 +49,19 @@ pub struct EventReport {
     /// The contacts the stored events belong to, so their segments can be brought up to date.
     #[serde(skip)]
     pub contacts: Vec<ContactId>,
+    /// The earliest stored event of each contact and kind, so roll-ups of the events can be
+    /// computed again from that moment on rather than from each contact's first event.
+    #[serde(skip)]
+    pub earliest: Vec<Earliest>,
+}
+
+/// The earliest event of `kind` a batch stored for `contact` (its `occurred_at`, in
+/// milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Earliest {
+    pub contact: ContactId,
+    pub kind: String,
+    pub occurred_at: i64,
 }
 
 /// Stores a batch of events. Bad items are reported and skipped (or, with `atomic`, stop the
@@ -108,6 +121,7 @@ pub async fn insert_batch(
     };
     report.accepted = written.accepted;
     report.contacts = written.contacts;
+    report.earliest = written.earliest;
     report.duplicates.extend(written.duplicates);
     report.errors.extend(written.errors);
     report.rejected = report.errors.len();
@@ -121,6 +135,7 @@ pub async fn insert_batch(
 struct Written {
     accepted: usize,
     contacts: Vec<ContactId>,
+    earliest: Vec<Earliest>,
     duplicates: Vec<Duplicate>,
     errors: Vec<ItemError>,
 }
@@ -209,12 +224,28 @@ async fn write_events(
     }
     // The contacts of events that were stored: a repeat of a known event changes nothing.
     let repeated: HashSet<usize> = written.duplicates.iter().map(|d| d.index).collect();
-    written.contacts = rows
+    let stored: Vec<&Row<'_>> = rows
         .iter()
         .filter(|(index, _, _)| !repeated.contains(index))
-        .map(|(_, id, _)| ContactId(*id))
         .collect();
+    written.contacts = stored.iter().map(|(_, id, _)| ContactId(*id)).collect();
     written.contacts.dedup();
+    let mut earliest: HashMap<(i64, &str), i64> = HashMap::new();
+    for (_, contact, item) in stored {
+        let at = item.occurred_at.unwrap_or(now).millis();
+        earliest
+            .entry((*contact, item.kind.as_str()))
+            .and_modify(|t| *t = (*t).min(at))
+            .or_insert(at);
+    }
+    written.earliest = earliest
+        .into_iter()
+        .map(|((contact, kind), occurred_at)| Earliest {
+            contact: ContactId(contact),
+            kind: kind.to_owned(),
+            occurred_at,
+        })
+        .collect();
     Ok(written)
 }
 

@@ -16,16 +16,17 @@ use sea_orm::DatabaseConnection;
 use crate::{
     ContactsError,
     contacts::{self, PatchError, UpsertReport},
-    events::{self, EventReport, IngestOptions},
+    events::{self, Earliest, EventReport, IngestOptions},
 };
 
 /// What changed for the contacts a listener is told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub enum Change<'a> {
     /// Their fields or attributes were written (created, updated, unsubscribed).
     Fields,
-    /// New events of theirs were stored; their fields are as they were.
-    Events,
+    /// New events of theirs were stored, the earliest of each contact and kind listed; their
+    /// fields are as they were.
+    Events(&'a [Earliest]),
 }
 
 /// Something that follows ingestion: segment memberships now, KPI roll-ups and triggers next.
@@ -33,7 +34,7 @@ pub enum Change {
 pub trait Listener: Send + Sync {
     /// Called after `contacts` of `workspace` were stored with `change`. Deliberately
     /// infallible: the write has happened, so a listener logs its own failures.
-    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change);
+    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change<'_>);
 }
 
 /// The ingestion entry point, shared by the REST API, the tracking endpoints and CSV import.
@@ -98,8 +99,12 @@ impl Ingest {
         options: IngestOptions,
     ) -> Result<EventReport, ContactsError> {
         let report = events::insert_batch(&self.db, workspace, items, options).await?;
-        self.notify(workspace, &report.contacts, Change::Events)
-            .await;
+        self.notify(
+            workspace,
+            &report.contacts,
+            Change::Events(&report.earliest),
+        )
+        .await;
         Ok(report)
     }
 
@@ -131,7 +136,7 @@ impl Ingest {
         Ok(changed)
     }
 
-    async fn notify(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change) {
+    async fn notify(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change<'_>) {
         if contacts.is_empty() {
             return;
         }

@@ -35,6 +35,8 @@
 //! `k = 0, 1, ...` after it (up to the last month of the table) the contacts of the cohort
 //! active at some moment of that month, and their share of the cohort.
 
+use std::collections::HashMap;
+
 use chrono::{Datelike, Duration, NaiveDate, TimeZone as _};
 use chrono_tz::Tz;
 use clarion_model::{Timestamp, WorkspaceId};
@@ -140,10 +142,16 @@ impl Rule {
     /// The spells of a contact from its events (time order, starts before cancels at the
     /// same instant).
     fn spells(&self, events: &mut [(i64, String)]) -> Vec<Spell> {
+        self.spells_after(None, events)
+    }
+
+    /// The spells a contact's `events` make when, before the first of them, it was active
+    /// since `active.0` with an activity event at `active.1` (or not active: `None`).
+    fn spells_after(&self, active: Option<(i64, i64)>, events: &mut [(i64, String)]) -> Vec<Spell> {
         let mut spells = Vec::new();
         match self.definition {
             ChurnDefinition::Inactivity => {
-                let mut current: Option<(i64, i64)> = None;
+                let mut current: Option<(i64, i64)> = active;
                 for (t, _) in events.iter().filter(|(_, k)| *k == self.activity) {
                     current = match current {
                         Some((start, last)) if *t <= last + self.inactivity_ms => Some((start, *t)),
@@ -168,7 +176,7 @@ impl Rule {
             }
             ChurnDefinition::Cancel => {
                 events.sort_by_key(|(t, k)| (*t, *k == self.cancel));
-                let mut active: Option<i64> = None;
+                let mut active: Option<i64> = active.map(|(start, _)| start);
                 for (t, kind) in events.iter() {
                     if active.is_none() && (*kind == self.start || *kind == self.activity) {
                         active = Some(*t);
@@ -199,7 +207,53 @@ impl Rule {
         spells
     }
 
-    fn kinds(&self) -> Vec<String> {
+    /// A contact's spells after events at `since` or later were added to those that made
+    /// `stored` (its spells, in start order). The new events cannot change a spell that
+    /// ended before `since`, so only the spell `since` falls in (if any) and those after it
+    /// are computed again, from `events`: the contact's events of the rule's kinds at `since`
+    /// or later, new and old, in time order. Answers the start from which the stored spells
+    /// are replaced, and the spells that replace them.
+    fn respelled(
+        &self,
+        stored: &[Spell],
+        since: i64,
+        events: &mut [(i64, String)],
+    ) -> (i64, Vec<Spell>) {
+        // Active just before the instant `since`: the latest spell starting before it has not
+        // ended by then (an inactivity spell goes on through its end: an event exactly then
+        // extends it; a cancel at `since` is among `events`).
+        let open =
+            stored
+                .iter()
+                .rev()
+                .find(|s| s.start <= since)
+                .filter(|s| match self.definition {
+                    ChurnDefinition::Inactivity => s.end.is_some_and(|end| since <= end),
+                    ChurnDefinition::Cancel => {
+                        s.start < since && s.end.is_none_or(|end| since <= end)
+                    }
+                });
+        if let Some(spell) = open {
+            // The first event (at `since`) extends or keeps the open spell.
+            return (
+                spell.start,
+                self.spells_after(Some((spell.start, since)), events),
+            );
+        }
+        let mut fresh = self.spells_after(None, events);
+        // The spells before `since` stay; the latest of them is the contact's last one exactly
+        // when none follows it now.
+        match stored.iter().rev().find(|s| s.start < since) {
+            Some(kept) if kept.last != fresh.is_empty() => {
+                let last = fresh.is_empty();
+                fresh.insert(0, Spell { last, ..*kept });
+                (kept.start, fresh)
+            }
+            _ => (since, fresh),
+        }
+    }
+
+    pub(crate) fn kinds(&self) -> Vec<String> {
         match self.definition {
             ChurnDefinition::Inactivity => vec![self.activity.clone()],
             ChurnDefinition::Cancel => {
@@ -425,33 +479,124 @@ async fn write_spells(
     Ok(())
 }
 
-/// Computes the spells of `contacts` again from their events and stores them in the
-/// activity roll-up (`kpi_spells`). Runs inside the caller's transaction, which holds the
-/// contacts' refresh locks (see [`crate::rollup::refresh`]).
+/// Brings the activity roll-up (`kpi_spells`) of contacts up to date after new events:
+/// `since` holds each contact's earliest new event of a kind the rule looks at, and only its
+/// spells from there on are computed again (see [`Rule::respelled`]), from its events at that
+/// time or later. A batch of recent events so reads a few events per contact, not its
+/// history. Runs inside the caller's transaction, which holds the contacts' refresh locks
+/// (see [`crate::rollup::refresh_events`]).
 ///
 /// # Errors
 /// Database errors.
-pub(crate) async fn refresh_spells(
+pub(crate) async fn refresh_spells_since(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     rule: &Rule,
-    contacts: &[i64],
+    since: &[(i64, i64)],
 ) -> Result<(), KpiError> {
-    if contacts.is_empty() {
+    if since.is_empty() {
         return Ok(());
     }
-    let events = contacts_events(db, workspace, rule, contacts).await?;
-    let mut spells = Vec::new();
-    for_each_group(&events, |contact, mut mine| {
-        spells.extend(rule.spells(&mut mine).into_iter().map(|s| (contact, s)));
-    });
-    let delete = Query::delete()
-        .from_table("kpi_spells")
+    let contacts: Vec<i64> = since.iter().map(|&(contact, _)| contact).collect();
+    let mut stored = stored_spells(db, workspace, &contacts).await?;
+    let mut events: HashMap<i64, Vec<(i64, String)>> = HashMap::new();
+    for (contact, at, kind) in events_since(db, workspace, rule, since).await? {
+        events.entry(contact).or_default().push((at, kind));
+    }
+    let mut gone: Vec<(i64, i64)> = Vec::new();
+    let mut written: Vec<(i64, Spell)> = Vec::new();
+    for &(contact, at) in since {
+        let mine = stored.remove(&contact).unwrap_or_default();
+        let (from, fresh) = rule.respelled(
+            &mine,
+            at,
+            events.get_mut(&contact).map_or(&mut [][..], |e| &mut e[..]),
+        );
+        gone.extend(
+            mine.iter()
+                .filter(|s| s.start >= from)
+                .map(|s| (contact, s.start)),
+        );
+        written.extend(fresh.into_iter().map(|s| (contact, s)));
+    }
+    crate::delete_pairs(db, "kpi_spells", "started_at", workspace, &gone).await?;
+    write_spells(db, workspace, &written).await
+}
+
+/// The stored spells of `contacts`, each contact's in start order.
+async fn stored_spells(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    contacts: &[i64],
+) -> Result<HashMap<i64, Vec<Spell>>, KpiError> {
+    let select = Query::select()
+        .columns(["contact_id", "started_at", "ended_at", "last"])
+        .from("kpi_spells")
         .and_where(Expr::col("workspace_id").eq(workspace.0))
         .and_where(Expr::col("contact_id").is_in(contacts.iter().copied()))
+        .order_by("contact_id", sea_orm::Order::Asc)
+        .order_by("started_at", sea_orm::Order::Asc)
         .to_owned();
-    db.execute(&delete).await?;
-    write_spells(db, workspace, &spells).await
+    let mut out: HashMap<i64, Vec<Spell>> = HashMap::new();
+    for row in db.query_all(&select).await? {
+        let last: i16 = row.try_get("", "last")?;
+        out.entry(row.try_get("", "contact_id")?)
+            .or_default()
+            .push(Spell {
+                start: row.try_get("", "started_at")?,
+                end: row.try_get("", "ended_at")?,
+                last: last != 0,
+            });
+    }
+    Ok(out)
+}
+
+/// The events of the rule's kinds of each contact of `since` at or after its time, ordered
+/// by contact, time and id: (contact, time, kind).
+async fn events_since(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    rule: &Rule,
+    since: &[(i64, i64)],
+) -> Result<Vec<(i64, i64, String)>, KpiError> {
+    let backend = db.get_database_backend();
+    let mut values = Vec::new();
+    let w = param(backend, &mut values, workspace.0.into());
+    let kinds: Vec<String> = rule
+        .kinds()
+        .into_iter()
+        .map(|k| param(backend, &mut values, k.into()))
+        .collect();
+    let rows: Vec<String> = since
+        .iter()
+        .map(|&(contact, at)| {
+            let c = param(backend, &mut values, contact.into());
+            format!("({c}, {})", param(backend, &mut values, at.into()))
+        })
+        .collect();
+    // Each contact's events from its time on are one range of the index (contact, kind,
+    // time) per kind.
+    let sql = format!(
+        "WITH s (contact_id, since) AS (VALUES {}) \
+         SELECT e.contact_id, e.kind, e.occurred_at FROM s \
+         JOIN events e ON e.contact_id = s.contact_id AND e.occurred_at >= s.since \
+         WHERE e.workspace_id = {w} AND e.kind IN ({}) \
+         ORDER BY e.contact_id, e.occurred_at, e.id",
+        rows.join(", "),
+        kinds.join(", ")
+    );
+    let mut out = Vec::new();
+    for row in db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+    {
+        out.push((
+            row.try_get("", "contact_id")?,
+            row.try_get("", "occurred_at")?,
+            row.try_get("", "kind")?,
+        ));
+    }
+    Ok(out)
 }
 
 /// Computes the activity roll-up of every contact of `workspace` again from the raw events
@@ -865,4 +1010,83 @@ pub fn retention_csv(report: &RetentionReport) -> Result<String, KpiError> {
         rows.push(row);
     }
     crate::write_csv(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+
+    fn rule(definition: ChurnDefinition) -> Rule {
+        Rule::new(&settings::KpiSettings {
+            churn: definition,
+            inactivity_days: 3,
+            ..settings::KpiSettings::default()
+        })
+    }
+
+    /// Random histories on a coarse clock (so events often share an instant and fall
+    /// exactly on spell ends), split into old events and a new batch at random.
+    fn histories(seed: u64) -> impl Iterator<Item = (Vec<(i64, String)>, Vec<(i64, String)>)> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let kinds = [
+            "purchase",
+            "subscription_started",
+            "subscription_cancelled",
+            "page_view",
+        ];
+        (0..2_000).map(move |_| {
+            let n = rng.random_range(0..14);
+            let mut old = Vec::new();
+            let mut new = Vec::new();
+            for _ in 0..n {
+                let event = (
+                    rng.random_range(0..30) * DAY_MS / 2,
+                    kinds[rng.random_range(0..kinds.len())].to_owned(),
+                );
+                if rng.random_bool(0.3) {
+                    new.push(event);
+                } else {
+                    old.push(event);
+                }
+            }
+            old.sort_by_key(|e| e.0);
+            (old, new)
+        })
+    }
+
+    #[test]
+    fn spells_computed_again_from_the_earliest_new_event_equal_those_of_the_whole_history() {
+        for definition in [ChurnDefinition::Inactivity, ChurnDefinition::Cancel] {
+            let rule = rule(definition);
+            let kinds = rule.kinds();
+            for (old, new) in histories(7) {
+                let mut all: Vec<(i64, String)> = old.iter().chain(&new).cloned().collect();
+                all.sort_by_key(|e| e.0);
+                let expected = rule.spells(&mut all.clone());
+                let Some(since) = new
+                    .iter()
+                    .filter(|e| kinds.contains(&e.1))
+                    .map(|e| e.0)
+                    .min()
+                else {
+                    continue;
+                };
+                let stored = rule.spells(&mut old.clone());
+                let mut tail: Vec<(i64, String)> = all
+                    .iter()
+                    .filter(|e| e.0 >= since && kinds.contains(&e.1))
+                    .cloned()
+                    .collect();
+                let (from, fresh) = rule.respelled(&stored, since, &mut tail);
+                let mut got: Vec<Spell> = stored.into_iter().filter(|s| s.start < from).collect();
+                got.extend(fresh);
+                assert_eq!(
+                    got, expected,
+                    "{definition:?}: old {old:?}, new {new:?}, since {since}"
+                );
+            }
+        }
+    }
 }

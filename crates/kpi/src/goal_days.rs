@@ -1,13 +1,14 @@
 //! The goal roll-up: each contact's events per kind and UTC day (`kpi_goal_days`: how many,
-//! and the sum of their amounts, none counting 0), kept current at ingestion by
-//! [`crate::rollup::Rollups`] and read by segment conversion instead of the raw events.
+//! and the sum of their amounts, none counting 0), read by segment conversion instead of the
+//! raw events. The database keeps it: a trigger on `events` adds every inserted event to its
+//! day's row in the inserting transaction (migration `m20261206_000030_goal_days_trigger`),
+//! so it is current whatever path stored the event and costs a batch only its own rows.
 //!
 //! A period `[from, to)` is read as its whole UTC days from the roll-up and its partial first
 //! and last days from the raw events ([`Window`]), so a report is exact to the millisecond
 //! whatever its edges, and reads the raw events of at most two days.
 //!
-//! Ingestion recomputes a contact's rows from all of its events whenever any arrive, so a
-//! late event (dated in the past) lands on its own day like any other.
+//! A late event (dated in the past) lands on its own day like any other.
 
 use clarion_model::WorkspaceId;
 use sea_orm::{
@@ -56,53 +57,18 @@ impl Window {
     }
 }
 
-/// Computes the roll-up rows of `contacts` again from their events. Runs inside the caller's
-/// transaction, which holds the contacts' refresh locks (see [`crate::rollup::refresh`]).
-///
-/// # Errors
-/// Database errors.
-pub(crate) async fn refresh(
-    db: &impl ConnectionTrait,
-    workspace: WorkspaceId,
-    contacts: &[i64],
-) -> Result<(), KpiError> {
-    if contacts.is_empty() {
-        return Ok(());
-    }
-    let delete = Query::delete()
-        .from_table("kpi_goal_days")
-        .and_where(Expr::col("workspace_id").eq(workspace.0))
-        .and_where(Expr::col("contact_id").is_in(contacts.iter().copied()))
-        .to_owned();
-    db.execute(&delete).await?;
-    let backend = db.get_database_backend();
-    let mut values = Vec::new();
-    let w = param(backend, &mut values, workspace.0.into());
-    let ids: Vec<String> = contacts
-        .iter()
-        .map(|&c| param(backend, &mut values, c.into()))
-        .collect();
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        insert_from_events(&format!(
-            "workspace_id = {w} AND contact_id IN ({})",
-            ids.join(", ")
-        )),
-        values,
-    ))
-    .await?;
-    Ok(())
-}
-
-/// Computes the roll-up of every contact of `workspace` again from the raw events (to fill
-/// it for events loaded around ingestion, or to repair it). Ingestion's refreshes wait
-/// meanwhile.
+/// Computes the roll-up of every contact of `workspace` again from the raw events (to repair
+/// it, e.g. after events were changed by hand). New events wait meanwhile: on PostgreSQL the
+/// events table is locked against writes until the roll-up is rebuilt.
 ///
 /// # Errors
 /// Database errors; nothing is changed then.
 pub async fn rebuild(db: &DatabaseConnection, workspace: WorkspaceId) -> Result<(), KpiError> {
     let txn = clarion_contacts::begin_write(db).await?;
-    crate::rollup::lock_for_build(&txn).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("LOCK TABLE events IN SHARE MODE")
+            .await?;
+    }
     let delete = Query::delete()
         .from_table("kpi_goal_days")
         .and_where(Expr::col("workspace_id").eq(workspace.0))

@@ -4,15 +4,16 @@
 //! channel, metric, hour since launch, a count and an amount), computed by one pure function,
 //! [`contributions`], from the contact's delivery rows and events. The run totals that reports
 //! read (`kpi_run_counts`, per variant, target segment, channel, metric and hour) are the sums
-//! of those facts. When a contact's events or deliveries change, [`refresh`] computes its facts
+//! of those facts. When a contact's events or deliveries change, [`refresh_runs`] computes its facts
 //! again, stores them and adds the difference to the totals, all in one transaction; so a late
 //! event, a repeated notification or a recomputation under another attribution model leaves the
 //! totals exactly equal to the sums over the raw rows.
 //!
-//! Who calls [`refresh`]: the ingestion listener [`Rollups`] (every stored event batch, the
-//! tracking endpoints' clicks, opens and unsubscribes included). Launch after writing a
-//! run's rows ([`build_run`]), the delivery worker after it records outcomes, and triggers
-//! after they send call [`refresh_deliveries`], which leaves the event roll-ups alone. Only
+//! Who calls it: the ingestion listener [`Rollups`] through [`refresh_events`] (every stored
+//! event batch, the tracking endpoints' clicks, opens and unsubscribes included), which also
+//! brings the contacts' activity spells up to date. Launch after writing a run's rows
+//! ([`build_run`]), the delivery worker after it records outcomes, triggers after they send
+//! and the click-burst filter after it flags clicks call [`refresh_runs`] alone. Only
 //! the runs whose facts changed are rewritten, so settling a message costs the same however
 //! many runs its contact was in before.
 //!
@@ -47,7 +48,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use clarion_contacts::{Change, Listener};
+use clarion_contacts::{Change, Listener, events::Earliest};
 use clarion_model::{ContactId, WorkspaceId, entity::event};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
@@ -55,7 +56,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, JoinType, OnConflict, Query},
 };
 
-use crate::{Attribution, KpiError, param, settings};
+use crate::{Attribution, KpiError, settings};
 
 const HOUR_MS: i64 = 3_600_000;
 /// Contacts refreshed per transaction; keeps IN lists and statements small.
@@ -315,8 +316,10 @@ pub fn contributions(
 }
 
 /// The ingestion listener that keeps the campaign roll-ups current: every stored event batch
-/// refreshes the facts of the contacts it touched before the request answers. The events are
-/// stored before it runs, so a failure is logged; [`rebuild_run`] repairs a run.
+/// refreshes the facts of the contacts it touched, and their activity spells from their
+/// earliest new event on, before the request answers. The events are stored before it runs,
+/// so a failure is logged; [`rebuild_run`] and [`crate::churn::rebuild_spells`] repair.
+/// (The goal roll-up needs no listener: the database adds every inserted event to it.)
 pub struct Rollups {
     db: DatabaseConnection,
 }
@@ -329,57 +332,54 @@ impl Rollups {
 
 #[async_trait::async_trait]
 impl Listener for Rollups {
-    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change) {
-        if change != Change::Events {
+    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change<'_>) {
+        let Change::Events(earliest) = change else {
             return;
-        }
-        if let Err(error) = refresh(&self.db, workspace, contacts).await {
+        };
+        if let Err(error) = refresh_events(&self.db, workspace, contacts, earliest).await {
             tracing::warn!(%error, contacts = contacts.len(), "KPI roll-ups could not be updated; rebuild the runs concerned");
         }
     }
 }
 
-/// Computes the facts of `contacts` again and brings the run totals up to date, in one
-/// transaction per chunk of contacts. Contacts without deliveries cost one indexed lookup.
+/// Brings the roll-ups up to date after new events of `contacts` were stored (`earliest`:
+/// the earliest of each contact and kind): their activity spells from the earliest new event
+/// the churn rule looks at, and their run facts. One transaction per chunk of contacts;
+/// contacts without deliveries cost one indexed lookup for the facts.
 ///
 /// # Errors
 /// Database errors; nothing of the failed chunk is changed then.
-pub async fn refresh(
+pub async fn refresh_events(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    contacts: &[ContactId],
+    earliest: &[Earliest],
+) -> Result<(), KpiError> {
+    refresh_after(db, workspace, contacts, Some(earliest)).await
+}
+
+/// Computes the run facts of `contacts` again and brings the run totals up to date, after
+/// their delivery rows changed (the worker recorded outcomes, a trigger sent, launch wrote
+/// them) or their events were flagged (machine clicks): the roll-ups of the events alone
+/// (activity spells, goal days) stay as they are. One transaction per chunk of contacts.
+///
+/// # Errors
+/// Database errors; nothing of the failed chunk is changed then.
+pub async fn refresh_runs(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     contacts: &[ContactId],
 ) -> Result<(), KpiError> {
-    refresh_after(db, workspace, contacts, Changed::Events).await
+    refresh_after(db, workspace, contacts, None).await
 }
 
-/// [`refresh`] after only the contacts' delivery rows changed (the worker recorded outcomes,
-/// a trigger sent): the roll-ups of events alone (activity spells, goal days) stay as they
-/// are, and only the run facts are computed again.
-///
-/// # Errors
-/// Database errors; nothing of the failed chunk is changed then.
-pub async fn refresh_deliveries(
-    db: &DatabaseConnection,
-    workspace: WorkspaceId,
-    contacts: &[ContactId],
-) -> Result<(), KpiError> {
-    refresh_after(db, workspace, contacts, Changed::Deliveries).await
-}
-
-/// What changed of the contacts a refresh computes again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Changed {
-    /// Their events (and perhaps their deliveries): every roll-up.
-    Events,
-    /// Their delivery rows only: the run facts.
-    Deliveries,
-}
-
+/// Refreshes `contacts`: their run facts, and their spells when `earliest` says which new
+/// events they have.
 async fn refresh_after(
     db: &DatabaseConnection,
     workspace: WorkspaceId,
     contacts: &[ContactId],
-    changed: Changed,
+    earliest: Option<&[Earliest]>,
 ) -> Result<(), KpiError> {
     if contacts.is_empty() {
         return Ok(());
@@ -387,13 +387,28 @@ async fn refresh_after(
     let kpi = settings::get(db, workspace).await?;
     let attribution = kpi.attribution;
     let rule = crate::churn::Rule::new(&kpi);
+    // Each contact's earliest new event of a kind its spells depend on.
+    let kinds = rule.kinds();
+    let mut since: BTreeMap<i64, i64> = BTreeMap::new();
+    for e in earliest.unwrap_or_default() {
+        if kinds.contains(&e.kind) {
+            since
+                .entry(e.contact.0)
+                .and_modify(|t| *t = Ord::min(*t, e.occurred_at))
+                .or_insert(e.occurred_at);
+        }
+    }
     let mut ids: Vec<i64> = contacts.iter().map(|c| c.0).collect();
     ids.sort_unstable();
     ids.dedup();
     for chunk in ids.chunks(CHUNK) {
+        let spells: Vec<(i64, i64)> = chunk
+            .iter()
+            .filter_map(|c| since.get(c).map(|&t| (*c, t)))
+            .collect();
         let mut attempt = 1;
         loop {
-            match refresh_chunk(db, workspace, chunk, attribution, &rule, changed).await {
+            match refresh_chunk(db, workspace, chunk, attribution, &rule, &spells).await {
                 Err(KpiError::Db(ref error))
                     if attempt < 5 && clarion_contacts::is_retryable(error) =>
                 {
@@ -440,7 +455,7 @@ pub async fn rebuild_run(db: &DatabaseConnection, run_id: i64) -> Result<(), Kpi
             break;
         };
         after = last.0;
-        refresh(db, workspace, &contacts).await?;
+        refresh_runs(db, workspace, &contacts).await?;
     }
     Ok(())
 }
@@ -485,7 +500,7 @@ pub(crate) async fn lock_for_build(txn: &impl ConnectionTrait) -> Result<(), Kpi
 /// cancelling and retrying after changing many rows): one INSERT ...
 /// SELECT of every contact's facts that follow from its delivery rows alone (audience,
 /// holdout, reachability, suppressions, statuses), the run totals summed from them, and then
-/// the per-contact [`refresh`] of only the contacts that have events a fact could count
+/// the per-contact [`refresh_runs`] of only the contacts that have events a fact could count
 /// (engagement or goal events dated or received from the launch on; none at launch unless
 /// clocks disagree). Every fact that needs an event needs one of those: engagement names a
 /// delivery made at launch or later, and a goal event counts only from the launch (ITT) or
@@ -592,7 +607,7 @@ pub async fn build_run(db: &DatabaseConnection, run_id: i64) -> Result<(), KpiEr
         .collect::<Result<_, _>>()?;
     // Launch wrote delivery rows; the contacts' events, and so their event roll-ups, are
     // as they were.
-    refresh_deliveries(db, workspace, &contacts).await
+    refresh_runs(db, workspace, &contacts).await
 }
 
 /// Changes of the run totals: (run, variant, segment, channel, metric, bucket) -> (count,
@@ -605,7 +620,7 @@ async fn refresh_chunk(
     contacts: &[i64],
     attribution: Attribution,
     rule: &crate::churn::Rule,
-    changed: Changed,
+    spells_since: &[(i64, i64)],
 ) -> Result<(), KpiError> {
     let txn = clarion_contacts::begin_write(db).await?;
     let backend = txn.get_database_backend();
@@ -628,10 +643,7 @@ async fn refresh_chunk(
         ))
         .await?;
     }
-    if changed == Changed::Events {
-        crate::churn::refresh_spells(&txn, workspace, rule, contacts).await?;
-        crate::goal_days::refresh(&txn, workspace, contacts).await?;
-    }
+    crate::churn::refresh_spells_since(&txn, workspace, rule, spells_since).await?;
     let deliveries = load_deliveries(&txn, workspace, contacts).await?;
     let old = load_facts(&txn, workspace, contacts).await?;
     if deliveries.is_empty() && old.is_empty() {
@@ -692,7 +704,7 @@ async fn refresh_chunk(
         }
     }
     if !stale.is_empty() {
-        delete_facts(&txn, workspace, &stale).await?;
+        crate::delete_pairs(&txn, "kpi_run_facts", "run_id", workspace, &stale).await?;
         write_facts(&txn, workspace, &inserts).await?;
         write_deltas(&txn, &deltas).await?;
     }
@@ -707,48 +719,6 @@ fn per_run(facts: &BTreeMap<FactKey, FactValue>) -> BTreeMap<i64, Vec<(&FactKey,
         runs.entry(key.run_id).or_default().push((key, value));
     }
     runs
-}
-
-/// Deletes the facts of these (contact, run) pairs.
-async fn delete_facts(
-    db: &impl ConnectionTrait,
-    workspace: WorkspaceId,
-    pairs: &[(i64, i64)],
-) -> Result<(), KpiError> {
-    let backend = db.get_database_backend();
-    let per_statement = clarion_contacts::rows_per_statement(backend, 3);
-    for chunk in pairs.chunks(per_statement) {
-        let mut values: Vec<sea_orm::Value> = Vec::new();
-        let in_workspace = param(backend, &mut values, workspace.0.into());
-        let rows: Vec<String> = chunk
-            .iter()
-            .map(|&(contact, run)| {
-                let contact = param(backend, &mut values, contact.into());
-                format!("({contact}, {})", param(backend, &mut values, run.into()))
-            })
-            .collect();
-        let mut contacts: Vec<i64> = chunk.iter().map(|&(contact, _)| contact).collect();
-        contacts.dedup();
-        let contacts: Vec<String> = contacts
-            .into_iter()
-            .map(|contact| param(backend, &mut values, contact.into()))
-            .collect();
-        // The contact list lets the planner walk the primary key (contact, run, ...); the
-        // row value IN a VALUES list picks the pairs (SQLite takes no list of row values
-        // after IN).
-        db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "DELETE FROM kpi_run_facts WHERE workspace_id = {in_workspace} AND contact_id IN ({}) \
-                 AND (contact_id, run_id) IN (VALUES {})",
-                contacts.join(", "),
-                rows.join(", ")
-            ),
-            values,
-        ))
-        .await?;
-    }
-    Ok(())
 }
 
 async fn load_deliveries(

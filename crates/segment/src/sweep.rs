@@ -29,9 +29,9 @@ impl Memberships {
 
 #[async_trait::async_trait]
 impl Listener for Memberships {
-    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change) {
+    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change<'_>) {
         let started = Instant::now();
-        let events_only = change == Change::Events;
+        let events_only = matches!(change, Change::Events(_));
         match membership::refresh_contacts(
             &self.db,
             workspace,

@@ -521,8 +521,7 @@ impl Triggers {
         if !sent.is_empty() {
             let contacts: Vec<ContactId> = sent.iter().map(|(_, c)| *c).collect();
             if let Err(error) =
-                clarion_kpi::rollup::refresh_deliveries(&self.db, trigger.workspace, &contacts)
-                    .await
+                clarion_kpi::rollup::refresh_runs(&self.db, trigger.workspace, &contacts).await
             {
                 tracing::warn!(%error, run, "KPI roll-ups of triggered deliveries could not be updated");
             }

@@ -3,30 +3,46 @@ use std::sync::{Arc, Mutex};
 use clarion_contacts::{
     Change, Ingest, Listener,
     contacts::{self, PatchError},
-    events::{self, IngestOptions},
+    events::{self, Earliest, IngestOptions},
 };
 use clarion_model::{
-    ContactId, ContactPatch, ContactUpsert, DEFAULT_WORKSPACE, EventInput, ExternalId, WorkspaceId,
+    ContactId, ContactPatch, ContactUpsert, DEFAULT_WORKSPACE, EventInput, ExternalId, Timestamp,
+    WorkspaceId,
 };
 use clarion_testkit::{Backend, TestDb, on_both_backends};
+
+/// A notification as heard: the change, with its earliest events in contact and kind order.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Fields,
+    Events(Vec<Earliest>),
+}
 
 /// Remembers every notification, in order.
 #[derive(Default)]
 struct Recorder {
-    heard: Mutex<Vec<(WorkspaceId, Vec<ContactId>, Change)>>,
+    heard: Mutex<Vec<(WorkspaceId, Vec<ContactId>, Heard)>>,
 }
 
 #[async_trait::async_trait]
 impl Listener for Recorder {
-    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change) {
+    async fn ingested(&self, workspace: WorkspaceId, contacts: &[ContactId], change: Change<'_>) {
         let mut sorted = contacts.to_vec();
         sorted.sort_by_key(|c| c.0);
-        self.heard.lock().unwrap().push((workspace, sorted, change));
+        let heard = match change {
+            Change::Fields => Heard::Fields,
+            Change::Events(earliest) => {
+                let mut earliest = earliest.to_vec();
+                earliest.sort_by(|a, b| (a.contact.0, &a.kind).cmp(&(b.contact.0, &b.kind)));
+                Heard::Events(earliest)
+            }
+        };
+        self.heard.lock().unwrap().push((workspace, sorted, heard));
     }
 }
 
 impl Recorder {
-    fn take(&self) -> Vec<(WorkspaceId, Vec<ContactId>, Change)> {
+    fn take(&self) -> Vec<(WorkspaceId, Vec<ContactId>, Heard)> {
         std::mem::take(&mut *self.heard.lock().unwrap())
     }
 }
@@ -85,33 +101,50 @@ async fn listeners_hear_of_every_stored_contact_once_per_batch(backend: Backend)
     both.sort_by_key(|c| c.0);
     assert_eq!(
         first.take(),
-        vec![(DEFAULT_WORKSPACE, both.clone(), Change::Fields)]
+        vec![(DEFAULT_WORKSPACE, both.clone(), Heard::Fields)]
     );
     assert_eq!(
         second.take(),
-        vec![(DEFAULT_WORKSPACE, both, Change::Fields)]
+        vec![(DEFAULT_WORKSPACE, both, Heard::Fields)]
     );
 
-    // Events: one for a known contact, one that creates contact "c", one duplicate key.
+    // Events: two for a known contact, one that creates contact "c", one duplicate key.
     let report = ingest
         .events(
             DEFAULT_WORKSPACE,
             vec![
-                (0, event(serde_json::json!({"external_id": "a", "kind": "purchase", "amount": 5, "idempotency_key": "k1"}))),
-                (1, event(serde_json::json!({"external_id": "c", "kind": "view"}))),
-                (2, event(serde_json::json!({"external_id": "a", "kind": "purchase", "idempotency_key": "k1"}))),
+                (0, event(serde_json::json!({"external_id": "a", "kind": "purchase", "amount": 5, "idempotency_key": "k1", "occurred_at": "2026-11-02T10:00:00Z"}))),
+                (1, event(serde_json::json!({"external_id": "c", "kind": "view", "occurred_at": "2026-11-03T10:00:00Z"}))),
+                (2, event(serde_json::json!({"external_id": "a", "kind": "purchase", "idempotency_key": "k1", "occurred_at": "2026-10-01T10:00:00Z"}))),
+                (3, event(serde_json::json!({"external_id": "a", "kind": "purchase", "occurred_at": "2026-11-01T10:00:00Z"}))),
             ],
             options(),
         )
         .await
         .unwrap();
-    assert_eq!((report.accepted, report.duplicates.len()), (2, 1));
+    assert_eq!((report.accepted, report.duplicates.len()), (3, 1));
     let c = id_of(&ingest, "c").await;
     let mut touched = vec![a, c];
     touched.sort_by_key(|c| c.0);
+    // The earliest stored event of each contact and kind; the duplicate, though earlier, was
+    // not stored and does not count.
+    let at = |s: &str| Timestamp::parse(s).unwrap().millis();
+    let mut earliest = vec![
+        Earliest {
+            contact: a,
+            kind: "purchase".to_owned(),
+            occurred_at: at("2026-11-01T10:00:00Z"),
+        },
+        Earliest {
+            contact: c,
+            kind: "view".to_owned(),
+            occurred_at: at("2026-11-03T10:00:00Z"),
+        },
+    ];
+    earliest.sort_by_key(|e| e.contact.0);
     assert_eq!(
         first.take(),
-        vec![(DEFAULT_WORKSPACE, touched, Change::Events)]
+        vec![(DEFAULT_WORKSPACE, touched, Heard::Events(earliest))]
     );
 
     // A batch that stores nothing tells nobody anything.
@@ -137,7 +170,7 @@ async fn listeners_hear_of_every_stored_contact_once_per_batch(backend: Backend)
     assert_eq!(patched.id, b);
     assert_eq!(
         first.take(),
-        vec![(DEFAULT_WORKSPACE, vec![b], Change::Fields)]
+        vec![(DEFAULT_WORKSPACE, vec![b], Heard::Fields)]
     );
     let patch: ContactPatch = serde_json::from_value(serde_json::json!({"city": "Rome"})).unwrap();
     let missing = ingest
@@ -165,7 +198,7 @@ async fn listeners_hear_of_every_stored_contact_once_per_batch(backend: Backend)
     );
     assert_eq!(
         first.take(),
-        vec![(DEFAULT_WORKSPACE, vec![a], Change::Fields)]
+        vec![(DEFAULT_WORKSPACE, vec![a], Heard::Fields)]
     );
     let stored = contacts::get(
         ingest.db(),

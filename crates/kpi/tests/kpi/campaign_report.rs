@@ -343,7 +343,7 @@ async fn settle(world: &mut World, rng: &mut Rng) {
         touched.insert(d.contact);
     }
     let contacts: Vec<ContactId> = touched.into_iter().map(ContactId).collect();
-    rollup::refresh_deliveries(&world.db, DEFAULT_WORKSPACE, &contacts)
+    rollup::refresh_runs(&world.db, DEFAULT_WORKSPACE, &contacts)
         .await
         .unwrap();
 }
@@ -855,7 +855,7 @@ async fn campaign_report_matches_the_rows(backend: Backend) {
         .iter()
         .map(|d| ContactId(d.contact))
         .collect();
-    rollup::refresh(&world.db, DEFAULT_WORKSPACE, &all)
+    rollup::refresh_runs(&world.db, DEFAULT_WORKSPACE, &all)
         .await
         .unwrap();
     let small = KpiSettings {
