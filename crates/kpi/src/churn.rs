@@ -553,6 +553,14 @@ async fn stored_spells(
 
 /// The events of the rule's kinds of each contact of `since` at or after its time, ordered
 /// by contact, time and id: (contact, time, kind).
+///
+/// Each contact's events from its time on are one range of the index (contact, kind, time)
+/// per kind, and the query is written so that both planners walk it contact by contact
+/// whatever their statistics (measured on 400,000 events without `ANALYZE`): the unary plus
+/// keeps them from looking each contact up in the index (workspace, kind, time) instead, a
+/// range over every contact's events (18 s per batch on PostgreSQL, a minute on SQLite);
+/// on PostgreSQL the `LATERAL ... OFFSET 0` keeps it from scanning the whole table into a
+/// hash join.
 async fn events_since(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
@@ -567,24 +575,47 @@ async fn events_since(
         .into_iter()
         .map(|k| param(backend, &mut values, k.into()))
         .collect();
-    let rows: Vec<String> = since
-        .iter()
-        .map(|&(contact, at)| {
-            let c = param(backend, &mut values, contact.into());
-            format!("({c}, {})", param(backend, &mut values, at.into()))
-        })
-        .collect();
-    // Each contact's events from its time on are one range of the index (contact, kind,
-    // time) per kind.
-    let sql = format!(
-        "WITH s (contact_id, since) AS (VALUES {}) \
-         SELECT e.contact_id, e.kind, e.occurred_at FROM s \
-         JOIN events e ON e.contact_id = s.contact_id AND e.occurred_at >= s.since \
-         WHERE e.workspace_id = {w} AND e.kind IN ({}) \
-         ORDER BY e.contact_id, e.occurred_at, e.id",
-        rows.join(", "),
-        kinds.join(", ")
-    );
+    let sql = if backend == DbBackend::Postgres {
+        let array = |items: Vec<Value>| {
+            Value::Array(sea_orm::sea_query::ArrayType::BigInt, Some(Box::new(items)))
+        };
+        let contacts = param(
+            backend,
+            &mut values,
+            array(since.iter().map(|s| s.0.into()).collect()),
+        );
+        let times = param(
+            backend,
+            &mut values,
+            array(since.iter().map(|s| s.1.into()).collect()),
+        );
+        format!(
+            "SELECT s.contact_id, e.kind, e.occurred_at \
+             FROM unnest({contacts}::bigint[], {times}::bigint[]) AS s (contact_id, since) \
+             CROSS JOIN LATERAL (SELECT e.id, e.kind, e.occurred_at FROM events e \
+               WHERE e.contact_id = s.contact_id AND e.kind IN ({}) AND e.occurred_at >= s.since \
+                 AND +e.workspace_id = {w} OFFSET 0) e \
+             ORDER BY s.contact_id, e.occurred_at, e.id",
+            kinds.join(", ")
+        )
+    } else {
+        let rows: Vec<String> = since
+            .iter()
+            .map(|&(contact, at)| {
+                let c = param(backend, &mut values, contact.into());
+                format!("({c}, {})", param(backend, &mut values, at.into()))
+            })
+            .collect();
+        format!(
+            "WITH s (contact_id, since) AS (VALUES {}) \
+             SELECT e.contact_id, e.kind, e.occurred_at FROM s \
+             JOIN events e ON e.contact_id = s.contact_id AND e.occurred_at >= s.since \
+             WHERE +e.workspace_id = {w} AND e.kind IN ({}) \
+             ORDER BY e.contact_id, e.occurred_at, e.id",
+            rows.join(", "),
+            kinds.join(", ")
+        )
+    };
     let mut out = Vec::new();
     for row in db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
