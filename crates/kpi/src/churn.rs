@@ -1057,9 +1057,12 @@ mod tests {
         })
     }
 
+    /// A contact's events: (time, kind).
+    type Events = Vec<(i64, String)>;
+
     /// Random histories on a coarse clock (so events often share an instant and fall
     /// exactly on spell ends), split into old events and a new batch at random.
-    fn histories(seed: u64) -> impl Iterator<Item = (Vec<(i64, String)>, Vec<(i64, String)>)> {
+    fn histories(seed: u64) -> impl Iterator<Item = (Events, Events)> {
         let mut rng = StdRng::seed_from_u64(seed);
         let kinds = [
             "purchase",
