@@ -86,11 +86,12 @@ impl ApiError {
 
     /// The answer to a domain error: its code, its message and its problems. An `internal`
     /// error answers a 500 that reveals nothing and logs the cause; an `unavailable` one says
-    /// which dependency does not answer.
+    /// which dependency does not answer, unless it names the field concerned itself (a
+    /// provider event another request is taking in).
     pub fn from_error<E: Coded + 'static>(error: &E) -> Self {
         match error.code() {
             ErrorCode::Internal => ApiError::internal(error),
-            ErrorCode::Unavailable => unavailable(error),
+            ErrorCode::Unavailable if error.details().is_empty() => unavailable(error),
             code => ApiError::new(code, error.to_string()).with_errors(&error.details()),
         }
     }

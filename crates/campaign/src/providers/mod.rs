@@ -154,6 +154,11 @@ pub enum ProviderError {
     /// A certificate or confirmation URL could not be fetched (SES).
     #[error("{0}")]
     Upstream(String),
+    /// Another request with the same event (or token) is being taken in, or was cut off
+    /// while it was; nothing was recorded, and sending the request again is safe: it is
+    /// then refused as a replay or taken.
+    #[error("{field}: {message}")]
+    InFlight { field: String, message: String },
     #[error(transparent)]
     Feedback(#[from] FeedbackError),
     /// The batch this request was written in could not be stored (the database failed);
@@ -180,7 +185,7 @@ impl Coded for ProviderError {
             ProviderError::Unauthorized(_) => ErrorCode::Unauthorized,
             ProviderError::Invalid { .. } => ErrorCode::ValidationFailed,
             ProviderError::Replayed { .. } => ErrorCode::Conflict,
-            ProviderError::Upstream(_) => ErrorCode::Unavailable,
+            ProviderError::Upstream(_) | ProviderError::InFlight { .. } => ErrorCode::Unavailable,
             ProviderError::Feedback(error) => error.code(),
             ProviderError::Write { code, .. } => *code,
             ProviderError::Db(error) => error.code(),
@@ -190,7 +195,8 @@ impl Coded for ProviderError {
     fn details(&self) -> Vec<FieldError> {
         match self {
             ProviderError::Invalid { field, message }
-            | ProviderError::Replayed { field, message } => {
+            | ProviderError::Replayed { field, message }
+            | ProviderError::InFlight { field, message } => {
                 vec![FieldError::field(field.clone(), message.clone())]
             }
             _ => Vec::new(),
@@ -309,6 +315,19 @@ impl Receiver {
                 }
                 Ok(queued::Submitted::Replayed) => return Err(replayed()),
                 Ok(queued::Submitted::TokenReplayed) => return Err(mailgun::replayed()),
+                Ok(queued::Submitted::InFlight { token }) => {
+                    let (field, what) = if token {
+                        ("signature.token", "this token")
+                    } else {
+                        (parsed.id_field, "one of these events")
+                    };
+                    return Err(ProviderError::InFlight {
+                        field: field.to_owned(),
+                        message: format!(
+                            "another request with {what} is being taken in; nothing was recorded, send this one again in a minute"
+                        ),
+                    });
+                }
                 Err(error) => {
                     tracing::warn!(%error, "Redis did not take a provider request; writing it now");
                 }

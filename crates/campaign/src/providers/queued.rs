@@ -14,10 +14,14 @@
 //!
 //! A claim is first held for [`PENDING`], then, once the request is queued, kept for
 //! [`REMEMBER`] (event ids: longer than any provider retries a delivery) or as long as a
-//! Mailgun signature stays fresh (tokens). A process that dies between the claim and the
-//! queueing leaves only a pending claim, which lapses before the provider retries. Past the
-//! claim's life a replay is accepted again, and stored once all the same: the event's
-//! idempotency key is the provider's event id. Claims cost Redis about 150 bytes per event.
+//! Mailgun signature stays fresh (tokens). A request that finds one of its claims still
+//! pending (another request with the same event is being queued, or a process died between
+//! claiming and queueing) is answered 503 with nothing claimed or queued, so the provider
+//! sends it again: then it is refused as a replay if the other request was queued, or taken
+//! once the dead process's claim has lapsed. An event is so never lost to a crash between
+//! the two steps, whenever the provider retries. Past the claim's life a replay is accepted
+//! again, and stored once all the same: the event's idempotency key is the provider's event
+//! id. Claims cost Redis about 150 bytes per event.
 //!
 //! A queued request stays pending in the stream until its batch is written, so a writer that
 //! dies mid-batch leaves it to the next one (reclaimed after [`RECLAIM_AFTER`]). Redis keeps
@@ -58,7 +62,7 @@ pub const RECLAIM_AFTER: Duration = Duration::from_secs(120);
 pub const REMEMBER: Duration = Duration::from_secs(3 * 86_400);
 
 /// How long a claim is held while its request is being queued. A process that dies in
-/// between frees the claim after this, before any provider retries.
+/// between frees the claim after this; meanwhile its request's retries are answered 503.
 pub const PENDING: Duration = Duration::from_secs(60);
 
 /// A verified request's new events, as the stream holds them.
@@ -130,6 +134,22 @@ pub enum Submitted {
     Replayed,
     /// The signed token was claimed before (Mailgun); nothing was queued.
     TokenReplayed,
+    /// Another request holds a pending claim of one of its events (or its token): it is
+    /// being queued, or its process died while queueing it. Nothing was claimed or queued;
+    /// the provider should send the request again. `token`: the pending claim is the
+    /// signed token's (Mailgun).
+    InFlight { token: bool },
+}
+
+/// What claiming a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The key was free; this request holds it now.
+    Mine,
+    /// Another request holds it while it is being queued.
+    Pending,
+    /// A queued request held it.
+    Taken,
 }
 
 /// Where verified provider requests go: the `provider-reports` queue (opened when the first
@@ -181,10 +201,11 @@ impl ReportQueue {
         let mut mine: Vec<(String, Duration)> = Vec::new();
         if let Some((token, life)) = token {
             let key = self.claim_key(provider, &format!("token:{token}"));
-            if self.claim(std::slice::from_ref(&key)).await? != [true] {
-                return Ok(Submitted::TokenReplayed);
+            match self.claim(std::slice::from_ref(&key)).await?[..] {
+                [Claim::Mine] => mine.push((key, life)),
+                [Claim::Pending] => return Ok(Submitted::InFlight { token: true }),
+                _ => return Ok(Submitted::TokenReplayed),
             }
-            mine.push((key, life));
         }
         // An event is one per id and address, as its idempotency key is one per id and
         // contact (an SES notification lists several recipients under one id).
@@ -195,8 +216,8 @@ impl ReportQueue {
                 self.claim_key(provider, &format!("event:{}:{address}", report.id))
             })
             .collect();
-        let claimed = match self.claim(&keys).await {
-            Ok(claimed) => claimed,
+        let claims = match self.claim(&keys).await {
+            Ok(claims) => claims,
             Err(error) => {
                 self.release(&mine).await;
                 return Err(error);
@@ -204,14 +225,20 @@ impl ReportQueue {
         };
         mine.extend(
             keys.into_iter()
-                .zip(&claimed)
-                .filter(|(_, claimed)| **claimed)
+                .zip(&claims)
+                .filter(|(_, claim)| **claim == Claim::Mine)
                 .map(|(key, _)| (key, REMEMBER)),
         );
+        if claims.contains(&Claim::Pending) {
+            // Decided by the other request, or by its claim's lapse: the provider's retry
+            // finds out which.
+            self.release(&mine).await;
+            return Ok(Submitted::InFlight { token: false });
+        }
         let fresh: Vec<QueuedReport> = reports
             .iter()
-            .zip(&claimed)
-            .filter(|(_, claimed)| **claimed)
+            .zip(&claims)
+            .filter(|(_, claim)| **claim == Claim::Mine)
             .map(|(report, _)| QueuedReport::of(report))
             .collect();
         let duplicates = (reports.len() - fresh.len()) as u64;
@@ -248,8 +275,9 @@ impl ReportQueue {
         )
     }
 
-    /// Sets each key not set yet, for [`PENDING`]; which ones this call set.
-    async fn claim(&self, keys: &[String]) -> Result<Vec<bool>, clarion_queue::Error> {
+    /// Sets each key not set yet, for [`PENDING`]; what each key held (`SET ... NX GET`,
+    /// Redis 7).
+    async fn claim(&self, keys: &[String]) -> Result<Vec<Claim>, clarion_queue::Error> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -259,6 +287,7 @@ impl ReportQueue {
                 .arg(key)
                 .arg("pending")
                 .arg("NX")
+                .arg("GET")
                 .arg("PX")
                 .arg(millis(PENDING));
         }
@@ -269,7 +298,14 @@ impl ReportQueue {
                 action: "claiming provider event ids",
                 source,
             })?;
-        Ok(answers.into_iter().map(|answer| answer.is_some()).collect())
+        Ok(answers
+            .into_iter()
+            .map(|before| match before.as_deref() {
+                None => Claim::Mine,
+                Some("pending") => Claim::Pending,
+                Some(_) => Claim::Taken,
+            })
+            .collect())
     }
 
     /// Keeps the claims of a queued request for their lives. A failure only shortens them to

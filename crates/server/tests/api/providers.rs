@@ -332,18 +332,27 @@ async fn concurrent_mailgun_requests(backend: Backend, writing: Writing) {
             mailgun_failed("ev-unknown", "nobody@customer.example", "permanent", 550),
         ),
     ));
+    // A request that finds its twin still being queued is answered 503; like a provider,
+    // each task sends it again until it gets a verdict.
     let mut tasks = Vec::new();
     for (kind, body) in bodies {
         let (client, url) = (app.client.clone(), app.url("/webhooks/mailgun"));
         tasks.push(tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (kind, read(response).await)
+            for _ in 0..200 {
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let (status, answer) = read(response).await;
+                if status != 503 {
+                    return (kind, (status, answer));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("{kind}: still 503 after 200 tries");
         }));
     }
     let mut answers: Vec<(&str, u16, Json)> = Vec::new();
@@ -860,7 +869,85 @@ async fn provider_endpoints_are_off_until_configured(backend: Backend) {
     }
 }
 
+/// A process killed between claiming a request's events and queueing it leaves their claims
+/// pending for a minute. The provider's retries meanwhile are answered 503 with nothing
+/// claimed (so not refused as replays and lost), and the first retry after the claim lapses
+/// is taken.
+async fn a_retry_that_finds_a_claim_left_pending_is_answered_503_until_it_lapses(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| {
+        settings.providers.mailgun.signing_key = MAILGUN_KEY.to_owned().into();
+    })
+    .await;
+    people(&app).await;
+    let claims = format!("{}:provider-claims:mailgun", app.settings.redis.key_prefix);
+    let mut redis = redis::Client::open(clarion_testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let leave_pending = async |redis: &mut redis::aio::MultiplexedConnection, key: &str| {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("pending")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(redis)
+            .await
+            .unwrap();
+    };
+
+    // The event's claim was left by the killed process.
+    let event_key = format!("{claims}:event:ev-cut:hard@customer.example");
+    leave_pending(&mut redis, &event_key).await;
+    let body = mailgun_body(
+        MAILGUN_KEY,
+        "token-cut",
+        mailgun_failed("ev-cut", "hard@customer.example", "permanent", 550),
+    );
+    for _ in 0..2 {
+        // Twice: the first answer freed the token it claimed, so the retry is not a replay.
+        let (status, reply) = post(&app, "/webhooks/mailgun", &[], &body).await;
+        assert_eq!(status, 503, "{reply}");
+        assert_eq!(
+            reply["details"]["errors"][0]["field"], "event-data.id",
+            "{reply}"
+        );
+    }
+    untouched(&app).await;
+
+    // The claim lapses; the next retry is taken, and the one after that is a replay.
+    let _: () = redis::cmd("DEL")
+        .arg(&event_key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (status, reply) = post(&app, "/webhooks/mailgun", &[], &body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["queued"], 1, "{reply}");
+    app.write_provider_reports().await;
+    assert_eq!(status_of(&app, "hard").await, "bounced");
+    assert_eq!(events(&app, "hard").await.len(), 1);
+    let (status, reply) = post(&app, "/webhooks/mailgun", &[], &body).await;
+    assert_eq!(status, 409, "{reply}");
+
+    // The same for a signed token left pending.
+    leave_pending(&mut redis, &format!("{claims}:token:token-soft")).await;
+    let soft = mailgun_body(
+        MAILGUN_KEY,
+        "token-soft",
+        mailgun_failed("ev-soft", "soft@customer.example", "permanent", 550),
+    );
+    let (status, reply) = post(&app, "/webhooks/mailgun", &[], &soft).await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(
+        reply["details"]["errors"][0]["field"], "signature.token",
+        "{reply}"
+    );
+    assert_eq!(status_of(&app, "soft").await, "subscribed");
+}
+
 on_both_backends!(
+    a_retry_that_finds_a_claim_left_pending_is_answered_503_until_it_lapses,
     concurrent_mailgun_requests_are_each_answered_for_themselves,
     with_redis_down_concurrent_mailgun_requests_are_written_before_their_answers,
     mailgun_webhooks_are_verified_applied_once_and_replays_refused,
