@@ -349,18 +349,9 @@ async fn for_each_contact(
              ORDER BY e.contact_id, e.occurred_at, e.id LIMIT {PAGE}",
             kinds.join(", ")
         );
-        let rows = db
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
-        let full = rows.len() == PAGE;
-        let mut events: Vec<(i64, i64, String)> = Vec::with_capacity(rows.len());
-        for row in rows {
-            events.push((
-                row.try_get("", "contact_id")?,
-                row.try_get("", "occurred_at")?,
-                row.try_get("", "kind")?,
-            ));
-        }
+        let mut events =
+            read_events(db, Statement::from_sql_and_values(backend, sql, values)).await?;
+        let full = events.len() == PAGE;
         let Some(&(last_contact, _, _)) = events.last() else {
             return Ok(());
         };
@@ -387,6 +378,22 @@ async fn for_each_contact(
         }
         after = upto;
     }
+}
+
+/// The rows of a query of events' `contact_id`, `occurred_at` and `kind`, in its order.
+async fn read_events(
+    db: &impl ConnectionTrait,
+    query: Statement,
+) -> Result<Vec<(i64, i64, String)>, KpiError> {
+    let mut out = Vec::new();
+    for row in db.query_all_raw(query).await? {
+        out.push((
+            row.try_get("", "contact_id")?,
+            row.try_get("", "occurred_at")?,
+            row.try_get("", "kind")?,
+        ));
+    }
+    Ok(out)
 }
 
 /// Calls `each` with the events of each contact of `events` (ordered by contact).
@@ -434,18 +441,7 @@ async fn contacts_events(
         ids.join(", "),
         kinds.join(", ")
     );
-    let mut out = Vec::new();
-    for row in db
-        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?
-    {
-        out.push((
-            row.try_get("", "contact_id")?,
-            row.try_get("", "occurred_at")?,
-            row.try_get("", "kind")?,
-        ));
-    }
-    Ok(out)
+    read_events(db, Statement::from_sql_and_values(backend, sql, values)).await
 }
 
 async fn write_spells(
@@ -616,18 +612,7 @@ async fn events_since(
             kinds.join(", ")
         )
     };
-    let mut out = Vec::new();
-    for row in db
-        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?
-    {
-        out.push((
-            row.try_get("", "contact_id")?,
-            row.try_get("", "occurred_at")?,
-            row.try_get("", "kind")?,
-        ));
-    }
-    Ok(out)
+    read_events(db, Statement::from_sql_and_values(backend, sql, values)).await
 }
 
 /// Computes the activity roll-up of every contact of `workspace` again from the raw events
