@@ -336,18 +336,13 @@ async fn for_each_contact(
     let mut after = i64::MIN;
     loop {
         let mut values = Vec::new();
-        let w = param(backend, &mut values, workspace.0.into());
-        let kinds: Vec<String> = rule
-            .kinds()
-            .into_iter()
-            .map(|k| param(backend, &mut values, k.into()))
-            .collect();
+        let (w, kinds) = workspace_and_kinds(backend, &mut values, workspace, rule);
         let a = param(backend, &mut values, after.into());
         let sql = format!(
             "SELECT e.contact_id, e.kind, e.occurred_at FROM events e \
              WHERE e.workspace_id = {w} AND e.kind IN ({}) AND e.contact_id > {a} \
              ORDER BY e.contact_id, e.occurred_at, e.id LIMIT {PAGE}",
-            kinds.join(", ")
+            kinds
         );
         let mut events =
             read_events(db, Statement::from_sql_and_values(backend, sql, values)).await?;
@@ -378,6 +373,23 @@ async fn for_each_contact(
         }
         after = upto;
     }
+}
+
+/// The parameters every query of the rule's events starts with: the workspace's placeholder
+/// and the list of the rule's kinds' placeholders, appended to `values`.
+fn workspace_and_kinds(
+    backend: DbBackend,
+    values: &mut Vec<Value>,
+    workspace: WorkspaceId,
+    rule: &Rule,
+) -> (String, String) {
+    let w = param(backend, values, workspace.0.into());
+    let kinds: Vec<String> = rule
+        .kinds()
+        .into_iter()
+        .map(|k| param(backend, values, k.into()))
+        .collect();
+    (w, kinds.join(", "))
 }
 
 /// The rows of a query of events' `contact_id`, `occurred_at` and `kind`, in its order.
@@ -425,21 +437,16 @@ async fn contacts_events(
 ) -> Result<Vec<(i64, i64, String)>, KpiError> {
     let backend = db.get_database_backend();
     let mut values = Vec::new();
-    let w = param(backend, &mut values, workspace.0.into());
+    let (w, kinds) = workspace_and_kinds(backend, &mut values, workspace, rule);
     let ids: Vec<String> = contacts
         .iter()
         .map(|&c| param(backend, &mut values, c.into()))
-        .collect();
-    let kinds: Vec<String> = rule
-        .kinds()
-        .into_iter()
-        .map(|k| param(backend, &mut values, k.into()))
         .collect();
     let sql = format!(
         "SELECT contact_id, kind, occurred_at FROM events WHERE workspace_id = {w} AND contact_id IN ({}) \
          AND kind IN ({}) ORDER BY contact_id, occurred_at, id",
         ids.join(", "),
-        kinds.join(", ")
+        kinds
     );
     read_events(db, Statement::from_sql_and_values(backend, sql, values)).await
 }
@@ -565,12 +572,7 @@ async fn events_since(
 ) -> Result<Vec<(i64, i64, String)>, KpiError> {
     let backend = db.get_database_backend();
     let mut values = Vec::new();
-    let w = param(backend, &mut values, workspace.0.into());
-    let kinds: Vec<String> = rule
-        .kinds()
-        .into_iter()
-        .map(|k| param(backend, &mut values, k.into()))
-        .collect();
+    let (w, kinds) = workspace_and_kinds(backend, &mut values, workspace, rule);
     let sql = if backend == DbBackend::Postgres {
         let array = |items: Vec<Value>| {
             Value::Array(sea_orm::sea_query::ArrayType::BigInt, Some(Box::new(items)))
@@ -592,7 +594,7 @@ async fn events_since(
                WHERE e.contact_id = s.contact_id AND e.kind IN ({}) AND e.occurred_at >= s.since \
                  AND +e.workspace_id = {w} OFFSET 0) e \
              ORDER BY s.contact_id, e.occurred_at, e.id",
-            kinds.join(", ")
+            kinds
         )
     } else {
         let rows: Vec<String> = since
@@ -609,7 +611,7 @@ async fn events_since(
              WHERE +e.workspace_id = {w} AND e.kind IN ({}) \
              ORDER BY e.contact_id, e.occurred_at, e.id",
             rows.join(", "),
-            kinds.join(", ")
+            kinds
         )
     };
     read_events(db, Statement::from_sql_and_values(backend, sql, values)).await
