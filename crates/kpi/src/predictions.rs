@@ -223,17 +223,7 @@ pub async fn recompute(
                  p_alive, expected_purchases, expected_order_value, predicted_clv, computed_at) VALUES ",
             );
             for (i, (contact, c)) in chunk.iter().enumerate() {
-                let p = match &gg {
-                    Some(gg) => clv::predict(&bg.params, gg, c, settings),
-                    None => Prediction {
-                        p_alive: bg.params.p_alive(c),
-                        expected_purchases: bg
-                            .params
-                            .expected_purchases(c, settings.horizon_days / settings.unit.days()),
-                        expected_order_value: None,
-                        predicted_clv: None,
-                    },
-                };
+                let p = predicted(&bg.params, gg.as_ref(), c, settings);
                 insert.push(if i == 0 { "(" } else { ", (" });
                 insert
                     .bind(contact.0)
@@ -324,6 +314,140 @@ pub async fn recompute(
         not_fitted,
         elapsed_ms,
     })
+}
+
+/// Contacts per read and write of [`refresh_contacts`].
+const REFRESH_CHUNK: usize = 1_000;
+
+/// Rewrites the predictions of `contacts` (of `workspace`) as of `now` with the workspace's
+/// stored fit, after their purchases changed: each contact's summary is read again from its
+/// purchase events, the fitted parameters are kept (the next [`recompute`] fits them again
+/// on every buyer), and the horizon, discounting and unit are the fit's, so a contact's
+/// figures stay comparable with the others'. Without a stored fit nothing is written.
+/// Returns the contacts written.
+pub async fn refresh_contacts(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    contacts: &[ContactId],
+    now: Timestamp,
+    purchase_kind: &str,
+) -> Result<u64, KpiError> {
+    if contacts.is_empty() {
+        return Ok(0);
+    }
+    let Some(fit) = stored_fit(db, workspace).await? else {
+        return Ok(0);
+    };
+    let settings = ClvSettings {
+        horizon_days: fit.horizon_days,
+        step_days: fit.step_days,
+        discount_rate: fit.discount_rate,
+        unit: if fit.unit == unit_name(TimeUnit::Weeks) {
+            TimeUnit::Weeks
+        } else {
+            TimeUnit::Days
+        },
+    };
+    let bg = clv::BgNbd {
+        r: fit.r,
+        alpha: fit.alpha,
+        a: fit.a,
+        b: fit.b,
+    };
+    let gg = match (fit.p, fit.q, fit.gamma) {
+        (Some(p), Some(q), Some(gamma)) => Some(clv::GammaGamma { p, q, gamma }),
+        _ => None,
+    };
+    let backend = db.get_database_backend();
+    let mut written = 0;
+    for chunk in contacts.chunks(REFRESH_CHUNK) {
+        let mut sql = Sql::new(backend);
+        // The workspace as an expression, so that the contact index serves the read even
+        // without statistics (see `clarion_segment::traits`).
+        sql.push("SELECT contact_id, occurred_at / 86400000 AS day, CAST(SUM(COALESCE(amount, 0)) AS DOUBLE PRECISION) AS amount \
+             FROM events WHERE workspace_id + 0 = ")
+            .bind(workspace.0)
+            .push(" AND kind = ")
+            .bind(purchase_kind.to_owned())
+            .push(" AND occurred_at >= 0 AND occurred_at <= ")
+            .bind(now.millis())
+            .push(" AND contact_id IN (");
+        for (i, contact) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(contact.0);
+        }
+        sql.push(") GROUP BY contact_id, occurred_at / 86400000 ORDER BY contact_id, day");
+        let rows = DayRow::find_by_statement(sql.build()).all(db).await?;
+        let mut insert = Sql::new(backend);
+        insert.push(
+            "INSERT INTO contact_predictions (contact_id, workspace_id, frequency, recency, age, \
+             p_alive, expected_purchases, expected_order_value, predicted_clv, computed_at) VALUES ",
+        );
+        let mut values = 0;
+        for group in rows.chunk_by(|x, y| x.contact_id == y.contact_id) {
+            let days: Vec<(i64, f64)> = group.iter().map(|r| (r.day, r.amount)).collect();
+            let Some(c) = clv::summarize_days(&days, now.millis(), settings.unit) else {
+                continue;
+            };
+            let p = predicted(&bg, gg.as_ref(), &c, &settings);
+            insert.push(if values == 0 { "(" } else { ", (" });
+            values += 1;
+            insert
+                .bind(group[0].contact_id)
+                .push(", ")
+                .bind(workspace.0)
+                .push(", ")
+                .bind(i64::from(c.frequency))
+                .push(", ")
+                .bind(c.recency)
+                .push(", ")
+                .bind(c.age)
+                .push(", ")
+                .bind(p.p_alive)
+                .push(", ")
+                .bind(p.expected_purchases)
+                .push(", ")
+                .bind(p.expected_order_value)
+                .push(", ")
+                .bind(p.predicted_clv)
+                .push(", ")
+                .bind(now.millis())
+                .push(")");
+        }
+        if values == 0 {
+            continue;
+        }
+        insert.push(
+            " ON CONFLICT (contact_id) DO UPDATE SET workspace_id = excluded.workspace_id, \
+             frequency = excluded.frequency, recency = excluded.recency, age = excluded.age, \
+             p_alive = excluded.p_alive, expected_purchases = excluded.expected_purchases, \
+             expected_order_value = excluded.expected_order_value, \
+             predicted_clv = excluded.predicted_clv, computed_at = excluded.computed_at",
+        );
+        written += db.execute_raw(insert.build()).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+/// One customer's predictions; order value and CLV only with a Gamma-Gamma fit.
+fn predicted(
+    bg: &clv::BgNbd,
+    gg: Option<&clv::GammaGamma>,
+    customer: &CustomerSummary,
+    settings: &ClvSettings,
+) -> Prediction {
+    match gg {
+        Some(gg) => clv::predict(bg, gg, customer, settings),
+        None => Prediction {
+            p_alive: bg.p_alive(customer),
+            expected_purchases: bg
+                .expected_purchases(customer, settings.horizon_days / settings.unit.days()),
+            expected_order_value: None,
+            predicted_clv: None,
+        },
+    }
 }
 
 fn unit_name(unit: TimeUnit) -> &'static str {

@@ -1,7 +1,9 @@
 //! Computed traits: what a contact's purchases say about it (orders, revenue, RFM scores, a
 //! named RFM segment, historic CLV) and which product categories its behaviour points to
 //! (interest profiles). [`recompute`] rewrites them for a whole workspace with a few
-//! set-based statements; rules read them through `trait` and `interest` nodes.
+//! set-based statements; [`refresh_contacts`] rewrites the purchase traits of the contacts
+//! whose purchases changed in between (ingestion calls it); rules read them through `trait`
+//! and `interest` nodes.
 //!
 //! # Purchases, RFM and CLV
 //!
@@ -411,8 +413,10 @@ fn decay(backend: DbBackend) -> String {
 }
 
 /// Rewrites the purchase traits, RFM scores and segments, CLV and interests of every contact
-/// of `workspace` as of `now`, in one transaction: readers see the old values or the new
-/// ones, never a mix. The work is done by the database in a few set-based statements.
+/// of `workspace` as of `now`. The purchase traits are rewritten in one transaction (readers
+/// see the old values or the new ones, never a mix; ingestion's refreshes of the same
+/// contacts wait for it), the interests a range of contacts at a time
+/// ([`recompute_interests`]). The work is done by the database in set-based statements.
 #[tracing::instrument(skip_all, fields(workspace = workspace.0))]
 pub async fn recompute(
     db: &DatabaseConnection,
@@ -445,6 +449,13 @@ pub async fn recompute(
         ))
         .await?
         .rows_affected();
+    let mut delete = Sql::new(backend);
+    delete
+        .push("DELETE FROM rfm_bounds WHERE workspace_id = ")
+        .bind(workspace.0);
+    txn.execute_raw(delete.build()).await?;
+    txn.execute_raw(bounds_statement(backend, workspace))
+        .await?;
     let mut count = Sql::new(backend);
     count
         .push("SELECT rfm_segment, COUNT(*) AS members FROM contact_traits WHERE workspace_id = ")
@@ -458,34 +469,14 @@ pub async fn recompute(
     }
     let purchases_elapsed = started.elapsed();
 
+    txn.commit().await?;
+
     let started = Instant::now();
-    let mut delete = Sql::new(backend);
-    delete
-        .push("DELETE FROM contact_interests WHERE workspace_id = ")
-        .bind(workspace.0);
-    txn.execute_raw(delete.build()).await?;
-    let (interest_scores, interest_contacts) = match interest_statement(
-        backend,
-        workspace,
-        now,
-        &settings.interests,
-    ) {
-        None => (0, 0),
-        Some(statement) => {
-            let scores = txn.execute_raw(statement).await?.rows_affected();
-            let mut count = Sql::new(backend);
-            count
-                    .push("SELECT COUNT(DISTINCT contact_id) AS contacts FROM contact_interests WHERE workspace_id = ")
-                    .bind(workspace.0);
-            let contacts: i64 = match txn.query_one_raw(count.build()).await? {
-                Some(row) => row.try_get("", "contacts")?,
-                None => 0,
-            };
-            (scores, u64::try_from(contacts).unwrap_or(0))
-        }
-    };
+    let (interest_scores, interest_contacts) =
+        recompute_interests(db, workspace, now, &settings.interests).await?;
     let interests_elapsed = started.elapsed();
 
+    let txn = db.begin().await?;
     let mut delete = Sql::new(backend);
     delete
         .push("DELETE FROM trait_computations WHERE workspace_id = ")
@@ -525,16 +516,60 @@ pub async fn recompute(
     })
 }
 
-/// One `INSERT ... SELECT` computing every contact's purchase traits: aggregates per contact,
-/// then ranks for the scores, then the segment from the grid.
-fn purchase_statement(
-    backend: DbBackend,
+/// The start of an events filter on the workspace, to be followed by its bound id. When a
+/// few contacts are read, the workspace is written so that no index can serve it: without
+/// statistics (a new database, autovacuum off) both databases would otherwise walk the
+/// (workspace, kind, time) index over every contact's events instead of the contact index.
+fn workspace_filter(for_contacts: bool) -> &'static str {
+    if for_contacts {
+        "e.workspace_id + 0 = "
+    } else {
+        "e.workspace_id = "
+    }
+}
+
+/// Which of a workspace's contacts a statement covers.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    Contacts(&'a [ContactId]),
+    /// Contact ids from the first, inclusive, to the second, exclusive.
+    Range(i64, i64),
+}
+
+impl Scope<'_> {
+    /// Appends ` AND <column> ...` for the contacts covered.
+    fn restrict(self, sql: &mut Sql, column: &str) {
+        match self {
+            Scope::Contacts(contacts) => {
+                sql.push(&format!(" AND {column} IN ("));
+                for (i, contact) in contacts.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(contact.0);
+                }
+                sql.push(")");
+            }
+            Scope::Range(from, to) => {
+                sql.push(&format!(" AND {column} >= "))
+                    .bind(from)
+                    .push(&format!(" AND {column} < "))
+                    .bind(to);
+            }
+        }
+    }
+}
+
+/// The `per_contact` CTE: each buyer's orders, net revenue in cents and first and last
+/// purchase as of `now`, over the whole workspace or only `contacts`.
+fn per_contact(
+    sql: &mut Sql,
     workspace: WorkspaceId,
     now: Timestamp,
     settings: &PurchaseSettings,
-) -> Statement {
+    contacts: Option<&[ContactId]>,
+) {
     let purchase = || settings.kind.clone();
-    let mut sql = Sql::new(backend);
     sql.push("WITH per_contact AS (SELECT e.contact_id AS contact_id, COUNT(DISTINCT CASE WHEN e.kind = ")
         .bind(purchase())
         .push(" THEN ")
@@ -549,23 +584,26 @@ fn purchase_statement(
         .bind(purchase())
         .push(" THEN e.occurred_at END) AS first_at, MAX(CASE WHEN e.kind = ")
         .bind(purchase())
-        .push(" THEN e.occurred_at END) AS last_at FROM events AS e WHERE e.workspace_id = ")
+        .push(" THEN e.occurred_at END) AS last_at FROM events AS e WHERE ")
+        .push(workspace_filter(contacts.is_some()))
         .bind(workspace.0)
         .push(" AND e.kind IN (")
         .bind(purchase())
         .push(", ")
         .bind(settings.refund_kind.clone())
         .push(") AND e.occurred_at <= ")
-        .bind(now.millis())
-        .push(" GROUP BY e.contact_id), ");
-    // Ties share the score of the first position their group takes; see the module docs.
+        .bind(now.millis());
+    if let Some(contacts) = contacts {
+        Scope::Contacts(contacts).restrict(sql, "e.contact_id");
+    }
+    sql.push(" GROUP BY e.contact_id), ");
+}
+
+/// The `INSERT` of the `scored` CTE's rows (`contact_id, orders, cents, first_at, last_at, r,
+/// f, m`) into `contact_traits`, with the named segment from the grid.
+fn insert_scored(sql: &mut Sql, workspace: WorkspaceId, now: Timestamp) {
     sql.push(
-        "scored AS (SELECT contact_id, orders, cents, first_at, last_at, \
-         1 + 5 * (RANK() OVER (ORDER BY last_at) - 1) / COUNT(*) OVER () AS r, \
-         1 + 5 * (RANK() OVER (ORDER BY orders) - 1) / COUNT(*) OVER () AS f, \
-         1 + 5 * (RANK() OVER (ORDER BY cents) - 1) / COUNT(*) OVER () AS m \
-         FROM per_contact WHERE last_at IS NOT NULL) \
-         INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, \
+        "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, \
          last_purchase_at, recency_days, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
          SELECT contact_id, ",
     )
@@ -582,7 +620,131 @@ fn purchase_statement(
     sql.push(" END, cents / 100.0, ")
         .bind(now.millis())
         .push(" FROM scored");
+}
+
+/// One `INSERT ... SELECT` computing every contact's purchase traits: aggregates per contact,
+/// then ranks for the scores, then the segment from the grid.
+fn purchase_statement(
+    backend: DbBackend,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &PurchaseSettings,
+) -> Statement {
+    let mut sql = Sql::new(backend);
+    per_contact(&mut sql, workspace, now, settings, None);
+    // Ties share the score of the first position their group takes; see the module docs.
+    sql.push(
+        "scored AS (SELECT contact_id, orders, cents, first_at, last_at, \
+         1 + 5 * (RANK() OVER (ORDER BY last_at) - 1) / COUNT(*) OVER () AS r, \
+         1 + 5 * (RANK() OVER (ORDER BY orders) - 1) / COUNT(*) OVER () AS f, \
+         1 + 5 * (RANK() OVER (ORDER BY cents) - 1) / COUNT(*) OVER () AS m \
+         FROM per_contact WHERE last_at IS NOT NULL) ",
+    );
+    insert_scored(&mut sql, workspace, now);
     sql.build()
+}
+
+/// The RFM dimensions as `rfm_bounds` names them, with the `contact_traits` column of each
+/// score and the value it ranks (`per_contact`'s column, and the same in `contact_traits`).
+const DIMENSIONS: [(&str, &str, &str, &str); 3] = [
+    ("recency", "rfm_recency", "last_at", "last_purchase_at"),
+    ("frequency", "rfm_frequency", "orders", "orders"),
+    (
+        "monetary",
+        "rfm_monetary",
+        "cents",
+        "CAST(ROUND(revenue * 100) AS BIGINT)",
+    ),
+];
+
+/// Rewrites `workspace`'s RFM score bounds from its `contact_traits`: per dimension and
+/// score, the highest value that got it.
+fn bounds_statement(backend: DbBackend, workspace: WorkspaceId) -> Statement {
+    let mut sql = Sql::new(backend);
+    sql.push("INSERT INTO rfm_bounds (workspace_id, dimension, score, high) ");
+    for (i, (dimension, score, _, stored)) in DIMENSIONS.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push("SELECT ")
+            .bind(workspace.0)
+            .push(&format!(
+                ", '{dimension}', {score}, MAX({stored}) FROM contact_traits WHERE workspace_id = "
+            ))
+            .bind(workspace.0)
+            .push(&format!(" GROUP BY {score}"));
+    }
+    sql.build()
+}
+
+/// One `INSERT ... SELECT ... ON CONFLICT DO UPDATE` computing the purchase traits of
+/// `contacts` (see [`refresh_contacts`] for how they are scored).
+fn contacts_statement(
+    backend: DbBackend,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &PurchaseSettings,
+    contacts: &[ContactId],
+) -> Statement {
+    let mut sql = Sql::new(backend);
+    per_contact(&mut sql, workspace, now, settings, Some(contacts));
+    sql.push("scored AS (SELECT contact_id, orders, cents, first_at, last_at");
+    for (dimension, _, value, _) in DIMENSIONS {
+        // The score of the lowest score group whose highest value reaches this value; above
+        // every group, the top score; no bounds yet (no full computation), a lone buyer's 1.
+        sql.push(", COALESCE((SELECT MIN(b.score) FROM rfm_bounds AS b WHERE b.workspace_id = ")
+            .bind(workspace.0)
+            .push(&format!(
+                " AND b.dimension = '{dimension}' AND b.high >= per_contact.{value}), \
+                 (SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 5 END FROM rfm_bounds AS b WHERE b.workspace_id = "
+            ))
+            .bind(workspace.0)
+            .push(&format!(
+                " AND b.dimension = '{dimension}')) AS {}",
+                &dimension[..1]
+            ));
+    }
+    sql.push(" FROM per_contact WHERE last_at IS NOT NULL) ");
+    insert_scored(&mut sql, workspace, now);
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+    sql.push(
+        " WHERE true ON CONFLICT (contact_id) DO UPDATE SET workspace_id = excluded.workspace_id, \
+         orders = excluded.orders, revenue = excluded.revenue, \
+         first_purchase_at = excluded.first_purchase_at, last_purchase_at = excluded.last_purchase_at, \
+         recency_days = excluded.recency_days, rfm_recency = excluded.rfm_recency, \
+         rfm_frequency = excluded.rfm_frequency, rfm_monetary = excluded.rfm_monetary, \
+         rfm_segment = excluded.rfm_segment, clv = excluded.clv, computed_at = excluded.computed_at",
+    );
+    sql.build()
+}
+
+/// Contacts per statement of [`refresh_contacts`].
+const REFRESH_CHUNK: usize = 1_000;
+
+/// Rewrites the purchase traits of `contacts` (of `workspace`) as of `now`, after their
+/// purchases or refunds changed: orders, revenue, first and last purchase, recency and CLV
+/// exactly as [`recompute`] computes them, and RFM scores placed among the other buyers by
+/// the score bounds of the workspace's last full computation (`rfm_bounds`: per score, the
+/// highest value that got it). A value between two score groups gets the higher group's
+/// score, as a rank among the other buyers would give it; the other buyers keep their
+/// scores until the next full computation ranks everyone again. Contacts without a purchase
+/// by `now` are left as they are. Returns the contacts written.
+pub async fn refresh_contacts(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    contacts: &[ContactId],
+    now: Timestamp,
+    settings: &PurchaseSettings,
+) -> Result<u64, SegmentError> {
+    let backend = db.get_database_backend();
+    let mut written = 0;
+    for chunk in contacts.chunks(REFRESH_CHUNK) {
+        written += db
+            .execute_raw(contacts_statement(backend, workspace, now, settings, chunk))
+            .await?
+            .rows_affected();
+    }
+    Ok(written)
 }
 
 /// One `INSERT ... SELECT` computing every contact's interest shares, or `None` when no
@@ -593,6 +755,7 @@ fn interest_statement(
     workspace: WorkspaceId,
     now: Timestamp,
     settings: &InterestSettings,
+    scope: Scope<'_>,
 ) -> Option<Statement> {
     let weights: Vec<(&String, f64)> = settings
         .weights
@@ -614,7 +777,8 @@ fn interest_statement(
             .push(" THEN ")
             .bind(*weight);
     }
-    sql.push(" END AS weight FROM events AS e WHERE e.workspace_id = ")
+    sql.push(" END AS weight FROM events AS e WHERE ")
+        .push(workspace_filter(true))
         .bind(workspace.0)
         .push(" AND e.kind IN (");
     for (i, (kind, _)) in weights.iter().enumerate() {
@@ -634,7 +798,9 @@ fn interest_statement(
         .property_is_string(category)
         .push(" AND ")
         .property(category)
-        .push(" <> ''), aged AS (SELECT contact_id, category, weight, (")
+        .push(" <> ''");
+    scope.restrict(&mut sql, "e.contact_id");
+    sql.push("), aged AS (SELECT contact_id, category, weight, (")
         .bind(now.millis())
         .push(" - occurred_at) / ")
         .bind(half_life_millis)
@@ -657,8 +823,124 @@ fn interest_statement(
                SELECT contact_id, ",
         )
         .bind(workspace.0)
-        .push(", category, raw / SUM(raw) OVER (PARTITION BY contact_id) FROM raw");
+        .push(
+            ", category, raw / SUM(raw) OVER (PARTITION BY contact_id) FROM raw \
+             WHERE true ON CONFLICT (contact_id, category) DO UPDATE SET score = excluded.score",
+        );
     Some(sql.build())
+}
+
+/// Contact ids per transaction of [`recompute_interests`].
+const INTEREST_RANGE: i64 = 20_000;
+
+#[derive(FromQueryResult)]
+struct IdBounds {
+    low: Option<i64>,
+    high: Option<i64>,
+}
+
+/// Rewrites the interest profiles of every contact of `workspace` as of `now`, one range of
+/// contact ids per transaction (read through the events' contact index), so that ingestion,
+/// which refreshes the profiles of the contacts a batch touched, never waits long behind it.
+/// Readers may see some ranges rewritten and others not yet; the shares are the same either
+/// way unless the settings changed or events aged past the cut-off. Returns the scores
+/// written and the contacts with a profile.
+async fn recompute_interests(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &InterestSettings,
+) -> Result<(u64, u64), SegmentError> {
+    let backend = db.get_database_backend();
+    // The ids of the workspace's contacts and of the profiles stored (those of deleted
+    // contacts too, so that they are removed).
+    let mut bounds = Sql::new(backend);
+    bounds
+        .push("SELECT MIN(low) AS low, MAX(high) AS high FROM (SELECT MIN(id) AS low, MAX(id) AS high FROM contacts WHERE workspace_id = ")
+        .bind(workspace.0)
+        .push(" UNION ALL SELECT MIN(contact_id), MAX(contact_id) FROM contact_interests WHERE workspace_id = ")
+        .bind(workspace.0)
+        .push(") AS b");
+    let Some(IdBounds {
+        low: Some(low),
+        high: Some(high),
+    }) = IdBounds::find_by_statement(bounds.build()).one(db).await?
+    else {
+        return Ok((0, 0));
+    };
+    let mut scores = 0;
+    let mut from = low;
+    while from <= high {
+        let to = from.saturating_add(INTEREST_RANGE);
+        let txn = db.begin().await?;
+        let mut delete = Sql::new(backend);
+        delete
+            .push("DELETE FROM contact_interests WHERE workspace_id = ")
+            .bind(workspace.0);
+        Scope::Range(from, to).restrict(&mut delete, "contact_id");
+        txn.execute_raw(delete.build()).await?;
+        if let Some(statement) =
+            interest_statement(backend, workspace, now, settings, Scope::Range(from, to))
+        {
+            scores += txn.execute_raw(statement).await?.rows_affected();
+        }
+        txn.commit().await?;
+        from = to;
+    }
+    let mut count = Sql::new(backend);
+    count
+        .push("SELECT COUNT(DISTINCT contact_id) AS contacts FROM contact_interests WHERE workspace_id = ")
+        .bind(workspace.0);
+    let contacts: i64 = match db.query_one_raw(count.build()).await? {
+        Some(row) => row.try_get("", "contacts")?,
+        None => 0,
+    };
+    Ok((scores, u64::try_from(contacts).unwrap_or(0)))
+}
+
+/// The event kinds that feed interests (those with a weight).
+pub fn interest_kinds(settings: &InterestSettings) -> impl Iterator<Item = &str> {
+    settings
+        .weights
+        .iter()
+        .filter(|(_, weight)| **weight > 0.0)
+        .map(|(kind, _)| kind.as_str())
+}
+
+/// Rewrites the interest profiles of `contacts` (of `workspace`) as of `now`, after events
+/// of a weighted kind were stored for them, exactly as [`recompute`] computes them. A
+/// profile's shares do not change as time passes without events (every weight decays by the
+/// same factor), so this keeps them current between two recomputations; only events that
+/// age past 60 half-lives wait for the next one. Returns the scores written.
+pub async fn refresh_interests(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    contacts: &[ContactId],
+    now: Timestamp,
+    settings: &InterestSettings,
+) -> Result<u64, SegmentError> {
+    let backend = db.get_database_backend();
+    let mut written = 0;
+    for chunk in contacts.chunks(REFRESH_CHUNK) {
+        let txn = db.begin().await?;
+        let mut delete = Sql::new(backend);
+        delete.push("DELETE FROM contact_interests WHERE contact_id IN (");
+        for (i, contact) in chunk.iter().enumerate() {
+            if i > 0 {
+                delete.push(", ");
+            }
+            delete.bind(contact.0);
+        }
+        delete.push(")");
+        txn.execute_raw(delete.build()).await?;
+        if let Some(statement) =
+            interest_statement(backend, workspace, now, settings, Scope::Contacts(chunk))
+        {
+            written += txn.execute_raw(statement).await?.rows_affected();
+        }
+        txn.commit().await?;
+    }
+    Ok(written)
 }
 
 #[derive(FromQueryResult)]

@@ -150,11 +150,14 @@ pub fn connect_redis(url: &str) -> redis::RedisResult<redis::aio::ConnectionMana
     redis::aio::ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// The ingestion entry point the configuration describes: with `segments.realtime`, segment
-/// memberships follow every batch; the KPI roll-ups always do. The API and the CSV import both
-/// use it.
+/// The ingestion entry point the configuration describes: purchase traits follow every batch
+/// with purchases or refunds, then (with `segments.realtime`) segment memberships, so rules on
+/// traits see the batch's purchases; the KPI roll-ups always follow. The API and the CSV
+/// import both use it.
 pub fn ingest(db: &DatabaseConnection, settings: &Settings) -> Ingest {
-    let mut ingest = Ingest::new(db.clone());
+    let mut ingest = Ingest::new(db.clone()).with_listener(std::sync::Arc::new(
+        clarion_campaign::traits::TraitsListener::new(db.clone(), settings.traits.computation()),
+    ));
     if settings.segments.realtime {
         ingest = ingest.with_listener(std::sync::Arc::new(
             clarion_segment::sweep::Memberships::new(db.clone()),

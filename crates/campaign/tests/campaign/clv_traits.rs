@@ -4,9 +4,10 @@
 //! contacts an independent computation in this test says they should.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use clarion_campaign::traits::recompute;
-use clarion_contacts::events;
+use clarion_campaign::traits::{TraitsListener, recompute};
+use clarion_contacts::{Ingest, events};
 use clarion_kpi::clv::{
     ClvSettings, CustomerSummary, TimeUnit, fit_bgnbd, fit_gamma_gamma, predict,
 };
@@ -442,4 +443,157 @@ async fn no_repeat_buyers_no_predictions(backend: Backend) {
     );
 }
 
-on_both_backends!(predicted_clv_traits, no_repeat_buyers_no_predictions);
+/// A purchase stored through ingestion moves its contact's purchase traits and predictions
+/// before the batch answers: the predictions with the stored fit, at the moment the row
+/// says it was written, as this test computes them from the purchases.
+async fn a_purchase_through_ingestion_moves_traits_and_predictions_at_once(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let db = test.migrated().await;
+    let mut purchases = simulate(300, 5);
+    let items: Vec<Value> = purchases
+        .iter()
+        .enumerate()
+        .map(|(n, p)| purchase_event(p, n))
+        .collect();
+    ingest(&db, items).await;
+    let settings = ClvSettings {
+        horizon_days: 90.0,
+        step_days: 30.0,
+        discount_rate: 0.02,
+        unit: TimeUnit::Weeks,
+    };
+    let done = recompute(
+        &db,
+        DEFAULT_WORKSPACE,
+        Timestamp::from_millis(NOW),
+        &TraitSettings::default(),
+        &settings,
+    )
+    .await
+    .unwrap();
+    let bg = done.predictions.bg_nbd.unwrap().params;
+    let gg = done.predictions.gamma_gamma.unwrap().params;
+    let untouched = stored(&db).await;
+
+    // The same settings the server passes: the default purchase kinds.
+    let ingest = Ingest::new(db.clone()).with_listener(Arc::new(TraitsListener::new(
+        db.clone(),
+        TraitSettings::default(),
+    )));
+    let buyer = "buyer-0003";
+    let new = Purchase {
+        contact: buyer.into(),
+        at: NOW + 2 * DAY,
+        amount: 321.25,
+    };
+    let item: EventInput = serde_json::from_value(purchase_event(&new, purchases.len())).unwrap();
+    purchases.push(new);
+    let options = events::IngestOptions {
+        create_unknown_contacts: false,
+        max_future_millis: DAY,
+        atomic: true,
+    };
+    let report = ingest
+        .events(DEFAULT_WORKSPACE, vec![(0, item)], options)
+        .await
+        .unwrap();
+    assert_eq!(report.accepted, 1, "{:?}", report.errors);
+
+    // Purchase traits: revenue and the last purchase, as summed here.
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "SELECT t.revenue, t.last_purchase_at, CAST(t.rfm_recency AS BIGINT) AS r \
+                 FROM contact_traits t JOIN contacts c ON c.id = t.contact_id WHERE c.external_id = '{buyer}'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let revenue: f64 = row.try_get("", "revenue").unwrap();
+    let want: f64 = purchases
+        .iter()
+        .filter(|p| p.contact == buyer)
+        .map(|p| p.amount)
+        .sum();
+    assert!(
+        (revenue - (want * 100.0).round() / 100.0).abs() < 1e-9,
+        "{backend:?}: {revenue} vs {want}"
+    );
+    assert_eq!(
+        row.try_get::<i64>("", "last_purchase_at").unwrap(),
+        NOW + 2 * DAY
+    );
+    assert_eq!(
+        row.try_get::<i64>("", "r").unwrap(),
+        5,
+        "{backend:?}: the latest buyer"
+    );
+
+    // Predictions: the stored fit applied to the buyer's new summary.
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "SELECT p.computed_at FROM contact_predictions p JOIN contacts c ON c.id = p.contact_id \
+                 WHERE c.external_id = '{buyer}'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let at: i64 = row.try_get("", "computed_at").unwrap();
+    assert!(
+        at > NOW + 2 * DAY,
+        "{backend:?}: written at ingestion, {at}"
+    );
+    let days = expected_summaries(&purchases, at)[buyer];
+    let weeks = CustomerSummary {
+        recency: days.recency / 7.0,
+        age: days.age / 7.0,
+        ..days
+    };
+    assert_eq!(
+        i64::from(weeks.frequency),
+        i64::from(expected_summaries(&purchases, NOW)[buyer].frequency) + 1,
+        "a new purchase day"
+    );
+    let want = predict(&bg, &gg, &weeks, &settings);
+    let rows = stored(&db).await;
+    let got = &rows[buyer];
+    assert_eq!(got.frequency, i64::from(weeks.frequency), "{backend:?}");
+    close(got.recency, weeks.recency, "recency in weeks");
+    close(got.age, weeks.age, "age in weeks");
+    close(got.p_alive, want.p_alive, &format!("{backend:?} p_alive"));
+    close(
+        got.expected_purchases,
+        want.expected_purchases,
+        "expected purchases",
+    );
+    close(
+        got.expected_order_value.unwrap(),
+        want.expected_order_value.unwrap(),
+        "order value",
+    );
+    close(
+        got.predicted_clv.unwrap(),
+        want.predicted_clv.unwrap(),
+        "clv",
+    );
+    // Nobody else's predictions moved.
+    for (contact, row) in &rows {
+        if contact != buyer {
+            assert_eq!(
+                row.p_alive, untouched[contact].p_alive,
+                "{backend:?} {contact}"
+            );
+        }
+    }
+}
+
+on_both_backends!(
+    predicted_clv_traits,
+    no_repeat_buyers_no_predictions,
+    a_purchase_through_ingestion_moves_traits_and_predictions_at_once,
+);

@@ -940,8 +940,245 @@ fn settings_out_of_range_name_their_key() {
     assert!(typo.unwrap_err().to_string().contains("halflife"));
 }
 
+/// Interest shares do not move as time passes without events, so refreshing the contacts a
+/// batch touched keeps every profile equal to the independent computation at a later time.
+async fn interest_profiles_follow_new_events_before_the_next_computation(backend: Backend) {
+    let fx = Fixture::load(backend).await;
+    let (fixture_lines, extra) = interest_lines(&fx);
+    store_lines(&fx.db, &extra).await;
+    let mut lines: Vec<Line> = fixture_lines.into_iter().chain(extra).collect();
+    let settings = TraitSettings::default();
+    recompute(&fx.db, DEFAULT_WORKSPACE, now(), &settings)
+        .await
+        .unwrap();
+    let before = expected_interests(&lines, now().millis(), &settings.interests);
+
+    // A minute later: one contact with a profile views a new category and buys in an old one,
+    // one without a profile searches; an unweighted kind changes nothing.
+    // Events stored with times after `now` would count at the later time: their contacts
+    // are left out of the case, and so are those events from the independent computation.
+    let later = now().millis() + 60_000;
+    let future: BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l.at > now().millis())
+        .map(|l| l.contact.clone())
+        .collect();
+    lines.retain(|l| l.at <= now().millis());
+    let known = before
+        .keys()
+        .find(|c| !future.contains(*c))
+        .unwrap()
+        .clone();
+    let blank = fx
+        .people
+        .iter()
+        .map(|p| p.external_id.clone())
+        .find(|p| !before.contains_key(p) && !future.contains(p))
+        .unwrap();
+    let old_category = before[&known].keys().next().unwrap().clone();
+    let line = |contact: &str, kind: &str, at: i64, category: &str| Line {
+        contact: contact.to_string(),
+        kind: kind.to_string(),
+        at,
+        amount: None,
+        order: None,
+        category: Some(json!(category)),
+    };
+    let new_lines = vec![
+        line(&known, "view", later - DAY, "astronomy"),
+        line(&known, "purchase", later - 3_600_000, &old_category),
+        line(&blank, "search", later - 60_000, "astronomy"),
+        line(&blank, "unweighted_kind", later - 60_000, "garden"),
+    ];
+    store_lines(&fx.db, &new_lines).await;
+    lines.extend(new_lines);
+    let ids = external_ids(&fx.db).await;
+    let touched: Vec<_> = ids
+        .iter()
+        .filter(|(_, c)| **c == known || **c == blank)
+        .map(|(id, _)| clarion_model::ContactId(*id))
+        .collect();
+    let written = traits::refresh_interests(
+        &fx.db,
+        DEFAULT_WORKSPACE,
+        &touched,
+        Timestamp::from_millis(later),
+        &settings.interests,
+    )
+    .await
+    .unwrap();
+    let after = expected_interests(&lines, later, &settings.interests);
+    assert_eq!(
+        written as usize,
+        after[&known].len() + after[&blank].len(),
+        "{backend:?}"
+    );
+    assert_ne!(after[&known], before[&known], "the case says something");
+    assert_eq!(after[&blank].len(), 1);
+    assert_interests_match(backend, &stored_interests(&fx.db).await, &after);
+}
+
+/// The score a value gets when it is placed among the buyers of the last full computation
+/// (`before`), as `traits::refresh_contacts` documents it: the score of the smallest value
+/// of those buyers at or above it; above all of them the top score 5; no buyers, 1.
+fn placed(value: i64, before: &mut dyn Iterator<Item = (i64, i64)>) -> i64 {
+    let mut seen = false;
+    let mut best: Option<(i64, i64)> = None;
+    for (other, score) in before {
+        seen = true;
+        if other >= value && best.is_none_or(|(b, _)| other < b) {
+            best = Some((other, score));
+        }
+    }
+    match best {
+        Some((_, score)) => score,
+        None if seen => 5,
+        None => 1,
+    }
+}
+
+async fn a_purchase_moves_its_contacts_traits_before_the_next_computation(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.migrated().await;
+    let mut lines = retail_lines();
+    store_lines(&db, &lines).await;
+    let now = retail_now();
+    recompute(&db, DEFAULT_WORKSPACE, now, &TraitSettings::default())
+        .await
+        .unwrap();
+    let before = expected_purchases(&lines, now.millis());
+
+    // The biggest spender buys again; a customer who only cancelled buys for the first time;
+    // the most recent buyer is refunded more than it spent; a new contact buys twice in one
+    // order, and another one later than `now` (not counted yet).
+    let biggest = before
+        .iter()
+        .max_by_key(|(_, e)| e.cents)
+        .unwrap()
+        .0
+        .clone();
+    let canceller = lines
+        .iter()
+        .map(|l| &l.contact)
+        .find(|c| !before.contains_key(*c))
+        .unwrap()
+        .clone();
+    let latest = before
+        .iter()
+        .filter(|(c, _)| **c != biggest)
+        .max_by_key(|(_, e)| e.last_at)
+        .unwrap()
+        .0
+        .clone();
+    let later = now.millis() + DAY / 2;
+    let line = |contact: &str, kind: &str, at: i64, amount: f64, order: Option<&str>| Line {
+        contact: contact.to_string(),
+        kind: kind.to_string(),
+        at,
+        amount: Some(amount),
+        order: order.map(str::to_string),
+        category: None,
+    };
+    let new_lines = vec![
+        line(&biggest, "purchase", later - 3_600_000, 1_250.5, Some("N1")),
+        line(&canceller, "purchase", later - 7_200_000, 12.0, Some("N2")),
+        line(&latest, "refund", later - 60_000, 1_000_000.0, Some("C9")),
+        line("newcomer", "purchase", later - 1_000, 30.0, Some("N3")),
+        line("newcomer", "purchase", later - 1_000, 20.0, Some("N3")),
+        line("future", "purchase", later + DAY, 99.0, None),
+    ];
+    store_lines(&db, &new_lines).await;
+    lines.extend(new_lines);
+    let ids = external_ids(&db).await;
+    let touched: Vec<_> = ids
+        .iter()
+        .filter(|(_, c)| {
+            [&biggest, &canceller, &latest, "newcomer", "future"].contains(&c.as_str())
+        })
+        .map(|(id, _)| clarion_model::ContactId(*id))
+        .collect();
+    let written = traits::refresh_contacts(
+        &db,
+        DEFAULT_WORKSPACE,
+        &touched,
+        Timestamp::from_millis(later),
+        &TraitSettings::default().purchases,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        written, 4,
+        "{backend:?}: the future buyer has no purchase yet"
+    );
+
+    let after = expected_purchases(&lines, later);
+    let stored = stored_purchases(&db).await;
+    assert!(!stored.contains_key("future"), "{backend:?}");
+    assert_eq!(stored.len(), before.len() + 2, "{backend:?}");
+    for (contact, (got, revenue, clv)) in &stored {
+        let fresh = [&biggest, &canceller, &latest, "newcomer"].contains(&contact.as_str());
+        if !fresh {
+            // Everyone else keeps what the last full computation gave them.
+            let want = &before[contact];
+            assert!((got.recency_days - want.recency_days).abs() < 1e-9);
+            let got = Expected {
+                recency_days: want.recency_days,
+                ..got.clone()
+            };
+            assert_eq!(&got, want, "{backend:?} {contact}");
+            continue;
+        }
+        let want = &after[contact];
+        let r = placed(want.last_at, &mut before.values().map(|e| (e.last_at, e.r)));
+        let f = placed(want.orders, &mut before.values().map(|e| (e.orders, e.f)));
+        let m = placed(want.cents, &mut before.values().map(|e| (e.cents, e.m)));
+        let want = Expected {
+            r,
+            f,
+            m,
+            segment: segment_of(r, (f + m + 1) / 2),
+            ..want.clone()
+        };
+        assert!(
+            (got.recency_days - want.recency_days).abs() < 1e-9,
+            "{backend:?} {contact}: recency {} vs {}",
+            got.recency_days,
+            want.recency_days
+        );
+        let got = Expected {
+            recency_days: want.recency_days,
+            ..got.clone()
+        };
+        assert_eq!(got, want, "{backend:?} {contact}");
+        assert_eq!(revenue, clv, "{backend:?} {contact}");
+    }
+    // The cases say something: the biggest spender stays on top, the refunded buyer falls to
+    // the bottom of monetary, the newcomer is the most recent.
+    assert_eq!(stored[&biggest].0.m, 5, "{backend:?}");
+    assert_eq!(stored[&latest].0.m, 1, "{backend:?}");
+    assert!(stored[&latest].0.cents < 0, "{backend:?}");
+    assert_eq!(stored["newcomer"].0.r, 5, "{backend:?}");
+    assert_eq!(
+        stored["newcomer"].0.orders, 1,
+        "{backend:?}: two lines of one order"
+    );
+
+    // The next full computation ranks everyone again, as the independent computation does.
+    recompute(
+        &db,
+        DEFAULT_WORKSPACE,
+        Timestamp::from_millis(later),
+        &TraitSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_purchases_match(backend, &stored_purchases(&db).await, &after);
+}
+
 on_both_backends!(
     rfm_on_the_online_retail_sample_matches_an_independent_computation,
     interests_and_rules_match_an_independent_computation,
     a_recomputation_replaces_the_previous_one,
+    a_purchase_moves_its_contacts_traits_before_the_next_computation,
+    interest_profiles_follow_new_events_before_the_next_computation,
 );
