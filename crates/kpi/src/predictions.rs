@@ -225,27 +225,7 @@ pub async fn recompute(
             for (i, (contact, c)) in chunk.iter().enumerate() {
                 let p = predicted(&bg.params, gg.as_ref(), c, settings);
                 insert.push(if i == 0 { "(" } else { ", (" });
-                insert
-                    .bind(contact.0)
-                    .push(", ")
-                    .bind(workspace.0)
-                    .push(", ")
-                    .bind(i64::from(c.frequency))
-                    .push(", ")
-                    .bind(c.recency)
-                    .push(", ")
-                    .bind(c.age)
-                    .push(", ")
-                    .bind(p.p_alive)
-                    .push(", ")
-                    .bind(p.expected_purchases)
-                    .push(", ")
-                    .bind(p.expected_order_value)
-                    .push(", ")
-                    .bind(p.predicted_clv)
-                    .push(", ")
-                    .bind(now.millis())
-                    .push(")");
+                push_row(&mut insert, contact.0, workspace, c, &p, now);
             }
             txn.execute_raw(insert.build()).await?;
         }
@@ -394,27 +374,7 @@ pub async fn refresh_contacts(
             let p = predicted(&bg, gg.as_ref(), &c, &settings);
             insert.push(if values == 0 { "(" } else { ", (" });
             values += 1;
-            insert
-                .bind(group[0].contact_id)
-                .push(", ")
-                .bind(workspace.0)
-                .push(", ")
-                .bind(i64::from(c.frequency))
-                .push(", ")
-                .bind(c.recency)
-                .push(", ")
-                .bind(c.age)
-                .push(", ")
-                .bind(p.p_alive)
-                .push(", ")
-                .bind(p.expected_purchases)
-                .push(", ")
-                .bind(p.expected_order_value)
-                .push(", ")
-                .bind(p.predicted_clv)
-                .push(", ")
-                .bind(now.millis())
-                .push(")");
+            push_row(&mut insert, group[0].contact_id, workspace, &c, &p, now);
         }
         if values == 0 {
             continue;
@@ -429,6 +389,38 @@ pub async fn refresh_contacts(
         written += db.execute_raw(insert.build()).await?.rows_affected();
     }
     Ok(written)
+}
+
+/// The values of one `contact_predictions` row, in the column order both inserts name.
+fn push_row(
+    insert: &mut Sql,
+    contact: i64,
+    workspace: WorkspaceId,
+    c: &CustomerSummary,
+    p: &Prediction,
+    now: Timestamp,
+) {
+    insert
+        .bind(contact)
+        .push(", ")
+        .bind(workspace.0)
+        .push(", ")
+        .bind(i64::from(c.frequency))
+        .push(", ")
+        .bind(c.recency)
+        .push(", ")
+        .bind(c.age)
+        .push(", ")
+        .bind(p.p_alive)
+        .push(", ")
+        .bind(p.expected_purchases)
+        .push(", ")
+        .bind(p.expected_order_value)
+        .push(", ")
+        .bind(p.predicted_clv)
+        .push(", ")
+        .bind(now.millis())
+        .push(")");
 }
 
 /// One customer's predictions; order value and CLV only with a Gamma-Gamma fit.
