@@ -311,6 +311,9 @@ pub struct PurchaseTraits {
     pub rfm_monetary: i16,
     pub rfm_segment: String,
     pub clv: f64,
+    /// When these values were written: by the workspace's computation, or later by a batch
+    /// with this contact's purchases; `recency_days` counts to it.
+    pub computed_at: i64,
 }
 
 /// One category of a contact's interest profile.
@@ -324,7 +327,8 @@ pub struct Interest {
 /// What Clarion computed about one contact.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContactTraits {
-    /// When the workspace's traits were last computed; `None` when they never were.
+    /// When the values were last written: the later of the workspace's last computation and
+    /// the contact's last purchase batch; `None` when neither happened.
     pub computed_at: Option<Timestamp>,
     /// `None` when the contact had no purchase at that time.
     pub purchases: Option<PurchaseTraits>,
@@ -966,7 +970,8 @@ pub async fn for_contact(
     let mut sql = Sql::new(backend);
     sql.push(
         "SELECT orders, revenue, first_purchase_at, last_purchase_at, recency_days, rfm_recency, \
-         rfm_frequency, rfm_monetary, rfm_segment, clv FROM contact_traits WHERE contact_id = ",
+         rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at FROM contact_traits \
+         WHERE contact_id = ",
     )
     .bind(contact.0)
     .push(" AND workspace_id = ")
@@ -982,8 +987,11 @@ pub async fn for_contact(
         .bind(workspace.0)
         .push(" ORDER BY score DESC, category");
     let interests = Interest::find_by_statement(sql.build()).all(db).await?;
+    let written = purchases
+        .as_ref()
+        .map(|p| Timestamp::from_millis(p.computed_at));
     Ok(ContactTraits {
-        computed_at,
+        computed_at: computed_at.max(written),
         purchases,
         interests,
     })

@@ -80,7 +80,7 @@ pub struct SuggestionsDoc {
 /// scores and interest profiles. Each suggestion has a size, a description of what sets it
 /// apart, and a rule approximating it that can be saved as a segment.
 #[utoipa::path(post, path = "/api/v1/segments/suggest", tag = "segments",
-    request_body = SuggestBody,
+    request_body(content = Option<SuggestBody>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The suggestions", body = SuggestionsDoc),
         (status = 400, description = "The body is not JSON", body = ApiError),

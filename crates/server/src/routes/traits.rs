@@ -18,8 +18,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContactTraits {
     pub external_id: String,
-    /// When the workspace's traits were last computed (`clarion traits recompute` or the
-    /// scheduler); `null` when they never were, and then everything else is empty too.
+    /// When these values were last written: the later of the workspace's last computation
+    /// (`clarion traits recompute` or the scheduler) and the last batch of events with this
+    /// contact's purchases; `null` when neither happened yet.
     pub computed_at: Option<Timestamp>,
     /// `null` when the contact had no purchase at `computed_at`.
     pub purchases: Option<PurchaseTraits>,
@@ -66,8 +67,10 @@ pub struct Interest {
 
 /// A contact's RFM scores and segment, historic CLV and interest profile.
 ///
-/// The values are those of the workspace's last trait computation, not of this moment:
-/// `recency_days` counts to `computed_at`.
+/// A batch of events with the contact's purchases or weighted events rewrites its traits and
+/// interests before it answers (RFM scores placed against the last computation's score
+/// bounds); the workspace's computation ranks everyone again. `recency_days` counts to
+/// `computed_at`, not to this moment.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}/traits", tag = "contacts",
     params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     responses((status = 200, body = ContactTraits), (status = 400, body = ApiError),

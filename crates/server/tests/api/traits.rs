@@ -50,12 +50,34 @@ async fn a_contacts_traits_are_read_back(backend: Backend) {
         .await;
     assert_eq!(status, 200);
 
-    // Before any computation: nothing yet, and the answer says so.
-    let (status, body) = get_as_viewer(&app, "/api/v1/contacts/ada/traits").await;
-    assert_eq!(status, 200, "{body}");
+    // Before any computation the batch has written its buyers' traits and interests; with no
+    // ranking yet, each buyer scores as a lone buyer would (1 on every measure).
+    let (status, ada) = get_as_viewer(&app, "/api/v1/contacts/ada/traits").await;
+    assert_eq!(status, 200, "{ada}");
+    let written: Timestamp = serde_json::from_value(ada["computed_at"].clone()).unwrap();
+    assert!(written.millis() >= now, "{ada}");
+    let purchases = &ada["purchases"];
+    assert_eq!(purchases["orders"], 2, "{ada}");
+    assert_eq!(purchases["revenue"], 70.0);
+    assert_eq!(purchases["clv"], 70.0);
+    assert_eq!(purchases["last_purchase_at"], json!(at(2)));
+    let recency = (written.millis() - at(2).millis()) as f64 / DAY as f64;
+    assert!((purchases["recency_days"].as_f64().unwrap() - recency).abs() < 1e-9);
     assert_eq!(
-        body,
-        json!({"external_id": "ada", "computed_at": null, "purchases": null, "interests": []})
+        purchases["rfm"],
+        json!({"recency": 1, "frequency": 1, "monetary": 1, "segment": "lost"})
+    );
+    let categories: Vec<&str> = ada["interests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["category"].as_str().unwrap())
+        .collect();
+    assert_eq!(categories, ["cats", "dogs"]);
+    let (_, dora) = get_as_viewer(&app, "/api/v1/contacts/dora/traits").await;
+    assert_eq!(
+        dora,
+        json!({"external_id": "dora", "computed_at": null, "purchases": null, "interests": []})
     );
 
     let computed_at = Timestamp::from_millis(now);
