@@ -757,18 +757,27 @@ impl SpellSql {
     }
 }
 
-/// `WITH p(i, s, e) AS (VALUES ...)` over consecutive `bounds`.
-fn periods_cte(backend: DbBackend, values: &mut Vec<Value>, bounds: &[i64]) -> String {
-    let rows: Vec<String> = bounds
-        .windows(2)
-        .enumerate()
-        .map(|(i, pair)| {
-            let s = param(backend, values, pair[0].into());
-            let e = param(backend, values, pair[1].into());
-            format!("({i}, {s}, {e})")
-        })
-        .collect();
-    format!("WITH p(i, s, e) AS (VALUES {})", rows.join(", "))
+/// SQL for how many of `bounds` lie below `x` (`strict`), or at or below it: PostgreSQL's
+/// `width_bucket` (a binary search over the array), on SQLite a `CASE` over the bounds. The
+/// bounds are the report's own integers, written into the SQL.
+fn bounds_below(backend: DbBackend, x: &str, bounds: &[i64], strict: bool) -> String {
+    if backend == DbBackend::Postgres {
+        let list: Vec<String> = bounds.iter().map(i64::to_string).collect();
+        // For integers, "below x" is "at or below x - 1".
+        let x = if strict {
+            format!("{x} - 1")
+        } else {
+            x.to_owned()
+        };
+        return format!("width_bucket({x}, ARRAY[{}]::BIGINT[])", list.join(","));
+    }
+    let op = if strict { "<=" } else { "<" };
+    let mut sql = String::from("CASE");
+    for (i, bound) in bounds.iter().enumerate() {
+        sql.push_str(&format!(" WHEN {x} {op} {bound} THEN {i}"));
+    }
+    sql.push_str(&format!(" ELSE {} END", bounds.len()));
+    sql
 }
 
 fn count(row: &sea_orm::QueryResult, name: &str) -> Result<u64, KpiError> {
@@ -815,38 +824,72 @@ pub async fn churn(
     let mut became = vec![0u64; n];
     let backend = db.get_database_backend();
 
-    // Active at each period's start (at most one spell of a contact covers an instant), and
-    // of those the ones whose spell ends before the period does.
+    // One pass over the spells that meet the report: each spell is active at the starts of a
+    // run of consecutive periods (from the first start at or after its own start, up to the
+    // last start before its end), so it is grouped by where its start and end fall among
+    // the boundaries and the runs are added up here.
     let mut values = Vec::new();
-    let cte = periods_cte(backend, &mut values, &bounds);
     let spell = SpellSql::new(backend, &mut values, workspace, segment_id, now);
     let (filter, open) = (&spell.filter, &spell.open);
+    let below = |x: &str, strict: bool| bounds_below(backend, x, &bounds, strict);
     let sql = format!(
-        "{cte} SELECT CAST(p.i AS BIGINT) AS i, CAST(COUNT(*) AS BIGINT) AS active, \
-                CAST(SUM(CASE WHEN NOT {open} AND sp.ended_at < p.e THEN 1 ELSE 0 END) AS BIGINT) AS churned \
-         FROM kpi_spells sp JOIN p ON sp.started_at <= p.s AND ({open} OR sp.ended_at > p.s) \
-         WHERE {filter} GROUP BY p.i"
+        "SELECT CAST(a AS BIGINT) AS a, CAST(e AS BIGINT) AS e, CAST(f AS BIGINT) AS f, \
+                CAST(o AS BIGINT) AS o, CAST(COUNT(*) AS BIGINT) AS n \
+         FROM (SELECT {} AS a, {} AS e, {} AS f, CASE WHEN {open} THEN 1 ELSE 0 END AS o \
+               FROM kpi_spells sp \
+               WHERE {filter} AND sp.started_at <= {} AND ({open} OR sp.ended_at > {})) AS runs \
+         GROUP BY a, e, f, o",
+        below("sp.started_at", true),
+        below("sp.ended_at", true),
+        below("sp.ended_at", false),
+        bounds[n - 1],
+        bounds[0],
     );
+    // `diff[i]` is how many more spells are active at period i's start than at i - 1's.
+    let mut diff = vec![0i64; n + 1];
     for row in db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?
     {
-        let i = index(&row, "i")?;
-        if i < n {
-            active[i] = count(&row, "active")?;
-            churned[i] = count(&row, "churned")?;
+        let spells: i64 = row.try_get("", "n")?;
+        let first = index(&row, "a")?.min(n);
+        let still_open = row.try_get::<i64>("", "o")? == 1;
+        // How many boundaries lie before the end, and at or before it: the two differ when
+        // the spell ends exactly on one, and then it is neither active at that start nor
+        // churned in the period before it.
+        let before_end: Option<i64> = row.try_get("", "e")?;
+        let through_end: Option<i64> = row.try_get("", "f")?;
+        let end = match (still_open, before_end) {
+            (false, Some(e)) => usize::try_from(e).unwrap_or(0),
+            _ => n + 1,
+        };
+        let last = end.min(n);
+        if first >= last {
+            continue;
+        }
+        diff[first] += spells;
+        diff[last] -= spells;
+        // A spell ending before the last period's end churns in the period it ends in.
+        if end <= n && before_end == through_end {
+            churned[end - 1] += u64::try_from(spells).unwrap_or(0);
         }
     }
+    let mut running = 0i64;
+    for (i, slot) in active.iter_mut().enumerate() {
+        running += diff[i];
+        *slot = u64::try_from(running).unwrap_or(0);
+    }
 
-    // Contacts with a spell starting in the period.
+    // Contacts with a spell starting in each period.
     let mut values = Vec::new();
-    let cte = periods_cte(backend, &mut values, &bounds);
     let spell = SpellSql::new(backend, &mut values, workspace, segment_id, now);
     let filter = &spell.filter;
     let sql = format!(
-        "{cte} SELECT CAST(p.i AS BIGINT) AS i, CAST(COUNT(DISTINCT sp.contact_id) AS BIGINT) AS became \
-         FROM kpi_spells sp JOIN p ON sp.started_at >= p.s AND sp.started_at < p.e \
-         WHERE {filter} GROUP BY p.i"
+        "SELECT CAST({} - 1 AS BIGINT) AS i, CAST(COUNT(DISTINCT sp.contact_id) AS BIGINT) AS became \
+         FROM kpi_spells sp WHERE {filter} AND sp.started_at >= {} AND sp.started_at < {} GROUP BY 1",
+        below("sp.started_at", false),
+        bounds[0],
+        bounds[n],
     );
     for row in db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -907,10 +950,11 @@ pub async fn retention(
     }
     let m = months as usize;
     let mut size = vec![0u64; m];
-    let mut retained = vec![vec![0u64; m]; m];
+    // Per cohort, `diff[k]` is how many more of its contacts are active in month k than in
+    // month k - 1.
+    let mut diff = vec![vec![0i64; m + 1]; m];
     let backend = db.get_database_backend();
     let mut values = Vec::new();
-    let cte = periods_cte(backend, &mut values, &bounds);
     let spell = SpellSql::new(
         backend,
         &mut values,
@@ -919,37 +963,77 @@ pub async fn retention(
         Timestamp::now().millis(),
     );
     let (filter, open) = (&spell.filter, &spell.open);
-    let first = param(backend, &mut values, bounds[0].into());
-    let last = param(backend, &mut values, bounds[m].into());
-    // Each contact's cohort is the month of its first spell; a contact is retained in a
-    // month when one of its spells overlaps it (still active now counts as open).
+    let below = |x: &str, strict: bool| bounds_below(backend, x, &bounds, strict);
+    // One ordered pass over the spells. A spell overlaps the months from the one it starts
+    // in to the last one starting before it ends: a run `[a, e)`. A contact is in a month
+    // when any of its spells overlaps it; its spells follow one another without
+    // overlapping, so the spells overlapping one month are consecutive, and counting each
+    // spell's run minus the months it shares with the spell before it (`[a, q)`) counts
+    // the contact once per month. The cohort is the month of the first spell's start.
     let sql = format!(
-        "{cte}, f AS (SELECT sp.contact_id AS contact_id, MIN(sp.started_at) AS first FROM kpi_spells sp \
-                      WHERE {filter} GROUP BY sp.contact_id), \
-         c AS (SELECT f.contact_id AS contact_id, (SELECT MAX(p.i) FROM p WHERE p.s <= f.first) AS cohort \
-               FROM f WHERE f.first >= {first} AND f.first < {last}) \
-         SELECT CAST(c.cohort AS BIGINT) AS cohort, CAST(p.i AS BIGINT) AS k, CAST(COUNT(DISTINCT c.contact_id) AS BIGINT) AS n \
-         FROM c JOIN kpi_spells sp ON sp.contact_id = c.contact_id AND {filter} \
-         JOIN p ON p.i >= c.cohort AND sp.started_at < p.e AND ({open} OR sp.ended_at > p.s) \
-         GROUP BY c.cohort, p.i \
-         UNION ALL SELECT CAST(c.cohort AS BIGINT) AS cohort, CAST(-1 AS BIGINT) AS k, CAST(COUNT(*) AS BIGINT) AS n FROM c GROUP BY c.cohort"
+        "SELECT CAST(cohort AS BIGINT) AS cohort, CAST(a AS BIGINT) AS a, CAST(e AS BIGINT) AS e, \
+                CAST(q AS BIGINT) AS q, CAST(p AS BIGINT) AS p, CAST(COUNT(*) AS BIGINT) AS n \
+         FROM (SELECT {} - 1 AS cohort, {} - 1 AS a, \
+                      CASE WHEN o = 1 THEN {m} ELSE {} END AS e, {} AS q, \
+                      CASE WHEN prev_end IS NULL THEN 0 ELSE 1 END AS p \
+               FROM (SELECT sp.started_at AS started_at, sp.ended_at AS ended_at, \
+                            CASE WHEN {open} THEN 1 ELSE 0 END AS o, \
+                            MIN(sp.started_at) OVER (PARTITION BY sp.contact_id) AS first, \
+                            LAG(sp.ended_at) OVER (PARTITION BY sp.contact_id ORDER BY sp.started_at) AS prev_end \
+                     FROM kpi_spells sp WHERE {filter}) AS spells \
+               WHERE first >= {} AND first < {} AND started_at < {}) AS runs \
+         GROUP BY cohort, a, e, q, p",
+        below("first", false),
+        below("started_at", false),
+        below("ended_at", true),
+        below("prev_end", true),
+        bounds[0],
+        bounds[m],
+        bounds[m],
     );
     for row in db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?
     {
         let cohort = index(&row, "cohort")?;
-        let k: i64 = row.try_get("", "k")?;
-        let n = count(&row, "n")?;
         if cohort >= m {
             continue;
         }
-        match usize::try_from(k) {
-            Ok(k) if k >= cohort && k < m => retained[cohort][k - cohort] = n,
-            Ok(_) => {}
-            Err(_) => size[cohort] = n,
+        let spells: i64 = row.try_get("", "n")?;
+        let has_prev = row.try_get::<i64>("", "p")? == 1;
+        if !has_prev {
+            size[cohort] += u64::try_from(spells).unwrap_or(0);
+        }
+        // Months are counted from the cohort's on, up to the table's last.
+        let start = index(&row, "a")?.clamp(cohort, m);
+        let end = index(&row, "e")?.min(m);
+        if start < end {
+            diff[cohort][start] += spells;
+            diff[cohort][end] -= spells;
+        }
+        if has_prev {
+            let shared = index(&row, "q")?.min(end);
+            if start < shared {
+                diff[cohort][start] -= spells;
+                diff[cohort][shared] += spells;
+            }
         }
     }
+    let retained: Vec<Vec<u64>> = diff
+        .iter()
+        .enumerate()
+        .map(|(cohort, steps)| {
+            let mut running = 0i64;
+            steps[..m]
+                .iter()
+                .map(|step| {
+                    running += step;
+                    u64::try_from(running).unwrap_or(0)
+                })
+                .skip(cohort)
+                .collect()
+        })
+        .collect();
     Ok(RetentionReport {
         segment: segment.map(str::to_owned),
         definition,
