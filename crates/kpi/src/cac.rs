@@ -413,14 +413,12 @@ async fn new_customers(
         place(backend, 3),
         place(backend, 4),
     );
-    let values = || -> Vec<Value> {
-        vec![
-            workspace.0.into(),
-            query.event.clone().into(),
-            query.from.millis().into(),
-            query.to.millis().into(),
-        ]
-    };
+    let values: Vec<Value> = vec![
+        workspace.0.into(),
+        query.event.clone().into(),
+        query.from.millis().into(),
+        query.to.millis().into(),
+    ];
     // Contacts that bought in the period and never before it; an earlier purchase of the
     // same contact is looked up by its (contact, kind, time) index.
     let firsts = format!(
@@ -431,21 +429,18 @@ async fn new_customers(
                          AND p.kind = {k} AND p.occurred_at < {f}) \
          GROUP BY e.contact_id) "
     );
-    let count = db
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            format!("{firsts}SELECT CAST(COUNT(*) AS BIGINT) AS n FROM firsts"),
-            values(),
-        ))
-        .await?
-        .map(|row| row.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0);
-    let touches = db
+    // One statement, so the new customers are found once: a first row with their count,
+    // then every delivery that may be credited with one of them.
+    let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
             format!(
-                "{firsts}SELECT f.contact_id AS contact_id, d.id AS delivery_id, d.sent_at AS sent_at, \
+                "{firsts}SELECT CAST(0 AS BIGINT) AS touch, CAST(COUNT(*) AS BIGINT) AS contact_id, \
+                 CAST(NULL AS BIGINT) AS delivery_id, CAST(NULL AS BIGINT) AS sent_at, \
+                 CAST(NULL AS TEXT) AS channel, CAST(NULL AS BIGINT) AS campaign_id, \
+                 CAST(NULL AS BIGINT) AS segment_id FROM firsts \
+                 UNION ALL \
+                 SELECT CAST(1 AS BIGINT) AS touch, f.contact_id AS contact_id, d.id AS delivery_id, d.sent_at AS sent_at, \
                  d.channel AS channel, d.campaign_id AS campaign_id, d.segment_id AS segment_id \
                  FROM firsts f JOIN deliveries d ON d.contact_id = f.contact_id \
                  JOIN campaigns c ON c.id = d.campaign_id \
@@ -453,12 +448,17 @@ async fn new_customers(
                  AND d.sent_at <= f.first_at \
                  AND f.first_at < d.sent_at + CAST(c.goal_window_hours AS BIGINT) * 3600000"
             ),
-            values(),
+            values,
         ))
         .await?;
+    let mut count = 0i64;
     let mut chosen: HashMap<i64, Touch> = HashMap::new();
-    for row in touches {
+    for row in rows {
         let contact: i64 = row.try_get("", "contact_id")?;
+        if row.try_get::<i64>("", "touch")? == 0 {
+            count = contact;
+            continue;
+        }
         let touch = Touch {
             delivery: row.try_get("", "delivery_id")?,
             sent_at: row.try_get("", "sent_at")?,
