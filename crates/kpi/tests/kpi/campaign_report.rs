@@ -971,8 +971,98 @@ async fn unknown_campaigns_and_runs_are_named(backend: Backend) {
     );
 }
 
+/// A run big enough that the worker's refresh of each settled batch must read the facts by
+/// contact: building it writes every member's facts (each queued treatment member: audience
+/// and reachable for the contact, audience and pending for the channel) and, on PostgreSQL,
+/// leaves the planner statistics of them, so the first batches are not planned on an empty
+/// table's figures.
+async fn a_large_run_is_built_with_statistics_of_its_facts(backend: Backend) {
+    const MEMBERS: i64 = 3_000;
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.migrated().await;
+    let ingest = Ingest::new(db.clone());
+    let contacts: Vec<ContactUpsert> = (0..MEMBERS)
+        .map(|i| serde_json::from_value(json!({"external_id": format!("m{i:05}")})).unwrap())
+        .collect();
+    ingest
+        .contacts(
+            DEFAULT_WORKSPACE,
+            contacts.into_iter().enumerate().collect(),
+            true,
+        )
+        .await
+        .unwrap();
+    exec(&db, "INSERT INTO segments (workspace_id, slug, name, description, category, kind, rule, created_at, updated_at) \
+               VALUES (1, 'all', 'all', '', 'custom', 'static', NULL, 0, 0)").await;
+    let segment = id_of(&db, "SELECT id FROM segments WHERE slug = 'all'").await;
+    exec(&db, "INSERT INTO campaigns (workspace_id, name, status, goal_event, goal_window_hours, holdout_percent, channels, created_at, updated_at) \
+               VALUES (1, 'big', 'sending', 'purchase', 24, 0, 'email', 0, 0)").await;
+    let campaign = id_of(&db, "SELECT id FROM campaigns WHERE name = 'big'").await;
+    exec(&db, &format!(
+        "INSERT INTO campaign_variants (campaign_id, position, name, weight, version, created_at, updated_at) \
+         VALUES ({campaign}, 0, 'A', 1, 1, 0, 0)"
+    ))
+    .await;
+    let variant = id_of(
+        &db,
+        &format!("SELECT id FROM campaign_variants WHERE campaign_id = {campaign}"),
+    )
+    .await;
+    let started = t0();
+    exec(&db, &format!(
+        "INSERT INTO campaign_runs (workspace_id, campaign_id, status, audience, queued, suppressed, holdout, started_at, updated_at) \
+         VALUES (1, {campaign}, 'running', {MEMBERS}, {MEMBERS}, 0, 0, {started}, {started})"
+    ))
+    .await;
+    let run = id_of(
+        &db,
+        &format!("SELECT id FROM campaign_runs WHERE campaign_id = {campaign}"),
+    )
+    .await;
+    exec(&db, &format!(
+        "INSERT INTO deliveries (workspace_id, run_id, campaign_id, contact_id, channel, variant_id, segment_id, status, reason, attempts, created_at, updated_at) \
+         SELECT 1, {run}, {campaign}, id, 'email', {variant}, {segment}, 'queued', NULL, 0, {started}, {started} FROM contacts"
+    ))
+    .await;
+
+    rollup::build_run(&db, run).await.unwrap();
+
+    let count = |sql: &str| {
+        let db = db.clone();
+        let sql = sql.to_owned();
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<f64>(0)
+                .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n as f64))
+                .unwrap()
+        }
+    };
+    let facts = count(&format!(
+        "SELECT COUNT(*) FROM kpi_run_facts WHERE run_id = {run}"
+    ))
+    .await;
+    assert_eq!(facts, (4 * MEMBERS) as f64, "four facts per queued member");
+    if backend == Backend::Postgres {
+        // ANALYZE reads every row of a table this small, so its row estimate is exact;
+        // a table never analyzed says -1.
+        let estimated = count(
+            "SELECT CAST(reltuples AS DOUBLE PRECISION) FROM pg_class WHERE relname = 'kpi_run_facts'",
+        )
+        .await;
+        assert_eq!(
+            estimated, facts,
+            "the planner's row estimate of kpi_run_facts"
+        );
+    }
+}
+
 on_both_backends!(
     campaign_report_matches_the_rows,
     csv_export_has_a_row_per_group,
     unknown_campaigns_and_runs_are_named,
+    a_large_run_is_built_with_statistics_of_its_facts,
 );
