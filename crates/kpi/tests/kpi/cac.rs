@@ -19,12 +19,12 @@ use clarion_kpi::{
     settings,
     spend::{self, SpendFilter, SpendInput},
 };
-use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE, Timestamp};
+use clarion_model::{DEFAULT_WORKSPACE, Timestamp};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
 
-use crate::{exec, id_of};
+use crate::{add_contacts, exec, id_of};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -137,17 +137,7 @@ async fn world(backend: Backend) -> World {
     let test_db = TestDb::new(backend).await;
     let db = test_db.migrated().await;
     let ingest = Ingest::new(db.clone());
-    let contacts: Vec<ContactUpsert> = (0..300)
-        .map(|i| serde_json::from_value(json!({"external_id": format!("c{i:03}")})).unwrap())
-        .collect();
-    ingest
-        .contacts(
-            DEFAULT_WORKSPACE,
-            contacts.into_iter().enumerate().collect(),
-            true,
-        )
-        .await
-        .unwrap();
+    add_contacts(&ingest, (0..300).map(|i| format!("c{i:03}"))).await;
     let mut contact_ids = Vec::new();
     for row in db
         .query_all_raw(Statement::from_string(

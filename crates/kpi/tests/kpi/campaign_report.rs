@@ -18,14 +18,12 @@ use clarion_kpi::{
     rollup::{self, Rollups},
     settings,
 };
-use clarion_model::{
-    CampaignId, ContactId, ContactUpsert, DEFAULT_WORKSPACE, EventInput, Timestamp,
-};
+use clarion_model::{CampaignId, ContactId, DEFAULT_WORKSPACE, EventInput, Timestamp};
 use clarion_testkit::{Backend, TestDb, on_both_backends};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
 
-use crate::{exec, id_of};
+use crate::{add_contacts, exec, id_of};
 
 const HOUR: i64 = 3_600_000;
 
@@ -141,17 +139,7 @@ async fn world(backend: Backend, rng: &mut Rng) -> World {
     let test_db = TestDb::new(backend).await;
     let db = test_db.migrated().await;
     let ingest = Ingest::new(db.clone()).with_listener(Arc::new(Rollups::new(db.clone())));
-    let contacts: Vec<ContactUpsert> = (0..240)
-        .map(|i| serde_json::from_value(json!({"external_id": format!("c{i:03}")})).unwrap())
-        .collect();
-    ingest
-        .contacts(
-            DEFAULT_WORKSPACE,
-            contacts.into_iter().enumerate().collect(),
-            true,
-        )
-        .await
-        .unwrap();
+    add_contacts(&ingest, (0..240).map(|i| format!("c{i:03}"))).await;
     let mut segments = Vec::new();
     for slug in ["alpha", "beta"] {
         exec(&db, &format!(
@@ -981,17 +969,7 @@ async fn a_large_run_is_built_with_statistics_of_its_facts(backend: Backend) {
     let test_db = TestDb::new(backend).await;
     let db = test_db.migrated().await;
     let ingest = Ingest::new(db.clone());
-    let contacts: Vec<ContactUpsert> = (0..MEMBERS)
-        .map(|i| serde_json::from_value(json!({"external_id": format!("m{i:05}")})).unwrap())
-        .collect();
-    ingest
-        .contacts(
-            DEFAULT_WORKSPACE,
-            contacts.into_iter().enumerate().collect(),
-            true,
-        )
-        .await
-        .unwrap();
+    add_contacts(&ingest, (0..MEMBERS).map(|i| format!("m{i:05}"))).await;
     exec(&db, "INSERT INTO segments (workspace_id, slug, name, description, category, kind, rule, created_at, updated_at) \
                VALUES (1, 'all', 'all', '', 'custom', 'static', NULL, 0, 0)").await;
     let segment = id_of(&db, "SELECT id FROM segments WHERE slug = 'all'").await;

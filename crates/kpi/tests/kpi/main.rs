@@ -23,6 +23,26 @@ async fn exec(db: &DatabaseConnection, sql: &str) {
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Creates one contact per external id through ingestion (its listeners included), in one
+/// batch.
+async fn add_contacts(
+    ingest: &clarion_contacts::Ingest,
+    external_ids: impl IntoIterator<Item = String>,
+) {
+    let contacts: Vec<clarion_model::ContactUpsert> = external_ids
+        .into_iter()
+        .map(|id| serde_json::from_value(serde_json::json!({ "external_id": id })).unwrap())
+        .collect();
+    ingest
+        .contacts(
+            clarion_model::DEFAULT_WORKSPACE,
+            contacts.into_iter().enumerate().collect(),
+            true,
+        )
+        .await
+        .unwrap();
+}
+
 /// The `id` column of the one row `sql` selects.
 async fn id_of(db: &DatabaseConnection, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(
