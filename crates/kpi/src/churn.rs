@@ -780,6 +780,14 @@ fn bounds_below(backend: DbBackend, x: &str, bounds: &[i64], strict: bool) -> St
     sql
 }
 
+/// The running totals of a difference array: how many are counted at each index.
+fn running_counts(steps: &[i64]) -> impl Iterator<Item = u64> + '_ {
+    steps.iter().scan(0i64, |running, step| {
+        *running += step;
+        Some(u64::try_from(*running).unwrap_or(0))
+    })
+}
+
 fn count(row: &sea_orm::QueryResult, name: &str) -> Result<u64, KpiError> {
     let v: Option<i64> = row.try_get("", name)?;
     Ok(u64::try_from(v.unwrap_or(0)).unwrap_or(0))
@@ -819,7 +827,6 @@ pub async fn churn(
     let segment_id = segment_id(db, workspace, segment).await?;
     let now = Timestamp::now().millis();
     let n = bounds.len() - 1;
-    let mut active = vec![0u64; n];
     let mut churned = vec![0u64; n];
     let mut became = vec![0u64; n];
     let backend = db.get_database_backend();
@@ -874,11 +881,7 @@ pub async fn churn(
             churned[end - 1] += u64::try_from(spells).unwrap_or(0);
         }
     }
-    let mut running = 0i64;
-    for (i, slot) in active.iter_mut().enumerate() {
-        running += diff[i];
-        *slot = u64::try_from(running).unwrap_or(0);
-    }
+    let active: Vec<u64> = running_counts(&diff[..n]).collect();
 
     // Contacts with a spell starting in each period.
     let mut values = Vec::new();
@@ -1022,17 +1025,7 @@ pub async fn retention(
     let retained: Vec<Vec<u64>> = diff
         .iter()
         .enumerate()
-        .map(|(cohort, steps)| {
-            let mut running = 0i64;
-            steps[..m]
-                .iter()
-                .map(|step| {
-                    running += step;
-                    u64::try_from(running).unwrap_or(0)
-                })
-                .skip(cohort)
-                .collect()
-        })
+        .map(|(cohort, steps)| running_counts(&steps[..m]).skip(cohort).collect())
         .collect();
     Ok(RetentionReport {
         segment: segment.map(str::to_owned),
