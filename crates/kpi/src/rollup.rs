@@ -675,7 +675,7 @@ async fn refresh_chunk(
     // Facts are compared and rewritten per contact and run: settling one delivery rewrites
     // the facts of its run, not those of every run the contact was ever in.
     let mut deltas: Deltas = BTreeMap::new();
-    let mut stale: Vec<(i64, i64)> = Vec::new();
+    let mut removed: Vec<(i64, &FactKey)> = Vec::new();
     let mut inserts: Vec<(i64, FactKey, FactValue)> = Vec::new();
     let touched: BTreeSet<i64> = deliveries.keys().chain(old.keys()).copied().collect();
     let empty_d = Vec::new();
@@ -691,6 +691,19 @@ async fn refresh_chunk(
         if &new == before {
             continue;
         }
+        // Only the facts that changed are rewritten: settling a delivery turns its `pending`
+        // into `sent` and `recipients` and leaves the audience and reachability facts alone.
+        removed.extend(
+            before
+                .iter()
+                .filter(|(key, value)| new.get(key) != Some(value))
+                .map(|(key, _)| (contact, key)),
+        );
+        inserts.extend(
+            new.iter()
+                .filter(|(key, value)| before.get(key) != Some(value))
+                .map(|(key, value)| (contact, key.clone(), *value)),
+        );
         let (before, new) = (per_run(before), per_run(&new));
         let runs: BTreeSet<i64> = before.keys().chain(new.keys()).copied().collect();
         for run in runs {
@@ -698,7 +711,6 @@ async fn refresh_chunk(
             if was == now {
                 continue;
             }
-            stale.push((contact, run));
             for (facts, sign) in [(was, -1.0), (now, 1.0)] {
                 for (key, value) in facts.into_iter().flatten() {
                     let entry = deltas
@@ -716,15 +728,10 @@ async fn refresh_chunk(
                     entry.2 += sign * value.amount * value.amount;
                 }
             }
-            inserts.extend(
-                now.into_iter()
-                    .flatten()
-                    .map(|(key, value)| (contact, (*key).clone(), **value)),
-            );
         }
     }
-    if !stale.is_empty() {
-        crate::delete_pairs(&txn, "kpi_run_facts", "run_id", workspace, &stale).await?;
+    if !(removed.is_empty() && inserts.is_empty()) {
+        delete_facts(&txn, workspace, &removed).await?;
         write_facts(&txn, workspace, &inserts).await?;
         write_deltas(&txn, &deltas).await?;
     }
@@ -888,6 +895,53 @@ async fn load_facts(
             );
     }
     Ok(out)
+}
+
+/// Deletes these facts (contact, key) of the workspace.
+async fn delete_facts(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    facts: &[(i64, &FactKey)],
+) -> Result<(), KpiError> {
+    let backend = db.get_database_backend();
+    let per_statement = clarion_contacts::rows_per_statement(backend, 5);
+    for chunk in facts.chunks(per_statement) {
+        let mut values: Vec<sea_orm::Value> = Vec::new();
+        let mut param = |value: sea_orm::Value| crate::param(backend, &mut values, value);
+        let in_workspace = param(workspace.0.into());
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|(contact, key)| {
+                format!(
+                    "({}, {}, {}, {}, {})",
+                    param((*contact).into()),
+                    param(key.run_id.into()),
+                    param(key.channel.clone().into()),
+                    param(key.metric.clone().into()),
+                    param(key.bucket.into())
+                )
+            })
+            .collect();
+        let mut contacts: Vec<i64> = chunk.iter().map(|&(contact, _)| contact).collect();
+        contacts.dedup();
+        let contacts: Vec<String> = contacts
+            .into_iter()
+            .map(|contact| param(contact.into()))
+            .collect();
+        // As in `delete_pairs`: the contact list keeps the planners on the primary key.
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "DELETE FROM kpi_run_facts WHERE workspace_id = {in_workspace} AND contact_id IN ({}) \
+                 AND (contact_id, run_id, channel, metric, bucket) IN (VALUES {})",
+                contacts.join(", "),
+                rows.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 async fn write_facts(
