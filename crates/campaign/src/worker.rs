@@ -11,7 +11,8 @@
 //!    worker died while it was in flight.
 //! 2. **Load and render**: the batch's contacts in one query, the suppression list in one
 //!    more, campaigns from a cache; each message is rendered with tracking links signed for
-//!    its delivery. A contact deleted, unsubscribed or put on the suppression list since
+//!    its delivery (a webhook here, an email when a send slot is free for it, so a worker
+//!    holds at most `sending.concurrency` rendered emails per channel). A contact deleted, unsubscribed or put on the suppression list since
 //!    launch is suppressed; data that breaks the template fails that delivery with the
 //!    template's message. Messages over a contact's frequency cap (sent by other campaigns
 //!    since launch) are suppressed, one query for the batch ([`crate::frequency`]).
@@ -148,6 +149,27 @@ enum Message {
     Webhook(WebhookMessage, Option<Arc<SendTarget>>),
 }
 
+/// A delivery about to be sent: its message, or (emails) the promise to render it once a
+/// send slot is free, so that a batch holds at most `sending.concurrency` rendered emails
+/// (20 KB of HTML and its text each) rather than all of them.
+enum Outgoing {
+    Ready(Box<Message>),
+    Render,
+}
+
+impl Outgoing {
+    /// The webhook endpoint this message goes to, when that endpoint has a rate limit.
+    fn limited_endpoint(&self) -> Option<&Arc<SendTarget>> {
+        match self {
+            Outgoing::Ready(message) => match message.as_ref() {
+                Message::Webhook(_, Some(target)) if target.rate_limit.is_some() => Some(target),
+                _ => None,
+            },
+            Outgoing::Render => None,
+        }
+    }
+}
+
 /// The webhook endpoints a batch's variants name, by the reference they use.
 type Targets = HashMap<(WorkspaceId, EndpointRef), Arc<SendTarget>>;
 
@@ -250,7 +272,7 @@ impl Worker {
             return Ok(());
         }
         let mut decided: Vec<(Claimed, Fate)> = Vec::with_capacity(claimed.len());
-        let mut to_send: Vec<(Claimed, Message)> = Vec::with_capacity(claimed.len());
+        let mut to_send: Vec<(Claimed, Outgoing)> = Vec::with_capacity(claimed.len());
         let people = self.contacts(&claimed).await?;
         let suppressed = self.suppressed(channel, &claimed).await?;
         let quiet = self.quiet_hours_of_retries(&claimed).await?;
@@ -307,15 +329,35 @@ impl Worker {
                 decided.push((row, fate));
                 continue;
             }
+            if channel == Channel::Email {
+                to_send.push((row, Outgoing::Render));
+                continue;
+            }
             let lookups = Lookups {
                 targets: &targets,
                 senders: identities.get(&row.workspace).map(Arc::as_ref),
             };
             match self.message(channel, campaign, renderer, &row, contact, lookups) {
-                Ok(message) => to_send.push((row, message)),
+                Ok(message) => to_send.push((row, Outgoing::Ready(Box::new(message)))),
                 Err(fate) => decided.push((row, fate)),
             }
         }
+        let render = |row: &Claimed| {
+            let (Some(campaign), Some(renderer), Some(contact)) = (
+                campaigns.get(&row.campaign),
+                renderers.get(&row.campaign),
+                people.get(&row.contact),
+            ) else {
+                return Err(Fate::Suppressed(
+                    "the campaign or the contact was deleted".into(),
+                ));
+            };
+            let lookups = Lookups {
+                targets: &targets,
+                senders: identities.get(&row.workspace).map(Arc::as_ref),
+            };
+            self.message(channel, campaign, renderer, row, contact, lookups)
+        };
         // Other campaigns may have sent to these contacts since launch: one query per batch.
         let (kept, over_cap) = frequency::split(
             &self.parts.db,
@@ -340,7 +382,9 @@ impl Worker {
 
         // What was decided without sending is recorded first, then each send as it completes.
         self.record(&decided).await?;
-        let sent = self.send_and_record(channel, to_send, &people).await?;
+        let sent = self
+            .send_and_record(channel, to_send, &people, &render)
+            .await?;
         decided.extend(sent.decided);
         let bounces = sent.bounces;
         self.apply_bounces(bounces).await;
@@ -595,12 +639,12 @@ impl Worker {
     /// up an attempt.
     async fn within_endpoint_limits(
         &self,
-        to_send: Vec<(Claimed, Message)>,
+        to_send: Vec<(Claimed, Outgoing)>,
         decided: &mut Vec<(Claimed, Fate)>,
-    ) -> Result<Vec<(Claimed, Message)>, CampaignError> {
+    ) -> Result<Vec<(Claimed, Outgoing)>, CampaignError> {
         let mut wanted: HashMap<i64, (u32, usize)> = HashMap::new();
         for (_, message) in &to_send {
-            if let Message::Webhook(_, Some(target)) = message
+            if let Some(target) = message.limited_endpoint()
                 && let Some(limit) = target.rate_limit
             {
                 wanted.entry(target.id).or_insert((limit, 0)).1 += 1;
@@ -617,12 +661,7 @@ impl Worker {
         }
         let mut kept = Vec::with_capacity(to_send.len());
         for (row, message) in to_send {
-            let limited = match &message {
-                Message::Webhook(_, Some(target)) if target.rate_limit.is_some() => {
-                    Some(Arc::clone(target))
-                }
-                _ => None,
-            };
+            let limited = message.limited_endpoint().map(Arc::clone);
             let Some(target) = limited else {
                 kept.push((row, message));
                 continue;
@@ -763,9 +802,11 @@ impl Worker {
         }
     }
 
-    /// Sends the batch's messages (moved, not copied: a batch of 20 KB emails is megabytes)
-    /// and records each outcome soon after its send completes, returning the outcomes with
-    /// the bounces the relay reported.
+    /// Sends the batch's messages (moved, not copied) and records each outcome soon after its
+    /// send completes, returning the outcomes with the bounces the relay reported. An email
+    /// is rendered by `render` once it has a slot (a template failure is recorded like an
+    /// outcome): a batch of 500 rendered 20 KB emails held at once, two batches per worker,
+    /// was most of a worker's memory.
     ///
     /// A message takes one of the channel's `sending.concurrency` slots of this worker
     /// before it is sent and gives it back once its outcome is recorded, so however many
@@ -778,8 +819,9 @@ impl Worker {
     async fn send_and_record(
         &self,
         channel: Channel,
-        to_send: Vec<(Claimed, Message)>,
+        to_send: Vec<(Claimed, Outgoing)>,
         people: &HashMap<ContactId, ContactData>,
+        render: &(dyn Fn(&Claimed) -> Result<Message, Fate> + Sync),
     ) -> Result<Sent, CampaignError> {
         let slots = Arc::clone(self.slots(channel));
         let mut waiting = to_send.into_iter();
@@ -799,8 +841,18 @@ impl Worker {
             let wait_until = group.due_at();
             tokio::select! {
                 permit = Arc::clone(&slots).acquire_owned(), if !waiting.as_slice().is_empty() => {
-                    let (Ok(permit), Some((row, message))) = (permit, waiting.next()) else {
+                    let (Ok(permit), Some((row, outgoing))) = (permit, waiting.next()) else {
                         continue;
+                    };
+                    let message = match outgoing {
+                        Outgoing::Ready(message) => *message,
+                        Outgoing::Render => match render(&row) {
+                            Ok(message) => message,
+                            Err(fate) => {
+                                group.add(row, fate, permit);
+                                continue;
+                            }
+                        },
                     };
                     in_flight.push(async move {
                         let (result, answer) = self.send_one(message).await;

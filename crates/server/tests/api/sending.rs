@@ -929,6 +929,74 @@ async fn retries_are_checked_against_quiet_hours_again(backend: Backend) {
     );
 }
 
+/// Emails are rendered as send slots free up, so a contact whose data breaks the template
+/// fails alone, with the template's message, between contacts whose emails go out.
+async fn an_email_whose_data_breaks_its_template_fails_alone(backend: Backend) {
+    let s = Sending::start_with(backend, |settings| {
+        settings.sending.batch_size = 3;
+        settings.sending.concurrency = 1;
+    })
+    .await;
+    contacts(
+        &s.app,
+        json!([
+            {"external_id": "anna", "email": "anna@customer.example", "attributes": {"per_box": 3}},
+            {"external_id": "ben", "email": "ben@customer.example", "attributes": {"per_box": 0}},
+            {"external_id": "cleo", "email": "cleo@customer.example", "attributes": {"per_box": 4}},
+        ]),
+    )
+    .await;
+    segment(&s.app, "boxes", &["anna", "ben", "cleo"]).await;
+    let body = campaign(
+        "Boxes",
+        &["email"],
+        "boxes",
+        json!({ "name": "Boxes", "email": email(
+            "Your boxes",
+            "<p>{{ 12 // contact.attributes.per_box|default(1) }} boxes each</p>",
+        )}),
+    );
+    let id = create(&s.app, &body).await["id"].as_i64().unwrap();
+    let report = s.launch(id).await;
+    assert_eq!(report["queued"], 3, "{report}");
+    s.drain(Channel::Email).await;
+
+    let mut arrived: Vec<(String, bool)> = s
+        .smtp
+        .received()
+        .iter()
+        .map(|message| {
+            let raw = String::from_utf8_lossy(&message.raw).into_owned();
+            let expected = if message.rcpt_tos == ["anna@customer.example"] {
+                "4 boxes each"
+            } else {
+                "3 boxes each"
+            };
+            (message.rcpt_tos.join(","), raw.contains(expected))
+        })
+        .collect();
+    arrived.sort();
+    assert_eq!(
+        arrived,
+        [
+            ("anna@customer.example".to_owned(), true),
+            ("cleo@customer.example".to_owned(), true)
+        ]
+    );
+    for sent in ["anna", "cleo"] {
+        let delivery = s.delivery_of(sent).await;
+        assert_eq!(delivery["status"], "sent", "{delivery}");
+    }
+    let ben = s.delivery_of("ben").await;
+    assert_eq!(ben["status"], "failed", "{ben}");
+    let reason = ben["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("template:"), "{ben}");
+    let progress = s.progress(id).await;
+    assert_eq!(progress["totals"]["sent"], 2, "{progress:#}");
+    assert_eq!(progress["totals"]["failed"], 1, "{progress:#}");
+    assert_eq!(progress["remaining"], 0, "{progress:#}");
+}
+
 on_both_backends!(
     each_recipient_gets_one_email_with_its_first_segments_variant,
     webhooks_arrive_signed_and_verifiable_by_the_receiver,
@@ -938,4 +1006,5 @@ on_both_backends!(
     pause_resume_cancel_and_retry_through_the_api,
     the_webhook_channel_needs_a_receiver_url,
     retries_are_checked_against_quiet_hours_again,
+    an_email_whose_data_breaks_its_template_fails_alone,
 );
