@@ -506,7 +506,7 @@ pub(crate) async fn refresh_spells_since(
     for (contact, at, kind) in events_since(db, workspace, rule, since).await? {
         events.entry(contact).or_default().push((at, kind));
     }
-    let mut gone: Vec<(i64, i64)> = Vec::new();
+    let mut gone: Vec<(i64, Vec<sea_orm::Value>)> = Vec::new();
     let mut written: Vec<(i64, Spell)> = Vec::new();
     for &(contact, at) in since {
         let mine = stored.remove(&contact).unwrap_or_default();
@@ -518,11 +518,11 @@ pub(crate) async fn refresh_spells_since(
         gone.extend(
             mine.iter()
                 .filter(|s| s.start >= from)
-                .map(|s| (contact, s.start)),
+                .map(|s| (contact, vec![s.start.into()])),
         );
         written.extend(fresh.into_iter().map(|s| (contact, s)));
     }
-    crate::delete_pairs(db, "kpi_spells", "started_at", workspace, &gone).await?;
+    crate::delete_keys(db, "kpi_spells", &["started_at"], workspace, &gone).await?;
     write_spells(db, workspace, &written).await
 }
 

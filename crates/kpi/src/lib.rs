@@ -102,28 +102,32 @@ pub(crate) fn param(
     }
 }
 
-/// Deletes the rows of `table` (keyed by `workspace_id`, `contact_id`, then `column`) of
-/// these (contact, `column` value) pairs.
-pub(crate) async fn delete_pairs(
+/// Deletes the rows of `table` (keyed by `workspace_id`, `contact_id`, then `columns`) whose
+/// contact and `columns` values are one of `keys` (contact, the values in `columns`' order).
+pub(crate) async fn delete_keys(
     db: &impl sea_orm::ConnectionTrait,
     table: &str,
-    column: &str,
+    columns: &[&str],
     workspace: clarion_model::WorkspaceId,
-    pairs: &[(i64, i64)],
+    keys: &[(i64, Vec<sea_orm::Value>)],
 ) -> Result<(), KpiError> {
     let backend = db.get_database_backend();
-    let per_statement = clarion_contacts::rows_per_statement(backend, 3);
-    for chunk in pairs.chunks(per_statement) {
+    let per_statement = clarion_contacts::rows_per_statement(backend, columns.len() + 2);
+    for chunk in keys.chunks(per_statement) {
         let mut values: Vec<sea_orm::Value> = Vec::new();
         let in_workspace = param(backend, &mut values, workspace.0.into());
         let rows: Vec<String> = chunk
             .iter()
-            .map(|&(contact, other)| {
-                let contact = param(backend, &mut values, contact.into());
-                format!("({contact}, {})", param(backend, &mut values, other.into()))
+            .map(|(contact, rest)| {
+                let mut row = vec![param(backend, &mut values, (*contact).into())];
+                row.extend(
+                    rest.iter()
+                        .map(|value| param(backend, &mut values, value.clone())),
+                );
+                format!("({})", row.join(", "))
             })
             .collect();
-        let mut contacts: Vec<i64> = chunk.iter().map(|&(contact, _)| contact).collect();
+        let mut contacts: Vec<i64> = chunk.iter().map(|(contact, _)| *contact).collect();
         contacts.sort_unstable();
         contacts.dedup();
         let contacts: Vec<String> = contacts
@@ -131,14 +135,15 @@ pub(crate) async fn delete_pairs(
             .map(|contact| param(backend, &mut values, contact.into()))
             .collect();
         // The contact list lets the planner walk the primary key (workspace, contact, ...);
-        // the row value IN a VALUES list picks the pairs (SQLite takes no list of row values
+        // the row value IN a VALUES list picks the keys (SQLite takes no list of row values
         // after IN).
         db.execute_raw(sea_orm::Statement::from_sql_and_values(
             backend,
             format!(
                 "DELETE FROM {table} WHERE workspace_id = {in_workspace} AND contact_id IN ({}) \
-                 AND (contact_id, {column}) IN (VALUES {})",
+                 AND (contact_id, {}) IN (VALUES {})",
                 contacts.join(", "),
+                columns.join(", "),
                 rows.join(", ")
             ),
             values,

@@ -675,7 +675,7 @@ async fn refresh_chunk(
     // Facts are compared and rewritten per contact and run: settling one delivery rewrites
     // the facts of its run, not those of every run the contact was ever in.
     let mut deltas: Deltas = BTreeMap::new();
-    let mut removed: Vec<(i64, &FactKey)> = Vec::new();
+    let mut removed: Vec<(i64, Vec<sea_orm::Value>)> = Vec::new();
     let mut inserts: Vec<(i64, FactKey, FactValue)> = Vec::new();
     let touched: BTreeSet<i64> = deliveries.keys().chain(old.keys()).copied().collect();
     let empty_d = Vec::new();
@@ -697,7 +697,18 @@ async fn refresh_chunk(
             before
                 .iter()
                 .filter(|(key, value)| new.get(key) != Some(value))
-                .map(|(key, _)| (contact, key)),
+                .map(|(key, _)| {
+                    let FactKey {
+                        run_id,
+                        channel,
+                        metric,
+                        bucket,
+                    } = key.clone();
+                    (
+                        contact,
+                        vec![run_id.into(), channel.into(), metric.into(), bucket.into()],
+                    )
+                }),
         );
         inserts.extend(
             new.iter()
@@ -731,7 +742,14 @@ async fn refresh_chunk(
         }
     }
     if !(removed.is_empty() && inserts.is_empty()) {
-        delete_facts(&txn, workspace, &removed).await?;
+        crate::delete_keys(
+            &txn,
+            "kpi_run_facts",
+            &["run_id", "channel", "metric", "bucket"],
+            workspace,
+            &removed,
+        )
+        .await?;
         write_facts(&txn, workspace, &inserts).await?;
         write_deltas(&txn, &deltas).await?;
     }
@@ -895,53 +913,6 @@ async fn load_facts(
             );
     }
     Ok(out)
-}
-
-/// Deletes these facts (contact, key) of the workspace.
-async fn delete_facts(
-    db: &impl ConnectionTrait,
-    workspace: WorkspaceId,
-    facts: &[(i64, &FactKey)],
-) -> Result<(), KpiError> {
-    let backend = db.get_database_backend();
-    let per_statement = clarion_contacts::rows_per_statement(backend, 5);
-    for chunk in facts.chunks(per_statement) {
-        let mut values: Vec<sea_orm::Value> = Vec::new();
-        let mut param = |value: sea_orm::Value| crate::param(backend, &mut values, value);
-        let in_workspace = param(workspace.0.into());
-        let rows: Vec<String> = chunk
-            .iter()
-            .map(|(contact, key)| {
-                format!(
-                    "({}, {}, {}, {}, {})",
-                    param((*contact).into()),
-                    param(key.run_id.into()),
-                    param(key.channel.clone().into()),
-                    param(key.metric.clone().into()),
-                    param(key.bucket.into())
-                )
-            })
-            .collect();
-        let mut contacts: Vec<i64> = chunk.iter().map(|&(contact, _)| contact).collect();
-        contacts.dedup();
-        let contacts: Vec<String> = contacts
-            .into_iter()
-            .map(|contact| param(contact.into()))
-            .collect();
-        // As in `delete_pairs`: the contact list keeps the planners on the primary key.
-        db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "DELETE FROM kpi_run_facts WHERE workspace_id = {in_workspace} AND contact_id IN ({}) \
-                 AND (contact_id, run_id, channel, metric, bucket) IN (VALUES {})",
-                contacts.join(", "),
-                rows.join(", ")
-            ),
-            values,
-        ))
-        .await?;
-    }
-    Ok(())
 }
 
 async fn write_facts(
