@@ -12,9 +12,9 @@
 //! 2. **Load and render**: the batch's contacts in one query, the suppression list in one
 //!    more, campaigns from a cache; each message is rendered with tracking links signed for
 //!    its delivery (a webhook here, an email when a send slot is free for it, so a worker
-//!    holds at most `sending.concurrency` rendered emails per channel). A contact deleted, unsubscribed or put on the suppression list since
-//!    launch is suppressed; data that breaks the template fails that delivery with the
-//!    template's message. Messages over a contact's frequency cap (sent by other campaigns
+//!    holds at most `sending.concurrency` rendered emails per channel). A contact deleted,
+//!    unsubscribed or put on the suppression list since launch is suppressed; data that
+//!    breaks the template fails that delivery with the template's message. Messages over a contact's frequency cap (sent by other campaigns
 //!    since launch) are suppressed, one query for the batch ([`crate::frequency`]).
 //! 3. **Send** concurrently over the pooled SMTP connections or keep-alive HTTP client, at
 //!    most `sending.concurrency` messages of a channel in flight in the whole worker.
@@ -305,43 +305,8 @@ impl Worker {
             .iter()
             .map(|(&id, campaign)| (id, MessageRenderer::new(campaign, &self.parts.tracker)))
             .collect();
-        for row in claimed {
-            let Some((campaign, renderer)) = campaigns
-                .get(&row.campaign)
-                .zip(renderers.get(&row.campaign))
-            else {
-                decided.push((row, Fate::Suppressed("the campaign was deleted".into())));
-                continue;
-            };
-            let Some(contact) = people.get(&row.contact) else {
-                decided.push((row, Fate::Suppressed("the contact was deleted".into())));
-                continue;
-            };
-            if let Some(source) = suppressed.get(&row.contact) {
-                decided.push((row, Fate::Suppressed(source.delivery_reason().into())));
-                continue;
-            }
-            if let Some(fate) = quiet
-                .get(&row.campaign)
-                .filter(|_| is_retry(&row))
-                .and_then(|q| quiet_retry(q, contact, now))
-            {
-                decided.push((row, fate));
-                continue;
-            }
-            if channel == Channel::Email {
-                to_send.push((row, Outgoing::Render));
-                continue;
-            }
-            let lookups = Lookups {
-                targets: &targets,
-                senders: identities.get(&row.workspace).map(Arc::as_ref),
-            };
-            match self.message(channel, campaign, renderer, &row, contact, lookups) {
-                Ok(message) => to_send.push((row, Outgoing::Ready(Box::new(message)))),
-                Err(fate) => decided.push((row, fate)),
-            }
-        }
+        // Renders one claimed row's message (the rows below are checked for a campaign and a
+        // contact first).
         let render = |row: &Claimed| {
             let (Some(campaign), Some(renderer), Some(contact)) = (
                 campaigns.get(&row.campaign),
@@ -358,6 +323,41 @@ impl Worker {
             };
             self.message(channel, campaign, renderer, row, contact, lookups)
         };
+        for row in claimed {
+            if !campaigns.contains_key(&row.campaign) {
+                decided.push((row, Fate::Suppressed("the campaign was deleted".into())));
+                continue;
+            }
+            let Some(contact) = people.get(&row.contact) else {
+                decided.push((row, Fate::Suppressed("the contact was deleted".into())));
+                continue;
+            };
+            if let Some(source) = suppressed.get(&row.contact) {
+                decided.push((row, Fate::Suppressed(source.delivery_reason().into())));
+                continue;
+            }
+            if let Some(fate) = quiet
+                .get(&row.campaign)
+                .filter(|_| is_retry(&row))
+                .and_then(|q| quiet_retry(q, contact, now))
+            {
+                decided.push((row, fate));
+                continue;
+            }
+            // An email is rendered when a send slot is free for it (`send_and_record`); a
+            // webhook now, as endpoint rate limits need its target.
+            let outgoing = match channel {
+                Channel::Email => Outgoing::Render,
+                Channel::Webhook => match render(&row) {
+                    Ok(message) => Outgoing::Ready(Box::new(message)),
+                    Err(fate) => {
+                        decided.push((row, fate));
+                        continue;
+                    }
+                },
+            };
+            to_send.push((row, outgoing));
+        }
         // Other campaigns may have sent to these contacts since launch: one query per batch.
         let (kept, over_cap) = frequency::split(
             &self.parts.db,
