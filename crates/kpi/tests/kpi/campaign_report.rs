@@ -1014,13 +1014,11 @@ async fn a_large_run_is_built_with_statistics_of_its_facts(backend: Backend) {
                 .await
                 .unwrap()
                 .unwrap();
-            row.try_get_by_index::<f64>(0)
-                .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n as f64))
-                .unwrap()
+            row.try_get_by_index::<f64>(0).unwrap()
         }
     };
     let facts = count(&format!(
-        "SELECT COUNT(*) FROM kpi_run_facts WHERE run_id = {run}"
+        "SELECT CAST(COUNT(*) AS DOUBLE PRECISION) FROM kpi_run_facts WHERE run_id = {run}"
     ))
     .await;
     assert_eq!(facts, (4 * MEMBERS) as f64, "four facts per queued member");
