@@ -25,6 +25,7 @@ mod m20261205_000028_kpi_goal_days;
 mod m20261205_000029_dashboard_indexes;
 mod m20261206_000030_goal_days_trigger;
 mod m20261207_000031_rfm_bounds;
+mod m20261208_000032_trait_catch_up;
 
 pub struct Migrator;
 
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000029_dashboard_indexes::Migration),
             Box::new(m20261206_000030_goal_days_trigger::Migration),
             Box::new(m20261207_000031_rfm_bounds::Migration),
+            Box::new(m20261208_000032_trait_catch_up::Migration),
         ]
     }
 }

@@ -292,6 +292,10 @@ pub struct TraitSummary {
     pub interest_contacts: u64,
     /// (contact, category) scores written.
     pub interest_scores: u64,
+    /// Whether every purchase event was grouped again (no previous computation with the same
+    /// purchase settings, the last full one a day old, or many contacts changed since);
+    /// otherwise the stored rows were caught up and ranked again.
+    pub full: bool,
     /// Time spent on orders, revenue, RFM and CLV.
     pub purchases_elapsed: Duration,
     /// Time spent on interests.
@@ -421,6 +425,12 @@ fn decay(backend: DbBackend) -> String {
 /// see the old values or the new ones, never a mix; ingestion's refreshes of the same
 /// contacts wait for it), the interests a range of contacts at a time
 /// ([`recompute_interests`]). The work is done by the database in set-based statements.
+///
+/// The first computation, any after the purchase settings changed and the first a day after
+/// the last full one group every purchase and refund event of the workspace. The others
+/// start from the stored rows, which ingestion keeps current, catch up the contacts whose
+/// events it may have missed and score every buyer again ([`catch_up`]); the result is the
+/// same.
 #[tracing::instrument(skip_all, fields(workspace = workspace.0))]
 pub async fn recompute(
     db: &DatabaseConnection,
@@ -439,27 +449,49 @@ pub async fn recompute(
     }
 
     let started = Instant::now();
-    let mut delete = Sql::new(backend);
-    delete
-        .push("DELETE FROM contact_traits WHERE workspace_id = ")
-        .bind(workspace.0);
-    txn.execute_raw(delete.build()).await?;
-    let contacts = txn
-        .execute_raw(purchase_statement(
-            backend,
-            workspace,
-            now,
-            &settings.purchases,
-        ))
-        .await?
-        .rows_affected();
-    let mut delete = Sql::new(backend);
-    delete
-        .push("DELETE FROM rfm_bounds WHERE workspace_id = ")
-        .bind(workspace.0);
-    txn.execute_raw(delete.build()).await?;
-    txn.execute_raw(bounds_statement(backend, workspace))
-        .await?;
+    let fingerprint = serde_json::to_string(&settings.purchases).unwrap_or_default();
+    let events_seen = highest_event_id(&txn).await?;
+    let previous = last_computation(&txn, workspace).await?;
+    let caught_up = match &previous {
+        Some(previous)
+            if previous.purchase_settings.as_deref() == Some(fingerprint.as_str())
+                && previous.computed_at <= now.millis()
+                && previous
+                    .full_at
+                    .is_some_and(|at| now.millis() - at < FULL_EVERY_MILLIS) =>
+        {
+            catch_up(&txn, workspace, now, &settings.purchases, previous).await?
+        }
+        _ => None,
+    };
+    let full = caught_up.is_none();
+    let full_at = match (full, &previous) {
+        (false, Some(previous)) => previous.full_at,
+        _ => Some(now.millis()),
+    };
+    let contacts = match caught_up {
+        Some(contacts) => contacts,
+        None => {
+            let mut delete = Sql::new(backend);
+            delete
+                .push("DELETE FROM contact_traits WHERE workspace_id = ")
+                .bind(workspace.0);
+            txn.execute_raw(delete.build()).await?;
+            let contacts = txn
+                .execute_raw(purchase_statement(
+                    backend,
+                    workspace,
+                    now,
+                    &settings.purchases,
+                ))
+                .await?
+                .rows_affected();
+            delete_bounds(&txn, workspace).await?;
+            txn.execute_raw(bounds_statement(backend, workspace))
+                .await?;
+            contacts
+        }
+    };
     let mut count = Sql::new(backend);
     count
         .push("SELECT rfm_segment, COUNT(*) AS members FROM contact_traits WHERE workspace_id = ")
@@ -488,10 +520,16 @@ pub async fn recompute(
     txn.execute_raw(delete.build()).await?;
     let mut insert = Sql::new(backend);
     insert
-        .push("INSERT INTO trait_computations (workspace_id, computed_at, contacts, interest_contacts, elapsed_ms) VALUES (")
+        .push("INSERT INTO trait_computations (workspace_id, computed_at, events_seen, purchase_settings, full_at, contacts, interest_contacts, elapsed_ms) VALUES (")
         .bind(workspace.0)
         .push(", ")
         .bind(now.millis())
+        .push(", ")
+        .bind(events_seen)
+        .push(", ")
+        .bind(fingerprint)
+        .push(", ")
+        .bind(full_at)
         .push(", ")
         .bind(i64::try_from(contacts).unwrap_or(i64::MAX))
         .push(", ")
@@ -504,6 +542,7 @@ pub async fn recompute(
 
     tracing::info!(
         contacts,
+        full,
         interest_contacts,
         purchases_ms = purchases_elapsed.as_millis() as u64,
         interests_ms = interests_elapsed.as_millis() as u64,
@@ -515,6 +554,7 @@ pub async fn recompute(
         segments,
         interest_contacts,
         interest_scores,
+        full,
         purchases_elapsed,
         interests_elapsed,
     })
@@ -614,16 +654,267 @@ fn insert_scored(sql: &mut Sql, workspace: WorkspaceId, now: Timestamp) {
     .bind(workspace.0)
     .push(", orders, cents / 100.0, first_at, last_at, (")
     .bind(now.millis())
-    .push(" - last_at) / 86400000.0, r, f, m, CASE r * 10 + (f + m + 1) / 2");
+    .push(" - last_at) / 86400000.0, r, f, m, ");
+    segment_case(sql, &|sql, dimension| {
+        sql.push(["r", "f", "m"][dimension]);
+    });
+    sql.push(", cents / 100.0, ")
+        .bind(now.millis())
+        .push(" FROM scored");
+}
+
+/// The named RFM segment from the grid, with `score` pushing the expression of each
+/// dimension's score (0 recency, 1 frequency, 2 monetary).
+fn segment_case(sql: &mut Sql, score: &dyn Fn(&mut Sql, usize)) {
+    sql.push("CASE ");
+    score(sql, 0);
+    sql.push(" * 10 + (");
+    score(sql, 1);
+    sql.push(" + ");
+    score(sql, 2);
+    sql.push(" + 1) / 2");
     for (r, row) in RFM_GRID.iter().enumerate() {
         for (fm, name) in row.iter().enumerate() {
             sql.push(&format!(" WHEN {} THEN ", (r + 1) * 10 + fm + 1))
                 .bind(name.to_string());
         }
     }
-    sql.push(" END, cents / 100.0, ")
+    sql.push(" END");
+}
+
+/// What the catch-up needs of a workspace's last computation.
+#[derive(FromQueryResult)]
+struct Previous {
+    computed_at: i64,
+    events_seen: Option<i64>,
+    purchase_settings: Option<String>,
+    full_at: Option<i64>,
+}
+
+/// A computation whose last full one described a moment this long before is full again,
+/// whatever the stored rows say: whatever ingestion and the catch-up might have missed lives
+/// a day at most.
+const FULL_EVERY_MILLIS: i64 = DAY_MILLIS;
+
+async fn last_computation(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+) -> Result<Option<Previous>, SegmentError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT computed_at, events_seen, purchase_settings, full_at FROM trait_computations WHERE workspace_id = ",
+    )
+    .bind(workspace.0);
+    Ok(Previous::find_by_statement(sql.build()).one(db).await?)
+}
+
+#[derive(FromQueryResult)]
+struct Highest {
+    high: Option<i64>,
+}
+
+/// The highest event id stored (of any workspace; ids only grow), 0 without events.
+async fn highest_event_id(db: &impl ConnectionTrait) -> Result<i64, SegmentError> {
+    let statement = Statement::from_string(
+        db.get_database_backend(),
+        "SELECT MAX(id) AS high FROM events",
+    );
+    let highest = Highest::find_by_statement(statement).one(db).await?;
+    Ok(highest.and_then(|h| h.high).unwrap_or(0))
+}
+
+/// Above this share of the stored buyers, contacts to catch up are recomputed by the full
+/// statement instead: grouping every purchase once is then cheaper than a lookup per contact.
+const CATCH_UP_SHARE: f64 = 0.1;
+
+/// Brings the stored purchase traits of `workspace` up to `now` from `previous`, its last
+/// computation with the same purchase settings, and ranks every buyer again; returns the
+/// buyers, or `None` when so many contacts changed that the full computation is cheaper.
+///
+/// Ingestion rewrites a contact's orders, revenue and first and last purchase whenever a batch
+/// brings it a purchase or a refund ([`refresh_contacts`]), and a deleted contact's row goes
+/// with it, so the stored rows only miss what ingestion could not write: events with a higher
+/// id than `previous` saw (their batch's refresh may have failed) and events whose time lay
+/// after the previous computation's `now` and has now come (ingestion accepts events dated a
+/// little in the future). Those contacts are computed from their events as [`recompute`]
+/// does. (A batch that committed after `previous` read the highest id but holds lower ids,
+/// and whose refresh failed, is caught by the next full computation, at most a day later.)
+/// Then the scores, the named segment and the recency of every buyer are written again in one
+/// pass, from score thresholds ([`score_thresholds`]) that give each buyer exactly the score
+/// its rank gives it.
+async fn catch_up(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &PurchaseSettings,
+    previous: &Previous,
+) -> Result<Option<u64>, SegmentError> {
+    let Some(seen) = previous.events_seen else {
+        return Ok(None);
+    };
+    let backend = db.get_database_backend();
+    let kinds = |sql: &mut Sql| {
+        sql.push(" AND e.kind IN (")
+            .bind(settings.kind.clone())
+            .push(", ")
+            .bind(settings.refund_kind.clone())
+            .push(") AND e.occurred_at <= ")
+            .bind(now.millis());
+    };
+    let mut changed = Sql::new(backend);
+    changed
+        .push("SELECT e.contact_id AS id FROM events AS e WHERE e.id > ")
+        .bind(seen)
+        .push(" AND e.workspace_id = ")
+        .bind(workspace.0);
+    kinds(&mut changed);
+    changed
+        .push(" UNION SELECT e.contact_id FROM events AS e WHERE e.workspace_id = ")
+        .bind(workspace.0)
+        .push(" AND e.occurred_at > ")
+        .bind(previous.computed_at);
+    kinds(&mut changed);
+    let contacts: Vec<ContactId> = db
+        .query_all_raw(changed.build())
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i64>("", "id").map(ContactId))
+        .collect::<Result<_, _>>()?;
+
+    let stored = count_buyers(db, workspace).await?;
+    if contacts.len() as f64 > CATCH_UP_SHARE * stored as f64 && contacts.len() > REFRESH_CHUNK {
+        return Ok(None);
+    }
+
+    refresh_contacts(db, workspace, &contacts, now, settings).await?;
+
+    let buyers = count_buyers(db, workspace).await?;
+    if buyers == 0 {
+        return Ok(Some(0));
+    }
+    let mut thresholds = Vec::with_capacity(DIMENSIONS.len());
+    let mut bounds = Sql::new(backend);
+    bounds.push("INSERT INTO rfm_bounds (workspace_id, dimension, score, high) VALUES ");
+    for (d, (dimension, _, _, stored)) in DIMENSIONS.iter().enumerate() {
+        let (found, highest) = score_thresholds(db, workspace, stored, buyers).await?;
+        // The highest value of each score given: a score k < 5 covers the values above the
+        // threshold of k (none for 1) up to that of k + 1; 5 those above its threshold.
+        let tops = found.iter().copied().chain([highest]);
+        let floors = [None].into_iter().chain(found.iter().copied().map(Some));
+        for (score, (floor, top)) in floors.zip(tops).enumerate() {
+            if floor.is_none_or(|floor| top > floor) {
+                if d > 0 || score > 0 {
+                    bounds.push(", ");
+                }
+                bounds
+                    .push("(")
+                    .bind(workspace.0)
+                    .push(", ")
+                    .bind(dimension.to_string())
+                    .push(&format!(", {}, ", score + 1))
+                    .bind(top)
+                    .push(")");
+            }
+        }
+        thresholds.push(found);
+    }
+    delete_bounds(db, workspace).await?;
+    db.execute_raw(bounds.build()).await?;
+    let score = |sql: &mut Sql, dimension: usize| {
+        let stored = DIMENSIONS[dimension].3;
+        sql.push("CASE");
+        for (k, threshold) in thresholds[dimension].iter().enumerate().rev() {
+            sql.push(&format!(" WHEN {stored} > "))
+                .bind(*threshold)
+                .push(&format!(" THEN {}", k + 2));
+        }
+        sql.push(" ELSE 1 END");
+    };
+    let mut rank = Sql::new(backend);
+    rank.push("UPDATE contact_traits SET recency_days = (")
         .bind(now.millis())
-        .push(" FROM scored");
+        .push(" - last_purchase_at) / 86400000.0");
+    for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
+        rank.push(&format!(", {column} = "));
+        score(&mut rank, dimension);
+    }
+    rank.push(", rfm_segment = ");
+    segment_case(&mut rank, &|sql, dimension| {
+        sql.push("(");
+        score(sql, dimension);
+        sql.push(")");
+    });
+    rank.push(", computed_at = ")
+        .bind(now.millis())
+        .push(" WHERE workspace_id = ")
+        .bind(workspace.0);
+    Ok(Some(db.execute_raw(rank.build()).await?.rows_affected()))
+}
+
+/// The workspace's contacts with purchase traits.
+async fn count_buyers(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+) -> Result<i64, SegmentError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT COUNT(*) AS high FROM contact_traits WHERE workspace_id = ")
+        .bind(workspace.0);
+    let count = Highest::find_by_statement(sql.build()).one(db).await?;
+    Ok(count.and_then(|c| c.high).unwrap_or(0))
+}
+
+/// For scores 2 to 5, the value a buyer's `value` (an expression over `contact_traits`) must
+/// exceed to get at least that score, among `buyers` buyers. The score is
+/// `1 + floor(5 × less / n)` with `less` the buyers with a strictly lower value, so it is at
+/// least `k` exactly when `less >= ceil((k − 1) × n / 5) = p`, that is when the value exceeds
+/// the `p`-th lowest value: one sort per dimension instead of a rank per buyer. Also returns
+/// the highest value.
+async fn score_thresholds(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    value: &str,
+    buyers: i64,
+) -> Result<([i64; 4], i64), SegmentError> {
+    let positions: [i64; 4] = std::array::from_fn(|i| ((i as i64 + 1) * buyers + 4) / 5);
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(&format!(
+        "SELECT pos, x FROM (SELECT x, ROW_NUMBER() OVER (ORDER BY x) AS pos FROM \
+         (SELECT {value} AS x FROM contact_traits WHERE workspace_id = "
+    ))
+    .bind(workspace.0)
+    .push(") AS v) AS ranked WHERE pos IN (");
+    for position in positions {
+        sql.bind(position).push(", ");
+    }
+    sql.bind(buyers).push(")");
+    let mut found = BTreeMap::new();
+    for row in db.query_all_raw(sql.build()).await? {
+        found.insert(row.try_get::<i64>("", "pos")?, row.try_get::<i64>("", "x")?);
+    }
+    let at = |position: i64| {
+        found.get(&position).copied().ok_or_else(|| {
+            SegmentError::Db(sea_orm::DbErr::Custom(format!(
+                "no buyer at position {position} of {buyers} by {value}"
+            )))
+        })
+    };
+    let mut thresholds = [0; 4];
+    for (threshold, position) in thresholds.iter_mut().zip(positions) {
+        *threshold = at(position)?;
+    }
+    Ok((thresholds, at(buyers)?))
+}
+
+async fn delete_bounds(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+) -> Result<(), SegmentError> {
+    let mut delete = Sql::new(db.get_database_backend());
+    delete
+        .push("DELETE FROM rfm_bounds WHERE workspace_id = ")
+        .bind(workspace.0);
+    db.execute_raw(delete.build()).await?;
+    Ok(())
 }
 
 /// One `INSERT ... SELECT` computing every contact's purchase traits: aggregates per contact,

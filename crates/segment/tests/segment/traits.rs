@@ -8,7 +8,7 @@ use clarion_contacts::{contacts, events};
 use clarion_model::{ContactUpsert, DEFAULT_WORKSPACE, EventInput, Timestamp, WorkspaceId};
 use clarion_segment::{
     PreviewOptions, Rule, Schema, SegmentError, TraitSettings, members, recompute,
-    traits::{self, InterestSettings},
+    traits::{self, InterestSettings, PurchaseSettings},
     validate,
 };
 use clarion_testkit::{Backend, TestDb, on_both_backends};
@@ -233,6 +233,46 @@ async fn stored_purchases(db: &DatabaseConnection) -> BTreeMap<String, (Expected
 }
 
 /// Compares what the database holds with the independent computation, recency to 1e-9 days.
+/// Asserts that `rfm_bounds` holds, per dimension and score given, the highest value that got
+/// it among `expected`.
+async fn assert_bounds_match(
+    backend: Backend,
+    db: &DatabaseConnection,
+    expected: &BTreeMap<String, Expected>,
+) {
+    let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for e in expected.values() {
+        for (dimension, score, value) in [
+            ("recency", e.r, e.last_at),
+            ("frequency", e.f, e.orders),
+            ("monetary", e.m, e.cents),
+        ] {
+            let high = want.entry((dimension.to_string(), score)).or_insert(value);
+            *high = (*high).max(value);
+        }
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT dimension, CAST(score AS BIGINT) AS score, high FROM rfm_bounds WHERE workspace_id = 1",
+        ))
+        .await
+        .unwrap();
+    let got: BTreeMap<(String, i64), i64> = rows
+        .iter()
+        .map(|row| {
+            (
+                (
+                    row.try_get::<String>("", "dimension").unwrap(),
+                    row.try_get::<i64>("", "score").unwrap(),
+                ),
+                row.try_get::<i64>("", "high").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{backend:?}: RFM score bounds");
+}
+
 fn assert_purchases_match(
     backend: Backend,
     stored: &BTreeMap<String, (Expected, f64, f64)>,
@@ -1175,7 +1215,172 @@ async fn a_purchase_moves_its_contacts_traits_before_the_next_computation(backen
     assert_purchases_match(backend, &stored_purchases(&db).await, &after);
 }
 
+/// A computation after an earlier one with the same purchase settings starts from the stored
+/// rows instead of grouping every purchase again, and still equals the independent
+/// computation: it catches up what ingestion did not write in between (here nothing went
+/// through ingestion's refresh), events stored late for times before the first computation
+/// and events dated after it whose time has come, and leaves out a buyer deleted since. A
+/// day after the last full computation, and with other purchase settings, everything is
+/// grouped again.
+async fn a_later_computation_catches_up_what_was_stored_since(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.migrated().await;
+    let lines = retail_lines();
+    let mut times: Vec<i64> = lines.iter().map(|l| l.at).collect();
+    times.sort_unstable();
+    let first = Timestamp::from_millis(times[times.len() * 2 / 3]);
+    let second = Timestamp::from_millis(first.millis() + 20 * 3_600_000);
+    // A third of the customers' lines up to `first` arrive only after the first computation.
+    let arrives_late = |line: &Line| {
+        line.at <= first.millis() && line.contact.bytes().map(u64::from).sum::<u64>() % 3 == 0
+    };
+    let (late, early): (Vec<Line>, Vec<Line>) = lines.iter().cloned().partition(arrives_late);
+    assert!(
+        early
+            .iter()
+            .any(|l| l.at > first.millis() && l.at <= second.millis() && l.kind == "purchase")
+    );
+    store_lines(&db, &early).await;
+
+    let summary = recompute(&db, DEFAULT_WORKSPACE, first, &TraitSettings::default())
+        .await
+        .unwrap();
+    assert!(summary.full, "the first computation groups every purchase");
+    assert_purchases_match(
+        backend,
+        &stored_purchases(&db).await,
+        &expected_purchases(&early, first.millis()),
+    );
+
+    store_lines(&db, &late).await;
+    let before = expected_purchases(&lines, second.millis());
+    let deleted = before
+        .iter()
+        .find(|(contact, e)| e.orders > 1 && !late.iter().any(|l| &l.contact == *contact))
+        .map(|(contact, _)| contact.clone())
+        .unwrap();
+    let external = clarion_model::ExternalId::parse(deleted.clone()).unwrap();
+    assert!(
+        contacts::delete(&db, DEFAULT_WORKSPACE, &external)
+            .await
+            .unwrap()
+    );
+    let remaining: Vec<Line> = lines
+        .iter()
+        .filter(|l| l.contact != deleted)
+        .cloned()
+        .collect();
+    let expected = expected_purchases(&remaining, second.millis());
+    // What changed since the first computation moves scores, so the comparison below
+    // says something about the ranks as well as the sums.
+    let moved = expected
+        .iter()
+        .filter(|(contact, e)| {
+            expected_purchases(&early, first.millis())
+                .get(*contact)
+                .is_none_or(|old| {
+                    (old.orders, old.cents, old.r, old.f, old.m)
+                        != (e.orders, e.cents, e.r, e.f, e.m)
+                })
+        })
+        .count();
+    assert!(moved * 4 > expected.len(), "{moved} of {}", expected.len());
+
+    let summary = recompute(&db, DEFAULT_WORKSPACE, second, &TraitSettings::default())
+        .await
+        .unwrap();
+    assert!(
+        !summary.full,
+        "a later computation starts from the stored rows"
+    );
+    assert_eq!(summary.contacts as usize, expected.len());
+    assert_purchases_match(backend, &stored_purchases(&db).await, &expected);
+    assert_bounds_match(backend, &db, &expected).await;
+    for (name, members) in &summary.segments {
+        assert_eq!(
+            *members as usize,
+            expected.values().filter(|e| e.segment == name).count(),
+            "{backend:?} {name}"
+        );
+    }
+
+    // A day after the last full computation, the next one is full again.
+    let third = Timestamp::from_millis(first.millis() + 25 * 3_600_000);
+    let summary = recompute(&db, DEFAULT_WORKSPACE, third, &TraitSettings::default())
+        .await
+        .unwrap();
+    assert!(summary.full, "a day after the last full computation");
+    assert_purchases_match(
+        backend,
+        &stored_purchases(&db).await,
+        &expected_purchases(&remaining, third.millis()),
+    );
+
+    // Refunds of another kind (there are none): every purchase is grouped again.
+    let settings = TraitSettings {
+        purchases: PurchaseSettings {
+            refund_kind: "return".to_string(),
+            ..PurchaseSettings::default()
+        },
+        ..TraitSettings::default()
+    };
+    let summary = recompute(&db, DEFAULT_WORKSPACE, third, &settings)
+        .await
+        .unwrap();
+    assert!(summary.full, "other purchase settings group every purchase");
+    let purchases_only: Vec<Line> = remaining
+        .iter()
+        .filter(|l| l.kind == "purchase")
+        .cloned()
+        .collect();
+    assert_purchases_match(
+        backend,
+        &stored_purchases(&db).await,
+        &expected_purchases(&purchases_only, third.millis()),
+    );
+}
+
+/// Scores from ranking the stored rows equal the ranks for every number of buyers from 1 to
+/// 12 (fewer than five, and each remainder of a division by five), with every buyer's
+/// values distinct, so that a score boundary off by one position shows.
+async fn later_computations_score_like_the_ranks_for_any_number_of_buyers(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.migrated().await;
+    let now = retail_now();
+    let start = now.millis() - 30 * DAY;
+    let mut lines = Vec::new();
+    for buyer in 1..=12_i64 {
+        // Buyer b places b orders, the last one b hours after the start, and spends less
+        // the later it comes.
+        let new: Vec<Line> = (0..buyer)
+            .map(|order| Line {
+                contact: format!("b{buyer:02}"),
+                kind: "purchase".to_string(),
+                at: start + buyer * 3_600_000 - order * 60_000,
+                amount: Some(if order == 0 {
+                    (13 - buyer) as f64 * 5.0
+                } else {
+                    0.0
+                }),
+                order: Some(format!("b{buyer}-{order}")),
+                category: None,
+            })
+            .collect();
+        store_lines(&db, &new).await;
+        lines.extend(new);
+        let summary = recompute(&db, DEFAULT_WORKSPACE, now, &TraitSettings::default())
+            .await
+            .unwrap();
+        assert_eq!(summary.full, buyer == 1, "{backend:?} {buyer} buyers");
+        let expected = expected_purchases(&lines, now.millis());
+        assert_purchases_match(backend, &stored_purchases(&db).await, &expected);
+        assert_bounds_match(backend, &db, &expected).await;
+    }
+}
+
 on_both_backends!(
+    a_later_computation_catches_up_what_was_stored_since,
+    later_computations_score_like_the_ranks_for_any_number_of_buyers,
     rfm_on_the_online_retail_sample_matches_an_independent_computation,
     interests_and_rules_match_an_independent_computation,
     a_recomputation_replaces_the_previous_one,
