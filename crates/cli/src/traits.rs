@@ -42,12 +42,17 @@ pub async fn run(command: TraitsCommand, settings: Settings) -> anyhow::Result<(
             let elapsed = started.elapsed();
             let summary = done.traits;
             println!(
-                "traits recomputed as of {} in {:.2} s: {} contacts with purchases ({:.2} s), \
+                "traits recomputed as of {} in {:.2} s: {} contacts with purchases ({:.2} s, {}), \
                  {} with interests in {} (contact, category) scores ({:.2} s)",
                 summary.computed_at,
                 elapsed.as_secs_f64(),
                 summary.contacts,
                 summary.purchases_elapsed.as_secs_f64(),
+                if summary.full {
+                    "every purchase grouped"
+                } else {
+                    "the stored rows caught up and scored again"
+                },
                 summary.interest_contacts,
                 summary.interest_scores,
                 summary.interests_elapsed.as_secs_f64(),

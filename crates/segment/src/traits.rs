@@ -686,6 +686,8 @@ fn segment_case(sql: &mut Sql, score: &dyn Fn(&mut Sql, usize)) {
 #[derive(FromQueryResult)]
 struct Previous {
     computed_at: i64,
+    /// The buyers it found.
+    contacts: i64,
     events_seen: Option<i64>,
     purchase_settings: Option<String>,
     full_at: Option<i64>,
@@ -702,7 +704,8 @@ async fn last_computation(
 ) -> Result<Option<Previous>, SegmentError> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
-        "SELECT computed_at, events_seen, purchase_settings, full_at FROM trait_computations WHERE workspace_id = ",
+        "SELECT computed_at, contacts, events_seen, purchase_settings, full_at FROM trait_computations \
+         WHERE workspace_id = ",
     )
     .bind(workspace.0);
     Ok(Previous::find_by_statement(sql.build()).one(db).await?)
@@ -723,8 +726,9 @@ async fn highest_event_id(db: &impl ConnectionTrait) -> Result<i64, SegmentError
     Ok(highest.and_then(|h| h.high).unwrap_or(0))
 }
 
-/// Above this share of the stored buyers, contacts to catch up are recomputed by the full
-/// statement instead: grouping every purchase once is then cheaper than a lookup per contact.
+/// Above this share of the last computation's buyers, contacts to catch up are recomputed by
+/// the full statement instead: grouping every purchase once is then cheaper than a lookup per
+/// contact.
 const CATCH_UP_SHARE: f64 = 0.1;
 
 /// Brings the stored purchase traits of `workspace` up to `now` from `previous`, its last
@@ -781,8 +785,9 @@ async fn catch_up(
         .map(|row| row.try_get::<i64>("", "id").map(ContactId))
         .collect::<Result<_, _>>()?;
 
-    let stored = count_buyers(db, workspace).await?;
-    if contacts.len() as f64 > CATCH_UP_SHARE * stored as f64 && contacts.len() > REFRESH_CHUNK {
+    if contacts.len() as f64 > CATCH_UP_SHARE * previous.contacts as f64
+        && contacts.len() > REFRESH_CHUNK
+    {
         return Ok(None);
     }
 
