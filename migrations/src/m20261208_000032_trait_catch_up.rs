@@ -1,7 +1,7 @@
-//! What a workspace's last trait computation saw, so that the next one can rank the stored
-//! purchase traits again instead of grouping every purchase event anew: `events_seen`, the
-//! highest event id when it started (events stored later are caught up by id),
-//! `purchase_settings`, the purchase settings it used (other settings need the full
+//! What a workspace's last trait computation saw, so that the next one can score the stored
+//! purchase traits again and keep the stored interest profiles instead of reading every event
+//! anew: `events_seen`, the highest event id when it started (events stored later are caught
+//! up by id), `settings`, the trait settings it used (other settings need the full
 //! computation), and `full_at`, the moment the last full computation described (a day later
 //! the next one is full again). On PostgreSQL `contact_traits` leaves half of each page free, so that
 //! rewriting every buyer's scores keeps most new row versions on their page and their
@@ -21,7 +21,7 @@ impl MigrationName for Migration {
 enum TraitComputations {
     Table,
     EventsSeen,
-    PurchaseSettings,
+    Settings,
     FullAt,
 }
 
@@ -41,7 +41,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(TraitComputations::Table)
-                    .add_column(ColumnDef::new(TraitComputations::PurchaseSettings).string())
+                    .add_column(ColumnDef::new(TraitComputations::Settings).string())
                     .to_owned(),
             )
             .await?;
@@ -71,7 +71,7 @@ impl MigrationTrait for Migration {
         }
         for column in [
             TraitComputations::FullAt,
-            TraitComputations::PurchaseSettings,
+            TraitComputations::Settings,
             TraitComputations::EventsSeen,
         ] {
             manager

@@ -49,9 +49,9 @@ pub async fn run(command: TraitsCommand, settings: Settings) -> anyhow::Result<(
                 summary.contacts,
                 summary.purchases_elapsed.as_secs_f64(),
                 if summary.full {
-                    "every purchase grouped"
+                    "from every event"
                 } else {
-                    "the stored rows caught up and scored again"
+                    "the stored rows caught up"
                 },
                 summary.interest_contacts,
                 summary.interest_scores,

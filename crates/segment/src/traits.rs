@@ -1,9 +1,10 @@
 //! Computed traits: what a contact's purchases say about it (orders, revenue, RFM scores, a
 //! named RFM segment, historic CLV) and which product categories its behaviour points to
 //! (interest profiles). [`recompute`] rewrites them for a whole workspace with a few
-//! set-based statements; [`refresh_contacts`] rewrites the purchase traits of the contacts
-//! whose purchases changed in between (ingestion calls it); rules read them through `trait`
-//! and `interest` nodes.
+//! set-based statements, from every event the first time and from the stored rows after;
+//! [`refresh_contacts`] and [`refresh_interests`] rewrite those of the contacts whose events
+//! changed in between (ingestion calls them); rules read them through `trait` and `interest`
+//! nodes.
 //!
 //! # Purchases, RFM and CLV
 //!
@@ -292,9 +293,10 @@ pub struct TraitSummary {
     pub interest_contacts: u64,
     /// (contact, category) scores written.
     pub interest_scores: u64,
-    /// Whether every purchase event was grouped again (no previous computation with the same
-    /// purchase settings, the last full one a day old, or many contacts changed since);
-    /// otherwise the stored rows were caught up and ranked again.
+    /// Whether every purchase or every interest profile was computed from all events again
+    /// (no previous computation with the same settings, the last full one a day old, or many
+    /// contacts changed since); otherwise the stored rows were caught up and scored again and
+    /// the profiles that cannot have changed kept.
     pub full: bool,
     /// Time spent on orders, revenue, RFM and CLV.
     pub purchases_elapsed: Duration,
@@ -426,11 +428,11 @@ fn decay(backend: DbBackend) -> String {
 /// contacts wait for it), the interests a range of contacts at a time
 /// ([`recompute_interests`]). The work is done by the database in set-based statements.
 ///
-/// The first computation, any after the purchase settings changed and the first a day after
-/// the last full one group every purchase and refund event of the workspace. The others
-/// start from the stored rows, which ingestion keeps current, catch up the contacts whose
-/// events it may have missed and score every buyer again ([`catch_up`]); the result is the
-/// same.
+/// The first computation, any after the settings changed and the first a day after the last
+/// full one read every purchase, refund and weighted event of the workspace. The others start
+/// from the stored rows, which ingestion keeps current: they catch up the contacts whose
+/// events it may have missed, score every buyer again ([`catch_up`]) and keep the interest
+/// profiles that cannot have changed ([`catch_up_interests`]); the result is the same.
 #[tracing::instrument(skip_all, fields(workspace = workspace.0))]
 pub async fn recompute(
     db: &DatabaseConnection,
@@ -449,25 +451,21 @@ pub async fn recompute(
     }
 
     let started = Instant::now();
-    let fingerprint = serde_json::to_string(&settings.purchases).unwrap_or_default();
+    let fingerprint = serde_json::to_string(settings).unwrap_or_default();
     let events_seen = highest_event_id(&txn).await?;
     let previous = last_computation(&txn, workspace).await?;
+    // The previous computation to start from, if any.
+    let previous = previous.filter(|previous| {
+        previous.settings.as_deref() == Some(fingerprint.as_str())
+            && previous.computed_at <= now.millis()
+            && previous.events_seen.is_some()
+            && previous
+                .full_at
+                .is_some_and(|at| now.millis() - at < FULL_EVERY_MILLIS)
+    });
     let caught_up = match &previous {
-        Some(previous)
-            if previous.purchase_settings.as_deref() == Some(fingerprint.as_str())
-                && previous.computed_at <= now.millis()
-                && previous
-                    .full_at
-                    .is_some_and(|at| now.millis() - at < FULL_EVERY_MILLIS) =>
-        {
-            catch_up(&txn, workspace, now, &settings.purchases, previous).await?
-        }
-        _ => None,
-    };
-    let full = caught_up.is_none();
-    let full_at = match (full, &previous) {
-        (false, Some(previous)) => previous.full_at,
-        _ => Some(now.millis()),
+        Some(previous) => catch_up(&txn, workspace, now, &settings.purchases, previous).await?,
+        None => None,
     };
     let contacts = match caught_up {
         Some(contacts) => contacts,
@@ -508,9 +506,25 @@ pub async fn recompute(
     txn.commit().await?;
 
     let started = Instant::now();
-    let (interest_scores, interest_contacts) =
-        recompute_interests(db, workspace, now, &settings.interests).await?;
+    let interests_caught_up = match &previous {
+        Some(previous) => {
+            catch_up_interests(db, workspace, now, &settings.interests, previous).await?
+        }
+        None => None,
+    };
+    let (interest_scores, interest_contacts) = match interests_caught_up {
+        Some(counts) => counts,
+        None => recompute_interests(db, workspace, now, &settings.interests).await?,
+    };
     let interests_elapsed = started.elapsed();
+    let full = caught_up.is_none() || interests_caught_up.is_none();
+    // A computation that caught up either part keeps the moment of the last full one.
+    let full_at = match &previous {
+        Some(previous) if !(caught_up.is_none() && interests_caught_up.is_none()) => {
+            previous.full_at
+        }
+        _ => Some(now.millis()),
+    };
 
     let txn = db.begin().await?;
     let mut delete = Sql::new(backend);
@@ -520,7 +534,7 @@ pub async fn recompute(
     txn.execute_raw(delete.build()).await?;
     let mut insert = Sql::new(backend);
     insert
-        .push("INSERT INTO trait_computations (workspace_id, computed_at, events_seen, purchase_settings, full_at, contacts, interest_contacts, elapsed_ms) VALUES (")
+        .push("INSERT INTO trait_computations (workspace_id, computed_at, events_seen, settings, full_at, contacts, interest_contacts, elapsed_ms) VALUES (")
         .bind(workspace.0)
         .push(", ")
         .bind(now.millis())
@@ -688,8 +702,10 @@ struct Previous {
     computed_at: i64,
     /// The buyers it found.
     contacts: i64,
+    /// The contacts with an interest profile it found.
+    interest_contacts: i64,
     events_seen: Option<i64>,
-    purchase_settings: Option<String>,
+    settings: Option<String>,
     full_at: Option<i64>,
 }
 
@@ -704,7 +720,7 @@ async fn last_computation(
 ) -> Result<Option<Previous>, SegmentError> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
-        "SELECT computed_at, contacts, events_seen, purchase_settings, full_at FROM trait_computations \
+        "SELECT computed_at, contacts, interest_contacts, events_seen, settings, full_at FROM trait_computations \
          WHERE workspace_id = ",
     )
     .bind(workspace.0);
@@ -753,9 +769,7 @@ async fn catch_up(
     settings: &PurchaseSettings,
     previous: &Previous,
 ) -> Result<Option<u64>, SegmentError> {
-    let Some(seen) = previous.events_seen else {
-        return Ok(None);
-    };
+    let seen = previous.events_seen.unwrap_or(0);
     let backend = db.get_database_backend();
     let kinds = |sql: &mut Sql| {
         sql.push(" AND e.kind IN (")
@@ -1187,7 +1201,88 @@ async fn recompute_interests(
         txn.commit().await?;
         from = to;
     }
-    let mut count = Sql::new(backend);
+    Ok((scores, count_interest_contacts(db, workspace).await?))
+}
+
+/// Brings the stored interest profiles of `workspace` up to `now` from `previous`, its last
+/// computation with the same settings: returns the scores written and the contacts with a
+/// profile, or `None` when so many contacts changed that computing every profile is cheaper.
+///
+/// A profile's shares do not change as time passes without events (every weight decays by the
+/// same factor), and ingestion rewrites the profiles of the contacts a batch brought weighted
+/// events ([`refresh_interests`]), so only these profiles can differ from a computation of
+/// every contact: those of contacts with weighted events stored after `previous` started,
+/// dated after its `now` (their time has come), or aging past the 60 half-lives between its
+/// `now` and this one. They are computed again; the others are kept.
+async fn catch_up_interests(
+    db: &DatabaseConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    settings: &InterestSettings,
+    previous: &Previous,
+) -> Result<Option<(u64, u64)>, SegmentError> {
+    let kinds: Vec<&str> = interest_kinds(settings).collect();
+    if kinds.is_empty() {
+        return Ok(None);
+    }
+    let backend = db.get_database_backend();
+    let span = (MAX_HALF_LIVES as f64 * settings.half_life_days * DAY_MILLIS as f64).ceil() as i64;
+    let weighted = |sql: &mut Sql| {
+        sql.push(" AND e.kind IN (");
+        for (i, kind) in kinds.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(kind.to_string());
+        }
+        sql.push(") AND e.occurred_at <= ").bind(now.millis());
+    };
+    let mut changed = Sql::new(backend);
+    changed
+        .push("SELECT e.contact_id AS id FROM events AS e WHERE e.id > ")
+        .bind(previous.events_seen.unwrap_or(0))
+        .push(" AND e.workspace_id = ")
+        .bind(workspace.0);
+    weighted(&mut changed);
+    changed
+        .push(" UNION SELECT e.contact_id FROM events AS e WHERE e.workspace_id = ")
+        .bind(workspace.0)
+        .push(" AND e.occurred_at > ")
+        .bind(previous.computed_at);
+    weighted(&mut changed);
+    // Events counted then and too old now (a millisecond of margin each side for rounding).
+    changed
+        .push(" UNION SELECT e.contact_id FROM events AS e WHERE e.workspace_id = ")
+        .bind(workspace.0)
+        .push(" AND e.occurred_at >= ")
+        .bind(previous.computed_at - span - 1)
+        .push(" AND e.occurred_at <= ")
+        .bind(now.millis() - span + 1);
+    weighted(&mut changed);
+    let contacts: Vec<ContactId> = db
+        .query_all_raw(changed.build())
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i64>("", "id").map(ContactId))
+        .collect::<Result<_, _>>()?;
+    if contacts.len() as f64 > CATCH_UP_SHARE * previous.interest_contacts as f64
+        && contacts.len() > REFRESH_CHUNK
+    {
+        return Ok(None);
+    }
+    let scores = refresh_interests(db, workspace, &contacts, now, settings).await?;
+    Ok(Some((
+        scores,
+        count_interest_contacts(db, workspace).await?,
+    )))
+}
+
+/// The contacts of `workspace` with an interest profile.
+async fn count_interest_contacts(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+) -> Result<u64, SegmentError> {
+    let mut count = Sql::new(db.get_database_backend());
     count
         .push("SELECT COUNT(DISTINCT contact_id) AS contacts FROM contact_interests WHERE workspace_id = ")
         .bind(workspace.0);
@@ -1195,7 +1290,7 @@ async fn recompute_interests(
         Some(row) => row.try_get("", "contacts")?,
         None => 0,
     };
-    Ok((scores, u64::try_from(contacts).unwrap_or(0)))
+    Ok(u64::try_from(contacts).unwrap_or(0))
 }
 
 /// The event kinds that feed interests (those with a weight).

@@ -1378,7 +1378,86 @@ async fn later_computations_score_like_the_ranks_for_any_number_of_buyers(backen
     }
 }
 
+/// Interest profiles are kept from one computation to the next with the same settings, and
+/// the ones that can have changed are computed again: those of contacts with weighted events
+/// stored since (here without ingestion's refresh), dated after the first computation's `now`
+/// and come due, or aging past the 60 half-lives in between. The result equals computing
+/// every profile.
+async fn a_later_computation_catches_up_interest_profiles(backend: Backend) {
+    let fx = Fixture::load(backend).await;
+    let (fixture_lines, extra) = interest_lines(&fx);
+    let mut lines: Vec<Line> = fixture_lines.into_iter().chain(extra.clone()).collect();
+    // A half-life of an hour: events leave the profiles 60 hours after they happened.
+    let settings = TraitSettings {
+        interests: InterestSettings {
+            half_life_days: 1.0 / 24.0,
+            ..InterestSettings::default()
+        },
+        ..TraitSettings::default()
+    };
+    let first = now().millis();
+    let later = first + 20 * 3_600_000;
+    let line = |contact: &str, kind: &str, at: i64, category: &str| Line {
+        contact: contact.to_string(),
+        kind: kind.to_string(),
+        at,
+        amount: None,
+        order: None,
+        category: Some(json!(category)),
+    };
+    let [late, aging, due] = ["p01", "p02", "p03"];
+    let before_first = vec![
+        // Counted at the first computation (50 hours old), too old at the later one.
+        line(aging, "cart", first - 50 * 3_600_000, "aging"),
+        line(aging, "view", first - 3_600_000, "kitchen"),
+        // Dated after the first computation.
+        line(due, "search", first + 5 * 3_600_000, "garden"),
+    ];
+    store_lines(&fx.db, &extra).await;
+    store_lines(&fx.db, &before_first).await;
+    lines.extend(before_first);
+    let summary = recompute(
+        &fx.db,
+        DEFAULT_WORKSPACE,
+        Timestamp::from_millis(first),
+        &settings,
+    )
+    .await
+    .unwrap();
+    assert!(summary.full);
+    let then = expected_interests(&lines, first, &settings.interests);
+    assert_interests_match(backend, &stored_interests(&fx.db).await, &then);
+
+    // Stored after the first computation, dated before it.
+    let after_first = vec![line(late, "cart", first - 2 * 3_600_000, "astronomy")];
+    store_lines(&fx.db, &after_first).await;
+    lines.extend(after_first);
+    let summary = recompute(
+        &fx.db,
+        DEFAULT_WORKSPACE,
+        Timestamp::from_millis(later),
+        &settings,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !summary.full,
+        "a later computation keeps the stored profiles"
+    );
+    let now_expected = expected_interests(&lines, later, &settings.interests);
+    for contact in [late, aging, due] {
+        assert_ne!(
+            then.get(contact),
+            now_expected.get(contact),
+            "{contact}'s profile changes, so the case says something"
+        );
+    }
+    assert_interests_match(backend, &stored_interests(&fx.db).await, &now_expected);
+    assert_eq!(summary.interest_contacts as usize, now_expected.len());
+}
+
 on_both_backends!(
+    a_later_computation_catches_up_interest_profiles,
     a_later_computation_catches_up_what_was_stored_since,
     later_computations_score_like_the_ranks_for_any_number_of_buyers,
     rfm_on_the_online_retail_sample_matches_an_independent_computation,
