@@ -39,6 +39,21 @@ async fn traits_recompute_reports_the_buyers_of_the_online_retail_sample(backend
     for segment in ["champions", "cannot_lose", "lost"] {
         assert!(stdout.contains(segment), "{stdout}");
     }
+    assert!(stdout.contains("from every event"), "{stdout}");
+
+    // Again: from the stored traits, with the same result; with --full from every event.
+    let count = format!("{} contacts with purchases", buyers.len());
+    for (extra, how) in [
+        (None, "the stored rows caught up"),
+        (Some("--full"), "from every event"),
+    ] {
+        let (output, stdout, stderr) = run(clarion(&db)
+            .args(["traits", "recompute", "--at", "2010-12-08T00:00:00Z"])
+            .args(extra));
+        assert!(output.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains(&count), "{stdout}");
+        assert!(stdout.contains(how), "{how}: {stdout}");
+    }
 
     let (output, _, stderr) = run(clarion(&db).args(["traits", "recompute", "--at", "yesterday"]));
     assert!(!output.status.success());

@@ -17,18 +17,25 @@ pub enum TraitsCommand {
         /// data set such as Online Retail as of its last day.
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
+        /// Read every event again instead of starting from the stored traits (which a
+        /// computation within a day of the last full one with the same settings does).
+        #[arg(long)]
+        full: bool,
     },
 }
 
 pub async fn run(command: TraitsCommand, settings: Settings) -> anyhow::Result<()> {
     match command {
-        TraitsCommand::Recompute { at } => {
+        TraitsCommand::Recompute { at, full } => {
             let now = match at {
                 Some(text) => Timestamp::parse(&text).with_context(|| format!("--at {text:?}"))?,
                 None => Timestamp::now(),
             };
             let db = db::connect(&settings.database).await?;
             db::migrate(&db).await?;
+            if full {
+                clarion_segment::traits::require_full(&db, DEFAULT_WORKSPACE).await?;
+            }
             let started = Instant::now();
             let done = clarion_campaign::traits::recompute(
                 &db,

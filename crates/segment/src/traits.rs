@@ -696,6 +696,19 @@ fn segment_case(sql: &mut Sql, score: &dyn Fn(&mut Sql, usize)) {
     sql.push(" END");
 }
 
+/// Makes the next computation of `workspace` read every event again, whatever the last one
+/// was (say, after events were changed in the database by hand).
+pub async fn require_full(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+) -> Result<(), SegmentError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE trait_computations SET full_at = NULL WHERE workspace_id = ")
+        .bind(workspace.0);
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
 /// What the catch-up needs of a workspace's last computation.
 #[derive(FromQueryResult)]
 struct Previous {
