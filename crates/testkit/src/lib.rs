@@ -1,4 +1,5 @@
-//! Test support for Clarion's crates: a database and a Redis key prefix per test.
+//! Test support for Clarion's crates: a database and a Redis key prefix per test, and
+//! independent reference computations in Python ([`python_reference`]).
 //!
 //! Every test gets its own database (a temporary SQLite file, or a PostgreSQL database named
 //! `clarion_test_<uuid>` that is dropped when the test ends) and its own Redis key prefix, so
@@ -32,6 +33,39 @@ pub fn redis_url() -> String {
 /// A Redis key prefix of one test's own.
 pub fn redis_prefix() -> String {
     format!("clarion-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs the Python script `script` with Debian's python3 (the one whose packages, `needs`,
+/// apt installs), `request` as JSON on its standard input, and returns the JSON it prints:
+/// the independent computation a test compares Clarion's figures with.
+pub fn python_reference(
+    script: &str,
+    request: &serde_json::Value,
+    needs: &str,
+) -> serde_json::Value {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run /usr/bin/python3 (Debian's python3 with {needs}): {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the reference {script} failed (it needs {needs}): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// A database of one test's own.

@@ -2,9 +2,6 @@
 //! computation: Python's zoneinfo over the system's tz database (`reference_cron.py`), with
 //! the rule of cronie the schedule module documents.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use clarion_campaign::schedule::Cron;
@@ -37,26 +34,8 @@ fn reference(request: &Value) -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/campaign/reference_cron.py"
     );
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run /usr/bin/python3 (Debian's python3; zoneinfo reads the tzdata package)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the reference failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    // zoneinfo reads Debian's tzdata package.
+    clarion_testkit::python_reference(script, request, "tzdata")
 }
 
 #[test]

@@ -2,9 +2,6 @@
 //! Fader & Hardie 2013), the per-customer predictions against scipy's own special
 //! functions, and the customer summaries against a hand count.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use clarion_kpi::KpiError;
 use clarion_kpi::clv::{
     BgNbd, ClvSettings, CustomerSummary, GammaGamma, HistoricClv, TimeUnit, fit_bgnbd,
@@ -116,26 +113,7 @@ fn gamma_gamma_reproduces_the_published_cdnow_fit() {
 
 fn reference(cases: &Value) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kpi/reference_clv.py");
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run /usr/bin/python3 (Debian's python3 with python3-scipy)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cases.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the reference failed (install python3-scipy): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    clarion_testkit::python_reference(script, cases, "python3-scipy")
 }
 
 /// p_alive, expected purchases, expected order value and discounted CLV of every CDNOW

@@ -2,9 +2,6 @@
 //! textbook values, and statsmodels / scipy computing the same figures from the same
 //! generated data.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use clarion_kpi::stats::{
     ComparisonSettings, ConfidenceLevel, Method, Proportion, RateEstimate, Summary, compare_means,
     compare_proportions, rate, wilson,
@@ -160,28 +157,7 @@ fn summaries_from_sums_agree_with_summaries_from_values() {
 /// Runs the statsmodels / scipy reference over the cases.
 fn reference(cases: &Value) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kpi/reference_stats.py");
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "run /usr/bin/python3 (Debian's python3 with python3-statsmodels and python3-scipy)",
-        );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cases.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the reference failed (install python3-statsmodels python3-scipy): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    clarion_testkit::python_reference(script, cases, "python3-statsmodels and python3-scipy")
 }
 
 /// Generated proportions, comparisons and raw revenue samples, each computed here and by
