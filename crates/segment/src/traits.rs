@@ -741,18 +741,18 @@ async fn last_computation(
 }
 
 #[derive(FromQueryResult)]
-struct Highest {
-    high: Option<i64>,
+struct Number {
+    value: Option<i64>,
 }
 
 /// The highest event id stored (of any workspace; ids only grow), 0 without events.
 async fn highest_event_id(db: &impl ConnectionTrait) -> Result<i64, SegmentError> {
     let statement = Statement::from_string(
         db.get_database_backend(),
-        "SELECT MAX(id) AS high FROM events",
+        "SELECT MAX(id) AS value FROM events",
     );
-    let highest = Highest::find_by_statement(statement).one(db).await?;
-    Ok(highest.and_then(|h| h.high).unwrap_or(0))
+    let highest = Number::find_by_statement(statement).one(db).await?;
+    Ok(highest.and_then(|h| h.value).unwrap_or(0))
 }
 
 /// Above this share of the last computation's buyers, contacts to catch up are recomputed by
@@ -782,42 +782,21 @@ async fn catch_up(
     settings: &PurchaseSettings,
     previous: &Previous,
 ) -> Result<Option<u64>, SegmentError> {
-    let seen = previous.events_seen.unwrap_or(0);
     let backend = db.get_database_backend();
-    let kinds = |sql: &mut Sql| {
-        sql.push(" AND e.kind IN (")
-            .bind(settings.kind.clone())
-            .push(", ")
-            .bind(settings.refund_kind.clone())
-            .push(") AND e.occurred_at <= ")
-            .bind(now.millis());
-    };
-    let mut changed = Sql::new(backend);
-    changed
-        .push("SELECT e.contact_id AS id FROM events AS e WHERE e.id > ")
-        .bind(seen)
-        .push(" AND e.workspace_id = ")
-        .bind(workspace.0);
-    kinds(&mut changed);
-    changed
-        .push(" UNION SELECT e.contact_id FROM events AS e WHERE e.workspace_id = ")
-        .bind(workspace.0)
-        .push(" AND e.occurred_at > ")
-        .bind(previous.computed_at);
-    kinds(&mut changed);
-    let contacts: Vec<ContactId> = db
-        .query_all_raw(changed.build())
-        .await?
-        .iter()
-        .map(|row| row.try_get::<i64>("", "id").map(ContactId))
-        .collect::<Result<_, _>>()?;
-
-    if contacts.len() as f64 > CATCH_UP_SHARE * previous.contacts as f64
-        && contacts.len() > REFRESH_CHUNK
-    {
+    let kinds = [settings.kind.as_str(), settings.refund_kind.as_str()];
+    let Some(contacts) = contacts_to_catch_up(
+        db,
+        workspace,
+        &kinds,
+        now,
+        previous,
+        previous.contacts,
+        None,
+    )
+    .await?
+    else {
         return Ok(None);
-    }
-
+    };
     refresh_contacts(db, workspace, &contacts, now, settings).await?;
 
     let buyers = count_buyers(db, workspace).await?;
@@ -889,10 +868,10 @@ async fn count_buyers(
     workspace: WorkspaceId,
 ) -> Result<i64, SegmentError> {
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT COUNT(*) AS high FROM contact_traits WHERE workspace_id = ")
+    sql.push("SELECT COUNT(*) AS value FROM contact_traits WHERE workspace_id = ")
         .bind(workspace.0);
-    let count = Highest::find_by_statement(sql.build()).one(db).await?;
-    Ok(count.and_then(|c| c.high).unwrap_or(0))
+    let count = Number::find_by_statement(sql.build()).one(db).await?;
+    Ok(count.and_then(|c| c.value).unwrap_or(0))
 }
 
 /// For scores 2 to 5, the value a buyer's `value` (an expression over `contact_traits`) must
@@ -1238,10 +1217,51 @@ async fn catch_up_interests(
     if kinds.is_empty() {
         return Ok(None);
     }
-    let backend = db.get_database_backend();
     let span = (MAX_HALF_LIVES as f64 * settings.half_life_days * DAY_MILLIS as f64).ceil() as i64;
-    let weighted = |sql: &mut Sql| {
-        sql.push(" AND e.kind IN (");
+    // Events counted then and too old now (a millisecond of margin each side for rounding).
+    let aging = (previous.computed_at - span - 1, now.millis() - span + 1);
+    let Some(contacts) = contacts_to_catch_up(
+        db,
+        workspace,
+        &kinds,
+        now,
+        previous,
+        previous.interest_contacts,
+        Some(aging),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let scores = refresh_interests(db, workspace, &contacts, now, settings).await?;
+    Ok(Some((
+        scores,
+        count_interest_contacts(db, workspace).await?,
+    )))
+}
+
+/// The contacts of `workspace` with events of `kinds`, dated at or before `now`, that the rows
+/// stored since `previous` may not reflect: events with a higher id than it saw, dated after
+/// its `now`, or dated within `aging` (both ends included). `None` when they are more than
+/// [`CATCH_UP_SHARE`] of the `stored` contacts (and more than one refresh chunk): computing
+/// every contact is then cheaper.
+async fn contacts_to_catch_up(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    kinds: &[&str],
+    now: Timestamp,
+    previous: &Previous,
+    stored: i64,
+    aging: Option<(i64, i64)>,
+) -> Result<Option<Vec<ContactId>>, SegmentError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    let select = |sql: &mut Sql, first: bool| {
+        if !first {
+            sql.push(" UNION ");
+        }
+        sql.push("SELECT e.contact_id AS id FROM events AS e WHERE e.workspace_id = ")
+            .bind(workspace.0)
+            .push(" AND e.kind IN (");
         for (i, kind) in kinds.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -1250,44 +1270,28 @@ async fn catch_up_interests(
         }
         sql.push(") AND e.occurred_at <= ").bind(now.millis());
     };
-    let mut changed = Sql::new(backend);
-    changed
-        .push("SELECT e.contact_id AS id FROM events AS e WHERE e.id > ")
-        .bind(previous.events_seen.unwrap_or(0))
-        .push(" AND e.workspace_id = ")
-        .bind(workspace.0);
-    weighted(&mut changed);
-    changed
-        .push(" UNION SELECT e.contact_id FROM events AS e WHERE e.workspace_id = ")
-        .bind(workspace.0)
-        .push(" AND e.occurred_at > ")
-        .bind(previous.computed_at);
-    weighted(&mut changed);
-    // Events counted then and too old now (a millisecond of margin each side for rounding).
-    changed
-        .push(" UNION SELECT e.contact_id FROM events AS e WHERE e.workspace_id = ")
-        .bind(workspace.0)
-        .push(" AND e.occurred_at >= ")
-        .bind(previous.computed_at - span - 1)
-        .push(" AND e.occurred_at <= ")
-        .bind(now.millis() - span + 1);
-    weighted(&mut changed);
+    select(&mut sql, true);
+    sql.push(" AND e.id > ")
+        .bind(previous.events_seen.unwrap_or(0));
+    select(&mut sql, false);
+    sql.push(" AND e.occurred_at > ").bind(previous.computed_at);
+    if let Some((from, to)) = aging {
+        select(&mut sql, false);
+        sql.push(" AND e.occurred_at >= ")
+            .bind(from)
+            .push(" AND e.occurred_at <= ")
+            .bind(to);
+    }
     let contacts: Vec<ContactId> = db
-        .query_all_raw(changed.build())
+        .query_all_raw(sql.build())
         .await?
         .iter()
         .map(|row| row.try_get::<i64>("", "id").map(ContactId))
         .collect::<Result<_, _>>()?;
-    if contacts.len() as f64 > CATCH_UP_SHARE * previous.interest_contacts as f64
-        && contacts.len() > REFRESH_CHUNK
-    {
+    if contacts.len() as f64 > CATCH_UP_SHARE * stored as f64 && contacts.len() > REFRESH_CHUNK {
         return Ok(None);
     }
-    let scores = refresh_interests(db, workspace, &contacts, now, settings).await?;
-    Ok(Some((
-        scores,
-        count_interest_contacts(db, workspace).await?,
-    )))
+    Ok(Some(contacts))
 }
 
 /// The contacts of `workspace` with an interest profile.
