@@ -3,9 +3,9 @@
 //! anew: `events_seen`, the highest event id when it started (events stored later are caught
 //! up by id), `settings`, the trait settings it used (other settings need the full
 //! computation), and `full_at`, the moment the last full computation described (a day later
-//! the next one is full again). On PostgreSQL `contact_traits` leaves half of each page free, so that
-//! rewriting every buyer's scores keeps most new row versions on their page and their
-//! indexes untouched (heap-only tuples).
+//! the next one is full again). On PostgreSQL `contact_traits` leaves half of each page
+//! free, so that rewriting every buyer's scores keeps most new row versions on their page and
+//! their indexes untouched (heap-only tuples).
 
 use sea_orm_migration::prelude::*;
 
@@ -29,30 +29,26 @@ enum TraitComputations {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One column per statement: SQLite alters one thing at a time.
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(TraitComputations::Table)
-                    .add_column(ColumnDef::new(TraitComputations::EventsSeen).big_integer())
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(TraitComputations::Table)
-                    .add_column(ColumnDef::new(TraitComputations::Settings).string())
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(TraitComputations::Table)
-                    .add_column(ColumnDef::new(TraitComputations::FullAt).big_integer())
-                    .to_owned(),
-            )
-            .await?;
+        for column in [
+            ColumnDef::new(TraitComputations::EventsSeen)
+                .big_integer()
+                .to_owned(),
+            ColumnDef::new(TraitComputations::Settings)
+                .string()
+                .to_owned(),
+            ColumnDef::new(TraitComputations::FullAt)
+                .big_integer()
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(TraitComputations::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         if manager.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Postgres {
             manager
                 .get_connection()
