@@ -269,20 +269,14 @@ async fn rfm_baseline(
         times.push(started.elapsed());
     }
     let best = times.iter().min().copied().unwrap_or_default();
-    let count = |sql: &str| {
-        let statement = sea_orm::Statement::from_string(DbBackend::Postgres, sql.to_string());
-        async move {
-            let row = db.query_one_raw(statement).await?;
-            anyhow::Ok(
-                row.map(|r| r.try_get::<i64>("", "n"))
-                    .transpose()?
-                    .unwrap_or(0),
-            )
-        }
-    };
-    let buyers = count("SELECT COUNT(*) AS n FROM bench_rfm_hand").await?;
-    let stored = count("SELECT COUNT(*) AS n FROM contact_traits WHERE workspace_id = 1").await?;
+    let buyers = count(db, "SELECT COUNT(*) AS n FROM bench_rfm_hand").await?;
+    let stored = count(
+        db,
+        "SELECT COUNT(*) AS n FROM contact_traits WHERE workspace_id = 1",
+    )
+    .await?;
     let differ = count(
+        db,
         "SELECT COUNT(*) AS n FROM bench_rfm_hand h LEFT JOIN contact_traits t ON t.contact_id = h.contact_id \
          WHERE t.contact_id IS NULL OR t.orders <> h.orders OR CAST(ROUND(t.revenue * 100) AS BIGINT) <> h.cents \
             OR t.last_purchase_at <> h.last_at OR t.rfm_recency <> h.r OR t.rfm_frequency <> h.f \
@@ -300,6 +294,16 @@ async fn rfm_baseline(
         "the hand-written ranks found {buyers} buyers, Clarion stored {stored}; {differ} differ"
     );
     Ok(())
+}
+
+/// The number a query `SELECT ... AS n` answers (0 without a row).
+async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
+    let statement = sea_orm::Statement::from_string(DbBackend::Postgres, sql.to_string());
+    let row = db.query_one_raw(statement).await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -437,15 +441,7 @@ async fn measure(
         size = changes.entered;
     }
     let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
-    let hand_rows = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT COUNT(*) AS n FROM bench_hand".to_string(),
-        ))
-        .await?
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0);
+    let hand_rows = count(db, "SELECT COUNT(*) AS n FROM bench_hand").await?;
     println!(
         "  [{contacts}] segment (attribute + purchase count in 90 days + RFM trait), {size} members: computed and materialized in {:.0} ms; hand-written SQL {:.0} ms ({hand_rows} rows); ratio {:.2}x (best of 3)",
         ms(best(&clarion)),
