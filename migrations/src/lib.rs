@@ -26,6 +26,7 @@ mod m20261205_000029_dashboard_indexes;
 mod m20261206_000030_goal_days_trigger;
 mod m20261207_000031_rfm_bounds;
 mod m20261208_000032_trait_catch_up;
+mod m20261209_000033_recency_on_read;
 
 pub struct Migrator;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000030_goal_days_trigger::Migration),
             Box::new(m20261207_000031_rfm_bounds::Migration),
             Box::new(m20261208_000032_trait_catch_up::Migration),
+            Box::new(m20261209_000033_recency_on_read::Migration),
         ]
     }
 }

@@ -6,7 +6,7 @@
 //! `attributes` (the custom attributes), `subscriptions` (status per channel) and `traits`
 //! (`orders`, `revenue`, `first_purchase_at`, `last_purchase_at`, `recency_days`,
 //! `rfm_recency`, `rfm_frequency`, `rfm_monetary`, `rfm_segment`, `clv`; empty until the
-//! contact's traits are computed). A field without a value is absent rather than null, so a
+//! contact's traits are computed; `recency_days` counts to the moment the contact is read). A field without a value is absent rather than null, so a
 //! template printing it fails for that contact unless it gives a `default`.
 
 use clarion_model::{ContactId, Timestamp, WorkspaceId};
@@ -102,7 +102,6 @@ fn base_query(workspace: WorkspaceId) -> SelectStatement {
             "revenue",
             "first_purchase_at",
             "last_purchase_at",
-            "recency_days",
             "rfm_segment",
             "clv",
         ]
@@ -166,10 +165,19 @@ fn from_row(row: &QueryResult) -> Result<ContactData, DbErr> {
     let mut traits = Map::new();
     if let Some(orders) = row.try_get::<Option<i64>>("", "orders")? {
         traits.insert("orders".into(), json!(orders));
-        for field in ["revenue", "recency_days", "clv"] {
+        for field in ["revenue", "clv"] {
             if let Some(v) = row.try_get::<Option<f64>>("", field)? {
                 traits.insert(field.into(), json!(v));
             }
+        }
+        if let Some(last) = row.try_get::<Option<i64>>("", "last_purchase_at")? {
+            traits.insert(
+                "recency_days".into(),
+                json!(clarion_segment::traits::recency_days(
+                    last,
+                    Timestamp::now()
+                )),
+            );
         }
         for field in ["first_purchase_at", "last_purchase_at"] {
             if let Some(v) = row.try_get::<Option<i64>>("", field)? {

@@ -18,7 +18,8 @@
 //! - `within: "90d"` holds events with `now - 90d <= occurred_at <= now`; `between` holds
 //!   events from the start of its first date to the end of its second.
 //! - `sum` over no events is 0; `count` over none is 0.
-//! - Traits read the contact's row of `contact_traits` (see [`crate::traits`]), the predicted
+//! - Traits read the contact's row of `contact_traits` (see [`crate::traits`]; `recency_days`
+//!   counts from its `last_purchase_at` to `now`), the predicted
 //!   CLV traits (`p_alive`, `expected_purchases`, `expected_order_value`, `predicted_clv`)
 //!   its row of `contact_predictions`; a contact without one (no purchases) has missing
 //!   traits, like a missing attribute. Interests read
@@ -269,7 +270,13 @@ impl Compiler<'_> {
             Op::Exists => Expr::exists(row),
             Op::NotExists => Expr::exists(row).not(),
             _ => {
-                row.and_where(self.compare(Expr::col(("t", column)), ty, false, op, value));
+                // Recency is not stored: it counts from the last purchase to `now`.
+                let value_of = if column == "recency_days" {
+                    crate::traits::recency_days_sql(self.backend, "t", self.now)
+                } else {
+                    Expr::col(("t", column))
+                };
+                row.and_where(self.compare(value_of, ty, false, op, value));
                 Expr::exists(row)
             }
         }

@@ -462,7 +462,11 @@ impl Context<'_> {
         let backend = self.backend;
         match source {
             Source::Trait(column) => {
-                let col = Expr::col(("t", *column));
+                let col = if *column == "recency_days" {
+                    crate::traits::recency_days_sql(backend, "t", self.now)
+                } else {
+                    Expr::col(("t", *column))
+                };
                 let expr = if numeric || *column == "rfm_segment" {
                     col
                 } else {

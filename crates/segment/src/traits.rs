@@ -22,7 +22,10 @@
 //!   quantities). A missing amount counts as 0. Rounded to hundredths; amounts are summed as
 //!   they are, whatever their currency.
 //! - **first_purchase_at**, **last_purchase_at**: the first and the last purchase event.
-//! - **recency_days**: days from the last purchase to `now`, with fractions.
+//! - **recency_days**: days from the last purchase to the moment it is read, with fractions.
+//!   It changes every moment, so it is not stored but computed from `last_purchase_at` by
+//!   whoever reads it ([`recency_days`], [`recency_days_sql`]): a rule on it is evaluated at
+//!   the rule's `now`, the API answers it as of the request.
 //! - **clv**: historic customer lifetime value, the net revenue to date (the same number as
 //!   `revenue`; it is kept apart so that a predictive CLV can replace it without changing
 //!   what `revenue` means).
@@ -73,7 +76,7 @@ use std::time::{Duration, Instant};
 use clarion_model::{ContactId, EventKind, Timestamp, WorkspaceId};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
-    Value,
+    Value, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -311,15 +314,31 @@ pub struct PurchaseTraits {
     pub revenue: f64,
     pub first_purchase_at: i64,
     pub last_purchase_at: i64,
+    /// Days from the last purchase to the moment of reading ([`for_contact`]'s `now`).
     pub recency_days: f64,
     pub rfm_recency: i16,
     pub rfm_frequency: i16,
     pub rfm_monetary: i16,
     pub rfm_segment: String,
     pub clv: f64,
-    /// When these values were written: by the workspace's computation, or later by a batch
-    /// with this contact's purchases; `recency_days` counts to it.
+    /// When these values were last written: by a computation of the workspace whose scores
+    /// changed this contact's, or by a batch with this contact's purchases.
     pub computed_at: i64,
+}
+
+/// The `recency_days` trait: days from `last_purchase_at` to `now`, with fractions.
+pub fn recency_days(last_purchase_at: i64, now: Timestamp) -> f64 {
+    (now.millis() - last_purchase_at) as f64 / 86_400_000.0
+}
+
+/// The `recency_days` trait at `now` of the `contact_traits` row aliased `alias`, in SQL, as
+/// [`recency_days`] computes it.
+pub fn recency_days_sql(backend: DbBackend, alias: &str, now: Timestamp) -> Expr {
+    crate::compile::custom_sql(
+        backend,
+        &format!("(CAST(? - {alias}.last_purchase_at AS DOUBLE PRECISION) / 86400000.0)"),
+        vec![Expr::val(now.millis())],
+    )
 }
 
 /// One category of a contact's interest profile.
@@ -662,13 +681,11 @@ fn per_contact(
 fn insert_scored(sql: &mut Sql, workspace: WorkspaceId, now: Timestamp) {
     sql.push(
         "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, \
-         last_purchase_at, recency_days, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
+         last_purchase_at, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
          SELECT contact_id, ",
     )
     .bind(workspace.0)
-    .push(", orders, cents / 100.0, first_at, last_at, (")
-    .bind(now.millis())
-    .push(" - last_at) / 86400000.0, r, f, m, ");
+    .push(", orders, cents / 100.0, first_at, last_at, r, f, m, ");
     segment_case(sql, &|sql, dimension| {
         sql.push(["r", "f", "m"][dimension]);
     });
@@ -772,9 +789,9 @@ const CATCH_UP_SHARE: f64 = 0.1;
 /// little in the future). Those contacts are computed from their events as [`recompute`]
 /// does. (A batch that committed after `previous` read the highest id but holds lower ids,
 /// and whose refresh failed, is caught by the next full computation, at most a day later.)
-/// Then the scores, the named segment and the recency of every buyer are written again in one
-/// pass, from score thresholds ([`score_thresholds`]) that give each buyer exactly the score
-/// its rank gives it.
+/// Then every buyer is scored again in one pass, from score thresholds
+/// ([`score_thresholds`]) that give each buyer exactly the score its rank gives it; the rows
+/// whose scores changed are written, with their named segment.
 async fn catch_up(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
@@ -841,12 +858,16 @@ async fn catch_up(
         }
         sql.push(" ELSE 1 END");
     };
+    // Most buyers keep their scores from one computation to the next (recency is not
+    // stored, and the thresholds move little): only the rows whose scores change are
+    // written.
     let mut rank = Sql::new(backend);
-    rank.push("UPDATE contact_traits SET recency_days = (")
-        .bind(now.millis())
-        .push(" - last_purchase_at) / 86400000.0");
+    rank.push("UPDATE contact_traits SET ");
     for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
-        rank.push(&format!(", {column} = "));
+        if dimension > 0 {
+            rank.push(", ");
+        }
+        rank.push(&format!("{column} = "));
         score(&mut rank, dimension);
     }
     rank.push(", rfm_segment = ");
@@ -858,8 +879,18 @@ async fn catch_up(
     rank.push(", computed_at = ")
         .bind(now.millis())
         .push(" WHERE workspace_id = ")
-        .bind(workspace.0);
-    Ok(Some(db.execute_raw(rank.build()).await?.rows_affected()))
+        .bind(workspace.0)
+        .push(" AND (");
+    for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
+        if dimension > 0 {
+            rank.push(" OR ");
+        }
+        rank.push(&format!("{column} <> "));
+        score(&mut rank, dimension);
+    }
+    rank.push(")");
+    db.execute_raw(rank.build()).await?;
+    Ok(Some(u64::try_from(buyers).unwrap_or(0)))
 }
 
 /// The workspace's contacts with purchase traits.
@@ -1017,7 +1048,7 @@ fn contacts_statement(
         " WHERE true ON CONFLICT (contact_id) DO UPDATE SET workspace_id = excluded.workspace_id, \
          orders = excluded.orders, revenue = excluded.revenue, \
          first_purchase_at = excluded.first_purchase_at, last_purchase_at = excluded.last_purchase_at, \
-         recency_days = excluded.recency_days, rfm_recency = excluded.rfm_recency, \
+         rfm_recency = excluded.rfm_recency, \
          rfm_frequency = excluded.rfm_frequency, rfm_monetary = excluded.rfm_monetary, \
          rfm_segment = excluded.rfm_segment, clv = excluded.clv, computed_at = excluded.computed_at",
     );
@@ -1360,11 +1391,13 @@ struct ComputationRow {
     computed_at: i64,
 }
 
-/// The traits and interests of one contact (of `workspace`), as last computed.
+/// The traits and interests of one contact (of `workspace`), as last computed, with
+/// `recency_days` counted to `now`.
 pub async fn for_contact(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     contact: ContactId,
+    now: Timestamp,
 ) -> Result<ContactTraits, SegmentError> {
     let backend = db.get_database_backend();
     let mut sql = Sql::new(backend);
@@ -1376,14 +1409,16 @@ pub async fn for_contact(
         .map(|row| Timestamp::from_millis(row.computed_at));
 
     let mut sql = Sql::new(backend);
-    sql.push(
-        "SELECT orders, revenue, first_purchase_at, last_purchase_at, recency_days, rfm_recency, \
-         rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at FROM contact_traits \
-         WHERE contact_id = ",
-    )
-    .bind(contact.0)
-    .push(" AND workspace_id = ")
-    .bind(workspace.0);
+    sql.push("SELECT orders, revenue, first_purchase_at, last_purchase_at, CAST(")
+        .bind(now.millis())
+        .push(
+            " - last_purchase_at AS DOUBLE PRECISION) / 86400000.0 AS recency_days, rfm_recency, \
+             rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at FROM contact_traits \
+             WHERE contact_id = ",
+        )
+        .bind(contact.0)
+        .push(" AND workspace_id = ")
+        .bind(workspace.0);
     let purchases = PurchaseTraits::find_by_statement(sql.build())
         .one(db)
         .await?;

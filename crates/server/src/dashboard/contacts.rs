@@ -5,7 +5,7 @@
 use actix_web::{HttpResponse, http::StatusCode, web};
 use clarion_campaign::deliveries::{self, DeliveryFilter};
 use clarion_contacts::{self as store, events::EventFilter};
-use clarion_model::EventId;
+use clarion_model::{EventId, Timestamp};
 use clarion_segment::{report, traits};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
@@ -214,7 +214,7 @@ pub async fn profile(
     };
     let events_before = decode(&pages.events)?.map(EventId);
     let deliveries_after = decode(&pages.deliveries)?;
-    let computed = traits::for_contact(&state.db, workspace, contact.id)
+    let computed = traits::for_contact(&state.db, workspace, contact.id, Timestamp::now())
         .await
         .map_err(page_error)?;
     let predicted = clarion_kpi::predictions::for_contact(&state.db, workspace, contact.id)

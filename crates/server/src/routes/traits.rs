@@ -38,7 +38,7 @@ pub struct PurchaseTraits {
     pub revenue: f64,
     pub first_purchase_at: Timestamp,
     pub last_purchase_at: Timestamp,
-    /// Days from the last purchase to `computed_at`.
+    /// Days from the last purchase to the moment of the request.
     pub recency_days: f64,
     pub rfm: Rfm,
     /// Historic customer lifetime value: the net revenue to date.
@@ -70,7 +70,7 @@ pub struct Interest {
 /// A batch of events with the contact's purchases or weighted events rewrites its traits and
 /// interests before it answers (RFM scores placed against the last computation's score
 /// bounds); the workspace's computation ranks everyone again. `recency_days` counts to
-/// `computed_at`, not to this moment.
+/// this moment.
 #[utoipa::path(get, path = "/api/v1/contacts/{external_id}/traits", tag = "contacts",
     params(("external_id" = clarion_model::ExternalId, Path, description = "The contact's external id")),
     responses((status = 200, body = ContactTraits), (status = 400, body = ApiError),
@@ -87,7 +87,8 @@ pub async fn get(
     let contact = store::contacts::get(&state.db, caller.workspace, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("contact {:?}", id.as_str())))?;
-    let computed = traits::for_contact(&state.db, caller.workspace, contact.id).await?;
+    let computed =
+        traits::for_contact(&state.db, caller.workspace, contact.id, Timestamp::now()).await?;
     Ok(HttpResponse::Ok().json(ContactTraits {
         external_id: id.as_str().to_string(),
         computed_at: computed.computed_at,

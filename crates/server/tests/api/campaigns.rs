@@ -420,8 +420,8 @@ async fn shop(app: &TestApp) -> (i64, i64, i64) {
     app.db
         .execute_unprepared(
             "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, \
-             last_purchase_at, recency_days, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
-             SELECT id, 1, 3, 250.0, 0, 0, 5.0, 5, 4, 5, 'champions', 1234.5, 0 FROM contacts WHERE external_id = 'anna'",
+             last_purchase_at, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
+             SELECT id, 1, 3, 250.0, 0, 0, 5, 4, 5, 'champions', 1234.5, 0 FROM contacts WHERE external_id = 'anna'",
         )
         .await
         .unwrap();

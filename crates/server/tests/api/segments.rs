@@ -288,8 +288,8 @@ async fn preview_reports_size_value_reach_overlap_and_sample(backend: Backend) {
     for (external, revenue) in [("p1", 100.0), ("p2", 300.0), ("p4", 600.0)] {
         app.db
             .execute_unprepared(&format!(
-                "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, last_purchase_at, recency_days, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
-                 VALUES ({}, 1, 1, {revenue}, 0, 0, 1.0, 3, 3, 3, 'loyal', {revenue}, 0)",
+                "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, last_purchase_at, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
+                 VALUES ({}, 1, 1, {revenue}, 0, 0, 3, 3, 3, 'loyal', {revenue}, 0)",
                 ids[external]
             ))
             .await
