@@ -22,6 +22,11 @@ fn traits_of(i: usize) -> Option<(&'static str, i64, f64)> {
     Some((segment, (i % 5) as i64 + 1, (i * 17 % 200) as f64))
 }
 
+/// When a person with traits last bought: between 3 hours and 39 days before `now()`.
+fn last_purchase_of(i: usize) -> i64 {
+    now().millis() - (i as i64 * 7 % 40) * DAY - 3 * 3_600_000
+}
+
 async fn ids(db: &DatabaseConnection) -> BTreeMap<String, i64> {
     let query = Query::select()
         .columns(["id", "external_id"])
@@ -69,7 +74,7 @@ async fn prepare(fx: &Fixture) {
                 1_i64.into(),
                 revenue.into(),
                 0_i64.into(),
-                0_i64.into(),
+                last_purchase_of(i).into(),
                 recency.into(),
                 3_i64.into(),
                 3_i64.into(),
@@ -285,6 +290,32 @@ async fn crosstabs_match_an_independent_count(backend: Backend) {
         }),
         Box::new(|i, _| traits_of(i).map_or("(none)".to_string(), |(_, r, _)| r.to_string())),
         Box::new(|_, p| yes_no(p.country != Some("DE"))),
+    )
+    .await;
+
+    // Days since the last purchase, counted at the cross-tab's moment (not stored).
+    check(
+        &fx,
+        json!({"rows": {"trait": "recency_days", "edges": [7.125, 21]},
+               "columns": {"trait": "rfm_segment"}}),
+        Box::new(move |i, _| match traits_of(i) {
+            None => "(none)".to_string(),
+            Some(_) => {
+                let days = (now - last_purchase_of(i)) as f64 / DAY as f64;
+                if days < 7.125 {
+                    "< 7.125"
+                } else if days < 21.0 {
+                    "7.125-21"
+                } else {
+                    "21+"
+                }
+                .to_string()
+            }
+        }),
+        Box::new(|i, _| {
+            traits_of(i).map_or("(none)".to_string(), |(segment, _, _)| segment.to_string())
+        }),
+        all(),
     )
     .await;
 
