@@ -489,24 +489,8 @@ pub async fn recompute(
     let contacts = match caught_up {
         Some(contacts) => contacts,
         None => {
-            let mut delete = Sql::new(backend);
-            delete
-                .push("DELETE FROM contact_traits WHERE workspace_id = ")
-                .bind(workspace.0);
-            txn.execute_raw(delete.build()).await?;
-            let contacts = txn
-                .execute_raw(purchase_statement(
-                    backend,
-                    workspace,
-                    now,
-                    &settings.purchases,
-                ))
-                .await?
-                .rows_affected();
-            delete_bounds(&txn, workspace).await?;
-            txn.execute_raw(bounds_statement(backend, workspace))
-                .await?;
-            contacts
+            total_all(&txn, workspace, now, &settings.purchases).await?;
+            score_all(&txn, workspace, now).await?
         }
     };
     let mut count = Sql::new(backend);
@@ -789,9 +773,7 @@ const CATCH_UP_SHARE: f64 = 0.1;
 /// little in the future). Those contacts are computed from their events as [`recompute`]
 /// does. (A batch that committed after `previous` read the highest id but holds lower ids,
 /// and whose refresh failed, is caught by the next full computation, at most a day later.)
-/// Then every buyer is scored again in one pass, from score thresholds
-/// ([`score_thresholds`]) that give each buyer exactly the score its rank gives it; the rows
-/// whose scores changed are written, with their named segment.
+/// Then every buyer is scored again ([`score_all`]).
 async fn catch_up(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
@@ -799,7 +781,6 @@ async fn catch_up(
     settings: &PurchaseSettings,
     previous: &Previous,
 ) -> Result<Option<u64>, SegmentError> {
-    let backend = db.get_database_backend();
     let kinds = [settings.kind.as_str(), settings.refund_kind.as_str()];
     let Some(contacts) = contacts_to_catch_up(
         db,
@@ -815,9 +796,22 @@ async fn catch_up(
         return Ok(None);
     };
     refresh_contacts(db, workspace, &contacts, now, settings).await?;
+    Ok(Some(score_all(db, workspace, now).await?))
+}
 
+/// Scores every buyer of `workspace` again in one pass, from score thresholds
+/// ([`score_thresholds`]) that give each buyer exactly the score its rank gives it, writes the
+/// rows whose scores changed, with their named segment, and the score bounds ingestion places
+/// new values against. Returns the number of buyers.
+async fn score_all(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    now: Timestamp,
+) -> Result<u64, SegmentError> {
+    let backend = db.get_database_backend();
     let Some((buyers, found)) = all_thresholds(db, workspace).await? else {
-        return Ok(Some(0));
+        delete_bounds(db, workspace).await?;
+        return Ok(0);
     };
     let mut thresholds = Vec::with_capacity(DIMENSIONS.len());
     let mut bounds = Sql::new(backend);
@@ -888,7 +882,7 @@ async fn catch_up(
     }
     rank.push(")");
     db.execute_raw(rank.build()).await?;
-    Ok(Some(u64::try_from(buyers).unwrap_or(0)))
+    Ok(u64::try_from(buyers).unwrap_or(0))
 }
 
 /// The number of buyers and, per dimension, the thresholds and highest value of
@@ -1015,26 +1009,87 @@ async fn delete_bounds(
     Ok(())
 }
 
-/// One `INSERT ... SELECT` computing every contact's purchase traits: aggregates per contact,
-/// then ranks for the scores, then the segment from the grid.
-fn purchase_statement(
-    backend: DbBackend,
+/// Computes every buyer's orders, net revenue, first and last purchase from all of its
+/// events as of `now`, and writes only what changed: rows whose totals differ are updated,
+/// new buyers added (unscored, for [`score_all`] to score), rows of contacts without a
+/// purchase any more (refunded, deleted, or only future-dated) removed. The totals go to a
+/// temporary table first, read three times by hash joins.
+async fn total_all(
+    db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     now: Timestamp,
     settings: &PurchaseSettings,
-) -> Statement {
-    let mut sql = Sql::new(backend);
-    per_contact(&mut sql, workspace, now, settings, None);
-    // Ties share the score of the first position their group takes; see the module docs.
-    sql.push(
-        "scored AS (SELECT contact_id, orders, cents, first_at, last_at, \
-         1 + 5 * (RANK() OVER (ORDER BY last_at) - 1) / COUNT(*) OVER () AS r, \
-         1 + 5 * (RANK() OVER (ORDER BY orders) - 1) / COUNT(*) OVER () AS f, \
-         1 + 5 * (RANK() OVER (ORDER BY cents) - 1) / COUNT(*) OVER () AS m \
-         FROM per_contact WHERE last_at IS NOT NULL) ",
+) -> Result<(), SegmentError> {
+    let backend = db.get_database_backend();
+    // Named with its schema, so that no other table of that name can be dropped.
+    let drop = match backend {
+        DbBackend::Postgres => "DROP TABLE IF EXISTS pg_temp.trait_totals",
+        _ => "DROP TABLE IF EXISTS temp.trait_totals",
+    };
+    db.execute_unprepared(drop).await?;
+    db.execute_unprepared(
+        "CREATE TEMPORARY TABLE trait_totals (contact_id BIGINT PRIMARY KEY, orders BIGINT NOT NULL, \
+         cents DOUBLE PRECISION NOT NULL, first_at BIGINT NOT NULL, last_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let mut totals = Sql::new(backend);
+    per_contact(&mut totals, workspace, now, settings, None);
+    totals.push(
+        "buyers AS (SELECT contact_id, orders, cents, first_at, last_at FROM per_contact \
+         WHERE last_at IS NOT NULL) \
+         INSERT INTO trait_totals (contact_id, orders, cents, first_at, last_at) SELECT * FROM buyers",
     );
-    insert_scored(&mut sql, workspace, now);
-    sql.build()
+    db.execute_raw(totals.build()).await?;
+    if backend == DbBackend::Postgres {
+        // Temporary tables get no statistics of their own.
+        db.execute_unprepared("ANALYZE trait_totals").await?;
+    }
+
+    let mut gone = Sql::new(backend);
+    gone.push("DELETE FROM contact_traits WHERE workspace_id = ")
+        .bind(workspace.0)
+        .push(" AND contact_id NOT IN (SELECT contact_id FROM trait_totals)");
+    db.execute_raw(gone.build()).await?;
+
+    // Revenue and CLV are written from the totals as `insert_scored` writes them, so equal
+    // totals compare equal.
+    let mut changed = Sql::new(backend);
+    changed
+        .push(
+            "UPDATE contact_traits SET orders = tt.orders, revenue = tt.cents / 100.0, \
+             clv = tt.cents / 100.0, first_purchase_at = tt.first_at, last_purchase_at = tt.last_at, \
+             computed_at = ",
+        )
+        .bind(now.millis())
+        .push(
+            " FROM trait_totals AS tt WHERE contact_traits.contact_id = tt.contact_id \
+             AND contact_traits.workspace_id = ",
+        )
+        .bind(workspace.0)
+        .push(
+            " AND (contact_traits.orders <> tt.orders OR contact_traits.revenue <> tt.cents / 100.0 \
+             OR contact_traits.clv <> tt.cents / 100.0 \
+             OR contact_traits.first_purchase_at <> tt.first_at \
+             OR contact_traits.last_purchase_at <> tt.last_at)",
+        );
+    db.execute_raw(changed.build()).await?;
+
+    let mut new = Sql::new(backend);
+    new.push(
+        "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, \
+         last_purchase_at, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
+         SELECT tt.contact_id, ",
+    )
+    .bind(workspace.0)
+    .push(", tt.orders, tt.cents / 100.0, tt.first_at, tt.last_at, 0, 0, 0, '', tt.cents / 100.0, ")
+    .bind(now.millis())
+    .push(
+        " FROM trait_totals AS tt WHERE NOT EXISTS \
+         (SELECT 1 FROM contact_traits AS t WHERE t.contact_id = tt.contact_id)",
+    );
+    db.execute_raw(new.build()).await?;
+    db.execute_unprepared(drop).await?;
+    Ok(())
 }
 
 /// The RFM dimensions as `rfm_bounds` names them, with the `contact_traits` column of each
@@ -1049,26 +1104,6 @@ const DIMENSIONS: [(&str, &str, &str, &str); 3] = [
         "CAST(ROUND(revenue * 100) AS BIGINT)",
     ),
 ];
-
-/// Rewrites `workspace`'s RFM score bounds from its `contact_traits`: per dimension and
-/// score, the highest value that got it.
-fn bounds_statement(backend: DbBackend, workspace: WorkspaceId) -> Statement {
-    let mut sql = Sql::new(backend);
-    sql.push("INSERT INTO rfm_bounds (workspace_id, dimension, score, high) ");
-    for (i, (dimension, score, _, stored)) in DIMENSIONS.iter().enumerate() {
-        if i > 0 {
-            sql.push(" UNION ALL ");
-        }
-        sql.push("SELECT ")
-            .bind(workspace.0)
-            .push(&format!(
-                ", '{dimension}', {score}, MAX({stored}) FROM contact_traits WHERE workspace_id = "
-            ))
-            .bind(workspace.0)
-            .push(&format!(" GROUP BY {score}"));
-    }
-    sql.build()
-}
 
 /// One `INSERT ... SELECT ... ON CONFLICT DO UPDATE` computing the purchase traits of
 /// `contacts` (see [`refresh_contacts`] for how they are scored).

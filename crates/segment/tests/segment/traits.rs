@@ -1304,8 +1304,41 @@ async fn a_later_computation_catches_up_what_was_stored_since(backend: Backend) 
         );
     }
 
-    // A day after the last full computation, the next one is full again.
+    // A day after the last full computation, the next one is full again. Before it, two
+    // zero-amount lines of existing orders move a buyer's last purchase and another's first
+    // without moving their orders or revenue (stored without a refresh, as a failed one).
     let third = Timestamp::from_millis(first.millis() + 25 * 3_600_000);
+    let order_line = |not: &str| {
+        remaining
+            .iter()
+            .find(|l| l.kind == "purchase" && l.order.is_some() && l.contact != not)
+            .cloned()
+            .unwrap()
+    };
+    let moved_last = Line {
+        at: third.millis() - 60_000,
+        amount: Some(0.0),
+        ..order_line("")
+    };
+    let moved_first = Line {
+        at: times[0] - DAY,
+        amount: Some(0.0),
+        ..order_line(&moved_last.contact)
+    };
+    let extra = [moved_last.clone(), moved_first.clone()];
+    store_lines(&db, &extra).await;
+    let unmoved = expected_purchases(&remaining, third.millis());
+    let remaining: Vec<Line> = remaining.iter().chain(&extra).cloned().collect();
+    let moved = expected_purchases(&remaining, third.millis());
+    for (line, what) in [(&moved_last, "last"), (&moved_first, "first")] {
+        let (was, is) = (&unmoved[&line.contact], &moved[&line.contact]);
+        assert_eq!((was.orders, was.cents), (is.orders, is.cents), "{what}");
+        assert_ne!(
+            (was.first_at, was.last_at),
+            (is.first_at, is.last_at),
+            "{what}"
+        );
+    }
     let summary = recompute(&db, DEFAULT_WORKSPACE, third, &TraitSettings::default())
         .await
         .unwrap();
