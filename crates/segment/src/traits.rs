@@ -488,10 +488,7 @@ pub async fn recompute(
     };
     let contacts = match caught_up {
         Some(contacts) => contacts,
-        None => {
-            total_all(&txn, workspace, now, &settings.purchases).await?;
-            score_all(&txn, workspace, now).await?
-        }
+        None => compute_all(&txn, workspace, now, &settings.purchases).await?,
     };
     let mut count = Sql::new(backend);
     count
@@ -799,19 +796,53 @@ async fn catch_up(
     Ok(Some(score_all(db, workspace, now).await?))
 }
 
-/// Scores every buyer of `workspace` again in one pass, from score thresholds
-/// ([`score_thresholds`]) that give each buyer exactly the score its rank gives it, writes the
-/// rows whose scores changed, with their named segment, and the score bounds ingestion places
-/// new values against. Returns the number of buyers.
-async fn score_all(
+/// Where the values the scores rank are read: the stored rows (a catch-up) or the totals of
+/// a full computation (before they are stored).
+#[derive(Clone, Copy)]
+struct Ranked {
+    /// The `FROM` clause.
+    from: &'static str,
+    /// Whether `from` holds every workspace's rows (filtered by `workspace_id`).
+    shared: bool,
+    /// Per dimension, the ranked value as a `BIGINT` expression.
+    values: [&'static str; 3],
+}
+
+const STORED: Ranked = Ranked {
+    from: "contact_traits",
+    shared: true,
+    values: [DIMENSIONS[0].3, DIMENSIONS[1].3, DIMENSIONS[2].3],
+};
+
+const TOTALS: Ranked = Ranked {
+    from: "trait_totals AS tt",
+    shared: false,
+    values: ["tt.last_at", "tt.orders", "CAST(tt.cents AS BIGINT)"],
+};
+
+impl Ranked {
+    /// ` FROM ...` with the workspace filter where needed.
+    fn push_from(self, sql: &mut Sql, workspace: WorkspaceId) {
+        sql.push(" FROM ").push(self.from);
+        if self.shared {
+            sql.push(" WHERE workspace_id = ").bind(workspace.0);
+        }
+    }
+}
+
+/// Finds the score thresholds ([`score_thresholds`]) that give each buyer exactly the score
+/// its rank gives it among the `ranked` values, and writes the score bounds ingestion places
+/// new values against. Returns the number of buyers and the thresholds per dimension, or
+/// `None` (and no bounds) without buyers.
+async fn thresholds(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
-    now: Timestamp,
-) -> Result<u64, SegmentError> {
+    ranked: Ranked,
+) -> Result<Option<(u64, Vec<[i64; 4]>)>, SegmentError> {
     let backend = db.get_database_backend();
-    let Some((buyers, found)) = all_thresholds(db, workspace).await? else {
+    let Some((buyers, found)) = all_thresholds(db, workspace, ranked).await? else {
         delete_bounds(db, workspace).await?;
-        return Ok(0);
+        return Ok(None);
     };
     let mut thresholds = Vec::with_capacity(DIMENSIONS.len());
     let mut bounds = Sql::new(backend);
@@ -840,49 +871,71 @@ async fn score_all(
     }
     delete_bounds(db, workspace).await?;
     db.execute_raw(bounds.build()).await?;
-    let score = |sql: &mut Sql, dimension: usize| {
-        let stored = DIMENSIONS[dimension].3;
-        sql.push("CASE");
-        for (k, threshold) in thresholds[dimension].iter().enumerate().rev() {
-            sql.push(&format!(" WHEN {stored} > "))
-                .bind(*threshold)
-                .push(&format!(" THEN {}", k + 2));
-        }
-        sql.push(" ELSE 1 END");
-    };
-    // Most buyers keep their scores from one computation to the next (recency is not
-    // stored, and the thresholds move little): only the rows whose scores change are
-    // written.
-    let mut rank = Sql::new(backend);
-    rank.push("UPDATE contact_traits SET ");
-    for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
-        if dimension > 0 {
-            rank.push(", ");
-        }
-        rank.push(&format!("{column} = "));
-        score(&mut rank, dimension);
+    Ok(Some((u64::try_from(buyers).unwrap_or(0), thresholds)))
+}
+
+/// Pushes the score of `dimension` for the value `value` under `thresholds`.
+fn score_case(sql: &mut Sql, thresholds: &[[i64; 4]], dimension: usize, value: &str) {
+    sql.push("CASE");
+    for (k, threshold) in thresholds[dimension].iter().enumerate().rev() {
+        sql.push(&format!(" WHEN {value} > "))
+            .bind(*threshold)
+            .push(&format!(" THEN {}", k + 2));
     }
-    rank.push(", rfm_segment = ");
-    segment_case(&mut rank, &|sql, dimension| {
+    sql.push(" ELSE 1 END");
+}
+
+/// Pushes `, rfm_recency = ..., rfm_frequency = ..., rfm_monetary = ..., rfm_segment = ...`
+/// for the `ranked` values under `thresholds`.
+fn set_scores(sql: &mut Sql, thresholds: &[[i64; 4]], ranked: Ranked) {
+    for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
+        sql.push(&format!(", {column} = "));
+        score_case(sql, thresholds, dimension, ranked.values[dimension]);
+    }
+    sql.push(", rfm_segment = ");
+    segment_case(sql, &|sql, dimension| {
         sql.push("(");
-        score(sql, dimension);
+        score_case(sql, thresholds, dimension, ranked.values[dimension]);
         sql.push(")");
     });
-    rank.push(", computed_at = ")
-        .bind(now.millis())
-        .push(" WHERE workspace_id = ")
-        .bind(workspace.0)
-        .push(" AND (");
+}
+
+/// Pushes `(contact_traits.rfm_recency <> ... OR ...)`: whether a row's stored scores differ
+/// from those of the `ranked` values under `thresholds`.
+fn scores_differ(sql: &mut Sql, thresholds: &[[i64; 4]], ranked: Ranked) {
+    sql.push("(");
     for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
         if dimension > 0 {
-            rank.push(" OR ");
+            sql.push(" OR ");
         }
-        rank.push(&format!("{column} <> "));
-        score(&mut rank, dimension);
+        sql.push(&format!("contact_traits.{column} <> "));
+        score_case(sql, thresholds, dimension, ranked.values[dimension]);
     }
-    rank.push(")");
+    sql.push(")");
+}
+
+/// Scores every buyer of `workspace` again from its stored values in one pass and writes the
+/// rows whose scores changed, with their named segment: most buyers keep their scores from
+/// one computation to the next (recency is not stored, and the thresholds move little).
+/// Returns the number of buyers.
+async fn score_all(
+    db: &impl ConnectionTrait,
+    workspace: WorkspaceId,
+    now: Timestamp,
+) -> Result<u64, SegmentError> {
+    let Some((buyers, thresholds)) = thresholds(db, workspace, STORED).await? else {
+        return Ok(0);
+    };
+    let mut rank = Sql::new(db.get_database_backend());
+    rank.push("UPDATE contact_traits SET computed_at = ")
+        .bind(now.millis());
+    set_scores(&mut rank, &thresholds, STORED);
+    rank.push(" WHERE workspace_id = ")
+        .bind(workspace.0)
+        .push(" AND ");
+    scores_differ(&mut rank, &thresholds, STORED);
     db.execute_raw(rank.build()).await?;
-    Ok(u64::try_from(buyers).unwrap_or(0))
+    Ok(buyers)
 }
 
 /// The number of buyers and, per dimension, the thresholds and highest value of
@@ -890,17 +943,18 @@ async fn score_all(
 async fn all_thresholds(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
+    ranked: Ranked,
 ) -> Result<Option<(i64, [([i64; 4], i64); 3])>, SegmentError> {
     if db.get_database_backend() == DbBackend::Postgres {
-        return postgres_thresholds(db, workspace).await;
+        return postgres_thresholds(db, workspace, ranked).await;
     }
-    let buyers = count_buyers(db, workspace).await?;
+    let buyers = count_buyers(db, workspace, ranked).await?;
     if buyers == 0 {
         return Ok(None);
     }
     let mut found = [([0; 4], 0); 3];
-    for (found, (_, _, _, stored)) in found.iter_mut().zip(DIMENSIONS) {
-        *found = score_thresholds(db, workspace, stored, buyers).await?;
+    for (found, value) in found.iter_mut().zip(ranked.values) {
+        *found = score_thresholds(db, workspace, ranked, value, buyers).await?;
     }
     Ok(Some((buyers, found)))
 }
@@ -913,10 +967,11 @@ async fn all_thresholds(
 async fn postgres_thresholds(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
+    ranked: Ranked,
 ) -> Result<Option<(i64, [([i64; 4], i64); 3])>, SegmentError> {
     let mut sql = Sql::new(DbBackend::Postgres);
     sql.push("SELECT COUNT(*) AS buyers");
-    for (d, (_, _, _, stored)) in DIMENSIONS.iter().enumerate() {
+    for (d, stored) in ranked.values.iter().enumerate() {
         for k in 1..=4 {
             sql.push(&format!(
                 ", percentile_disc({k} / 5.0 - 1e-9) WITHIN GROUP (ORDER BY {stored}) AS t{d}_{k}"
@@ -924,8 +979,7 @@ async fn postgres_thresholds(
         }
         sql.push(&format!(", MAX({stored}) AS t{d}_5"));
     }
-    sql.push(" FROM contact_traits WHERE workspace_id = ")
-        .bind(workspace.0);
+    ranked.push_from(&mut sql, workspace);
     let Some(row) = db.query_one_raw(sql.build()).await? else {
         return Ok(None);
     };
@@ -943,19 +997,20 @@ async fn postgres_thresholds(
     Ok(Some((buyers, found)))
 }
 
-/// The workspace's contacts with purchase traits.
+/// The workspace's buyers among the `ranked` rows.
 async fn count_buyers(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
+    ranked: Ranked,
 ) -> Result<i64, SegmentError> {
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT COUNT(*) AS value FROM contact_traits WHERE workspace_id = ")
-        .bind(workspace.0);
+    sql.push("SELECT COUNT(*) AS value");
+    ranked.push_from(&mut sql, workspace);
     let count = Number::find_by_statement(sql.build()).one(db).await?;
     Ok(count.and_then(|c| c.value).unwrap_or(0))
 }
 
-/// For scores 2 to 5, the value a buyer's `value` (an expression over `contact_traits`) must
+/// For scores 2 to 5, the value a buyer's `value` (an expression over the `ranked` rows) must
 /// exceed to get at least that score, among `buyers` buyers. The score is
 /// `1 + floor(5 × less / n)` with `less` the buyers with a strictly lower value, so it is at
 /// least `k` exactly when `less >= ceil((k − 1) × n / 5) = p`, that is when the value exceeds
@@ -964,6 +1019,7 @@ async fn count_buyers(
 async fn score_thresholds(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
+    ranked: Ranked,
     value: &str,
     buyers: i64,
 ) -> Result<([i64; 4], i64), SegmentError> {
@@ -971,10 +1027,10 @@ async fn score_thresholds(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(&format!(
         "SELECT pos, x FROM (SELECT x, ROW_NUMBER() OVER (ORDER BY x) AS pos FROM \
-         (SELECT {value} AS x FROM contact_traits WHERE workspace_id = "
-    ))
-    .bind(workspace.0)
-    .push(") AS v) AS ranked WHERE pos IN (");
+         (SELECT {value} AS x"
+    ));
+    ranked.push_from(&mut sql, workspace);
+    sql.push(") AS v) AS ranked WHERE pos IN (");
     for position in positions {
         sql.bind(position).push(", ");
     }
@@ -1010,16 +1066,16 @@ async fn delete_bounds(
 }
 
 /// Computes every buyer's orders, net revenue, first and last purchase from all of its
-/// events as of `now`, and writes only what changed: rows whose totals differ are updated,
-/// new buyers added (unscored, for [`score_all`] to score), rows of contacts without a
-/// purchase any more (refunded, deleted, or only future-dated) removed. The totals go to a
-/// temporary table first, read three times by hash joins.
-async fn total_all(
+/// events as of `now` and scores them, writing only what changed: rows whose totals or
+/// scores differ are updated, new buyers added, rows of contacts without a purchase any more
+/// (refunded, deleted, or only future-dated) removed. The totals go to a temporary table
+/// first, which the thresholds, the update and the insert read. Returns the number of buyers.
+async fn compute_all(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     now: Timestamp,
     settings: &PurchaseSettings,
-) -> Result<(), SegmentError> {
+) -> Result<u64, SegmentError> {
     let backend = db.get_database_backend();
     // Named with its schema, so that no other table of that name can be dropped.
     let drop = match backend {
@@ -1044,6 +1100,7 @@ async fn total_all(
         // Temporary tables get no statistics of their own.
         db.execute_unprepared("ANALYZE trait_totals").await?;
     }
+    let scored = thresholds(db, workspace, TOTALS).await?;
 
     let mut gone = Sql::new(backend);
     gone.push("DELETE FROM contact_traits WHERE workspace_id = ")
@@ -1051,45 +1108,65 @@ async fn total_all(
         .push(" AND contact_id NOT IN (SELECT contact_id FROM trait_totals)");
     db.execute_raw(gone.build()).await?;
 
-    // Revenue and CLV are written from the totals as `insert_scored` writes them, so equal
-    // totals compare equal.
-    let mut changed = Sql::new(backend);
-    changed
-        .push(
-            "UPDATE contact_traits SET orders = tt.orders, revenue = tt.cents / 100.0, \
-             clv = tt.cents / 100.0, first_purchase_at = tt.first_at, last_purchase_at = tt.last_at, \
-             computed_at = ",
-        )
-        .bind(now.millis())
-        .push(
-            " FROM trait_totals AS tt WHERE contact_traits.contact_id = tt.contact_id \
-             AND contact_traits.workspace_id = ",
-        )
-        .bind(workspace.0)
-        .push(
-            " AND (contact_traits.orders <> tt.orders OR contact_traits.revenue <> tt.cents / 100.0 \
-             OR contact_traits.clv <> tt.cents / 100.0 \
-             OR contact_traits.first_purchase_at <> tt.first_at \
-             OR contact_traits.last_purchase_at <> tt.last_at)",
-        );
-    db.execute_raw(changed.build()).await?;
+    let buyers = match scored {
+        None => 0,
+        Some((buyers, thresholds)) => {
+            // Revenue and CLV are written from the totals as `insert_scored` writes them, so
+            // equal totals compare equal.
+            let mut changed = Sql::new(backend);
+            changed
+                .push(
+                    "UPDATE contact_traits SET orders = tt.orders, revenue = tt.cents / 100.0, \
+                     clv = tt.cents / 100.0, first_purchase_at = tt.first_at, \
+                     last_purchase_at = tt.last_at, computed_at = ",
+                )
+                .bind(now.millis());
+            set_scores(&mut changed, &thresholds, TOTALS);
+            changed
+                .push(
+                    " FROM trait_totals AS tt WHERE contact_traits.contact_id = tt.contact_id \
+                     AND contact_traits.workspace_id = ",
+                )
+                .bind(workspace.0)
+                .push(
+                    " AND (contact_traits.orders <> tt.orders \
+                     OR contact_traits.revenue <> tt.cents / 100.0 \
+                     OR contact_traits.clv <> tt.cents / 100.0 \
+                     OR contact_traits.first_purchase_at <> tt.first_at \
+                     OR contact_traits.last_purchase_at <> tt.last_at OR ",
+                );
+            scores_differ(&mut changed, &thresholds, TOTALS);
+            changed.push(")");
+            db.execute_raw(changed.build()).await?;
 
-    let mut new = Sql::new(backend);
-    new.push(
-        "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, first_purchase_at, \
-         last_purchase_at, rfm_recency, rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at) \
-         SELECT tt.contact_id, ",
-    )
-    .bind(workspace.0)
-    .push(", tt.orders, tt.cents / 100.0, tt.first_at, tt.last_at, 0, 0, 0, '', tt.cents / 100.0, ")
-    .bind(now.millis())
-    .push(
-        " FROM trait_totals AS tt WHERE NOT EXISTS \
-         (SELECT 1 FROM contact_traits AS t WHERE t.contact_id = tt.contact_id)",
-    );
-    db.execute_raw(new.build()).await?;
+            let mut new = Sql::new(backend);
+            new.push(
+                "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, \
+                 first_purchase_at, last_purchase_at, rfm_recency, rfm_frequency, rfm_monetary, \
+                 rfm_segment, clv, computed_at) SELECT tt.contact_id, ",
+            )
+            .bind(workspace.0)
+            .push(", tt.orders, tt.cents / 100.0, tt.first_at, tt.last_at");
+            for (dimension, value) in TOTALS.values.iter().enumerate() {
+                new.push(", ");
+                score_case(&mut new, &thresholds, dimension, value);
+            }
+            new.push(", ");
+            segment_case(&mut new, &|sql, dimension| {
+                sql.push("(");
+                score_case(sql, &thresholds, dimension, TOTALS.values[dimension]);
+                sql.push(")");
+            });
+            new.push(", tt.cents / 100.0, ").bind(now.millis()).push(
+                " FROM trait_totals AS tt WHERE NOT EXISTS \
+                     (SELECT 1 FROM contact_traits AS t WHERE t.contact_id = tt.contact_id)",
+            );
+            db.execute_raw(new.build()).await?;
+            buyers
+        }
+    };
     db.execute_unprepared(drop).await?;
-    Ok(())
+    Ok(buyers)
 }
 
 /// The RFM dimensions as `rfm_bounds` names them, with the `contact_traits` column of each
