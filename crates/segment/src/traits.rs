@@ -1227,12 +1227,12 @@ fn contacts_statement(
 const REFRESH_CHUNK: usize = 1_000;
 
 /// Rewrites the purchase traits of `contacts` (of `workspace`) as of `now`, after their
-/// purchases or refunds changed: orders, revenue, first and last purchase, recency and CLV
-/// exactly as [`recompute`] computes them, and RFM scores placed among the other buyers by
-/// the score bounds of the workspace's last full computation (`rfm_bounds`: per score, the
-/// highest value that got it). A value between two score groups gets the higher group's
-/// score, as a rank among the other buyers would give it; the other buyers keep their
-/// scores until the next full computation ranks everyone again. Contacts without a purchase
+/// purchases or refunds changed: orders, revenue, first and last purchase and CLV exactly as
+/// [`recompute`] computes them, and RFM scores placed among the other buyers by the score
+/// bounds of the workspace's last computation (`rfm_bounds`: per score, the highest value
+/// that got it). A value between two score groups gets the higher group's score, as a rank
+/// among the other buyers would give it; the other buyers keep their scores until the next
+/// computation scores everyone again. Contacts without a purchase
 /// by `now` are left as they are. Returns the contacts written.
 pub async fn refresh_contacts(
     db: &impl ConnectionTrait,
