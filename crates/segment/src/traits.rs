@@ -886,8 +886,9 @@ fn score_case(sql: &mut Sql, thresholds: &[[i64; 4]], dimension: usize, value: &
 }
 
 /// Pushes `, rfm_recency = ..., rfm_frequency = ..., rfm_monetary = ..., rfm_segment = ...`
-/// for the `ranked` values under `thresholds`.
-fn set_scores(sql: &mut Sql, thresholds: &[[i64; 4]], ranked: Ranked) {
+/// for the stored values under `thresholds`.
+fn set_scores(sql: &mut Sql, thresholds: &[[i64; 4]]) {
+    let ranked = STORED;
     for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
         sql.push(&format!(", {column} = "));
         score_case(sql, thresholds, dimension, ranked.values[dimension]);
@@ -900,15 +901,16 @@ fn set_scores(sql: &mut Sql, thresholds: &[[i64; 4]], ranked: Ranked) {
     });
 }
 
-/// Pushes `(contact_traits.rfm_recency <> ... OR ...)`: whether a row's stored scores differ
-/// from those of the `ranked` values under `thresholds`.
-fn scores_differ(sql: &mut Sql, thresholds: &[[i64; 4]], ranked: Ranked) {
+/// Pushes `(rfm_recency <> ... OR ...)`: whether a row's stored scores differ from those its
+/// stored values get under `thresholds`.
+fn scores_differ(sql: &mut Sql, thresholds: &[[i64; 4]]) {
+    let ranked = STORED;
     sql.push("(");
     for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
         if dimension > 0 {
             sql.push(" OR ");
         }
-        sql.push(&format!("contact_traits.{column} <> "));
+        sql.push(&format!("{column} <> "));
         score_case(sql, thresholds, dimension, ranked.values[dimension]);
     }
     sql.push(")");
@@ -929,11 +931,11 @@ async fn score_all(
     let mut rank = Sql::new(db.get_database_backend());
     rank.push("UPDATE contact_traits SET computed_at = ")
         .bind(now.millis());
-    set_scores(&mut rank, &thresholds, STORED);
+    set_scores(&mut rank, &thresholds);
     rank.push(" WHERE workspace_id = ")
         .bind(workspace.0)
         .push(" AND ");
-    scores_differ(&mut rank, &thresholds, STORED);
+    scores_differ(&mut rank, &thresholds);
     db.execute_raw(rank.build()).await?;
     Ok(buyers)
 }
@@ -1069,7 +1071,7 @@ async fn delete_bounds(
 /// events as of `now` and scores them, writing only what changed: rows whose totals or
 /// scores differ are updated, new buyers added, rows of contacts without a purchase any more
 /// (refunded, deleted, or only future-dated) removed. The totals go to a temporary table
-/// first, which the thresholds, the update and the insert read. Returns the number of buyers.
+/// first, which the thresholds and the upsert read. Returns the number of buyers.
 async fn compute_all(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
@@ -1111,57 +1113,55 @@ async fn compute_all(
     let buyers = match scored {
         None => 0,
         Some((buyers, thresholds)) => {
-            // Revenue and CLV are written from the totals as `insert_scored` writes them, so
-            // equal totals compare equal.
-            let mut changed = Sql::new(backend);
-            changed
+            // One upsert, so that no plan can probe `contact_traits` while it grows (a table
+            // without statistics yet was scanned once per new buyer). Revenue and CLV are
+            // written as `insert_scored` writes them, so equal totals compare equal.
+            let mut upsert = Sql::new(backend);
+            upsert
                 .push(
-                    "UPDATE contact_traits SET orders = tt.orders, revenue = tt.cents / 100.0, \
-                     clv = tt.cents / 100.0, first_purchase_at = tt.first_at, \
-                     last_purchase_at = tt.last_at, computed_at = ",
-                )
-                .bind(now.millis());
-            set_scores(&mut changed, &thresholds, TOTALS);
-            changed
-                .push(
-                    " FROM trait_totals AS tt WHERE contact_traits.contact_id = tt.contact_id \
-                     AND contact_traits.workspace_id = ",
+                    "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, \
+                     first_purchase_at, last_purchase_at, rfm_recency, rfm_frequency, \
+                     rfm_monetary, rfm_segment, clv, computed_at) SELECT tt.contact_id, ",
                 )
                 .bind(workspace.0)
-                .push(
-                    " AND (contact_traits.orders <> tt.orders \
-                     OR contact_traits.revenue <> tt.cents / 100.0 \
-                     OR contact_traits.clv <> tt.cents / 100.0 \
-                     OR contact_traits.first_purchase_at <> tt.first_at \
-                     OR contact_traits.last_purchase_at <> tt.last_at OR ",
-                );
-            scores_differ(&mut changed, &thresholds, TOTALS);
-            changed.push(")");
-            db.execute_raw(changed.build()).await?;
-
-            let mut new = Sql::new(backend);
-            new.push(
-                "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, \
-                 first_purchase_at, last_purchase_at, rfm_recency, rfm_frequency, rfm_monetary, \
-                 rfm_segment, clv, computed_at) SELECT tt.contact_id, ",
-            )
-            .bind(workspace.0)
-            .push(", tt.orders, tt.cents / 100.0, tt.first_at, tt.last_at");
+                .push(", tt.orders, tt.cents / 100.0, tt.first_at, tt.last_at");
             for (dimension, value) in TOTALS.values.iter().enumerate() {
-                new.push(", ");
-                score_case(&mut new, &thresholds, dimension, value);
+                upsert.push(", ");
+                score_case(&mut upsert, &thresholds, dimension, value);
             }
-            new.push(", ");
-            segment_case(&mut new, &|sql, dimension| {
+            upsert.push(", ");
+            segment_case(&mut upsert, &|sql, dimension| {
                 sql.push("(");
                 score_case(sql, &thresholds, dimension, TOTALS.values[dimension]);
                 sql.push(")");
             });
-            new.push(", tt.cents / 100.0, ").bind(now.millis()).push(
-                " FROM trait_totals AS tt WHERE NOT EXISTS \
-                     (SELECT 1 FROM contact_traits AS t WHERE t.contact_id = tt.contact_id)",
+            // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+            upsert.push(", tt.cents / 100.0, ").bind(now.millis()).push(
+                " FROM trait_totals AS tt WHERE true ON CONFLICT (contact_id) DO UPDATE SET ",
             );
-            db.execute_raw(new.build()).await?;
+            let columns = [
+                "workspace_id",
+                "orders",
+                "revenue",
+                "clv",
+                "first_purchase_at",
+                "last_purchase_at",
+                "rfm_recency",
+                "rfm_frequency",
+                "rfm_monetary",
+                "rfm_segment",
+            ];
+            for column in columns {
+                upsert.push(&format!("{column} = excluded.{column}, "));
+            }
+            upsert.push("computed_at = excluded.computed_at WHERE ");
+            for (i, column) in columns.iter().enumerate() {
+                if i > 0 {
+                    upsert.push(" OR ");
+                }
+                upsert.push(&format!("contact_traits.{column} <> excluded.{column}"));
+            }
+            db.execute_raw(upsert.build()).await?;
             buyers
         }
     };
