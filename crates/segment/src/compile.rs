@@ -270,12 +270,7 @@ impl Compiler<'_> {
             Op::Exists => Expr::exists(row),
             Op::NotExists => Expr::exists(row).not(),
             _ => {
-                // Recency is not stored: it counts from the last purchase to `now`.
-                let value_of = if column == "recency_days" {
-                    crate::traits::recency_days_sql(self.backend, "t", self.now)
-                } else {
-                    Expr::col(("t", column))
-                };
+                let value_of = crate::traits::trait_value(self.backend, "t", column, self.now);
                 row.and_where(self.compare(value_of, ty, false, op, value));
                 Expr::exists(row)
             }

@@ -462,11 +462,7 @@ impl Context<'_> {
         let backend = self.backend;
         match source {
             Source::Trait(column) => {
-                let col = if *column == "recency_days" {
-                    crate::traits::recency_days_sql(backend, "t", self.now)
-                } else {
-                    Expr::col(("t", *column))
-                };
+                let col = crate::traits::trait_value(backend, "t", column, self.now);
                 let expr = if numeric || *column == "rfm_segment" {
                     col
                 } else {

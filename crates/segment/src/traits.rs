@@ -24,7 +24,7 @@
 //! - **first_purchase_at**, **last_purchase_at**: the first and the last purchase event.
 //! - **recency_days**: days from the last purchase to the moment it is read, with fractions.
 //!   It changes every moment, so it is not stored but computed from `last_purchase_at` by
-//!   whoever reads it ([`recency_days`], [`recency_days_sql`]): a rule on it is evaluated at
+//!   whoever reads it ([`recency_days`], `trait_value`): a rule on it is evaluated at
 //!   the rule's `now`, the API answers it as of the request.
 //! - **clv**: historic customer lifetime value, the net revenue to date (the same number as
 //!   `revenue`; it is kept apart so that a predictive CLV can replace it without changing
@@ -315,6 +315,7 @@ pub struct PurchaseTraits {
     pub first_purchase_at: i64,
     pub last_purchase_at: i64,
     /// Days from the last purchase to the moment of reading ([`for_contact`]'s `now`).
+    #[sea_orm(skip)]
     pub recency_days: f64,
     pub rfm_recency: i16,
     pub rfm_frequency: i16,
@@ -331,9 +332,13 @@ pub fn recency_days(last_purchase_at: i64, now: Timestamp) -> f64 {
     (now.millis() - last_purchase_at) as f64 / 86_400_000.0
 }
 
-/// The `recency_days` trait at `now` of the `contact_traits` row aliased `alias`, in SQL, as
+/// The value of the trait `column` at `now` of the `contact_traits` row aliased `alias`, in
+/// SQL: the column itself, except `recency_days`, which is not stored and is computed as
 /// [`recency_days`] computes it.
-pub fn recency_days_sql(backend: DbBackend, alias: &str, now: Timestamp) -> Expr {
+pub(crate) fn trait_value(backend: DbBackend, alias: &str, column: &str, now: Timestamp) -> Expr {
+    if column != "recency_days" {
+        return Expr::col((alias.to_string(), column.to_string()));
+    }
     crate::compile::custom_sql(
         backend,
         &format!("(CAST(? - {alias}.last_purchase_at AS DOUBLE PRECISION) / 86400000.0)"),
@@ -675,6 +680,42 @@ fn insert_scored(sql: &mut Sql, workspace: WorkspaceId, now: Timestamp) {
         .push(" FROM scored");
 }
 
+/// The columns an upsert of [`insert_scored`]'s rows rewrites on a conflict.
+const UPSERTED: [&str; 11] = [
+    "workspace_id",
+    "orders",
+    "revenue",
+    "clv",
+    "first_purchase_at",
+    "last_purchase_at",
+    "rfm_recency",
+    "rfm_frequency",
+    "rfm_monetary",
+    "rfm_segment",
+    "computed_at",
+];
+
+/// [`insert_scored`] as an upsert: a contact with a row gets the new values, or with
+/// `only_changed` only when one of them (`computed_at` aside) differs.
+fn upsert_scored(sql: &mut Sql, workspace: WorkspaceId, now: Timestamp, only_changed: bool) {
+    insert_scored(sql, workspace, now);
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+    sql.push(" WHERE true ON CONFLICT (contact_id) DO UPDATE SET ");
+    let set: Vec<String> = UPSERTED
+        .iter()
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect();
+    sql.push(&set.join(", "));
+    if only_changed {
+        let changed: Vec<String> = UPSERTED
+            .iter()
+            .filter(|column| **column != "computed_at")
+            .map(|column| format!("contact_traits.{column} <> excluded.{column}"))
+            .collect();
+        sql.push(" WHERE ").push(&changed.join(" OR "));
+    }
+}
+
 /// The named RFM segment from the grid, with `score` pushing the expression of each
 /// dimension's score (0 recency, 1 frequency, 2 monetary).
 fn segment_case(sql: &mut Sql, score: &dyn Fn(&mut Sql, usize)) {
@@ -834,7 +875,7 @@ impl Ranked {
 /// its rank gives it among the `ranked` values, and writes the score bounds ingestion places
 /// new values against. Returns the number of buyers and the thresholds per dimension, or
 /// `None` (and no bounds) without buyers.
-async fn thresholds(
+async fn find_thresholds(
     db: &impl ConnectionTrait,
     workspace: WorkspaceId,
     ranked: Ranked,
@@ -888,15 +929,14 @@ fn score_case(sql: &mut Sql, thresholds: &[[i64; 4]], dimension: usize, value: &
 /// Pushes `, rfm_recency = ..., rfm_frequency = ..., rfm_monetary = ..., rfm_segment = ...`
 /// for the stored values under `thresholds`.
 fn set_scores(sql: &mut Sql, thresholds: &[[i64; 4]]) {
-    let ranked = STORED;
     for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
         sql.push(&format!(", {column} = "));
-        score_case(sql, thresholds, dimension, ranked.values[dimension]);
+        score_case(sql, thresholds, dimension, STORED.values[dimension]);
     }
     sql.push(", rfm_segment = ");
     segment_case(sql, &|sql, dimension| {
         sql.push("(");
-        score_case(sql, thresholds, dimension, ranked.values[dimension]);
+        score_case(sql, thresholds, dimension, STORED.values[dimension]);
         sql.push(")");
     });
 }
@@ -904,14 +944,13 @@ fn set_scores(sql: &mut Sql, thresholds: &[[i64; 4]]) {
 /// Pushes `(rfm_recency <> ... OR ...)`: whether a row's stored scores differ from those its
 /// stored values get under `thresholds`.
 fn scores_differ(sql: &mut Sql, thresholds: &[[i64; 4]]) {
-    let ranked = STORED;
     sql.push("(");
     for (dimension, (_, column, _, _)) in DIMENSIONS.iter().enumerate() {
         if dimension > 0 {
             sql.push(" OR ");
         }
         sql.push(&format!("{column} <> "));
-        score_case(sql, thresholds, dimension, ranked.values[dimension]);
+        score_case(sql, thresholds, dimension, STORED.values[dimension]);
     }
     sql.push(")");
 }
@@ -925,7 +964,7 @@ async fn score_all(
     workspace: WorkspaceId,
     now: Timestamp,
 ) -> Result<u64, SegmentError> {
-    let Some((buyers, thresholds)) = thresholds(db, workspace, STORED).await? else {
+    let Some((buyers, thresholds)) = find_thresholds(db, workspace, STORED).await? else {
         return Ok(0);
     };
     let mut rank = Sql::new(db.get_database_backend());
@@ -1102,7 +1141,7 @@ async fn compute_all(
         // Temporary tables get no statistics of their own.
         db.execute_unprepared("ANALYZE trait_totals").await?;
     }
-    let scored = thresholds(db, workspace, TOTALS).await?;
+    let scored = find_thresholds(db, workspace, TOTALS).await?;
 
     let mut gone = Sql::new(backend);
     gone.push("DELETE FROM contact_traits WHERE workspace_id = ")
@@ -1115,52 +1154,19 @@ async fn compute_all(
         Some((buyers, thresholds)) => {
             // One upsert, so that no plan can probe `contact_traits` while it grows (a table
             // without statistics yet was scanned once per new buyer). Revenue and CLV are
-            // written as `insert_scored` writes them, so equal totals compare equal.
+            // written as for every other row, so equal totals compare equal.
             let mut upsert = Sql::new(backend);
-            upsert
-                .push(
-                    "INSERT INTO contact_traits (contact_id, workspace_id, orders, revenue, \
-                     first_purchase_at, last_purchase_at, rfm_recency, rfm_frequency, \
-                     rfm_monetary, rfm_segment, clv, computed_at) SELECT tt.contact_id, ",
-                )
-                .bind(workspace.0)
-                .push(", tt.orders, tt.cents / 100.0, tt.first_at, tt.last_at");
+            upsert.push(
+                "WITH scored AS (SELECT tt.contact_id AS contact_id, tt.orders AS orders, \
+                 tt.cents AS cents, tt.first_at AS first_at, tt.last_at AS last_at",
+            );
             for (dimension, value) in TOTALS.values.iter().enumerate() {
                 upsert.push(", ");
                 score_case(&mut upsert, &thresholds, dimension, value);
+                upsert.push(&format!(" AS {}", ["r", "f", "m"][dimension]));
             }
-            upsert.push(", ");
-            segment_case(&mut upsert, &|sql, dimension| {
-                sql.push("(");
-                score_case(sql, &thresholds, dimension, TOTALS.values[dimension]);
-                sql.push(")");
-            });
-            // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
-            upsert.push(", tt.cents / 100.0, ").bind(now.millis()).push(
-                " FROM trait_totals AS tt WHERE true ON CONFLICT (contact_id) DO UPDATE SET ",
-            );
-            let columns = [
-                "workspace_id",
-                "orders",
-                "revenue",
-                "clv",
-                "first_purchase_at",
-                "last_purchase_at",
-                "rfm_recency",
-                "rfm_frequency",
-                "rfm_monetary",
-                "rfm_segment",
-            ];
-            for column in columns {
-                upsert.push(&format!("{column} = excluded.{column}, "));
-            }
-            upsert.push("computed_at = excluded.computed_at WHERE ");
-            for (i, column) in columns.iter().enumerate() {
-                if i > 0 {
-                    upsert.push(" OR ");
-                }
-                upsert.push(&format!("contact_traits.{column} <> excluded.{column}"));
-            }
+            upsert.push(" FROM trait_totals AS tt) ");
+            upsert_scored(&mut upsert, workspace, now, true);
             db.execute_raw(upsert.build()).await?;
             buyers
         }
@@ -1210,16 +1216,7 @@ fn contacts_statement(
             ));
     }
     sql.push(" FROM per_contact WHERE last_at IS NOT NULL) ");
-    insert_scored(&mut sql, workspace, now);
-    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
-    sql.push(
-        " WHERE true ON CONFLICT (contact_id) DO UPDATE SET workspace_id = excluded.workspace_id, \
-         orders = excluded.orders, revenue = excluded.revenue, \
-         first_purchase_at = excluded.first_purchase_at, last_purchase_at = excluded.last_purchase_at, \
-         rfm_recency = excluded.rfm_recency, \
-         rfm_frequency = excluded.rfm_frequency, rfm_monetary = excluded.rfm_monetary, \
-         rfm_segment = excluded.rfm_segment, clv = excluded.clv, computed_at = excluded.computed_at",
-    );
+    upsert_scored(&mut sql, workspace, now, false);
     sql.build()
 }
 
@@ -1577,19 +1574,21 @@ pub async fn for_contact(
         .map(|row| Timestamp::from_millis(row.computed_at));
 
     let mut sql = Sql::new(backend);
-    sql.push("SELECT orders, revenue, first_purchase_at, last_purchase_at, CAST(")
-        .bind(now.millis())
-        .push(
-            " - last_purchase_at AS DOUBLE PRECISION) / 86400000.0 AS recency_days, rfm_recency, \
-             rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at FROM contact_traits \
-             WHERE contact_id = ",
-        )
-        .bind(contact.0)
-        .push(" AND workspace_id = ")
-        .bind(workspace.0);
+    sql.push(
+        "SELECT orders, revenue, first_purchase_at, last_purchase_at, rfm_recency, \
+         rfm_frequency, rfm_monetary, rfm_segment, clv, computed_at FROM contact_traits \
+         WHERE contact_id = ",
+    )
+    .bind(contact.0)
+    .push(" AND workspace_id = ")
+    .bind(workspace.0);
     let purchases = PurchaseTraits::find_by_statement(sql.build())
         .one(db)
-        .await?;
+        .await?
+        .map(|p| PurchaseTraits {
+            recency_days: recency_days(p.last_purchase_at, now),
+            ..p
+        });
 
     let mut sql = Sql::new(backend);
     sql.push("SELECT category, score FROM contact_interests WHERE contact_id = ")
